@@ -1,0 +1,3 @@
+"""pytest entry point: makes the suites' fixtures available to plugin authors' tests."""
+
+from __future__ import annotations

@@ -1,0 +1,145 @@
+"""The per-request context object and its typed stash."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar, cast, overload
+
+import attrs
+import orjson
+
+from tollway._types import Attempt, Principal, RouteTarget, Usage
+
+__all__ = ["Endpoint", "RequestContext", "Stash", "StashKey"]
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+#: The client-facing endpoints (and so the client's wire format).
+Endpoint = str
+CHAT = "chat"  # POST /v1/chat/completions (OpenAI chat)
+MESSAGES = "messages"  # POST /v1/messages (Anthropic)
+RESPONSES = "responses"  # POST /v1/responses (OpenAI Responses)
+EMBEDDINGS = "embeddings"  # POST /v1/embeddings
+MODELS = "models"  # GET /v1/models
+
+
+class StashKey(Generic[T]):
+    """A typed key for :class:`Stash`. Create one per plugin at module level."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"StashKey({self.name!r})"
+
+
+class Stash:
+    """Private, typed per-plugin state on a shared object (after pytest's ``Stash``)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: dict[StashKey[Any], Any] = {}
+
+    def __setitem__(self, key: StashKey[T], value: T) -> None:
+        self._data[key] = value
+
+    def __getitem__(self, key: StashKey[T]) -> T:
+        return cast(T, self._data[key])
+
+    @overload
+    def get(self, key: StashKey[T]) -> T | None: ...
+    @overload
+    def get(self, key: StashKey[T], default: D) -> T | D: ...
+    def get(self, key: StashKey[T], default: object = None) -> object:
+        return self._data.get(key, default)
+
+    def setdefault(self, key: StashKey[T], default: T) -> T:
+        return cast(T, self._data.setdefault(key, default))
+
+    def __contains__(self, key: StashKey[Any]) -> bool:
+        return key in self._data
+
+    def __delitem__(self, key: StashKey[Any]) -> None:
+        del self._data[key]
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@attrs.define(slots=True, eq=False)
+class RequestContext:
+    """Everything one request carries through the hooks.
+
+    The raw body is forwarded byte-for-byte unless a hook calls :meth:`set_body`.
+    """
+
+    request_id: str
+    endpoint: Endpoint
+    method: str
+    path: str
+    query_string: bytes
+    headers: Mapping[str, str]
+    trace_id: str
+    span_id: str
+    #: The :class:`tollway.gateway.Gateway` serving this request (settings, ``stash``).
+    gateway: Any = None
+    parent_span_id: str | None = None
+    trace_flags: int = 1
+    raw_body: bytes = b""
+    body: dict[str, Any] = attrs.field(factory=dict)
+    model: str = ""
+    stream: bool = False
+    principal: Principal | None = None
+    #: Headers any hook wants on the client response (budget warnings, rate-limit headroom, …).
+    response_headers: dict[str, str] = attrs.field(factory=dict)
+    targets: list[RouteTarget] = attrs.field(factory=list)
+    attempts: list[Attempt] = attrs.field(factory=list)
+    provider: str | None = None
+    provider_type: str | None = None
+    resolved_model: str | None = None
+    usage: Usage | None = None
+    status: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    stream_chunks: int = 0
+    terminated_at_chunk: int | None = None
+    client_disconnected: bool = False
+    #: ``time.perf_counter()`` at arrival, and wall-clock ns for spans.
+    started: float = attrs.field(factory=time.perf_counter)
+    started_unix_ns: int = attrs.field(factory=time.time_ns)
+    finished: float | None = None
+    #: Seconds spent waiting on upstreams (for ``gateway_overhead_seconds``).
+    upstream_wait_s: float = 0.0
+    first_byte_at: float | None = None
+    stash: Stash = attrs.field(factory=Stash)
+    _body_dirty: bool = False
+    _encoded: bytes | None = None
+
+    def set_body(self, body: dict[str, Any]) -> None:
+        """Replace the parsed body; the upstream then receives its re-serialisation."""
+        self.body = body
+        self._body_dirty = True
+        self._encoded = None
+
+    @property
+    def body_modified(self) -> bool:
+        """True when a hook rewrote the body (it is no longer forwarded byte-for-byte)."""
+        return self._body_dirty
+
+    def body_bytes(self) -> bytes:
+        """The bytes to send upstream: the client's own unless the body was rewritten."""
+        if not self._body_dirty:
+            return self.raw_body
+        if self._encoded is None:
+            self._encoded = orjson.dumps(self.body)
+        return self._encoded
+
+    @property
+    def is_anthropic_client(self) -> bool:
+        """Whether errors should carry the Anthropic top-level ``"type":"error"``."""
+        return self.endpoint == MESSAGES

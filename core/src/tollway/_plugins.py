@@ -1,0 +1,168 @@
+"""Building the plugin manager: built-ins, then installed plugins from the ``tollway`` group."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+import pluggy
+
+from tollway import hookspecs
+from tollway._markers import PROJECT_NAME
+from tollway.config import PluginSelection
+
+__all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "PluginLoadError", "build_plugin_manager"]
+
+log = logging.getLogger("tollway.plugins")
+
+ENTRY_POINT_GROUP = "tollway"
+
+
+class PluginLoadError(Exception):
+    """A plugin could not be loaded; the message names it and says what to do."""
+
+
+@attrs.frozen
+class PluginInfo:
+    name: str
+    version: str
+    distribution: str
+    hooks: tuple[str, ...]
+    builtin: bool = False
+    conformance: bool = False
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+
+
+def build_plugin_manager(
+    selection: PluginSelection,
+    builtins: Sequence[tuple[str, object]] = (),
+    extra: Sequence[tuple[str, object]] = (),
+    *,
+    load_installed: bool = True,
+) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
+    """Create a fresh plugin manager (never module-global, so tests don't leak state).
+
+    ``builtins`` are the core's own plugins, registered first; then every installed entry point
+    of the ``tollway`` group allowed by ``selection``; then ``extra`` (tests). A plugin that
+    fails to import stops start-up naming it, unless it is listed in ``selection.optional``.
+    """
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    infos: list[PluginInfo] = []
+    for name, plugin in builtins:
+        _register(pm, name, plugin)
+        infos.append(PluginInfo(name, _core_version(), "tollway", _hooks_of(pm, plugin), True))
+
+    if load_installed:
+        seen: dict[str, str] = {}
+        for ep in _entry_points():
+            dist = ep.dist.name if ep.dist else "?"
+            if ep.name in seen:
+                raise PluginLoadError(
+                    f"plugin {ep.name!r} is provided twice (by {seen[ep.name]} and {dist}); "
+                    "uninstall one of them"
+                )
+            seen[ep.name] = dist
+            if selection.allow is not None and ep.name not in selection.allow:
+                continue
+            if ep.name in selection.disable:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                if ep.name in selection.optional:
+                    log.warning(
+                        "plugin_load_failed plugin=%s error=%s (optional: skipped)", ep.name, exc
+                    )
+                    continue
+                raise PluginLoadError(
+                    f"plugin {ep.name!r} (distribution {dist}) failed to import: "
+                    f"{type(exc).__name__}: {exc}. Fix or uninstall it, disable it with "
+                    f"TOLLWAY_DISABLE_PLUGINS={ep.name}, or mark it optional with "
+                    f"TOLLWAY_OPTIONAL_PLUGINS={ep.name}."
+                ) from exc
+            _register(pm, ep.name, plugin)
+            version = ep.dist.version if ep.dist else "?"
+            infos.append(
+                PluginInfo(
+                    ep.name,
+                    version,
+                    dist,
+                    _hooks_of(pm, plugin),
+                    conformance=_declares_conformance(ep),
+                )
+            )
+        if selection.allow is not None:
+            missing = sorted(set(selection.allow) - set(seen))
+            if missing:
+                raise PluginLoadError(
+                    f"TOLLWAY_PLUGINS names {', '.join(missing)}, which "
+                    f"{'is' if len(missing) == 1 else 'are'} not installed "
+                    f"(installed: {', '.join(sorted(seen)) or 'none'})"
+                )
+
+    for name, plugin in extra:
+        _register(pm, name, plugin)
+        infos.append(PluginInfo(name, "0", "(test)", _hooks_of(pm, plugin)))
+    return pm, infos
+
+
+def _register(pm: pluggy.PluginManager, name: str, plugin: object) -> None:
+    try:
+        pm.register(plugin, name=name)
+        _check_impls(pm, name, plugin)
+        pm.check_pending()
+    except PluginLoadError:
+        raise
+    except pluggy.PluginValidationError as exc:
+        raise PluginLoadError(f"plugin {name!r}: {exc}") from exc
+    except ValueError as exc:
+        raise PluginLoadError(f"plugin {name!r} could not be registered: {exc}") from exc
+
+
+def _check_impls(pm: pluggy.PluginManager, name: str, plugin: object) -> None:
+    for caller in pm.get_hookcallers(plugin) or ():
+        for impl in caller.get_hookimpls():
+            if impl.plugin is not plugin:
+                continue
+            sig = inspect.signature(impl.function)
+            defaulted = [
+                p.name for p in sig.parameters.values() if p.default is not inspect.Parameter.empty
+            ]
+            if defaulted:
+                pm.unregister(plugin)
+                raise PluginLoadError(
+                    f"plugin {name!r}: hook {caller.name}() parameter(s) "
+                    f"{', '.join(defaulted)} have a default value; pluggy never passes "
+                    "defaulted parameters, so the hook would always see the default. "
+                    "Remove the default."
+                )
+
+
+def _hooks_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str, ...]:
+    return tuple(sorted(c.name for c in pm.get_hookcallers(plugin) or ()))
+
+
+def _declares_conformance(ep: importlib.metadata.EntryPoint) -> bool:
+    if ep.dist is None:
+        return False
+    reqs: Iterable[str] = ep.dist.requires or ()
+    return any(r.replace("_", "-").startswith("tollway-conformance") for r in reqs)
+
+
+def _core_version() -> str:
+    from tollway import __version__
+
+    return __version__
+
+
+def plugin_name(pm: pluggy.PluginManager, plugin: Any) -> str:
+    """The registered name of ``plugin`` (never a bare number in messages)."""
+    return pm.get_name(plugin) or repr(plugin)

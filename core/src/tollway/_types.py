@@ -1,0 +1,89 @@
+"""Frozen value types that cross the plugin boundary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import attrs
+
+__all__ = ["Attempt", "Credential", "Principal", "RouteTarget", "Usage", "Verdict"]
+
+
+@attrs.frozen
+class Credential:
+    """The key a client presented, and the header it came in."""
+
+    secret: str = attrs.field(repr=False)
+    header: str
+
+    @property
+    def display_prefix(self) -> str:
+        """The first 18 characters: safe to log."""
+        return self.secret[:18]
+
+
+@attrs.frozen
+class Principal:
+    """Who is calling: the virtual key an ``authenticate`` hook accepted, with its config."""
+
+    key_id: str
+    display_prefix: str
+    name: str = ""
+    organization_id: str = "default"
+    team_id: str | None = None
+    project_id: str | None = None
+    #: The key's config (SPEC §3 ``--config-json``): ``models_allowed``, ``rate_limits``, …
+    #: Treat it as read-only.
+    config: Mapping[str, Any] = attrs.field(factory=dict)
+    revision: int = 0
+
+
+@attrs.frozen
+class Usage:
+    """Token usage as the provider reported it."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_read_input_tokens + other.cache_read_input_tokens,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+
+@attrs.frozen
+class RouteTarget:
+    """One entry of a fallback chain: a configured provider and the model to ask it for."""
+
+    provider: str
+    model: str
+
+
+@attrs.frozen
+class Verdict:
+    """A guardrail's decision. ``modify`` means the hook already rewrote the body it was given."""
+
+    decision: Literal["allow", "block", "modify"]
+    reason: str = ""
+    evaluator: str = ""
+
+
+@attrs.frozen
+class Attempt:
+    """One provider attempt of a request, for headers, spans and metrics."""
+
+    provider: str
+    provider_type: str
+    model: str
+    outcome: str
+    status: int | None
+    reason: str
+    duration_s: float

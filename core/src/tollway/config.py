@@ -1,0 +1,293 @@
+"""Configuration: environment variables first, then an optional TOML file (SPEC §8).
+
+Everything is validated at start; every error names its path (``providers[1].base_url``) or
+environment variable, and unknown keys are refused rather than ignored.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn
+
+__all__ = [
+    "ConfigError",
+    "LogSettings",
+    "PluginSelection",
+    "ProviderConfig",
+    "ServerSettings",
+    "Settings",
+    "load_settings",
+]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``errors`` lists one line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(errors))
+        self.errors = errors
+
+
+@attrs.frozen
+class ServerSettings:
+    addr: str = ":5563"
+    #: 0 → the 32 MiB default.
+    max_request_body_bytes: int = 0
+    graceful_seconds: float = 30.0
+    heartbeat_seconds: float = 0.0
+    upstream_connect_timeout_seconds: float = 10.0
+    #: Time allowed for an upstream to answer (headers) and between two body reads.
+    upstream_timeout_seconds: float = 300.0
+
+
+@attrs.frozen
+class LogSettings:
+    format: Literal["json", "pretty"] = "json"
+    level: str = "INFO"
+    message_body: bool = False
+
+
+@attrs.frozen
+class PluginSelection:
+    #: Only these entry-point names are loaded (None: all installed).
+    allow: list[str] | None = None
+    disable: list[str] = attrs.field(factory=list)
+    #: Plugins whose import failure is logged instead of stopping start-up.
+    optional: list[str] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class ProviderConfig:
+    """One model provider credential (until the control plane's store provides them)."""
+
+    name: str
+    type: str
+    base_url: str | None = None
+    api_key: str | None = attrs.field(default=None, repr=False)
+    #: Model ids or trailing-``*`` globs this provider serves (None: the adapter's default).
+    models: list[str] | None = None
+    priority: int = 0
+    config: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class Settings:
+    server: ServerSettings = ServerSettings()
+    log: LogSettings = LogSettings()
+    plugins: PluginSelection = PluginSelection()
+    data_dir: str = ".tollway"
+    environment: str = "production"
+    redis_url: str | None = None
+    providers: list[ProviderConfig] = attrs.field(factory=list)
+    #: Raw ``[plugin.<name>]`` sections, structured by :meth:`plugin` once plugins registered.
+    plugin_sections: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    _plugin_values: dict[str, Any] = attrs.field(factory=dict, alias="_plugin_values")
+
+    def plugin(self, name: str) -> Any:
+        """The structured settings a plugin registered under ``name``."""
+        return self._plugin_values[name]
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration with secrets masked (for ``tollway config show``)."""
+        data: dict[str, Any] = dict(converter.unstructure(self))
+        data.pop("_plugin_values", None)
+        data["plugin"] = data.pop("plugin_sections")
+        for name, value in self._plugin_values.items():
+            data["plugin"][name] = converter.unstructure(value)
+        for p in data["providers"]:
+            if p.get("api_key"):
+                p["api_key"] = p["api_key"][:4] + "…"
+        masked: dict[str, Any] = _mask(data)
+        return masked
+
+
+def _mask(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _mask(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v, key) for v in value]
+    if isinstance(value, str) and value and any(s in key.lower() for s in _SECRET_WORDS):
+        return "****"
+    return value
+
+
+_SECRET_WORDS = ("secret", "password", "token", "pepper")
+
+converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _structure_settings(data: Mapping[str, Any], _: type) -> Settings:
+    data = dict(data)
+    sections = data.pop("plugin", {})
+    if not isinstance(sections, dict):
+        raise ValueError("'plugin' must be a table of [plugin.<name>] sections")
+    base = _settings_fn(data, Settings)
+    return attrs.evolve(base, plugin_sections=sections)
+
+
+_settings_fn = make_dict_structure_fn(
+    Settings,
+    converter,
+    _cattrs_forbid_extra_keys=True,
+    plugin_sections=cattrs.override(omit=True),
+    _plugin_values=cattrs.override(omit=True),
+)
+converter.register_structure_hook(Settings, _structure_settings)
+
+
+# Environment variables → config paths (SPEC §8 names).
+_ENV: dict[str, tuple[str, ...]] = {
+    "SERVER_ADDR": ("server", "addr"),
+    "SERVER_MAX_REQUEST_BODY_BYTES": ("server", "max_request_body_bytes"),
+    "SERVER_GRACEFUL_SECONDS": ("server", "graceful_seconds"),
+    "SERVER_HEARTBEAT_SECONDS": ("server", "heartbeat_seconds"),
+    "SERVER_UPSTREAM_TIMEOUT_SECONDS": ("server", "upstream_timeout_seconds"),
+    "SERVER_UPSTREAM_CONNECT_TIMEOUT_SECONDS": ("server", "upstream_connect_timeout_seconds"),
+    "LOG_FORMAT": ("log", "format"),
+    "LOG_LEVEL": ("log", "level"),
+    "LW_LOG_MESSAGE_BODY": ("log", "message_body"),
+    "TOLLWAY_PLUGINS": ("plugins", "allow"),
+    "TOLLWAY_DISABLE_PLUGINS": ("plugins", "disable"),
+    "TOLLWAY_OPTIONAL_PLUGINS": ("plugins", "optional"),
+    "TOLLWAY_DATA_DIR": ("data_dir",),
+    "ENVIRONMENT": ("environment",),
+    "GATEWAY_REDIS_URL": ("redis_url",),
+}
+_LIST_ENV = {"TOLLWAY_PLUGINS", "TOLLWAY_DISABLE_PLUGINS", "TOLLWAY_OPTIONAL_PLUGINS"}
+_BOOL_ENV = {"LW_LOG_MESSAGE_BODY"}
+
+
+def _from_env(env: Mapping[str, str], data: dict[str, Any]) -> None:
+    for var, path in _ENV.items():
+        raw = env.get(var)
+        if raw is None or raw == "":
+            continue
+        value: Any = raw
+        if var in _LIST_ENV:
+            value = [p.strip() for p in raw.split(",") if p.strip()]
+        elif var in _BOOL_ENV:
+            value = raw.strip().lower() in ("1", "true", "yes", "on")
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError([f"{'.'.join(path[:-1])}: must be a table (set by {var})"])
+        node[path[-1]] = value
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build and validate the settings: TOML file (``TOLLWAY_CONFIG`` or ``config_file``), then
+    environment variables on top, then ``overrides`` (used by ``serve --demo``)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = config_file or env.get("TOLLWAY_CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError([f"config file {path}: not found"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"config file {path}: not valid TOML: {exc}"]) from None
+    _from_env(env, data)
+    if overrides:
+        _deep_merge(data, overrides)
+    try:
+        settings = converter.structure(data, Settings)
+    except Exception as exc:  # cattrs raises ClassValidationError trees
+        raise ConfigError(_render_errors(exc)) from None
+    problems = _validate(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _render_errors(exc: Exception) -> list[str]:
+    if isinstance(exc, cattrs.BaseValidationError):
+        lines = cattrs.transform_error(exc, path="config")
+        return [
+            line.replace("config.", "", 1) if line.startswith("config.") else line for line in lines
+        ]
+    return [str(exc)]
+
+
+def structure_plugin_settings(settings: Settings, registered: Mapping[str, type[Any]]) -> Settings:
+    """Structure every ``[plugin.<name>]`` section with the class its plugin registered."""
+    errors: list[str] = []
+    values: dict[str, Any] = {}
+    for name, cls in registered.items():
+        section = settings.plugin_sections.get(name, {})
+        try:
+            values[name] = converter.structure(section, cls)
+        except Exception as exc:
+            for line in _render_errors(exc):
+                errors.append(f"plugin.{name}: {line}")
+    for name in settings.plugin_sections:
+        if name not in registered:
+            known = ", ".join(sorted(registered)) or "none"
+            errors.append(
+                f"plugin.{name}: no installed plugin registered settings named {name!r} "
+                f"(registered: {known})"
+            )
+    if errors:
+        raise ConfigError(errors)
+    return attrs.evolve(settings, _plugin_values=values)
+
+
+_PRIVATE_HOSTS = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_private_host(host: str) -> bool:
+    """True for loopback, private, link-local and unspecified addresses (SSRF guard)."""
+    host = host.strip("[]").lower()
+    if host in _PRIVATE_HOSTS or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
+
+
+def _validate(settings: Settings) -> list[str]:
+    problems: list[str] = []
+    if settings.server.max_request_body_bytes < 0:
+        problems.append("server.max_request_body_bytes: must be >= 0 (0 means the 32 MiB default)")
+    if settings.server.upstream_timeout_seconds <= 0:
+        problems.append("server.upstream_timeout_seconds: must be > 0")
+    seen: set[str] = set()
+    for i, p in enumerate(settings.providers):
+        where = f"providers[{i}]"
+        if p.name in seen:
+            problems.append(f"{where}.name: {p.name!r} is used twice; provider names are unique")
+        seen.add(p.name)
+        if p.base_url:
+            parts = urlsplit(p.base_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                problems.append(f"{where}.base_url: {p.base_url!r} is not an http(s) URL")
+            elif settings.environment != "local" and is_private_host(parts.hostname):
+                problems.append(
+                    f"{where}.base_url: {parts.hostname} is a loopback/private address; refused "
+                    "outside ENVIRONMENT=local (SSRF guard)"
+                )
+    return problems

@@ -1,0 +1,779 @@
+"""The gateway: the request pipeline and the Quart application around it.
+
+The pipeline (:meth:`Gateway.handle`) is written against a small request shape so the framework
+adapter stays thin: parse once, call the hooks in SPEC §4 order, dispatch with fallback, relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import attrs
+import orjson
+import pluggy
+from quart import Quart, Response, request
+from werkzeug.datastructures import Headers
+from werkzeug.exceptions import HTTPException
+
+from tollway import __version__
+from tollway._body import BadEncoding, BodyReader, BodyTooLarge, decode_body, effective_limit
+from tollway._context import CHAT, EMBEDDINGS, MESSAGES, MODELS, RESPONSES, RequestContext, Stash
+from tollway._errors import (
+    BadRequest,
+    GatewayError,
+    GuardrailBlocked,
+    InternalError,
+    InvalidAPIKey,
+    ModelNotAllowed,
+    PayloadTooLarge,
+    ProviderError,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamTimeout,
+    UpstreamTimeoutError,
+)
+from tollway._hooks import Hooks
+from tollway._ids import new_span_id, new_trace_id, parse_traceparent, request_id
+from tollway._logging import request_id_var
+from tollway._markers import hookimpl
+from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager
+from tollway._sse import error_event
+from tollway._types import Attempt, Credential, RouteTarget
+from tollway.config import Settings, structure_plugin_settings
+from tollway.keys import KeyFormatError, check_key_format
+from tollway.provider import Provider, ProviderResult, UpstreamHTTP
+
+__all__ = ["Gateway", "ResponseView", "create_app"]
+
+log = logging.getLogger("tollway.gateway")
+
+_KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    CHAT: ("model", "messages"),
+    MESSAGES: ("model", "messages"),
+    RESPONSES: ("model",),
+    EMBEDDINGS: ("model", "input"),
+}
+_ENDPOINT_PATHS = {
+    "/v1/chat/completions": CHAT,
+    "/v1/messages": MESSAGES,
+    "/v1/responses": RESPONSES,
+    "/v1/embeddings": EMBEDDINGS,
+}
+
+
+@attrs.define
+class ResponseView:
+    """A complete non-streaming response as ``post_guardrail`` sees it."""
+
+    status: int
+    body: bytes
+    _json: Any = None
+    modified: bool = False
+
+    @property
+    def json(self) -> Any:
+        if self._json is None:
+            self._json = orjson.loads(self.body)
+        return self._json
+
+    def set_json(self, value: Any) -> None:
+        """Replace the response body (the client receives the re-serialisation)."""
+        self._json = value
+        self.body = orjson.dumps(value)
+        self.modified = True
+
+
+class _Router:
+    """Built-in ``route``: configured providers that serve the model, by priority."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    @hookimpl(trylast=True)
+    def route(self, ctx: RequestContext) -> list[RouteTarget]:
+        model = ctx.model
+        providers = self.gateway.providers_in_order
+        first, sep, rest = model.partition("/")
+        if sep and rest:
+            qualified = [p for p in providers if first in (p.type, p.name)]
+            if qualified:
+                providers, model = qualified, rest
+        return [
+            RouteTarget(p.name, model)
+            for p in providers
+            if ctx.endpoint in p.endpoints and p.serves(model)
+        ]
+
+
+class Gateway:
+    """One gateway process: settings, plugins, providers and the request pipeline."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        extra_plugins: list[tuple[str, object]] | None = None,
+        load_installed: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.stash = Stash()
+        self.started = False
+        self.draining = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.in_flight = 0
+        self.pm, self.plugin_infos = build_plugin_manager(
+            settings.plugins,
+            builtins=[("tollway.router", _Router(self))],
+            extra=extra_plugins or [],
+            load_installed=load_installed,
+        )
+        self.settings = self._plugin_settings(self.pm, settings)
+        self.hooks = Hooks(self.pm)
+        self.provider_classes = self._provider_classes(self.pm)
+        self.providers = self._build_providers()
+        self.providers_in_order = sorted(self.providers.values(), key=lambda p: p.config.priority)
+        server = settings.server
+        self.http = UpstreamHTTP(
+            server.upstream_connect_timeout_seconds, server.upstream_timeout_seconds
+        )
+        self.max_body = effective_limit(server.max_request_body_bytes)
+        self.checks: dict[str, Callable[[], Any]] = {}
+        #: Called (sync) once start-up finished and the gateway accepts traffic.
+        self.on_started: list[Callable[[], None]] = []
+
+    # --- start-up -----------------------------------------------------------------------
+
+    @staticmethod
+    def _plugin_settings(pm: pluggy.PluginManager, settings: Settings) -> Settings:
+        registered: dict[str, type[Any]] = {}
+
+        def register(name: str, cls: type[Any]) -> None:
+            if name in registered:
+                raise PluginLoadError(f"two plugins registered settings named {name!r}")
+            registered[name] = cls
+
+        pm.hook.register_settings(register=register)
+        return structure_plugin_settings(settings, registered)
+
+    @staticmethod
+    def _provider_classes(pm: pluggy.PluginManager) -> dict[str, type[Provider]]:
+        classes: dict[str, type[Provider]] = {}
+
+        def register(cls: type[Provider]) -> None:
+            if not cls.type:
+                raise PluginLoadError(f"provider class {cls.__qualname__} has no `type`")
+            if cls.type in classes and classes[cls.type] is not cls:
+                raise PluginLoadError(
+                    f"provider type {cls.type!r} registered twice: "
+                    f"{classes[cls.type].__module__} and {cls.__module__}"
+                )
+            classes[cls.type] = cls
+
+        pm.hook.register_providers(register=register)
+        return classes
+
+    def _build_providers(self) -> dict[str, Provider]:
+        from tollway.config import ConfigError
+
+        providers: dict[str, Provider] = {}
+        errors: list[str] = []
+        for i, cfg in enumerate(self.settings.providers):
+            cls = self.provider_classes.get(cfg.type)
+            if cls is None:
+                known = ", ".join(sorted(self.provider_classes)) or "none installed"
+                errors.append(
+                    f"providers[{i}].type: no provider adapter of type {cfg.type!r} is installed "
+                    f"(installed: {known}); pip install tollway-provider-{cfg.type}"
+                )
+                continue
+            provider = cls(cfg)
+            errors.extend(f"providers[{i}]: {line}" for line in provider.validate())
+            providers[cfg.name] = provider
+        if errors:
+            raise ConfigError(errors)
+        return providers
+
+    async def startup(self) -> None:
+        await self.hooks.gateway_started(self)
+        self.checks = self.hooks.readiness_checks(self)
+        self.started = True
+        for callback in self.on_started:
+            callback()
+        log.info(
+            "gateway_started version=%s providers=%s plugins=%s",
+            __version__,
+            ",".join(self.providers) or "-",
+            ",".join(i.name for i in self.plugin_infos if not i.builtin) or "-",
+        )
+
+    async def shutdown(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.settings.server.graceful_seconds)
+        await self.hooks.gateway_stopping(self)
+        await self.http.close()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background; shutdown waits for it."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- request pipeline ---------------------------------------------------------------
+
+    def new_context(
+        self, endpoint: str, method: str, path: str, query: bytes, headers: Any
+    ) -> RequestContext:
+        parent = parse_traceparent(headers.get("traceparent"))
+        if parent is not None:
+            trace_id, parent_span, flags = parent
+        else:
+            trace_id, parent_span, flags = new_trace_id(), None, 1
+        return RequestContext(
+            request_id=request_id(),
+            endpoint=endpoint,
+            method=method,
+            path=path,
+            query_string=query,
+            headers=headers,
+            trace_id=trace_id,
+            span_id=new_span_id(),
+            gateway=self,
+            parent_span_id=parent_span,
+            trace_flags=flags,
+        )
+
+    def base_headers(self, ctx: RequestContext) -> dict[str, str]:
+        rid = ctx.request_id
+        return {
+            "X-LangWatch-Request-Id": rid,
+            "X-Request-Id": rid,
+            "X-LangWatch-Gateway-Request-Id": rid,
+            "X-LangWatch-Trace-Id": ctx.trace_id,
+            "X-LangWatch-Span-Id": ctx.span_id,
+            "X-LangWatch-Gateway-Version": __version__,
+        }
+
+    async def read_body(self, ctx: RequestContext) -> None:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise self._too_large()
+        reader = BodyReader(self.max_body)
+        try:
+            async for chunk in request.body:
+                reader.feed(chunk)
+            data = reader.data
+            encoding = request.headers.get("content-encoding")
+            if encoding:
+                data = decode_body(data, encoding, self.max_body)
+        except BodyTooLarge:
+            raise self._too_large() from None
+        except BadEncoding as exc:
+            raise BadRequest(f"could not decode the request body: {exc}") from None
+        ctx.raw_body = data
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"request body exceeds {self.max_body} bytes (the gateway's "
+            "SERVER_MAX_REQUEST_BODY_BYTES cap); send a smaller body or ask the operator "
+            "to raise the cap"
+        )
+
+    def parse_body(self, ctx: RequestContext) -> None:
+        raw = ctx.raw_body
+        if not raw.strip():
+            raise BadRequest("the request body is empty; send a JSON object")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest(
+                f"the request body must be a JSON object, not a JSON {type(body).__name__}"
+            )
+        ctx.body = body
+        for field in _REQUIRED[ctx.endpoint]:
+            if field not in body:
+                raise BadRequest(f"missing required field {field!r}", param=field)
+        model = body["model"]
+        if not isinstance(model, str) or not model:
+            raise BadRequest("'model' must be a non-empty string", param="model")
+        ctx.model = model
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool) and stream is not None:
+            raise BadRequest("'stream' must be true or false", param="stream")
+        ctx.stream = bool(stream) and ctx.endpoint != EMBEDDINGS
+        if ctx.endpoint in (CHAT, MESSAGES) and not isinstance(body["messages"], list):
+            raise BadRequest("'messages' must be an array", param="messages")
+
+    async def authenticate(self, ctx: RequestContext) -> None:
+        headers = ctx.headers
+        presented: str | None = None
+        source = ""
+        for name in _KEY_HEADERS:
+            value = headers.get(name)
+            if value:
+                presented, source = value.strip(), name
+                break
+        if presented is not None and source == "authorization":
+            scheme, _, token = presented.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise InvalidAPIKey(
+                    "the Authorization header must be 'Bearer <virtual key>'",
+                    code="malformed_key",
+                )
+            presented = token.strip()
+        try:
+            secret = check_key_format(presented)
+        except KeyFormatError as exc:
+            raise InvalidAPIKey(exc.message, code=exc.code) from None
+        principal = await self.hooks.authenticate(ctx, Credential(secret, source))
+        if principal is None:
+            raise InvalidAPIKey(
+                f"the virtual key {secret[:18]}… is not known to this gateway; check that you "
+                "copied the whole secret and that the key was not deleted",
+                code="unknown_key",
+            )
+        ctx.principal = principal
+
+    async def guard_request(self, ctx: RequestContext) -> None:
+        for plugin, verdict in await self.hooks.pre_guardrail(ctx):
+            if verdict.decision == "block":
+                raise GuardrailBlocked(
+                    verdict.reason or f"blocked by guardrail {verdict.evaluator or plugin}"
+                )
+
+    async def route(self, ctx: RequestContext) -> list[RouteTarget]:
+        targets = await self.hooks.route(ctx) or []
+        if not targets:
+            reachable = sorted({p.type for p in self.providers.values()})
+            names = ", ".join(reachable) if reachable else "none"
+            raise ModelNotAllowed(
+                f"model {ctx.model!r} is not served by any provider this key can reach on "
+                f"{ctx.path} (providers: {names}); use a model those providers serve, or "
+                "attach a provider that serves it",
+                code="model_not_routable",
+            )
+        ctx.targets = targets
+        return targets
+
+    async def dispatch(self, ctx: RequestContext) -> ProviderResult:
+        """Try the chain in order; fall back on retryable failures before the first byte."""
+        failures: list[tuple[Provider, UpstreamError]] = []
+        for target in ctx.targets:
+            provider = self.providers[target.provider]
+            ctx.provider, ctx.provider_type, ctx.resolved_model = (
+                provider.name,
+                provider.type,
+                target.model,
+            )
+            t0 = time.perf_counter()
+            try:
+                result = await provider.send(ctx, target, self.http)
+                if result.events is not None:
+                    result.events = await _prime(result.events)
+            except UpstreamError as exc:
+                elapsed = time.perf_counter() - t0
+                ctx.upstream_wait_s += elapsed
+                ctx.attempts.append(
+                    Attempt(
+                        provider.name,
+                        provider.type,
+                        target.model,
+                        "error",
+                        getattr(exc, "status", None),
+                        exc.reason,
+                        elapsed,
+                    )
+                )
+                log.info(
+                    "provider_attempt_failed provider=%s model=%s reason=%s",
+                    provider.name,
+                    target.model,
+                    exc.reason,
+                )
+                failures.append((provider, exc))
+                if not exc.retryable:
+                    break
+                continue
+            elapsed = time.perf_counter() - t0
+            ctx.upstream_wait_s += elapsed
+            ctx.attempts.append(
+                Attempt(
+                    provider.name, provider.type, target.model, "ok", result.status, "", elapsed
+                )
+            )
+            return result
+        raise _exhausted(failures)
+
+    def routed_headers(self, ctx: RequestContext) -> dict[str, str]:
+        failed = sum(1 for a in ctx.attempts if a.outcome != "ok")
+        out = {"X-LangWatch-Fallback-Count": str(failed)}
+        if ctx.provider_type:
+            out["X-LangWatch-Provider"] = ctx.provider_type
+        if ctx.resolved_model:
+            out["X-LangWatch-Model"] = ctx.resolved_model
+        return out
+
+    async def handle(self, endpoint: str) -> Response:
+        """Serve one model call (chat, messages, responses, embeddings)."""
+        ctx = self.new_context(
+            endpoint, request.method, request.path, request.query_string, request.headers
+        )
+        token = request_id_var.set(ctx.request_id)
+        streaming = False
+        self.in_flight += 1
+        try:
+            if self.draining:
+                raise ServiceUnavailable(
+                    "the gateway is shutting down; retry (another replica will answer)",
+                    code="draining",
+                    retry_after=1,
+                )
+            await self.read_body(ctx)
+            await self.authenticate(ctx)
+            self.parse_body(ctx)
+            await self.hooks.admit(ctx)
+            await self.guard_request(ctx)
+            await self.route(ctx)
+            result = await self.dispatch(ctx)
+            if result.events is not None:
+                streaming = True
+                return self._stream_response(ctx, result)
+            return await self._body_response(ctx, result)
+        except GatewayError as exc:
+            return self.error_response(ctx, exc)
+        except _PassThrough as exc:
+            return self._passthrough_error(ctx, exc.error)
+        except asyncio.CancelledError:
+            ctx.client_disconnected = True
+            ctx.status = 499
+            raise
+        except Exception:
+            log.exception("internal_error path=%s", ctx.path)
+            return self.error_response(
+                ctx,
+                InternalError(
+                    f"the gateway hit an internal error; report request id {ctx.request_id}"
+                ),
+            )
+        finally:
+            if not streaming:
+                self._finish(ctx)
+            request_id_var.reset(token)
+
+    def _finish(self, ctx: RequestContext) -> None:
+        self.in_flight -= 1
+        ctx.finished = time.perf_counter()
+        self.spawn(self.hooks.account(ctx))
+
+    async def _body_response(self, ctx: RequestContext, result: ProviderResult) -> Response:
+        body = result.body or b""
+        if self.hooks._post_guardrail:
+            view = ResponseView(result.status, body)
+            for plugin, verdict in await self.hooks.post_guardrail(ctx, view):
+                if verdict.decision == "block":
+                    raise GuardrailBlocked(
+                        verdict.reason or f"blocked by guardrail {verdict.evaluator or plugin}"
+                    )
+            body = view.body
+        headers = self.base_headers(ctx)
+        headers.update(self.routed_headers(ctx))
+        headers.update(ctx.response_headers)
+        ctx.status = result.status
+        response = Response(body, status=result.status, headers=Headers(result.headers))
+        response.headers.update(headers)
+        return response
+
+    def _stream_response(self, ctx: RequestContext, result: ProviderResult) -> Response:
+        assert result.events is not None
+        headers = self.base_headers(ctx)
+        headers.update(self.routed_headers(ctx))
+        headers.update(ctx.response_headers)
+        headers.update(_SSE_HEADERS)
+        ctx.status = result.status
+        response = Response(
+            self._relay(ctx, result), status=result.status, headers=Headers(result.headers)
+        )
+        response.headers.update(headers)
+        response.timeout = None
+        return response
+
+    async def _relay(self, ctx: RequestContext, result: ProviderResult) -> AsyncIterator[bytes]:
+        assert result.events is not None
+        listeners = self.hooks.stream_chunk
+        events = result.events
+        token = request_id_var.set(ctx.request_id)
+        try:
+            async for chunk in events:
+                ctx.stream_chunks += 1
+                if ctx.first_byte_at is None:
+                    ctx.first_byte_at = time.perf_counter()
+                if listeners:
+                    buf = bytearray(chunk)
+                    for listener in listeners:
+                        verdict = listener(ctx, buf)
+                        if verdict is not None and verdict.decision == "block":
+                            ctx.terminated_at_chunk = ctx.stream_chunks
+                            ctx.error_type = "guardrail_blocked"
+                            yield error_event(
+                                verdict.reason or "blocked by a stream guardrail",
+                                code="stream_chunk_blocked",
+                                type_="guardrail_blocked",
+                            )
+                            return
+                    chunk = bytes(buf)
+                yield chunk
+        except UpstreamError as exc:
+            ctx.terminated_at_chunk = ctx.stream_chunks
+            ctx.error_type = "provider_error"
+            ctx.error_message = exc.message
+            log.warning(
+                "upstream_mid_stream_failure provider=%s chunks=%d error=%s",
+                ctx.provider,
+                ctx.stream_chunks,
+                exc.message,
+            )
+            yield error_event(
+                f"the upstream provider failed mid-stream after {ctx.stream_chunks} chunk(s): "
+                f"{exc.message}"
+            )
+        except (asyncio.CancelledError, GeneratorExit):
+            ctx.client_disconnected = True
+            raise
+        finally:
+            if result.close is not None:
+                result.close()
+            self._finish(ctx)
+            request_id_var.reset(token)
+
+    def error_response(self, ctx: RequestContext, exc: GatewayError) -> Response:
+        ctx.status = exc.status
+        ctx.error_type = exc.type
+        ctx.error_message = exc.message
+        headers = self.base_headers(ctx)
+        if ctx.attempts:
+            headers.update(self.routed_headers(ctx))
+        headers.update(ctx.response_headers)
+        headers.update(exc.headers())
+        if exc.status >= 500:
+            log.warning("request_failed status=%d type=%s %s", exc.status, exc.type, exc.message)
+        return Response(
+            exc.envelope(anthropic=ctx.is_anthropic_client),
+            status=exc.status,
+            headers=headers,
+            content_type="application/json",
+        )
+
+    def _passthrough_error(self, ctx: RequestContext, err: UpstreamHTTPError) -> Response:
+        ctx.status = err.status
+        ctx.error_type = "upstream_error"
+        headers = self.base_headers(ctx)
+        headers.update(self.routed_headers(ctx))
+        headers.update(ctx.response_headers)
+        response = Response(err.body, status=err.status, headers=Headers(err.headers))
+        response.headers.update(headers)
+        return response
+
+    async def list_models(self) -> Response:
+        ctx = self.new_context(MODELS, "GET", request.path, request.query_string, request.headers)
+        token = request_id_var.set(ctx.request_id)
+        self.in_flight += 1
+        try:
+            await self.authenticate(ctx)
+            models: list[str] = []
+            seen: set[str] = set()
+            owners: dict[str, str] = {}
+            for p in self.providers_in_order:
+                for m in p.models():
+                    if m not in seen:
+                        seen.add(m)
+                        models.append(m)
+                        owners[m] = p.type
+            await self.hooks.filter_models(ctx, models)
+            created = int(time.time())
+            data = [
+                {"id": m, "object": "model", "created": created, "owned_by": owners.get(m, "")}
+                for m in models
+            ]
+            ctx.status = 200
+            return Response(
+                orjson.dumps({"object": "list", "data": data}),
+                status=200,
+                headers=self.base_headers(ctx),
+                content_type="application/json",
+            )
+        except GatewayError as exc:
+            return self.error_response(ctx, exc)
+        finally:
+            self._finish(ctx)
+            request_id_var.reset(token)
+
+    async def readiness(self) -> tuple[int, dict[str, Any]]:
+        if self.draining:
+            return 503, {"status": "draining", "checks": {"draining": "error: shutting down"}}
+        if not self.started:
+            return 503, {"status": "starting", "checks": {}}
+        results: dict[str, str] = {}
+        failed = False
+        for name, check in self.checks.items():
+            try:
+                outcome = check()
+                if inspect.isawaitable(outcome):
+                    outcome = await asyncio.wait_for(outcome, timeout=2)
+                text = "ok" if outcome in (None, True, "ok") else str(outcome)
+            except Exception as exc:
+                text = f"error: {exc}"
+            if text.startswith(("error", "stale")):
+                failed = True
+            results[name] = text
+        return (503 if failed else 200), {"status": "error" if failed else "ok", "checks": results}
+
+
+class _PassThrough(Exception):
+    def __init__(self, error: UpstreamHTTPError) -> None:
+        self.error = error
+
+
+async def _prime(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Wait for the first upstream event, so a stream that fails before any content can still
+    fall back; then hand back an iterator that yields it first."""
+    it = events.__aiter__()
+    try:
+        first = await it.__anext__()
+    except StopAsyncIteration:
+        first = b""
+
+    async def chained() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            async for chunk in it:
+                yield chunk
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    return chained()
+
+
+def _exhausted(failures: list[tuple[Provider, UpstreamError]]) -> Exception:
+    last_provider, last = failures[-1]
+    if len(failures) == 1:
+        if isinstance(last, UpstreamHTTPError):
+            return _PassThrough(last)
+        if isinstance(last, UpstreamTimeoutError):
+            return UpstreamTimeout(
+                f"provider {last_provider.name} ({last_provider.type}) did not answer in time: "
+                f"{last.message}"
+            )
+        return ProviderError(
+            f"provider {last_provider.name} ({last_provider.type}) failed: {last.message}",
+            code=last.reason,
+        )
+    summary = "; ".join(f"{p.name}: {e.reason}" for p, e in failures)
+    if all(isinstance(e, UpstreamTimeoutError) for _, e in failures):
+        return UpstreamTimeout(f"every provider attempt timed out ({summary})")
+    return ProviderError(
+        f"all {len(failures)} provider attempts failed ({summary}); check the providers' "
+        "status and credentials",
+        code="fallback_exhausted",
+    )
+
+
+def create_app(gateway: Gateway) -> Quart:
+    """The Quart application serving ``gateway``."""
+    app = Quart("tollway")
+    app.config.update(
+        MAX_CONTENT_LENGTH=None,  # the gateway enforces its own cap, with the SPEC envelope
+        RESPONSE_TIMEOUT=None,  # streams last as long as the upstream streams
+        BODY_TIMEOUT=120,
+        PROVIDE_AUTOMATIC_OPTIONS=False,
+    )
+    app.extensions["tollway"] = gateway
+
+    @app.before_serving
+    async def _startup() -> None:
+        await gateway.startup()
+
+    @app.after_serving
+    async def _shutdown() -> None:
+        await gateway.shutdown()
+
+    for path, endpoint in _ENDPOINT_PATHS.items():
+
+        async def view(endpoint: str = endpoint) -> Response:
+            return await gateway.handle(endpoint)
+
+        app.add_url_rule(path, f"v1_{endpoint}", view, methods=["POST"])
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        return await gateway.list_models()
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json(200, {"status": "ok"})
+
+    @app.get("/startupz")
+    async def startupz() -> Response:
+        if gateway.started:
+            return _json(200, {"status": "ok"})
+        return _json(503, {"status": "starting"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        status, body = await gateway.readiness()
+        return _json(status, body)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        ctx = gateway.new_context("", request.method, request.path, b"", request.headers)
+        anthropic = request.path.startswith("/v1/messages")
+        status = exc.code or 500
+        err: GatewayError
+        if status == 404:
+            err = _NotFound(
+                f"no route for {request.method} {request.path}; Tollway serves POST "
+                "/v1/chat/completions, /v1/messages, /v1/responses, /v1/embeddings and "
+                "GET /v1/models"
+            )
+        elif status == 405:
+            err = _MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        else:
+            err = BadRequest(exc.description or "bad request")
+        ctx.endpoint = MESSAGES if anthropic else ""
+        return gateway.error_response(ctx, err)
+
+    return app
+
+
+class _NotFound(GatewayError):
+    type = "not_found"
+    status = 404
+
+
+class _MethodNotAllowed(GatewayError):
+    type = "method_not_allowed"
+    status = 405
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status=status, content_type="application/json")
+
+
+def load_gateway(settings: Settings) -> Gateway:
+    """Build a gateway, turning plugin problems into one readable error."""
+    return Gateway(settings)
+
+
+__all__ += ["PluginInfo", "load_gateway"]

@@ -1,0 +1,290 @@
+"""The provider adapter base class and the shared upstream HTTP client.
+
+Providers are registered once (``register_providers(register)``) and then called per request
+through :meth:`Provider.send`. A provider speaks wire formats and knows nothing of policy: it
+builds the upstream request, relays the answer (translating when the client's format is not its
+own) and reports usage on the context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, ClassVar
+
+import aiohttp
+import attrs
+
+from tollway._errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeoutError
+from tollway._sse import SSESplitter
+
+if TYPE_CHECKING:
+    from tollway._context import RequestContext
+    from tollway._types import RouteTarget
+    from tollway.config import ProviderConfig
+
+__all__ = [
+    "Provider",
+    "ProviderResult",
+    "UpstreamHTTP",
+    "forwardable_request_headers",
+    "relay_sse",
+    "response_headers",
+]
+
+# Never forwarded upstream: hop-by-hop, framing, and every header that can carry the client's
+# virtual key or the gateway's own metadata.
+_DROP_REQUEST = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "accept-encoding",
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "cookie",
+    }
+)
+# Never forwarded back: hop-by-hop and framing (the gateway frames its own response).
+_DROP_RESPONSE = frozenset(
+    {
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "date",
+        "server",
+        "set-cookie",
+        "alt-svc",
+        "via",
+    }
+)
+
+
+def forwardable_request_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The client's headers that may travel upstream (``anthropic-beta``, ``openai-beta``,
+    Codex's session headers, …) — never its key, never ``x-langwatch-*``."""
+    out: dict[str, str] = {}
+    for name, value in headers:
+        lower = name.lower()
+        if lower in _DROP_REQUEST or lower.startswith("x-langwatch-"):
+            continue
+        out[lower] = value
+    return out
+
+
+def response_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The upstream's response headers that pass through to the client."""
+    return [(k, v) for k, v in headers if k.lower() not in _DROP_RESPONSE]
+
+
+@attrs.define
+class ProviderResult:
+    """A successful upstream answer: a complete body, or a stream of SSE event chunks."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | None = None
+    #: Chunks of one or more *complete* SSE events, in arrival order.
+    events: AsyncIterator[bytes] | None = None
+    #: Releases the upstream connection (idempotent). Called by the core when the client goes.
+    close: Callable[[], None] | None = None
+
+
+class UpstreamHTTP:
+    """One keep-alive aiohttp session per process, with the gateway's timeouts.
+
+    Errors become :class:`UpstreamConnectError` / :class:`UpstreamTimeoutError`; error statuses
+    are left to the provider, which knows the body's shape.
+    """
+
+    def __init__(self, connect_timeout: float, timeout: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Content-Type"),
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def post(self, url: str, headers: dict[str, str], body: bytes) -> aiohttp.ClientResponse:
+        """POST and wait for the response headers."""
+        # We relay bodies as they are: ask for them uncompressed.
+        headers["accept-encoding"] = "identity"
+        try:
+            return await self.session.post(url, data=body, headers=headers, allow_redirects=False)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeoutError(f"no answer from {_host(url)} in time ({exc!r})") from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamConnectError(f"cannot connect to {_host(url)}: {exc.os_error}") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamConnectError(
+                f"connection to {_host(url)} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def get(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        try:
+            return await self.session.get(url, headers=headers, allow_redirects=False)
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeoutError(f"no answer from {_host(url)} in time") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamConnectError(f"connection to {_host(url)} failed: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _host(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).netloc or url
+
+
+async def read_body(resp: aiohttp.ClientResponse) -> bytes:
+    """Read a whole (non-streaming) upstream body, mapping transport failures."""
+    try:
+        return await resp.read()
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        resp.close()
+        raise UpstreamTimeoutError("upstream stopped sending the response body") from exc
+    except aiohttp.ClientError as exc:
+        resp.close()
+        raise UpstreamConnectError(f"upstream connection lost while reading: {exc!r}") from exc
+
+
+async def raise_for_upstream_status(resp: aiohttp.ClientResponse) -> None:
+    """Turn an upstream error status into :class:`UpstreamHTTPError` (body capped at 1 MiB)."""
+    if resp.status < 400:
+        return
+    try:
+        body = await resp.content.read(1024 * 1024)
+    except (TimeoutError, aiohttp.ClientError):
+        body = b""
+    finally:
+        resp.release()
+    raise UpstreamHTTPError(resp.status, response_headers(resp.headers.items()), body)
+
+
+async def relay_sse(
+    resp: aiohttp.ClientResponse,
+    inspect: Callable[[bytes], bytes | None] | None = None,
+    marker: bytes = b"",
+) -> AsyncIterator[bytes]:
+    """Relay an upstream SSE body as chunks of complete events, as they arrive.
+
+    ``inspect`` sees each event block that contains ``marker`` (cheap substring test, so most
+    events are never parsed) and returns the bytes to send instead (``b""`` drops it) or ``None``
+    to keep it. A transport failure mid-stream raises :class:`UpstreamConnectError`.
+    """
+    splitter = SSESplitter()
+    try:
+        async for data in resp.content.iter_any():
+            events = splitter.feed(data)
+            if not events:
+                continue
+            if inspect is not None:
+                out = []
+                for ev in events:
+                    if marker in ev:
+                        replacement = inspect(ev)
+                        if replacement is not None:
+                            ev = replacement
+                    if ev:
+                        out.append(ev)
+                if not out:
+                    continue
+                yield out[0] if len(out) == 1 else b"".join(out)
+            else:
+                yield events[0] if len(events) == 1 else b"".join(events)
+        tail = splitter.tail()
+        if tail.strip():
+            yield tail
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeoutError("upstream stopped sending events (read timeout)") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamConnectError(f"upstream connection lost mid-stream: {exc!r}") from exc
+    finally:
+        resp.close()
+
+
+class Provider:
+    """Base class of provider adapters. One instance per configured provider credential.
+
+    Subclasses set :attr:`type`, :attr:`endpoints` (client formats served natively) and
+    :attr:`default_models`, and implement :meth:`send`.
+    """
+
+    #: Configuration ``type`` this adapter serves, e.g. ``"openai"``.
+    type: ClassVar[str] = ""
+    #: Client endpoints this adapter serves (``"chat"``, ``"messages"``, ``"responses"``,
+    #: ``"embeddings"``).
+    endpoints: ClassVar[frozenset[str]] = frozenset()
+    #: Model ids / trailing-``*`` globs served when the configuration does not list models.
+    default_models: ClassVar[tuple[str, ...]] = ("*",)
+    #: Concrete model ids listed by ``GET /v1/models`` when the configuration lists none.
+    listed_models: ClassVar[tuple[str, ...]] = ()
+    default_base_url: ClassVar[str] = ""
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self.base_url = (config.base_url or self.default_base_url).rstrip("/")
+        self.api_key = config.api_key or ""
+        patterns = tuple(config.models) if config.models is not None else self.default_models
+        self._exact = frozenset(p for p in patterns if not p.endswith("*"))
+        self._prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+
+    def validate(self) -> list[str]:
+        """Configuration problems, one line each (checked at start-up)."""
+        return []
+
+    def serves(self, model: str) -> bool:
+        """Whether this provider serves ``model`` (exact id or trailing-``*`` glob)."""
+        return model in self._exact or model.startswith(self._prefixes)
+
+    def models(self) -> list[str]:
+        """Concrete model ids for ``GET /v1/models``."""
+        if self.config.models is not None:
+            return [m for m in self.config.models if not m.endswith("*")]
+        return list(self.listed_models)
+
+    async def send(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        """Make one attempt. Raise :class:`~tollway.UpstreamError` subclasses on failure.
+
+        Set ``ctx.usage`` for a complete body; for a stream, set it as the usage events pass.
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} {self.base_url}>"
+
+
+def upstream_url(base: str, suffix: str, query_string: bytes) -> str:
+    """``base + suffix`` plus the client's query string (Claude Code's ``?beta=true``)."""
+    if query_string:
+        return f"{base}{suffix}?{query_string.decode('latin-1')}"
+    return base + suffix

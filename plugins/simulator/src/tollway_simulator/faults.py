@@ -1,0 +1,62 @@
+"""Fault specifications: ``--fault F`` and the ``x-simulator-fault: F`` request header."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Literal
+
+FaultKind = Literal[
+    "status", "timeout", "reset", "html", "midstream", "slow-first-byte", "malformed-sse"
+]
+
+DEFAULT_MIDSTREAM_EVENTS = 3
+DEFAULT_SLOW_FIRST_BYTE_MS = 2000
+
+FAULT_HELP = (
+    "an HTTP status 400-599 (e.g. 500, 503, 429, 404, 400; the provider's native error body; "
+    "429 adds retry-after: 1), timeout (never answer), reset (abort the TCP connection), "
+    "html (502 text/html page), midstream[:N] (N events, default 3, then drop the connection; "
+    "non-stream: drop mid-body), slow-first-byte[:MS] (default 2000 ms before the headers), "
+    "malformed-sse (an invalid event in the middle of the stream)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A parsed fault. ``value`` is the status, the event count or the delay in ms."""
+
+    kind: FaultKind
+    value: int = 0
+
+    def __str__(self) -> str:
+        if self.kind == "status":
+            return str(self.value)
+        if self.kind in ("midstream", "slow-first-byte"):
+            return f"{self.kind}:{self.value}"
+        return self.kind
+
+
+@functools.lru_cache(maxsize=256)
+def parse_fault(spec: str) -> Fault:
+    """Parse a fault spec (see ``FAULT_HELP``); raise ``ValueError`` naming the accepted forms."""
+    text = spec.strip().lower()
+    name, sep, arg = text.partition(":")
+    try:
+        if text.isdigit():
+            status = int(text)
+            if 400 <= status <= 599:
+                return Fault("status", status)
+        elif name in ("timeout", "reset", "html", "malformed-sse") and not sep:
+            return Fault(name)  # type: ignore[arg-type]
+        elif name == "midstream":
+            n = int(arg) if sep else DEFAULT_MIDSTREAM_EVENTS
+            if n >= 0:
+                return Fault("midstream", n)
+        elif name == "slow-first-byte":
+            ms = int(arg) if sep else DEFAULT_SLOW_FIRST_BYTE_MS
+            if ms >= 0:
+                return Fault("slow-first-byte", ms)
+    except ValueError:
+        pass
+    raise ValueError(f"unknown fault {spec!r}; expected {FAULT_HELP}")

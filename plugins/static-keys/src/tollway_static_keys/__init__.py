@@ -1,0 +1,87 @@
+"""Authenticate virtual keys listed in the configuration (``[plugin.static-keys]``)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from tollway import Credential, InvalidAPIKey, Principal, RequestContext, StashKey, hookimpl
+from tollway.gateway import Gateway
+from tollway.keys import KeyFormatError, check_key_format, display_prefix
+
+__all__ = ["StaticKey", "StaticKeysSettings"]
+
+NAME = "static-keys"
+
+
+@attrs.frozen
+class StaticKey:
+    secret: str = attrs.field(repr=False)
+    name: str = ""
+    id: str | None = None
+    project_id: str = "default"
+    team_id: str = "default"
+    organization_id: str = "default"
+    disabled: bool = False
+    config: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class StaticKeysSettings:
+    keys: list[StaticKey] = attrs.field(factory=list)
+
+
+_PROCESS_KEY = os.urandom(32)
+_TABLE: StashKey[dict[bytes, tuple[Principal, bool]]] = StashKey("static-keys.table")
+
+
+def _digest(secret: str) -> bytes:
+    return hmac.new(_PROCESS_KEY, secret.encode(), hashlib.sha256).digest()
+
+
+@hookimpl
+def register_settings(register: Callable[[str, type[Any]], None]) -> None:
+    register(NAME, StaticKeysSettings)
+
+
+@hookimpl
+def gateway_started(gateway: Gateway) -> None:
+    settings: StaticKeysSettings = gateway.settings.plugin(NAME)
+    table: dict[bytes, tuple[Principal, bool]] = {}
+    for i, key in enumerate(settings.keys):
+        try:
+            check_key_format(key.secret)
+        except KeyFormatError as exc:
+            raise ValueError(f"plugin.static-keys.keys[{i}].secret: {exc.message}") from None
+        prefix = display_prefix(key.secret)
+        principal = Principal(
+            key_id=key.id or f"static_{i}_{prefix[-6:]}",
+            display_prefix=prefix,
+            name=key.name,
+            organization_id=key.organization_id,
+            team_id=key.team_id,
+            project_id=key.project_id,
+            config=key.config,
+        )
+        table[_digest(key.secret)] = (principal, key.disabled)
+    gateway.stash[_TABLE] = table
+
+
+@hookimpl
+def authenticate(ctx: RequestContext, credential: Credential) -> Principal | None:
+    entry = ctx.gateway.stash[_TABLE].get(_digest(credential.secret))
+    if entry is None:
+        return None
+    principal, disabled = entry
+    if disabled:
+        raise InvalidAPIKey(
+            f"the virtual key {principal.display_prefix}… is disabled; ask the operator to "
+            "enable it",
+            code="key_disabled",
+        )
+    return principal

@@ -1,0 +1,211 @@
+"""The OpenAI wire: chat completions, responses and embeddings, relayed as they arrive."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+from tollway import RequestContext, RouteTarget, Usage
+from tollway._sse import event_fields
+from tollway.provider import (
+    Provider,
+    ProviderResult,
+    UpstreamHTTP,
+    forwardable_request_headers,
+    raise_for_upstream_status,
+    read_body,
+    relay_sse,
+    response_headers,
+    upstream_url,
+)
+
+_SUFFIX = {"chat": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings"}
+_INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
+
+
+def chat_usage(usage: dict[str, Any]) -> Usage:
+    """Usage of a chat completion (``prompt_tokens`` include cached ones)."""
+    details = usage.get("prompt_tokens_details") or {}
+    out_details = usage.get("completion_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    return Usage(
+        input_tokens=int(usage.get("prompt_tokens") or 0) - cached,
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        cache_read_input_tokens=cached,
+        reasoning_tokens=int(out_details.get("reasoning_tokens") or 0),
+    )
+
+
+def responses_usage(usage: dict[str, Any]) -> Usage:
+    """Usage of a Responses API response (``input_tokens`` include cached ones)."""
+    details = usage.get("input_tokens_details") or {}
+    out_details = usage.get("output_tokens_details") or {}
+    cached = int(details.get("cached_tokens") or 0)
+    return Usage(
+        input_tokens=int(usage.get("input_tokens") or 0) - cached,
+        output_tokens=int(usage.get("output_tokens") or 0),
+        cache_read_input_tokens=cached,
+        reasoning_tokens=int(out_details.get("reasoning_tokens") or 0),
+    )
+
+
+def _has_usage_object(event: bytes) -> bool:
+    """True when the event carries ``"usage": {...}`` (not ``"usage": null``)."""
+    i = event.find(b'"usage"')
+    while i != -1:
+        j = i + 7
+        while j < len(event) and event[j] in b" \t:":
+            j += 1
+        if j < len(event) and event[j : j + 1] == b"{":
+            return True
+        i = event.find(b'"usage"', j)
+    return False
+
+
+def inject_include_usage(body: dict[str, Any], raw: bytes) -> bytes | None:
+    """The request bytes with ``stream_options.include_usage`` on, or None when already on.
+
+    When ``stream_options`` is absent the key is spliced in front of the raw bytes (no
+    re-serialisation of a large body); otherwise the body is re-encoded.
+    """
+    opts = body.get("stream_options")
+    if isinstance(opts, dict) and opts.get("include_usage") is True:
+        return None
+    if opts is None and "stream_options" not in body:
+        start = raw.find(b"{")
+        return raw[: start + 1] + _INCLUDE_USAGE + raw[start + 1 :]
+    new = dict(body)
+    new["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+    return orjson.dumps(new)
+
+
+class OpenAIProvider(Provider):
+    """api.openai.com (or an OpenAI base URL): chat, responses, embeddings."""
+
+    type: ClassVar[str] = "openai"
+    endpoints = frozenset({"chat", "responses", "embeddings"})
+    default_base_url = "https://api.openai.com/v1"
+    default_models = (
+        "gpt-*",
+        "o1*",
+        "o3*",
+        "o4*",
+        "chatgpt-*",
+        "codex-*",
+        "text-embedding-*",
+        "computer-use-*",
+        "omni-*",
+    )
+    listed_models = (
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-5",
+        "o4-mini",
+        "text-embedding-3-small",
+    )
+
+    def _headers(self, ctx: RequestContext) -> dict[str, str]:
+        headers = forwardable_request_headers(ctx.headers.items())
+        headers["authorization"] = f"Bearer {self.api_key}"
+        headers["content-type"] = "application/json"
+        return headers
+
+    def _body(self, ctx: RequestContext, target: RouteTarget) -> bytes:
+        if target.model != ctx.model:
+            body = dict(ctx.body)
+            body["model"] = target.model
+            return orjson.dumps(body)
+        return ctx.body_bytes()
+
+    async def send(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        endpoint = ctx.endpoint
+        url = upstream_url(self.base_url, _SUFFIX[endpoint], ctx.query_string)
+        body = self._body(ctx, target)
+        injected = False
+        if endpoint == "chat" and ctx.stream:
+            spliced = inject_include_usage(ctx.body, body)
+            if spliced is not None:
+                body, injected = spliced, True
+        resp = await http.post(url, self._headers(ctx), body)
+        await raise_for_upstream_status(resp)
+        headers = response_headers(resp.headers.items())
+        content_type = resp.headers.get("content-type", "")
+        if ctx.stream and content_type.startswith("text/event-stream"):
+            if endpoint == "chat":
+                events = relay_sse(resp, self._chat_inspector(ctx, injected), b'"usage"')
+            else:
+                events = relay_sse(resp, self._responses_inspector(ctx), b"response.completed")
+            return ProviderResult(resp.status, headers, events=events, close=resp.close)
+        data = await read_body(resp)
+        self._usage_from_body(ctx, data)
+        return ProviderResult(resp.status, headers, body=data)
+
+    @staticmethod
+    def _usage_from_body(ctx: RequestContext, data: bytes) -> None:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        usage = doc.get("usage") if isinstance(doc, dict) else None
+        if not isinstance(usage, dict):
+            return
+        if ctx.endpoint == "responses":
+            ctx.usage = responses_usage(usage)
+        elif ctx.endpoint == "embeddings":
+            ctx.usage = Usage(input_tokens=int(usage.get("prompt_tokens") or 0))
+        else:
+            ctx.usage = chat_usage(usage)
+
+    @staticmethod
+    def _chat_inspector(ctx: RequestContext, injected: bool) -> Any:
+        def inspect(event: bytes) -> bytes | None:
+            if not _has_usage_object(event):
+                return None
+            _, data = event_fields(event)
+            try:
+                doc = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return None
+            usage = doc.get("usage") if isinstance(doc, dict) else None
+            if isinstance(usage, dict):
+                ctx.usage = chat_usage(usage)
+                # The usage-only chunk exists because we asked for it: the client did not.
+                if injected and doc.get("choices") == []:
+                    return b""
+            return None
+
+        return inspect
+
+    @staticmethod
+    def _responses_inspector(ctx: RequestContext) -> Any:
+        def inspect(event: bytes) -> bytes | None:
+            _, data = event_fields(event)
+            try:
+                doc = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                return None
+            if not isinstance(doc, dict) or doc.get("type") != "response.completed":
+                return None
+            usage = (doc.get("response") or {}).get("usage")
+            if isinstance(usage, dict):
+                ctx.usage = responses_usage(usage)
+            return None
+
+        return inspect
+
+
+class CustomOpenAIProvider(OpenAIProvider):
+    """Any OpenAI-compatible base URL (vLLM, Ollama, LM Studio, …): serves every model."""
+
+    type: ClassVar[str] = "custom"
+    default_models = ("*",)
+    listed_models = ()
+
+    def validate(self) -> list[str]:
+        if not self.config.base_url:
+            return ["base_url: a custom (OpenAI-compatible) provider needs base_url"]
+        return []

@@ -1,0 +1,198 @@
+"""The plugin manager and the async-aware hook caller, against real pluggy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tollway import InvalidAPIKey, Principal, RequestContext, StashKey, Verdict, hookimpl
+from tollway._hooks import Hooks
+from tollway._plugins import PluginLoadError, build_plugin_manager
+from tollway._types import Credential
+from tollway.config import PluginSelection
+
+
+def ctx() -> RequestContext:
+    return RequestContext(
+        request_id="grq_x",
+        endpoint="chat",
+        method="POST",
+        path="/v1/chat/completions",
+        query_string=b"",
+        headers={},
+        trace_id="0" * 31 + "1",
+        span_id="0" * 15 + "1",
+    )
+
+
+def make(*plugins: object) -> Hooks:
+    pm, _ = build_plugin_manager(
+        PluginSelection(),
+        extra=[(f"p{i}", p) for i, p in enumerate(plugins)],
+        load_installed=False,
+    )
+    return Hooks(pm)
+
+
+class SyncAuth:
+    def __init__(self, answer: Principal | None) -> None:
+        self.answer = answer
+        self.calls = 0
+
+    @hookimpl
+    def authenticate(self, credential: Credential) -> Principal | None:
+        self.calls += 1
+        return self.answer
+
+
+class AsyncAuth(SyncAuth):
+    @hookimpl
+    async def authenticate(self, credential: Credential) -> Principal | None:  # type: ignore[override]
+        await asyncio.sleep(0)
+        self.calls += 1
+        return self.answer
+
+
+P = Principal(key_id="k", display_prefix="lw_vk_live_01ABCDE")
+
+
+def test_first_result_awaits_async_impls_and_stops() -> None:
+    later = SyncAuth(Principal(key_id="other", display_prefix="x"))
+    first = AsyncAuth(P)  # registered last → called first (LIFO)
+    hooks = make(later, first)
+    got = asyncio.run(hooks.authenticate(ctx(), Credential("s", "authorization")))
+    assert got is P  # the awaited value, not a coroutine
+    assert first.calls == 1 and later.calls == 0
+
+
+def test_none_defers_to_next_plugin() -> None:
+    nobody, somebody = AsyncAuth(None), SyncAuth(P)
+    hooks = make(somebody, nobody)
+    assert asyncio.run(hooks.authenticate(ctx(), Credential("s", "x-api-key"))) is P
+    assert nobody.calls == 1
+
+
+def test_tryfirst_and_trylast_order_admission() -> None:
+    order: list[str] = []
+
+    class Late:
+        @hookimpl(trylast=True)
+        async def admit(self, ctx: RequestContext) -> None:
+            order.append("budget")
+
+    class Early:
+        @hookimpl(tryfirst=True)
+        def admit(self, ctx: RequestContext) -> None:
+            order.append("ratelimit")
+
+    class Middle:
+        @hookimpl
+        def admit(self, ctx: RequestContext) -> None:
+            order.append("policy")
+
+    asyncio.run(make(Early(), Late(), Middle()).admit(ctx()))
+    assert order == ["ratelimit", "policy", "budget"]
+
+
+def test_raise_in_each_mode_stops_the_chain() -> None:
+    ran: list[str] = []
+
+    class Refuse:
+        @hookimpl(tryfirst=True)
+        def admit(self, ctx: RequestContext) -> None:
+            raise InvalidAPIKey("no")
+
+    class After:
+        @hookimpl
+        def admit(self, ctx: RequestContext) -> None:
+            ran.append("after")
+
+    with pytest.raises(InvalidAPIKey):
+        asyncio.run(make(Refuse(), After()).admit(ctx()))
+    assert ran == []
+
+
+def test_account_is_isolated(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[str] = []
+
+    class Broken:
+        @hookimpl(tryfirst=True)
+        async def account(self, ctx: RequestContext) -> None:
+            raise RuntimeError("ledger down")
+
+    class Fine:
+        @hookimpl
+        def account(self, ctx: RequestContext) -> None:
+            seen.append(ctx.request_id)
+
+    asyncio.run(make(Fine(), Broken()).account(ctx()))
+    assert seen == ["grq_x"]
+    assert "plugin=p1" in caplog.text and "hook=account" in caplog.text
+
+
+def test_guardrail_stops_at_first_block() -> None:
+    class Block:
+        @hookimpl(tryfirst=True)
+        def pre_guardrail(self, ctx: RequestContext) -> Verdict:
+            return Verdict("block", "pii found")
+
+    class Never:
+        @hookimpl
+        def pre_guardrail(self, ctx: RequestContext) -> Verdict:
+            raise AssertionError("must not run after a block")
+
+    verdicts = asyncio.run(make(Block(), Never()).pre_guardrail(ctx()))
+    assert [v.decision for _, v in verdicts] == ["block"]
+
+
+def test_defaulted_hook_parameter_is_refused() -> None:
+    class Bad:
+        @hookimpl
+        def authenticate(self, ctx: RequestContext, credential: Credential = None):  # type: ignore[assignment]
+            return None
+
+    with pytest.raises(PluginLoadError, match="default value"):
+        make(Bad())
+
+
+def test_misspelled_hook_is_refused() -> None:
+    class Typo:
+        @hookimpl
+        def authenticat(self, ctx: RequestContext) -> None:
+            pass
+
+    with pytest.raises(PluginLoadError, match="authenticat"):
+        make(Typo())
+
+
+def test_async_stream_chunk_hook_is_refused() -> None:
+    class Slow:
+        @hookimpl
+        async def on_stream_chunk(self, ctx: RequestContext, chunk: bytearray) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="synchronous"):
+        make(Slow())
+
+
+def test_no_stream_listeners_means_no_dispatch() -> None:
+    assert make(SyncAuth(None)).stream_chunk == ()
+
+    class Upper:
+        @hookimpl
+        def on_stream_chunk(self, chunk: bytearray, ctx: RequestContext) -> None:
+            chunk[:] = bytes(chunk).upper()
+
+    (listener,) = make(Upper()).stream_chunk
+    buf = bytearray(b"data: x\n\n")
+    listener(ctx(), buf)
+    assert buf == b"DATA: X\n\n"
+
+
+def test_stash_is_typed_and_private() -> None:
+    a: StashKey[int] = StashKey("a")
+    b: StashKey[int] = StashKey("a")  # same name, different key
+    c = ctx()
+    c.stash[a] = 1
+    assert c.stash[a] == 1 and b not in c.stash and c.stash.get(b, 7) == 7
