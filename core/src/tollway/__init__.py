@@ -35,6 +35,7 @@ __all__ = [
     "Attempt",
     "BadRequest",
     "BudgetExceeded",
+    "ChainEntry",
     "Credential",
     "GatewayError",
     "GuardrailBlocked",

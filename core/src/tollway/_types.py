@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-__all__ = ["Attempt", "Credential", "Principal", "RouteTarget", "Usage", "Verdict"]
+if TYPE_CHECKING:
+    from tollway.config import ProviderConfig
+
+__all__ = ["Attempt", "ChainEntry", "Credential", "Principal", "RouteTarget", "Usage", "Verdict"]
+
+
+@attrs.frozen
+class ChainEntry:
+    """One entry of a key's provider chain: a provider credential, and optionally the model to
+    ask it for whatever the client requested (SPEC §5 ``--providers id,id:model``)."""
+
+    provider: ProviderConfig
+    model: str | None = None
 
 
 @attrs.frozen
@@ -37,6 +49,11 @@ class Principal:
     #: Treat it as read-only.
     config: Mapping[str, Any] = attrs.field(factory=dict)
     revision: int = 0
+    #: The key's provider chain in dispatch order (routing policy, else fallback priority).
+    #: Empty: the gateway's configured providers.
+    chain: tuple[ChainEntry, ...] = ()
+    #: The key's owner, for ``principal`` budgets.
+    principal_id: str | None = None
 
 
 @attrs.frozen

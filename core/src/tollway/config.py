@@ -67,7 +67,7 @@ class PluginSelection:
 
 @attrs.frozen
 class ProviderConfig:
-    """One model provider credential (until the control plane's store provides them)."""
+    """One model provider credential: from the config file, or from a key's bundle (store)."""
 
     name: str
     type: str
@@ -75,8 +75,23 @@ class ProviderConfig:
     api_key: str | None = attrs.field(default=None, repr=False)
     #: Model ids or trailing-``*`` globs this provider serves (None: the adapter's default).
     models: list[str] | None = None
+    #: Fallback priority: lower first.
     priority: int = 0
+    #: Provider-specific settings (region, deployment map, ``anthropic_version``, …).
     config: dict[str, Any] = attrs.field(factory=dict)
+    #: Stable id (the store's); defaults to ``name``.
+    id: str | None = None
+    #: Bumped by the store on every change; a new revision gets a new adapter instance.
+    revision: int = 0
+    #: Gateway-side rate limits for this credential, applied before dispatch (None = off).
+    rpm: int | None = None
+    tpm: int | None = None
+    rpd: int | None = None
+
+    @property
+    def key(self) -> str:
+        """The id used in :class:`~tollway.RouteTarget` and metrics."""
+        return self.id or self.name
 
 
 @attrs.frozen

@@ -45,7 +45,7 @@ from tollway._markers import hookimpl
 from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager
 from tollway._sse import error_event
 from tollway._types import Attempt, Credential, RouteTarget
-from tollway.config import Settings, structure_plugin_settings
+from tollway.config import ProviderConfig, Settings, structure_plugin_settings
 from tollway.keys import KeyFormatError, check_key_format
 from tollway.provider import Provider, ProviderResult, UpstreamHTTP
 
@@ -100,16 +100,23 @@ class _Router:
     @hookimpl(trylast=True)
     def route(self, ctx: RequestContext) -> list[RouteTarget]:
         model = ctx.model
-        providers = self.gateway.providers_in_order
+        gateway = self.gateway
+        principal = ctx.principal
+        entries: list[tuple[Provider, str | None]]
+        if principal is not None and principal.chain:
+            entries = [(gateway.provider_for(e.provider), e.model) for e in principal.chain]
+        else:
+            entries = [(p, None) for p in gateway.providers_in_order]
         first, sep, rest = model.partition("/")
         if sep and rest:
-            qualified = [p for p in providers if first in (p.type, p.name)]
+            qualified = [(p, m) for p, m in entries if first in (p.type, p.name)]
             if qualified:
-                providers, model = qualified, rest
+                entries, model = qualified, rest
+        endpoint = ctx.endpoint
         return [
-            RouteTarget(p.name, model)
-            for p in providers
-            if ctx.endpoint in p.endpoints and p.serves(model)
+            RouteTarget(p.key, pinned or model)
+            for p, pinned in entries
+            if endpoint in p.endpoints and (pinned is not None or p.serves(model))
         ]
 
 
@@ -140,6 +147,8 @@ class Gateway:
         self.provider_classes = self._provider_classes(self.pm)
         self.providers = self._build_providers()
         self.providers_in_order = sorted(self.providers.values(), key=lambda p: p.config.priority)
+        #: Every adapter instance by :attr:`Provider.key`, including ones built from key bundles.
+        self.instances: dict[str, Provider] = {p.key: p for p in self.providers.values()}
         server = settings.server
         self.http = UpstreamHTTP(
             server.upstream_connect_timeout_seconds, server.upstream_timeout_seconds
@@ -200,6 +209,22 @@ class Gateway:
         if errors:
             raise ConfigError(errors)
         return providers
+
+    def provider_for(self, config: ProviderConfig) -> Provider:
+        """The adapter instance for a provider credential (cached per id and revision)."""
+        current = self.instances.get(config.key)
+        if current is not None and current.config == config:
+            return current
+        cls = self.provider_classes.get(config.type)
+        if cls is None:
+            raise ServiceUnavailable(
+                f"provider {config.name!r} has type {config.type!r}, but no adapter for it is "
+                f"installed on this gateway (pip install tollway-provider-{config.type})",
+                code="provider_not_installed",
+            )
+        provider = cls(config)
+        self.instances[config.key] = provider
+        return provider
 
     async def startup(self) -> None:
         await self.hooks.gateway_started(self)
@@ -277,7 +302,7 @@ class Gateway:
         except BodyTooLarge:
             raise self._too_large() from None
         except BadEncoding as exc:
-            raise BadRequest(f"could not decode the request body: {exc}") from None
+            raise BadRequest(exc.message) from None
         ctx.raw_body = data
 
     def _too_large(self) -> PayloadTooLarge:
@@ -369,7 +394,7 @@ class Gateway:
         """Try the chain in order; fall back on retryable failures before the first byte."""
         failures: list[tuple[Provider, UpstreamError]] = []
         for target in ctx.targets:
-            provider = self.providers[target.provider]
+            provider = self.instances[target.provider]
             ctx.provider, ctx.provider_type, ctx.resolved_model = (
                 provider.name,
                 provider.type,

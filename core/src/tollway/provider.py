@@ -250,6 +250,8 @@ class Provider:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self.name = config.name
+        #: Stable id used in route targets, metrics and breakers.
+        self.key = config.key
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
         self.api_key = config.api_key or ""
         patterns = tuple(config.models) if config.models is not None else self.default_models
