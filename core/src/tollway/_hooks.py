@@ -68,6 +68,7 @@ class Hooks:
         self._pre_guardrail = _impls(pm, "pre_guardrail")
         self._route = _impls(pm, "route")
         self._filter_models = _impls(pm, "filter_models")
+        self._before_attempt = _impls(pm, "before_attempt")
         self._post_guardrail = _impls(pm, "post_guardrail")
         self._account = _impls(pm, "account")
         self._started = _impls(pm, "gateway_started")
@@ -131,6 +132,13 @@ class Hooks:
             if result is not None:
                 return list(result)
         return None
+
+    async def before_attempt(self, ctx: RequestContext, target: RouteTarget) -> None:
+        if not self._before_attempt:
+            return
+        kwargs = {"ctx": ctx, "target": target}
+        for impl in self._before_attempt:
+            await _call(impl, kwargs)
 
     async def filter_models(self, ctx: RequestContext, models: list[str]) -> None:
         kwargs = {"ctx": ctx, "models": models}

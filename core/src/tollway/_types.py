@@ -54,6 +54,8 @@ class Principal:
     chain: tuple[ChainEntry, ...] = ()
     #: The key's owner, for ``principal`` budgets.
     principal_id: str | None = None
+    #: Anything else the key's bundle carries for plugins (e.g. ``otel_auth_token``).
+    extras: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen

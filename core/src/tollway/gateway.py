@@ -136,6 +136,7 @@ class Gateway:
         self.draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.in_flight = 0
+        self.streaming_active = 0
         self.pm, self.plugin_infos = build_plugin_manager(
             settings.plugins,
             builtins=[("tollway.router", _Router(self))],
@@ -393,8 +394,19 @@ class Gateway:
     async def dispatch(self, ctx: RequestContext) -> ProviderResult:
         """Try the chain in order; fall back on retryable failures before the first byte."""
         failures: list[tuple[Provider, UpstreamError]] = []
+        skipped: GatewayError | None = None
         for target in ctx.targets:
             provider = self.instances[target.provider]
+            try:
+                await self.hooks.before_attempt(ctx, target)
+            except GatewayError as exc:
+                skipped = exc
+                ctx.attempts.append(
+                    Attempt(
+                        provider.key, provider.type, target.model, "skipped", None, exc.type, 0.0
+                    )
+                )
+                continue
             ctx.provider, ctx.provider_type, ctx.resolved_model = (
                 provider.name,
                 provider.type,
@@ -437,10 +449,12 @@ class Gateway:
                 )
             )
             return result
+        if not failures and skipped is not None:
+            raise skipped
         raise _exhausted(failures)
 
     def routed_headers(self, ctx: RequestContext) -> dict[str, str]:
-        failed = sum(1 for a in ctx.attempts if a.outcome != "ok")
+        failed = sum(1 for a in ctx.attempts if a.outcome == "error")
         out = {"X-LangWatch-Fallback-Count": str(failed)}
         if ctx.provider_type:
             out["X-LangWatch-Provider"] = ctx.provider_type
@@ -537,6 +551,7 @@ class Gateway:
         listeners = self.hooks.stream_chunk
         events = result.events
         token = request_id_var.set(ctx.request_id)
+        self.streaming_active += 1
         try:
             async for chunk in events:
                 ctx.stream_chunks += 1
@@ -575,6 +590,7 @@ class Gateway:
             ctx.client_disconnected = True
             raise
         finally:
+            self.streaming_active -= 1
             if result.close is not None:
                 result.close()
             self._finish(ctx)
@@ -740,6 +756,14 @@ def create_app(gateway: Gateway) -> Quart:
             return await gateway.handle(endpoint)
 
         app.add_url_rule(path, f"v1_{endpoint}", view, methods=["POST"])
+
+    reserved = {rule.rule for rule in app.url_map.iter_rules()}
+    gateway.pm.hook.register_routes(app=app, gateway=gateway)
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.startswith("v1_") or rule.rule in reserved:
+            continue
+        if rule.rule.startswith("/v1/") or rule.rule in ("/healthz", "/startupz", "/readyz"):
+            raise PluginLoadError(f"a plugin registered route {rule.rule}, which the core owns")
 
     @app.get("/v1/models")
     async def models() -> Response:

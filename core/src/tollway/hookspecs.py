@@ -38,6 +38,7 @@ from tollway._markers import hookspec
 
 if TYPE_CHECKING:
     import click
+    from quart import Quart
 
     from tollway._context import RequestContext
     from tollway._types import Credential, Principal, RouteTarget, Verdict
@@ -74,6 +75,16 @@ def register_settings(register: Callable[[str, type[Any]], None]) -> None:
 @hookspec
 def register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``tollway`` CLI (``cli.add_command(...)``). Called once."""
+
+
+@hookspec
+def register_routes(app: Quart, gateway: Gateway) -> None:
+    """Add HTTP routes to the gateway's Quart app (``/metrics``, the embedded control plane's
+    admin and internal APIs, …). Called once while the app is built.
+
+    Routes must not shadow ``/v1/*``, ``/healthz``, ``/startupz`` or ``/readyz`` (start-up
+    fails if they do). Errors should use the SPEC envelope (``gateway.error_response``).
+    """
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,6 +173,20 @@ def route(ctx: RequestContext) -> list[RouteTarget] | None:
     The core's built-in router (``trylast``) picks the configured providers that serve
     ``ctx.model`` for this endpoint. An empty list means no provider serves the model: 403
     ``model_not_allowed`` (code ``model_not_routable``).
+    """
+
+
+@hookspec
+def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
+    """Admit one provider attempt of the fallback chain (per-provider rate limits, breakers).
+
+    Called before each attempt, after ``route``. Mode: **each**, may be async. Raise a
+    :class:`tollway.GatewayError` (e.g. ``RateLimitExceeded``) to skip this provider: the
+    dispatcher records the attempt as ``skipped`` (not counted in
+    ``X-LangWatch-Fallback-Count``) and tries the next one; when every provider was skipped the
+    last such error is the client's answer. The provider's configuration is
+    ``ctx.gateway.instances[target.provider].config``. Anything taken here is settled in
+    ``account`` (``ctx.attempts`` says which attempt served).
     """
 
 
