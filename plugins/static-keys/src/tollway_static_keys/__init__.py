@@ -29,6 +29,8 @@ class StaticKey:
     organization_id: str = "default"
     disabled: bool = False
     config: dict[str, Any] = attrs.field(factory=dict)
+    #: Extra bundle fields for plugins, e.g. ``{"otel_auth_token": "…"}``.
+    extras: dict[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -67,6 +69,7 @@ def gateway_started(gateway: Gateway) -> None:
             team_id=key.team_id,
             project_id=key.project_id,
             config=key.config,
+            extras=key.extras,
         )
         table[_digest(key.secret)] = (principal, key.disabled)
     gateway.stash[_TABLE] = table
