@@ -132,7 +132,10 @@ def start_gateway(
     *,
     key: str | None = None,
     wait: bool = True,
+    key_config: str = "",
 ) -> Gateway:
+    """Start ``python -m tollway serve`` with ``config`` plus one static key; ``key_config`` is a
+    TOML inline table for the key config (SPEC §3): ``{ fallback = { max_attempts = 1 } }``."""
     key = key or mint_key("test")
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = tmp / "tollway.toml"
@@ -143,6 +146,7 @@ def start_gateway(
 name = "test"
 secret = "{key}"
 """
+        + (f"config = {key_config}\n" if key_config else "")
     )
     port = free_port()
     log = tmp / "gateway.log"

@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 
 from tollway import __version__
 from tollway._body import BadEncoding, BodyReader, BodyTooLarge, decode_body, effective_limit
+from tollway._breaker import Breaker
 from tollway._context import CHAT, EMBEDDINGS, MESSAGES, MODELS, RESPONSES, RequestContext, Stash
 from tollway._errors import (
     BadRequest,
@@ -137,6 +138,8 @@ class Gateway:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.in_flight = 0
         self.streaming_active = 0
+        #: Circuit breakers by provider key.
+        self.breakers: dict[str, Breaker] = {}
         self.pm, self.plugin_infos = build_plugin_manager(
             settings.plugins,
             builtins=[("tollway.router", _Router(self))],
@@ -392,14 +395,38 @@ class Gateway:
         return targets
 
     async def dispatch(self, ctx: RequestContext) -> ProviderResult:
-        """Try the chain in order; fall back on retryable failures before the first byte."""
+        """Try the chain in order; fall back on retryable failures before the first byte.
+
+        Providers whose breaker is open are skipped without waiting for their timeout (not
+        counted as attempts); ``fallback.max_attempts`` in the key's config caps the attempts.
+        """
         failures: list[tuple[Provider, UpstreamError]] = []
         skipped: GatewayError | None = None
+        max_attempts = _max_attempts(ctx)
         for target in ctx.targets:
+            if len(failures) >= max_attempts:
+                break
             provider = self.instances[target.provider]
+            breaker = self.breakers.get(provider.key)
+            if breaker is None:
+                breaker = self.breakers[provider.key] = Breaker()
+            if not breaker.allow():
+                ctx.attempts.append(
+                    Attempt(
+                        provider.key,
+                        provider.type,
+                        target.model,
+                        "circuit_open",
+                        None,
+                        "circuit_open",
+                        0.0,
+                    )
+                )
+                continue
             try:
                 await self.hooks.before_attempt(ctx, target)
             except GatewayError as exc:
+                breaker.release()
                 skipped = exc
                 ctx.attempts.append(
                     Attempt(
@@ -420,13 +447,18 @@ class Gateway:
             except UpstreamError as exc:
                 elapsed = time.perf_counter() - t0
                 ctx.upstream_wait_s += elapsed
+                status = getattr(exc, "status", None)
+                if status is None or status >= 500:
+                    breaker.failure()
+                else:
+                    breaker.success()
                 ctx.attempts.append(
                     Attempt(
-                        provider.name,
+                        provider.key,
                         provider.type,
                         target.model,
                         "error",
-                        getattr(exc, "status", None),
+                        status,
                         exc.reason,
                         elapsed,
                     )
@@ -441,16 +473,26 @@ class Gateway:
                 if not exc.retryable:
                     break
                 continue
+            except BaseException:
+                breaker.release()
+                raise
+            breaker.success()
             elapsed = time.perf_counter() - t0
             ctx.upstream_wait_s += elapsed
             ctx.attempts.append(
-                Attempt(
-                    provider.name, provider.type, target.model, "ok", result.status, "", elapsed
-                )
+                Attempt(provider.key, provider.type, target.model, "ok", result.status, "", elapsed)
             )
             return result
-        if not failures and skipped is not None:
-            raise skipped
+        if not failures:
+            if skipped is not None:
+                raise skipped
+            names = ", ".join(self.instances[t.provider].name for t in ctx.targets)
+            raise ServiceUnavailable(
+                f"every provider for this request is failing and temporarily skipped by its "
+                f"circuit breaker ({names}); retry shortly",
+                code="circuit_open",
+                retry_after=5,
+            )
         raise _exhausted(failures)
 
     def routed_headers(self, ctx: RequestContext) -> dict[str, str]:
@@ -705,6 +747,17 @@ async def _prime(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
                 await aclose()
 
     return chained()
+
+
+def _max_attempts(ctx: RequestContext) -> int:
+    principal = ctx.principal
+    if principal is not None:
+        fallback = principal.config.get("fallback")
+        if isinstance(fallback, dict):
+            value = fallback.get("max_attempts")
+            if isinstance(value, int) and value > 0:
+                return value
+    return len(ctx.targets)
 
 
 def _exhausted(failures: list[tuple[Provider, UpstreamError]]) -> Exception:
