@@ -156,6 +156,7 @@ secret = "{key}"
         "TOLLWAY_DATA_DIR": str(tmp / "data"),
         "SERVER_ADDR": f"127.0.0.1:{port}",
         "LOG_FORMAT": "json",
+        "SERVER_DRAIN_DELAY_SECONDS": "0",
         **(env or {}),
     }
     with log.open("wb") as fh:

@@ -99,11 +99,11 @@ def test_plugins_command_lists_installed(tmp_path: Path) -> None:
     assert {
         "tollway-provider-openai",
         "tollway-provider-anthropic",
-        "static-keys",
+        "tollway-static-keys",
         "tollway-simulator",
     } <= set(plugins)
     assert "register_providers" in plugins["tollway-provider-openai"]["hooks"]
-    assert "authenticate" in plugins["static-keys"]["hooks"]
+    assert "authenticate" in plugins["tollway-static-keys"]["hooks"]
     human = tollway("plugins")
     assert "tollway-provider-anthropic" in human.stdout and "VERSION" in human.stdout
 
@@ -111,7 +111,7 @@ def test_plugins_command_lists_installed(tmp_path: Path) -> None:
 def test_disabled_and_allow_listed_plugins(tmp_path: Path) -> None:
     out = tollway("plugins", "--json", env={"TOLLWAY_DISABLE_PLUGINS": "tollway-simulator"})
     assert "tollway-simulator" not in {p["name"] for p in orjson.loads(out.stdout)}
-    out = tollway("plugins", env={"TOLLWAY_PLUGINS": "static-keys,not-installed"})
+    out = tollway("plugins", env={"TOLLWAY_PLUGINS": "tollway-static-keys,not-installed"})
     assert out.returncode != 0 and "not-installed" in out.stderr
 
 
@@ -230,3 +230,61 @@ def test_client_disconnect_closes_upstream(gateway: Gateway, sim: Simulator) -> 
     assert stats["active_streams"] == 0
     # The gateway keeps serving.
     assert gateway.openai().chat.completions.create(model="gpt-4o", messages=HELLO).choices
+
+
+def test_readyz_is_503_while_draining(sim: Simulator, gateway_factory) -> None:
+    gw: Gateway = gateway_factory(provider_config(sim.url), {"SERVER_DRAIN_DELAY_SECONDS": "2"})
+    with httpx.Client(base_url=gw.url) as client:
+        assert client.get("/readyz").status_code == 200
+        gw.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "draining"
+        r = client.post(
+            "/v1/chat/completions",
+            json={"model": "gpt-4o", "messages": HELLO},
+            headers={"authorization": f"Bearer {gw.key}"},
+        )
+        assert r.status_code == 503 and r.json()["error"]["code"] == "draining"
+        assert r.headers["retry-after"] == "1"
+    assert gw.proc.wait(timeout=20) == 0
+
+
+def test_failing_plugin_start_names_it(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    dist = site / "crashy-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: crashy\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[tollway]\ncrashy = crashy_mod\n")
+    (site / "crashy_mod.py").write_text(
+        "from tollway import hookimpl\n"
+        "@hookimpl\n"
+        "def gateway_started(gateway):\n"
+        "    raise RuntimeError('cannot reach the licence server')\n"
+    )
+    out = tollway(
+        "serve",
+        "--port",
+        str(free_port()),
+        env={"PYTHONPATH": str(site), "TOLLWAY_DATA_DIR": str(tmp_path / "d")},
+    )
+    assert out.returncode != 0
+    assert "crashy" in out.stderr and "licence server" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = tollway(
+            "serve",
+            "--port",
+            str(port),
+            env={"SERVER_ADDR": "127.0.0.1:1", "TOLLWAY_DATA_DIR": str(tmp_path)},
+        )
+    assert out.returncode != 0
+    assert "cannot listen" in out.stderr and "Traceback" not in out.stderr

@@ -8,7 +8,7 @@ from tollway_conformance import HookPluginSuite
 
 
 class TestStaticKeysConforms(HookPluginSuite):
-    entry_point = "static-keys"
+    entry_point = "tollway-static-keys"
 
 
 def test_missing_entry_point_says_what_to_fix() -> None:

@@ -172,7 +172,7 @@ def test_async_stream_chunk_hook_is_refused() -> None:
         async def on_stream_chunk(self, ctx: RequestContext, chunk: bytearray) -> None:
             pass
 
-    with pytest.raises(TypeError, match="synchronous"):
+    with pytest.raises(PluginLoadError, match="synchronous"):
         make(Slow())
 
 

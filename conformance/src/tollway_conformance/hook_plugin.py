@@ -40,7 +40,7 @@ class HookPluginSuite:
         ep = self._entry_point()
         dist = ep.dist.name if ep.dist else None
         normalized = (dist or "").replace("_", "-").lower()
-        assert normalized == ep.name.lower() or ep.name == "static-keys", (
+        assert normalized == ep.name.lower(), (
             f"entry point {ep.name!r} should be named after its distribution {dist!r}, so "
             "`tollway plugins` and TOLLWAY_DISABLE_PLUGINS use one name"
         )

@@ -17,6 +17,7 @@ import attrs
 import pluggy
 
 from tollway._context import RequestContext
+from tollway._plugins import PluginLoadError
 from tollway._types import Credential, Principal, RouteTarget, Verdict
 
 if TYPE_CHECKING:
@@ -75,9 +76,9 @@ class Hooks:
         self._stopping = _impls(pm, "gateway_stopping")
         for impl in _impls(pm, "on_stream_chunk"):
             if impl.is_async:
-                raise TypeError(
+                raise PluginLoadError(
                     f"plugin {impl.plugin!r}: on_stream_chunk must be synchronous (it runs per "
-                    "SSE event); hand slow work to a task"
+                    "SSE event); make it a plain def and hand slow work to a task"
                 )
         #: Sync ``on_stream_chunk`` implementations; empty → the core never dispatches per chunk.
         self.stream_chunk: tuple[Callable[[RequestContext, bytearray], Verdict | None], ...] = (
@@ -152,7 +153,14 @@ class Hooks:
 
     async def gateway_started(self, gateway: Gateway) -> None:
         for impl in self._started:
-            await _call(impl, {"gateway": gateway})
+            try:
+                await _call(impl, {"gateway": gateway})
+            except PluginLoadError:
+                raise
+            except Exception as exc:
+                raise PluginLoadError(
+                    f"plugin {impl.plugin!r} failed to start: {type(exc).__name__}: {exc}"
+                ) from exc
 
     async def gateway_stopping(self, gateway: Gateway) -> None:
         await self._isolated(self._stopping, {"gateway": gateway}, "gateway_stopping", "-")

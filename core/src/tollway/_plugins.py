@@ -46,12 +46,14 @@ def build_plugin_manager(
     extra: Sequence[tuple[str, object]] = (),
     *,
     load_installed: bool = True,
+    skip_broken: bool = False,
 ) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
     """Create a fresh plugin manager (never module-global, so tests don't leak state).
 
     ``builtins`` are the core's own plugins, registered first; then every installed entry point
     of the ``tollway`` group allowed by ``selection``; then ``extra`` (tests). A plugin that
-    fails to import stops start-up naming it, unless it is listed in ``selection.optional``.
+    fails to import stops start-up naming it, unless it is listed in ``selection.optional``
+    (or ``skip_broken``: the CLI still offers the other plugins' commands).
     """
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
@@ -77,6 +79,8 @@ def build_plugin_manager(
             try:
                 plugin = ep.load()
             except Exception as exc:
+                if skip_broken:
+                    continue
                 if ep.name in selection.optional:
                     log.warning(
                         "plugin_load_failed plugin=%s error=%s (optional: skipped)", ep.name, exc

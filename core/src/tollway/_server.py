@@ -51,22 +51,44 @@ def run_gateway(gateway: Gateway, *, on_ready: Callable[[str], None] | None = No
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        main_task = asyncio.current_task()
+        delay = gateway.settings.server.drain_delay_seconds
+
+        async def drain(signame: str) -> None:
+            log.info(
+                "draining signal=%s in_flight=%d drain_delay_s=%s",
+                signame,
+                gateway.in_flight,
+                delay,
+            )
+            # /readyz answers 503 during the delay so load balancers stop sending new traffic
+            # before the listener closes; Hypercorn then waits up to graceful_timeout for
+            # in-flight requests and streams.
+            await asyncio.sleep(delay)
+            stop.set()
 
         def on_signal(signame: str) -> None:
             if gateway.draining:
-                log.warning("second %s: stopping now", signame)
-                stop.set()
+                log.warning(
+                    "second %s: stopping now without waiting for in-flight requests", signame
+                )
+                if main_task is not None:
+                    main_task.cancel()
                 return
-            log.info("draining signal=%s in_flight=%d", signame, gateway.in_flight)
             gateway.draining = True
-            stop.set()
+            tasks.add(loop.create_task(drain(signame)))
 
+        tasks: set[asyncio.Task[None]] = set()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig.name)
 
         if on_ready is not None:
             gateway.on_started.append(lambda: on_ready(config.bind[0]))
+        await gateway.startup()
         await serve(app, config, shutdown_trigger=stop.wait)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(main())
+        try:
+            runner.run(main())
+        except asyncio.CancelledError:
+            pass

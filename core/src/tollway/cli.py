@@ -64,37 +64,45 @@ def serve(config_file: str | None, demo: bool, port: int | None, workers: int) -
     if demo:
         overrides, sim, demo_key = _demo_setup(port)
     elif port is not None:
-        overrides = {"server": {"addr": f":{port}"}}
-    settings = _load(config_file, overrides)
-    configure_logging(settings.log.format, settings.log.level)
-    if workers > 1 and not settings.redis_url:
-        raise click.ClickException(
-            f"--workers {workers} without GATEWAY_REDIS_URL would keep rate limits, budgets and "
-            "caches per process (silently wrong); set GATEWAY_REDIS_URL or use --workers 1"
-        )
-    if workers > 1:
-        raise click.ClickException(
-            "--workers > 1 is not available yet; run one gateway per core behind a load "
-            "balancer, sharing GATEWAY_REDIS_URL"
-        )
+        host = (os.environ.get("SERVER_ADDR") or "").rpartition(":")[0]
+        overrides = {"server": {"addr": f"{host}:{port}"}}
     try:
-        gateway = Gateway(settings)
-    except (PluginLoadError, ConfigError) as exc:
-        if sim is not None:
-            sim.terminate()
-        raise click.ClickException(str(exc)) from None
+        settings = _load(config_file, overrides)
+        configure_logging(settings.log.format, settings.log.level)
+        if workers > 1 and not settings.redis_url:
+            raise click.ClickException(
+                f"--workers {workers} without GATEWAY_REDIS_URL would keep rate limits, budgets "
+                "and caches per process (silently wrong); set GATEWAY_REDIS_URL or use "
+                "--workers 1"
+            )
+        if workers > 1:
+            raise click.ClickException(
+                "--workers > 1 is not available yet; run one gateway per core behind a load "
+                "balancer, sharing GATEWAY_REDIS_URL"
+            )
+        try:
+            gateway = Gateway(settings)
+        except (PluginLoadError, ConfigError) as exc:
+            raise click.ClickException(str(exc)) from None
 
-    def ready(bind: str) -> None:
-        host, _, p = bind.rpartition(":")
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-        base = f"http://{shown}:{p}"
-        if demo:
-            _print_demo(base, demo_key)
-        else:
-            click.echo(f"tollway {__version__} listening on {base}", err=True)
+        def ready(bind: str) -> None:
+            host, _, p = bind.rpartition(":")
+            shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+            base = f"http://{shown}:{p}"
+            if demo:
+                _print_demo(base, demo_key)
+            else:
+                click.echo(f"tollway {__version__} listening on {base}", err=True)
 
-    try:
-        run_gateway(gateway, on_ready=ready)
+        try:
+            run_gateway(gateway, on_ready=ready)
+        except PluginLoadError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {settings.server.addr}: {exc.strerror or exc} (is another "
+                "process using the port? set SERVER_ADDR or --port)"
+            ) from None
     finally:
         if sim is not None:
             sim.terminate()
@@ -269,7 +277,7 @@ def main() -> None:
     except ConfigError:
         selection = PluginSelection()
     try:
-        pm, _ = build_plugin_manager(selection)
+        pm, _ = build_plugin_manager(selection, skip_broken=True)
         pm.hook.register_commands(cli=cli)
     except PluginLoadError as exc:
         # Commands still run; `serve` and `plugins` report the failure themselves.

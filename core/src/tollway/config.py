@@ -11,7 +11,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -43,6 +43,8 @@ class ServerSettings:
     #: 0 → the 32 MiB default.
     max_request_body_bytes: int = 0
     graceful_seconds: float = 30.0
+    #: After SIGTERM, /readyz answers 503 this long before the listener closes.
+    drain_delay_seconds: float = 1.0
     heartbeat_seconds: float = 0.0
     upstream_connect_timeout_seconds: float = 10.0
     #: Time allowed for an upstream to answer (headers) and between two body reads.
@@ -51,7 +53,8 @@ class ServerSettings:
 
 @attrs.frozen
 class LogSettings:
-    format: Literal["json", "pretty"] = "json"
+    #: ``json`` or ``pretty``.
+    format: str = "json"
     level: str = "INFO"
     message_body: bool = False
 
@@ -164,6 +167,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "SERVER_ADDR": ("server", "addr"),
     "SERVER_MAX_REQUEST_BODY_BYTES": ("server", "max_request_body_bytes"),
     "SERVER_GRACEFUL_SECONDS": ("server", "graceful_seconds"),
+    "SERVER_DRAIN_DELAY_SECONDS": ("server", "drain_delay_seconds"),
     "SERVER_HEARTBEAT_SECONDS": ("server", "heartbeat_seconds"),
     "SERVER_UPSTREAM_TIMEOUT_SECONDS": ("server", "upstream_timeout_seconds"),
     "SERVER_UPSTREAM_CONNECT_TIMEOUT_SECONDS": ("server", "upstream_connect_timeout_seconds"),
@@ -222,7 +226,7 @@ def load_settings(
     try:
         settings = converter.structure(data, Settings)
     except Exception as exc:  # cattrs raises ClassValidationError trees
-        raise ConfigError(_render_errors(exc)) from None
+        raise ConfigError(_render_errors(exc, env)) from None
     problems = _validate(settings)
     if problems:
         raise ConfigError(problems)
@@ -237,13 +241,19 @@ def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
             into[key] = value
 
 
-def _render_errors(exc: Exception) -> list[str]:
-    if isinstance(exc, cattrs.BaseValidationError):
-        lines = cattrs.transform_error(exc, path="config")
-        return [
-            line.replace("config.", "", 1) if line.startswith("config.") else line for line in lines
-        ]
-    return [str(exc)]
+def _render_errors(exc: Exception, env: Mapping[str, str] | None = None) -> list[str]:
+    """cattrs' error tree as one line per problem, paths without the ``config.`` prefix and
+    naming the environment variable a value came from."""
+    if not isinstance(exc, cattrs.BaseValidationError):
+        return [str(exc)]
+    out = []
+    for line in cattrs.transform_error(exc, path="config"):
+        line = line.replace(" @ config.", " @ ").replace(" @ config", " @ (top level)")
+        for var, path in _ENV.items():
+            if env and env.get(var) and line.endswith(" @ " + ".".join(path)):
+                line += f" (from the environment variable {var})"
+        out.append(line)
+    return out
 
 
 def structure_plugin_settings(settings: Settings, registered: Mapping[str, type[Any]]) -> Settings:
@@ -286,6 +296,18 @@ def is_private_host(host: str) -> bool:
 
 def _validate(settings: Settings) -> list[str]:
     problems: list[str] = []
+    port = settings.server.addr.rpartition(":")[2]
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        problems.append(
+            f"server.addr (SERVER_ADDR): {settings.server.addr!r} must look like ':5563' or "
+            "'127.0.0.1:5563'"
+        )
+    if settings.log.format not in ("json", "pretty"):
+        problems.append(f"log.format (LOG_FORMAT): {settings.log.format!r} is not json or pretty")
+    if settings.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        problems.append(
+            f"log.level (LOG_LEVEL): {settings.log.level!r} is not DEBUG, INFO, WARNING or ERROR"
+        )
     if settings.server.max_request_body_bytes < 0:
         problems.append("server.max_request_body_bytes: must be >= 0 (0 means the 32 MiB default)")
     if settings.server.upstream_timeout_seconds <= 0:

@@ -10,6 +10,7 @@ import asyncio
 import inspect
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -383,7 +384,13 @@ class Gateway:
     async def route(self, ctx: RequestContext) -> list[RouteTarget]:
         targets = await self.hooks.route(ctx) or []
         if not targets:
-            reachable = sorted({p.type for p in self.providers.values()})
+            principal = ctx.principal
+            pool = (
+                [self.provider_for(e.provider) for e in principal.chain]
+                if principal is not None and principal.chain
+                else self.providers_in_order
+            )
+            reachable = sorted({p.type for p in pool if ctx.endpoint in p.endpoints})
             names = ", ".join(reachable) if reachable else "none"
             raise ModelNotAllowed(
                 f"model {ctx.model!r} is not served by any provider this key can reach on "
@@ -406,7 +413,13 @@ class Gateway:
         for target in ctx.targets:
             if len(failures) >= max_attempts:
                 break
-            provider = self.instances[target.provider]
+            provider = self.instances.get(target.provider)
+            if provider is None:
+                raise ServiceUnavailable(
+                    f"the route names provider {target.provider!r}, which is not configured on "
+                    "this gateway; fix the routing policy or the route plugin",
+                    code="provider_unknown",
+                )
             breaker = self.breakers.get(provider.key)
             if breaker is None:
                 breaker = self.breakers[provider.key] = Breaker()
@@ -486,7 +499,7 @@ class Gateway:
         if not failures:
             if skipped is not None:
                 raise skipped
-            names = ", ".join(self.instances[t.provider].name for t in ctx.targets)
+            names = ", ".join(t.provider for t in ctx.targets)
             raise ServiceUnavailable(
                 f"every provider for this request is failing and temporarily skipped by its "
                 f"circuit breaker ({names}); retry shortly",
@@ -519,8 +532,8 @@ class Gateway:
                     code="draining",
                     retry_after=1,
                 )
-            await self.read_body(ctx)
             await self.authenticate(ctx)
+            await self.read_body(ctx)
             self.parse_body(ctx)
             await self.hooks.admit(ctx)
             await self.guard_request(ctx)
@@ -581,28 +594,47 @@ class Gateway:
         headers.update(ctx.response_headers)
         headers.update(_SSE_HEADERS)
         ctx.status = result.status
-        response = Response(
-            self._relay(ctx, result), status=result.status, headers=Headers(result.headers)
-        )
+        state = _StreamState()
+        body = self._relay(ctx, result, state)
+        # If the client leaves before the body starts, the generator never runs its `finally`:
+        # settle when it is dropped instead (CPython frees it at once).
+        weakref.finalize(body, self._abandoned, ctx, result, state)
+        response = Response(body, status=result.status, headers=Headers(result.headers))
         response.headers.update(headers)
         response.timeout = None
         return response
 
-    async def _relay(self, ctx: RequestContext, result: ProviderResult) -> AsyncIterator[bytes]:
+    def _abandoned(self, ctx: RequestContext, result: ProviderResult, state: _StreamState) -> None:
+        if state.started:
+            return
+        ctx.client_disconnected = True
+        if result.close is not None:
+            result.close()
+        self._finish(ctx)
+
+    async def _relay(
+        self, ctx: RequestContext, result: ProviderResult, state: _StreamState
+    ) -> AsyncIterator[bytes]:
         assert result.events is not None
+        state.started = True
         listeners = self.hooks.stream_chunk
         events = result.events
         token = request_id_var.set(ctx.request_id)
         self.streaming_active += 1
         try:
             async for chunk in events:
-                ctx.stream_chunks += 1
+                ctx.stream_chunks += chunk.count(b"\n\n") or 1
                 if ctx.first_byte_at is None:
                     ctx.first_byte_at = time.perf_counter()
                 if listeners:
                     buf = bytearray(chunk)
                     for listener in listeners:
-                        verdict = listener(ctx, buf)
+                        try:
+                            verdict = listener(ctx, buf)
+                        except Exception as exc:
+                            # Stream guardrails fail open by contract (SPEC §6).
+                            log.warning("guardrail_fail_open direction=stream_chunk error=%r", exc)
+                            continue
                         if verdict is not None and verdict.decision == "block":
                             ctx.terminated_at_chunk = ctx.stream_chunks
                             ctx.error_type = "guardrail_blocked"
@@ -625,7 +657,7 @@ class Gateway:
                 exc.message,
             )
             yield error_event(
-                f"the upstream provider failed mid-stream after {ctx.stream_chunks} chunk(s): "
+                f"the upstream provider failed mid-stream after {ctx.stream_chunks} event(s): "
                 f"{exc.message}"
             )
         except (asyncio.CancelledError, GeneratorExit):
@@ -721,6 +753,13 @@ class Gateway:
         return (503 if failed else 200), {"status": "error" if failed else "ok", "checks": results}
 
 
+class _StreamState:
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = False
+
+
 class _PassThrough(Exception):
     def __init__(self, error: UpstreamHTTPError) -> None:
         self.error = error
@@ -762,6 +801,9 @@ def _max_attempts(ctx: RequestContext) -> int:
 
 def _exhausted(failures: list[tuple[Provider, UpstreamError]]) -> Exception:
     last_provider, last = failures[-1]
+    if isinstance(last, UpstreamHTTPError) and not last.retryable:
+        # A refusal no other provider can fix (e.g. 400): the client sees it as it is.
+        return _PassThrough(last)
     if len(failures) == 1:
         if isinstance(last, UpstreamHTTPError):
             return _PassThrough(last)
@@ -797,7 +839,8 @@ def create_app(gateway: Gateway) -> Quart:
 
     @app.before_serving
     async def _startup() -> None:
-        await gateway.startup()
+        if not gateway.started:
+            await gateway.startup()
 
     @app.after_serving
     async def _shutdown() -> None:
