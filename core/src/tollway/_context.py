@@ -117,6 +117,13 @@ class RequestContext:
     upstream_wait_s: float = 0.0
     first_byte_at: float | None = None
     stash: Stash = attrs.field(factory=Stash)
+    #: Cost of the call in micro-USD once a pricing plugin settled it (for spans and logs).
+    cost_micros: int | None = None
+    #: Extra span attributes any plugin wants on the request's span (``langwatch.guardrail.*``,
+    #: ``langwatch.budget.decision``, …). Values: str, int, float or bool.
+    span_attributes: dict[str, Any] = attrs.field(factory=dict)
+    #: Guardrail decisions: (direction ``pre``/``post``/``stream_chunk``, plugin, verdict).
+    verdicts: list[tuple[str, str, Any]] = attrs.field(factory=list)
     _body_dirty: bool = False
     _encoded: bytes | None = None
 

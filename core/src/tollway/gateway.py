@@ -376,6 +376,7 @@ class Gateway:
 
     async def guard_request(self, ctx: RequestContext) -> None:
         for plugin, verdict in await self.hooks.pre_guardrail(ctx):
+            ctx.verdicts.append(("pre", plugin, verdict))
             if verdict.decision == "block":
                 raise GuardrailBlocked(
                     verdict.reason or f"blocked by guardrail {verdict.evaluator or plugin}"
@@ -574,6 +575,7 @@ class Gateway:
         if self.hooks._post_guardrail:
             view = ResponseView(result.status, body)
             for plugin, verdict in await self.hooks.post_guardrail(ctx, view):
+                ctx.verdicts.append(("post", plugin, verdict))
                 if verdict.decision == "block":
                     raise GuardrailBlocked(
                         verdict.reason or f"blocked by guardrail {verdict.evaluator or plugin}"
@@ -635,6 +637,8 @@ class Gateway:
                             # Stream guardrails fail open by contract (SPEC §6).
                             log.warning("guardrail_fail_open direction=stream_chunk error=%r", exc)
                             continue
+                        if verdict is not None:
+                            ctx.verdicts.append(("stream_chunk", "", verdict))
                         if verdict is not None and verdict.decision == "block":
                             ctx.terminated_at_chunk = ctx.stream_chunks
                             ctx.error_type = "guardrail_blocked"
@@ -674,6 +678,8 @@ class Gateway:
         ctx.status = exc.status
         ctx.error_type = exc.type
         ctx.error_message = exc.message
+        # Recorded on the context too, so `account` sees e.g. the rate-limit dimension.
+        ctx.response_headers.update(exc.headers())
         headers = self.base_headers(ctx)
         if ctx.attempts:
             headers.update(self.routed_headers(ctx))

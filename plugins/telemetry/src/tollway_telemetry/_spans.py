@@ -1,0 +1,640 @@
+"""One span per request, built in ``account`` and exported with the OTLP/HTTP exporter.
+
+Nothing here runs on the request path. The core already chose the trace id, the span id and the
+caller's parent span id (they are in the response headers), and measured the timings; ``account``
+turns that record into a span *after the response is complete*:
+
+* :class:`_ContextIds` is the tracer provider's ``IdGenerator``. It hands the SDK the ids the
+  core chose, so the exported span id is the ``X-LangWatch-Span-Id`` the client saw and, without
+  a ``traceparent``, the trace id is ``X-LangWatch-Trace-Id``. With one, the SDK takes the
+  trace id from the parent context built from ``ctx.parent_span_id``.
+* Start and end times are explicit (``ctx.started_unix_ns`` and the perf-counter duration).
+* :class:`_Router` is the provider's only span processor. ``record`` points it at the
+  :class:`_Sink` of the request's OTLP token just before ``span.end()``, and the span goes to
+  that sink's :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor`. A sink is one
+  exporter (with its ``X-Auth-Token``) plus one batch processor with a bounded queue, whose
+  worker thread does the HTTP. Sinks are kept in a small LRU keyed by token.
+
+Exporter failures are classified by :class:`_RecordingSession` (the ``requests`` session the
+exporter is given) and reported by :class:`ExportHealth`: 401/403/connection errors are silent
+during the start-up grace (until the first success), and anything else is one rate-limited
+``otel_export_failed`` warning. The exporter's own log lines are dropped (they would be one
+ERROR per failed batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import requests
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
+
+from tollway import RequestContext, StashKey, __version__
+from tollway_telemetry._metrics import overhead_seconds, route_label
+from tollway_telemetry._settings import TelemetryConfig, redact_url
+
+__all__ = [
+    "COST_USD",
+    "ExportHealth",
+    "Tracing",
+    "attempt_events",
+    "span_attributes",
+    "span_name",
+    "token_for",
+]
+
+log = logging.getLogger("tollway_telemetry")
+
+AttrValue = str | bool | int | float
+
+#: Well-known per-request stash key: the request's cost in USD, exported as
+#: ``langwatch.cost_usd``. Set it in ``ctx.stash`` before this plugin's ``account`` runs (it is
+#: ``trylast``). Note that only code that imports ``tollway_telemetry`` can reach it.
+COST_USD: StashKey[float] = StashKey("telemetry.cost_usd")
+
+#: The key bundle field carrying a project's OTLP token (``Principal.extras``).
+TOKEN_EXTRA = "otel_auth_token"
+
+_OPERATIONS = {
+    "chat": "chat",
+    "messages": "chat",
+    "responses": "chat",
+    "embeddings": "embeddings",
+}
+_EVENT = "langwatch.provider_attempt"
+_MAX_DESCRIPTION = 512
+_MAX_BATCH = 512  # the SDK's default OTEL_BSP_MAX_EXPORT_BATCH_SIZE
+
+# The OTLP exporter logs one ERROR per failed batch and one WARNING per retry; ExportHealth
+# reports failures instead (rate-limited, with the start-up grace).
+_EXPORTER_LOGGERS = (
+    "opentelemetry.exporter.otlp.proto.http",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http._common",
+    "opentelemetry.exporter.otlp.common.http",
+)
+
+
+class _Silence(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL
+
+
+_SILENCE = _Silence()
+
+
+# --- what a span says ------------------------------------------------------------------------
+
+
+def span_name(ctx: RequestContext) -> str:
+    """``POST /v1/chat/completions`` (method and route, bounded cardinality)."""
+    return f"{ctx.method} {route_label(ctx.path)}"
+
+
+def _header(ctx: RequestContext, name: str) -> str | None:
+    headers = ctx.response_headers
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lower = name.lower()
+    for key, value in headers.items():
+        if key.lower() == lower:
+            return value
+    return None
+
+
+def span_attributes(ctx: RequestContext) -> dict[str, AttrValue]:
+    """The span's attributes (SPEC §7). Never a secret: the key's id and project, not its value;
+    no request or response header or body is copied."""
+    a: dict[str, AttrValue] = {
+        "langwatch.origin": "gateway",
+        "langwatch.gateway_request_id": ctx.request_id,
+        "http.request.method": ctx.method,
+        "http.route": route_label(ctx.path),
+    }
+    if ctx.endpoint:
+        a["langwatch.endpoint"] = ctx.endpoint
+    operation = _OPERATIONS.get(ctx.endpoint)
+    if operation:
+        a["gen_ai.operation.name"] = operation
+    principal = ctx.principal
+    if principal is not None:
+        a["langwatch.virtual_key_id"] = principal.key_id
+        if principal.project_id:
+            a["langwatch.project_id"] = principal.project_id
+        if principal.team_id:
+            a["langwatch.team_id"] = principal.team_id
+        if principal.organization_id:
+            a["langwatch.organization_id"] = principal.organization_id
+    status = ctx.status
+    if status is not None:
+        a["http.response.status_code"] = status
+    if ctx.model:
+        a["gen_ai.request.model"] = ctx.model
+    if ctx.provider_type:
+        a["gen_ai.system"] = ctx.provider_type
+    if ctx.provider:
+        a["langwatch.provider"] = ctx.provider
+    if ctx.resolved_model:
+        a["gen_ai.response.model"] = ctx.resolved_model
+    usage = ctx.usage
+    if usage is not None:
+        a["gen_ai.usage.input_tokens"] = usage.input_tokens
+        a["gen_ai.usage.output_tokens"] = usage.output_tokens
+        a["gen_ai.usage.cache_read.input_tokens"] = usage.cache_read_input_tokens
+        a["gen_ai.usage.cache_creation.input_tokens"] = usage.cache_creation_input_tokens
+        if usage.reasoning_tokens:
+            a["langwatch.usage.reasoning_tokens"] = usage.reasoning_tokens
+    cost = ctx.stash.get(COST_USD)
+    if cost is not None:
+        a["langwatch.cost_usd"] = float(cost)
+    if ctx.attempts:
+        a["langwatch.fallback.count"] = sum(1 for x in ctx.attempts if x.outcome == "error")
+    if ctx.stream:
+        a["langwatch.stream"] = True
+        a["langwatch.stream.chunk_count"] = ctx.stream_chunks
+        if ctx.terminated_at_chunk is not None:
+            a["langwatch.stream.terminated_at_chunk"] = ctx.terminated_at_chunk
+        if ctx.first_byte_at is not None:
+            a["langwatch.stream.first_chunk_ms"] = round(
+                (ctx.first_byte_at - ctx.started) * 1000, 3
+            )
+    if ctx.client_disconnected:
+        a["langwatch.client_disconnected"] = True
+    error_type = ctx.error_type
+    if error_type:
+        a["error.type"] = error_type
+    elif status is not None and status >= 500:
+        a["error.type"] = str(status)
+    overhead = overhead_seconds(ctx)
+    if overhead is not None:
+        a["langwatch.gateway.overhead_ms"] = round(overhead * 1000, 3)
+
+    # What other plugins left on the response headers, and what the outcome implies.
+    cache = _header(ctx, "X-LangWatch-Cache")
+    if cache:
+        a["langwatch.cache.outcome"] = cache.lower()
+    warning = _header(ctx, "X-LangWatch-Budget-Warning")
+    if error_type == "budget_exceeded":
+        a["langwatch.budget.decision"] = "block"
+    elif warning:
+        a["langwatch.budget.decision"] = "warn"
+    if warning:
+        a["langwatch.budget.warning"] = warning
+    if error_type == "guardrail_blocked":
+        a["langwatch.guardrail.decision"] = "block"
+        if ctx.stream and ctx.terminated_at_chunk is not None:
+            direction = "stream_chunk"
+        elif any(x.outcome == "ok" for x in ctx.attempts):
+            direction = "post"
+        else:
+            direction = "pre"
+        a["langwatch.guardrail.direction"] = direction
+    if error_type == "rate_limit_exceeded":
+        dimension = _header(ctx, "X-LangWatch-RateLimit-Dimension")
+        if dimension:
+            a["langwatch.rate_limit.dimension"] = dimension
+    return a
+
+
+def attempt_events(
+    ctx: RequestContext, start_ns: int
+) -> list[tuple[str, dict[str, AttrValue], int]]:
+    """One ``langwatch.provider_attempt`` event per provider attempt, with
+    ``langwatch.fallback.reason`` on every attempt that did not answer. Timestamps are the end
+    of each attempt, counted from the span start (attempts run one after another; the time
+    spent before dispatch is not known, so they are slightly early)."""
+    out: list[tuple[str, dict[str, AttrValue], int]] = []
+    elapsed = 0.0
+    for i, attempt in enumerate(ctx.attempts):
+        elapsed += attempt.duration_s
+        attrs: dict[str, AttrValue] = {
+            "langwatch.attempt.index": i,
+            "langwatch.provider": attempt.provider,
+            "gen_ai.system": attempt.provider_type,
+            "gen_ai.request.model": attempt.model,
+            "langwatch.attempt.outcome": attempt.outcome,
+            "langwatch.attempt.duration_ms": round(attempt.duration_s * 1000, 3),
+        }
+        if attempt.status is not None:
+            attrs["http.response.status_code"] = attempt.status
+        if attempt.outcome != "ok":
+            attrs["langwatch.fallback.reason"] = attempt.reason or attempt.outcome
+        out.append((_EVENT, attrs, start_ns + int(elapsed * 1e9)))
+    return out
+
+
+def token_for(ctx: RequestContext, static_token: str | None) -> str | None:
+    """The ``X-Auth-Token`` for this request's span: the static override, else the key
+    bundle's ``otel_auth_token``, else none."""
+    if static_token:
+        return static_token
+    principal = ctx.principal
+    if principal is None:
+        return None
+    token = principal.extras.get(TOKEN_EXTRA)
+    return token if isinstance(token, str) and token else None
+
+
+# --- export health ---------------------------------------------------------------------------
+
+
+class ExportHealth:
+    """Decides which export failures are logged, and logs them (thread-safe).
+
+    401/403 and connection errors are expected while a collector or control plane is still
+    starting: they are silent for ``grace_s`` after start, or until the first successful export.
+    Every other failure, and those after the grace, give at most one WARNING per
+    ``interval_s`` saying how many failures it stands for.
+    """
+
+    def __init__(
+        self,
+        grace_s: float,
+        interval_s: float,
+        endpoint: str,
+        clock: Callable[[], float] = time.monotonic,
+        logger: logging.Logger = log,
+    ) -> None:
+        self._clock = clock
+        self._log = logger
+        self.grace_s = grace_s
+        self.interval_s = interval_s
+        self.endpoint = endpoint
+        self.started = clock()
+        self.ever_succeeded = False
+        self.swallowed = 0
+        self.failures = 0
+        self._unreported = 0
+        self._last_warning: float | None = None
+        self._lock = threading.Lock()
+
+    def success(self) -> None:
+        self.ever_succeeded = True
+
+    def failure(self, kind: str, detail: str, spans: int) -> bool:
+        """Record a failed export of ``spans`` spans; True when it was logged."""
+        with self._lock:
+            now = self._clock()
+            self.failures += 1
+            if (
+                kind in ("auth", "connection")
+                and not self.ever_succeeded
+                and now - self.started < self.grace_s
+            ):
+                self.swallowed += 1
+                return False
+            self._unreported += 1
+            if self._last_warning is not None and now - self._last_warning < self.interval_s:
+                return False
+            self._last_warning = now
+            count, self._unreported = self._unreported, 0
+        self._log.warning(
+            "otel_export_failed endpoint=%s kind=%s %s spans=%d failures_since_last_warning=%d",
+            self.endpoint,
+            kind,
+            detail,
+            spans,
+            count,
+        )
+        return True
+
+
+def classify(status: int | None, error: BaseException | None) -> tuple[str, str]:
+    """``(kind, detail)`` of a failed export: kind ``auth`` (401/403), ``connection``,
+    ``http`` (another status) or ``error``."""
+    if status in (401, 403):
+        return "auth", f"status={status}"
+    if status is not None and status >= 300:
+        return "http", f"status={status}"
+    if isinstance(error, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+        return "connection", f"error={type(error).__name__}"
+    if error is not None:
+        return "error", f"error={type(error).__name__}"
+    return "error", "error=unknown"
+
+
+class _RecordingSession(requests.Session):
+    """The exporter's HTTP session; remembers how the last request ended, for :func:`classify`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_status: int | None = None
+        self.last_error: BaseException | None = None
+
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        self.last_status, self.last_error = None, None
+        try:
+            response = super().request(method, url, *args, **kwargs)
+        except BaseException as exc:
+            self.last_error = exc
+            raise
+        self.last_status = response.status_code
+        return response
+
+
+# --- sinks -----------------------------------------------------------------------------------
+
+
+class _GuardedExporter(SpanExporter):
+    """Wraps the OTLP exporter: never raises, counts what it loses, reports to the health."""
+
+    def __init__(self, sink: _Sink, inner: OTLPSpanExporter) -> None:
+        self._sink = sink
+        self._inner = inner
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        sink = self._sink
+        sink.dequeued(len(spans))
+        error: BaseException | None = None
+        try:
+            result = self._inner.export(spans)
+        except Exception as exc:  # the processor would log a traceback per batch
+            result, error = SpanExportResult.FAILURE, exc
+        if result is SpanExportResult.SUCCESS:
+            sink.health.success()
+            return result
+        session = sink.session
+        kind, detail = classify(session.last_status, session.last_error or error)
+        sink.on_drop("export_failed", len(spans))
+        sink.health.failure(kind, detail, len(spans))
+        return result
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._inner.shutdown()  # type: ignore[no-untyped-call]
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class _Sink:
+    """One OTLP exporter (one ``X-Auth-Token``) and its batch processor."""
+
+    def __init__(
+        self,
+        token: str | None,
+        config: TelemetryConfig,
+        health: ExportHealth,
+        on_drop: Callable[[str, int], None],
+        batch_size: int,
+    ) -> None:
+        self.health = health
+        self.on_drop = on_drop
+        self.capacity = config.max_queue_size
+        self.session = _RecordingSession()
+        headers = {"X-Auth-Token": token} if token else None
+        inner = OTLPSpanExporter(endpoint=config.endpoint, headers=headers, session=self.session)
+        self.exporter = _GuardedExporter(self, inner)
+        self.processor = BatchSpanProcessor(
+            self.exporter,
+            max_queue_size=config.max_queue_size,
+            max_export_batch_size=min(batch_size, config.max_queue_size),
+        )
+        # Spans handed to the processor and not yet given to the exporter: the processor's
+        # queue length, tracked through public calls. It can run a batch ahead while the worker
+        # pops a batch, so a drop may be over-counted by at most one batch at the limit.
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def submit(self, span: ReadableSpan) -> None:
+        with self._lock:
+            full = self._pending >= self.capacity
+            if not full:
+                self._pending += 1
+        if full:  # the processor's deque drops its oldest span to take this one
+            self.on_drop("queue_full", 1)
+        self.processor.on_end(span)
+
+    def dequeued(self, n: int) -> None:
+        with self._lock:
+            self._pending = max(0, self._pending - n)
+
+    def shutdown(self) -> None:
+        """Export what is queued, then close (blocking: call from a thread)."""
+        self.processor.shutdown()  # type: ignore[no-untyped-call]
+
+    def abort(self) -> None:
+        """Stop retrying now (the exporter's backoff sleeps end) and close the session."""
+        self.exporter.shutdown()
+
+
+class _Router(SpanProcessor):
+    """The tracer provider's only processor: forwards the ending span to ``current``."""
+
+    def __init__(self) -> None:
+        self.current: _Sink | None = None
+
+    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        sink = self.current
+        if sink is not None:
+            sink.submit(span)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class _ContextIds(IdGenerator):
+    """Gives the SDK the ids the core already chose (set just before ``start_span``)."""
+
+    def __init__(self) -> None:
+        self.trace_id = 0
+        self.span_id = 0
+
+    def generate_trace_id(self) -> int:
+        return self.trace_id
+
+    def generate_span_id(self) -> int:
+        return self.span_id
+
+    def is_trace_id_random(self) -> bool:
+        return True  # the core's ids come from os.urandom
+
+
+def default_resource() -> Resource:
+    """``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES`` as the SDK reads them; the service
+    name defaults to ``tollway-gateway``."""
+    resource = Resource.create({"service.version": __version__})
+    name = str(resource.attributes.get("service.name", ""))
+    if not name or name.startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": "tollway-gateway"}))
+    return resource
+
+
+class Tracing:
+    """The span pipeline of one gateway."""
+
+    def __init__(
+        self,
+        config: TelemetryConfig,
+        on_drop: Callable[[str, int], None],
+        *,
+        resource: Resource | None = None,
+        batch_size: int = _MAX_BATCH,
+    ) -> None:
+        self.config = config
+        self._on_drop = on_drop
+        self._batch_size = batch_size
+        self.health = ExportHealth(
+            config.startup_grace_seconds,
+            config.warn_interval_seconds,
+            redact_url(config.endpoint) if config.endpoint else "OTEL_EXPORTER_OTLP_*",
+        )
+        self._ids = _ContextIds()
+        self._router = _Router()
+        self.provider = TracerProvider(
+            sampler=ParentBased(TraceIdRatioBased(config.sampler_arg)),
+            resource=resource or default_resource(),
+            shutdown_on_exit=False,
+            id_generator=self._ids,
+        )
+        self.provider.add_span_processor(self._router)
+        self._tracer = self.provider.get_tracer("tollway_telemetry", __version__)
+        self._sinks: collections.OrderedDict[str | None, _Sink] = collections.OrderedDict()
+        self._closed = False
+        for name in _EXPORTER_LOGGERS:
+            logging.getLogger(name).addFilter(_SILENCE)  # idempotent
+
+    @property
+    def sinks(self) -> dict[str | None, _Sink]:
+        return dict(self._sinks)
+
+    def sink_for(self, token: str | None) -> _Sink:
+        """The sink for ``token`` (created on first use; the least recently used one is closed
+        in the background when there are more than ``max_exporters``)."""
+        sinks = self._sinks
+        sink = sinks.get(token)
+        if sink is not None:
+            sinks.move_to_end(token)
+            return sink
+        sink = _Sink(token, self.config, self.health, self._on_drop, self._batch_size)
+        sinks[token] = sink
+        while len(sinks) > self.config.max_exporters:
+            _, old = sinks.popitem(last=False)
+            threading.Thread(
+                target=old.shutdown, name="tollway-telemetry-evict", daemon=True
+            ).start()
+        return sink
+
+    def record(self, ctx: RequestContext) -> bool:
+        """Build, end and queue the span of a finished request. True when it was sampled."""
+        if self._closed:
+            return False
+        try:
+            trace_id = int(ctx.trace_id, 16)
+            span_id = int(ctx.span_id, 16)
+            parent_id = int(ctx.parent_span_id, 16) if ctx.parent_span_id else 0
+        except ValueError:
+            return False
+        parent = Context()
+        if parent_id:
+            remote = SpanContext(
+                trace_id, parent_id, is_remote=True, trace_flags=TraceFlags(ctx.trace_flags & 0xFF)
+            )
+            parent = set_span_in_context(NonRecordingSpan(remote), parent)
+        ids = self._ids
+        ids.trace_id, ids.span_id = trace_id, span_id
+        start = ctx.started_unix_ns
+        span = self._tracer.start_span(
+            span_name(ctx), context=parent, kind=SpanKind.SERVER, start_time=start
+        )
+        if not span.is_recording():
+            return False
+        span.set_attributes(span_attributes(ctx))
+        for name, attributes, timestamp in attempt_events(ctx, start):
+            span.add_event(name, attributes, timestamp)
+        status = ctx.status or 0
+        if ctx.error_type or status >= 500:
+            description = ctx.error_message or ctx.error_type or f"HTTP {status}"
+            span.set_status(Status(StatusCode.ERROR, description[:_MAX_DESCRIPTION]))
+        if ctx.finished is not None:
+            end = start + int(max(0.0, ctx.finished - ctx.started) * 1e9)
+        else:
+            end = time.time_ns()
+        self._router.current = self.sink_for(token_for(ctx, self.config.static_token))
+        try:
+            span.end(end_time=end)
+        finally:
+            self._router.current = None
+        return True
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Export everything queued now (blocking; for tests and ``tollway`` commands)."""
+        for sink in list(self._sinks.values()):
+            sink.processor.force_flush(int(timeout_s * 1000))
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Flush and close every sink, waiting at most ``timeout_s``; past that, stop retrying
+        and return (the worker threads are daemons)."""
+        self._closed = True
+        sinks = list(self._sinks.values())
+        self._sinks.clear()
+        if sinks:
+            loop = asyncio.get_running_loop()
+            waiters = [_in_thread(loop, sink.shutdown) for sink in sinks]
+            _, pending = await asyncio.wait(waiters, timeout=timeout_s)
+            if pending:
+                log.warning(
+                    "otel_shutdown_timeout unfinished_exporters=%d timeout_s=%s",
+                    len(pending),
+                    timeout_s,
+                )
+                for sink in sinks:
+                    sink.abort()
+        self.provider.shutdown()
+
+
+def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> asyncio.Future[None]:
+    """Run ``fn`` in a daemon thread (unlike the default executor, it never delays exit)."""
+    future: asyncio.Future[None] = loop.create_future()
+
+    def run() -> None:
+        try:
+            fn()
+        finally:
+            try:
+                loop.call_soon_threadsafe(_resolve, future)
+            except RuntimeError:  # the loop is gone: nobody waits any more
+                pass
+
+    threading.Thread(target=run, name="tollway-telemetry-shutdown", daemon=True).start()
+    return future
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
