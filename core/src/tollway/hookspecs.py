@@ -192,7 +192,8 @@ def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
 
 @hookspec
 def filter_models(ctx: RequestContext, models: list[str]) -> None:
-    """Remove from ``models`` (in place) what the caller may not use, for ``GET /v1/models``.
+    """Edit the ``GET /v1/models`` list in place: remove what the caller may not use, and
+    add names it may (e.g. aliases; added ids are listed with ``owned_by: ""``).
 
     Mode: **each**, may be async.
     """
