@@ -93,6 +93,9 @@ class Verdict:
     decision: Literal["allow", "block", "modify"]
     reason: str = ""
     evaluator: str = ""
+    #: For ``modify`` from an evaluator: the rewritten content (its shape is the evaluator
+    #: protocol's, see :mod:`tollway.guardrails`).
+    content: Any = None
 
 
 @attrs.frozen

@@ -73,6 +73,17 @@ def register_settings(register: Callable[[str, type[Any]], None]) -> None:
 
 
 @hookspec
+def register_guardrail_evaluators(register: Callable[[str, Any], None]) -> None:
+    """Register guardrail evaluators by name (``"pii"``, ``"webhook"``, …).
+
+    Called once at start-up. ``register(name, evaluator)`` where ``evaluator`` implements
+    :class:`tollway.guardrails.Evaluator`. A key's ``guardrails`` config names evaluators
+    (``"pre": ["pii"]``) or gives one inline (``{"evaluator": "webhook", "url": …}``); the
+    guardrails plugin runs them. Two plugins registering one name stop start-up.
+    """
+
+
+@hookspec
 def register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``tollway`` CLI (``cli.add_command(...)``). Called once."""
 
