@@ -184,7 +184,10 @@ def chat_meaning(body: dict[str, Any]) -> dict[str, Any]:
         "turns": turns,
         "tools": tools,
         "tool_choice": body.get("tool_choice") if tools else None,
-        "parallel": body.get("parallel_tool_calls", True) if tools else True,
+        # With tool_choice "none" no tool is called: parallelism means nothing.
+        "parallel": body.get("parallel_tool_calls", True)
+        if tools and body.get("tool_choice") != "none"
+        else True,
         "max": body.get("max_completion_tokens") or body.get("max_tokens"),
         "stop": [stop] if isinstance(stop, str) else stop,
         "temperature": body.get("temperature"),

@@ -29,7 +29,7 @@ from tollway._errors import (
     UpstreamTimeoutError,
 )
 from tollway._markers import hookimpl, hookspec
-from tollway._types import Attempt, Credential, Principal, RouteTarget, Usage, Verdict
+from tollway._types import Attempt, ChainEntry, Credential, Principal, RouteTarget, Usage, Verdict
 
 __all__ = [
     "Attempt",

@@ -105,6 +105,8 @@ class Settings:
     data_dir: str = ".tollway"
     environment: str = "production"
     redis_url: str | None = None
+    #: ``GATEWAY_REDIS_URL`` names a Redis Cluster (SPEC §1).
+    redis_cluster: bool = False
     providers: list[ProviderConfig] = attrs.field(factory=list)
     #: Raw ``[plugin.<name>]`` sections, structured by :meth:`plugin` once plugins registered.
     plugin_sections: dict[str, dict[str, Any]] = attrs.field(factory=dict)
@@ -180,9 +182,10 @@ _ENV: dict[str, tuple[str, ...]] = {
     "TOLLWAY_DATA_DIR": ("data_dir",),
     "ENVIRONMENT": ("environment",),
     "GATEWAY_REDIS_URL": ("redis_url",),
+    "GATEWAY_REDIS_CLUSTER": ("redis_cluster",),
 }
 _LIST_ENV = {"TOLLWAY_PLUGINS", "TOLLWAY_DISABLE_PLUGINS", "TOLLWAY_OPTIONAL_PLUGINS"}
-_BOOL_ENV = {"LW_LOG_MESSAGE_BODY"}
+_BOOL_ENV = {"LW_LOG_MESSAGE_BODY", "GATEWAY_REDIS_CLUSTER"}
 
 
 def _from_env(env: Mapping[str, str], data: dict[str, Any]) -> None:

@@ -134,6 +134,8 @@ class Gateway:
     ) -> None:
         self.settings = settings
         self.stash = Stash()
+        #: The Quart app serving this gateway (set by ``create_app``).
+        self.app: Any = None
         self.started = False
         self.draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -842,6 +844,7 @@ def create_app(gateway: Gateway) -> Quart:
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
     app.extensions["tollway"] = gateway
+    gateway.app = app
 
     @app.before_serving
     async def _startup() -> None:

@@ -1,0 +1,409 @@
+"""The hook implementations: key limits in ``admit``, provider limits in ``before_attempt``,
+settlement in ``account``."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+from redis.exceptions import RedisError
+
+from tollway import (
+    RateLimitExceeded,
+    RequestContext,
+    RouteTarget,
+    ServiceUnavailable,
+    StashKey,
+    hookimpl,
+)
+from tollway.gateway import Gateway
+from tollway_rate_limits._limits import (
+    InvalidLimits,
+    Limits,
+    TokenEstimate,
+    estimate_tokens,
+    key_base,
+    parse_limits,
+    provider_base,
+    refusal_message,
+    specs_for,
+    success_headers,
+)
+from tollway_rate_limits._metrics import DENIED, PROVIDER_SKIPS, REDIS_ERRORS
+from tollway_rate_limits._redis import RedisStore, connect
+from tollway_rate_limits._settings import NAME, RateLimitSettings
+from tollway_rate_limits._window import NEVER, Decision, LocalStore, Spec, member
+
+__all__ = [
+    "account",
+    "admit",
+    "before_attempt",
+    "gateway_started",
+    "gateway_stopping",
+    "readiness_checks",
+    "register_settings",
+]
+
+log = logging.getLogger("tollway.rate_limits")
+
+DIMENSION_HEADER = "X-LangWatch-RateLimit-Dimension"
+_WARN_EVERY_SECONDS = 10.0
+_BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+@attrs.define
+class _State:
+    settings: RateLimitSettings
+    store: LocalStore | RedisStore
+    window_ms: int
+    down_until: float = 0.0
+    last_warning: float = -math.inf
+    failing: bool = False
+
+    @property
+    def redis(self) -> bool:
+        return isinstance(self.store, RedisStore)
+
+    def redis_failed(self, exc: BaseException, during: str) -> None:
+        """Count the error, back off for a moment, and warn at most once per 10 s."""
+        REDIS_ERRORS.inc()
+        now = time.monotonic()
+        self.down_until = now + self.settings.redis_retry_interval_seconds
+        self.failing = True
+        if now - self.last_warning >= _WARN_EVERY_SECONDS:
+            self.last_warning = now
+            log.warning(
+                "rate_limit_redis_unavailable policy=%s during=%s error=%s",
+                self.settings.on_redis_error,
+                during,
+                _describe(exc),
+            )
+
+    def redis_ok(self) -> None:
+        if self.failing:
+            self.failing = False
+            log.info("rate_limit_redis_recovered")
+
+
+@attrs.define
+class _Reservation:
+    """A tpm pre-debit to settle in ``account``."""
+
+    keys: tuple[str, ...]
+    member_id: str
+    cost: int
+    #: ``None`` for the key's own limit; else the provider's key and name.
+    provider: tuple[str, str] | None
+
+
+@attrs.define
+class _ProviderSkips:
+    """The soonest any skipped provider frees up: the all-providers-limited answer uses it."""
+
+    retry_ms: int = NEVER
+    dimension: str = ""
+
+
+_STATE: StashKey[_State] = StashKey("tollway-rate-limits.state")
+_RESERVED: StashKey[list[_Reservation]] = StashKey("tollway-rate-limits.reserved")
+_ESTIMATE: StashKey[TokenEstimate] = StashKey("tollway-rate-limits.estimate")
+_SKIPS: StashKey[_ProviderSkips] = StashKey("tollway-rate-limits.skips")
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+# --- start-up and lifecycle -------------------------------------------------------------------
+
+
+@hookimpl
+def register_settings(register: Callable[[str, type[Any]], None]) -> None:
+    register(NAME, RateLimitSettings)
+
+
+@hookimpl
+async def gateway_started(gateway: Gateway) -> None:
+    settings: RateLimitSettings = gateway.settings.plugin(NAME)
+    problems = settings.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    url = gateway.settings.redis_url
+    store: LocalStore | RedisStore
+    if url:
+        if getattr(gateway.settings, "redis_cluster", False):
+            settings = attrs.evolve(settings, redis_cluster=True)
+        # A failed read, one reconnect and a second read: the most one decision may take.
+        deadline = (
+            settings.redis_connect_timeout_seconds + 2 * settings.redis_socket_timeout_seconds
+        )
+        store = RedisStore(connect(url, settings), deadline)
+    else:
+        store = LocalStore()
+    state = _State(settings, store, round(settings.window_seconds * 1000))
+    gateway.stash[_STATE] = state
+    if isinstance(store, RedisStore):
+        try:
+            await store.ping()
+        except _BACKEND_ERRORS as exc:
+            state.redis_failed(exc, "start-up")
+    log.info(
+        "rate_limits_ready backend=%s on_redis_error=%s window_seconds=%g",
+        "redis" if state.redis else "memory",
+        settings.on_redis_error,
+        settings.window_seconds,
+    )
+
+
+@hookimpl
+async def gateway_stopping(gateway: Gateway) -> None:
+    state = gateway.stash.get(_STATE)
+    if state is not None and isinstance(state.store, RedisStore):
+        await state.store.close()
+
+
+@hookimpl
+def readiness_checks(gateway: Gateway) -> dict[str, Callable[[], Any]] | None:
+    state = gateway.stash.get(_STATE)
+    if state is None or not isinstance(state.store, RedisStore):
+        return None
+    store = state.store
+    fail_closed = state.settings.on_redis_error == "fail_closed"
+
+    async def redis() -> str:
+        try:
+            await store.ping()
+        except _BACKEND_ERRORS as exc:
+            if fail_closed:
+                return f"error: rate limiter cannot reach Redis ({_describe(exc)})"
+            # Fail-open keeps serving, so the gateway stays ready; the check says why it's
+            # degraded.
+            return f"degraded: rate limiter cannot reach Redis ({_describe(exc)}); failing open"
+        return "ok"
+
+    return {"redis": redis}
+
+
+# --- per request ------------------------------------------------------------------------------
+
+
+async def _decide(state: _State, specs: Sequence[Spec], member_id: str) -> Decision | None:
+    """One atomic decision; ``None`` means "Redis is down and the policy is fail_open"."""
+    store = state.store
+    if isinstance(store, LocalStore):
+        return store.acquire(specs, member_id, state.window_ms)
+    if time.monotonic() >= state.down_until:
+        try:
+            decision = await store.acquire(specs, member_id, state.window_ms)
+        except _BACKEND_ERRORS as exc:
+            state.redis_failed(exc, "admission")
+        else:
+            state.redis_ok()
+            return decision
+    if state.settings.on_redis_error == "fail_closed":
+        raise ServiceUnavailable(
+            "the gateway's rate limiter cannot reach Redis, and it is configured to refuse "
+            "requests then (on_redis_error = fail_closed); retry shortly, or ask the operator "
+            "to check GATEWAY_REDIS_URL",
+            code="rate_limiter_unavailable",
+            retry_after=max(1.0, state.settings.redis_retry_interval_seconds),
+        )
+    return None
+
+
+def _estimate(ctx: RequestContext, settings: RateLimitSettings) -> TokenEstimate:
+    estimate = ctx.stash.get(_ESTIMATE)
+    if estimate is None:
+        estimate = estimate_tokens(
+            ctx.body,
+            len(ctx.raw_body),
+            settings.default_output_tokens,
+            embeddings=ctx.endpoint == "embeddings",
+        )
+        ctx.stash[_ESTIMATE] = estimate
+    return estimate
+
+
+def _reserve(ctx: RequestContext, specs: Sequence[Spec], provider: tuple[str, str] | None) -> None:
+    for spec in specs:
+        if spec.dimension == "tpm":
+            ctx.stash.setdefault(_RESERVED, []).append(
+                _Reservation(spec.keys, ctx.request_id, spec.cost, provider)
+            )
+
+
+def _retry_headers(dimension: str, retry_ms: int) -> tuple[float, dict[str, str]]:
+    headers = {DIMENSION_HEADER: dimension}
+    if retry_ms == NEVER:
+        # Waiting won't help: say so rather than let an SDK retry.
+        headers["x-should-retry"] = "false"
+        return 60.0, headers
+    headers["retry-after-ms"] = str(max(1, retry_ms))
+    return retry_ms / 1000, headers
+
+
+@hookimpl(tryfirst=True)
+async def admit(ctx: RequestContext) -> None:
+    """The key's own limits: one atomic decision over rpm, rpd and tpm."""
+    principal = ctx.principal
+    if principal is None:
+        return
+    raw = principal.config.get("rate_limits")
+    if raw is None:
+        return
+    try:
+        limits = parse_limits(raw)
+    except InvalidLimits as exc:
+        raise ServiceUnavailable(
+            f"the virtual key {principal.display_prefix}… has an invalid config: {exc}; ask the "
+            "operator to fix the key's rate_limits",
+            code="rate_limit_config_invalid",
+        ) from None
+    if not limits:
+        return
+    state: _State = ctx.gateway.stash[_STATE]
+    estimate = _estimate(ctx, state.settings) if limits.tpm is not None else None
+    base = key_base(state.settings.key_prefix, principal.organization_id, principal.key_id)
+    specs = specs_for(base, limits, estimate)
+    decision = await _decide(state, specs, ctx.request_id)
+    if decision is None:
+        return
+    if not decision.admitted:
+        spec = specs[decision.index]
+        DENIED.labels(spec.dimension).inc()
+        retry_after, headers = _retry_headers(spec.dimension, decision.retry_ms)
+        raise RateLimitExceeded(
+            refusal_message(
+                "this virtual key",
+                spec,
+                decision,
+                state.window_ms,
+                estimate,
+                f"ask the operator to raise the key's rate_limits.{spec.dimension}",
+            ),
+            code="rate_limit_exceeded",
+            retry_after=retry_after,
+            headers=headers,
+        )
+    if state.settings.response_headers:
+        success_headers(specs, decision, state.window_ms, ctx.response_headers)
+    _reserve(ctx, specs, None)
+
+
+@hookimpl(trylast=True)
+async def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
+    """The provider credential's limits, before each attempt: refusing skips the provider.
+
+    ``trylast``: in-memory checks (circuit breakers) skip a provider first, so its quota is not
+    spent on an attempt that will not happen."""
+    config = ctx.gateway.instances[target.provider].config
+    if config.rpm is None and config.rpd is None and config.tpm is None:
+        return
+    state: _State = ctx.gateway.stash[_STATE]
+    limits = Limits(config.rpm, config.rpd, config.tpm)
+    estimate = _estimate(ctx, state.settings) if config.tpm is not None else None
+    specs = specs_for(provider_base(state.settings.key_prefix, config.key), limits, estimate)
+    decision = await _decide(state, specs, ctx.request_id)
+    if decision is None:
+        return
+    if decision.admitted:
+        _reserve(ctx, specs, (config.key, config.name))
+        return
+    spec = specs[decision.index]
+    PROVIDER_SKIPS.labels(config.name, spec.dimension).inc()
+    skips = ctx.stash.setdefault(_SKIPS, _ProviderSkips())
+    if decision.retry_ms != NEVER and (
+        skips.retry_ms == NEVER or decision.retry_ms < skips.retry_ms
+    ):
+        skips.retry_ms, skips.dimension = decision.retry_ms, spec.dimension
+    last = bool(ctx.targets) and target is ctx.targets[-1]
+    if last and all(a.outcome == "skipped" for a in ctx.attempts):
+        # Every provider of the chain was skipped: this error is the client's answer.
+        dimension = skips.dimension or spec.dimension
+        DENIED.labels(dimension).inc()
+        retry_after, headers = _retry_headers(dimension, skips.retry_ms)
+        count = len(ctx.targets)
+        wait = (
+            f"the first frees up in {math.ceil(skips.retry_ms / 1000)} s"
+            if skips.retry_ms != NEVER
+            else "none can take this request"
+        )
+        raise RateLimitExceeded(
+            f"rate limit exceeded: every provider that serves {target.model!r} for this key "
+            f"({count}) is at its gateway rate limit; {wait}. The last one: "
+            + refusal_message(
+                f"provider {config.name!r}",
+                spec,
+                decision,
+                state.window_ms,
+                estimate,
+                "ask the operator to raise the provider's limits or add a provider",
+            ).removeprefix("rate limit exceeded: "),
+            code="provider_rate_limited",
+            retry_after=retry_after,
+            headers=headers,
+        )
+    # Normally only recorded as a skip; the client sees it if the chain stops here (a
+    # fallback.max_attempts cap).
+    retry_after, headers = _retry_headers(spec.dimension, decision.retry_ms)
+    raise RateLimitExceeded(
+        refusal_message(
+            f"provider {config.name!r}",
+            spec,
+            decision,
+            state.window_ms,
+            estimate,
+            "ask the operator to raise the provider's limits or add a provider",
+        ),
+        code="provider_rate_limited",
+        retry_after=retry_after,
+        headers=headers,
+    )
+
+
+@hookimpl
+async def account(ctx: RequestContext) -> None:
+    """Settle tpm reservations: actual usage if the provider answered, else release."""
+    reservations = ctx.stash.get(_RESERVED)
+    if not reservations:
+        return
+    state: _State = ctx.gateway.stash[_STATE]
+    usage = ctx.usage
+    actual_total = (
+        None
+        if usage is None
+        else usage.input_tokens
+        + usage.output_tokens
+        + usage.cache_read_input_tokens
+        + usage.cache_creation_input_tokens
+    )
+    ok = [a for a in ctx.attempts if a.outcome == "ok"]
+    for r in reservations:
+        # Attempts name a provider by key (skipped) or by name (ok / error): accept both.
+        served = bool(ok) if r.provider is None else any(a.provider in r.provider for a in ok)
+        if not served:
+            actual = 0
+        elif actual_total is None:
+            continue  # answered, usage unknown (e.g. the client left): keep the estimate
+        else:
+            actual = actual_total
+        if actual == r.cost:
+            continue
+        new = member(r.member_id, actual) if actual > 0 else ""
+        old = member(r.member_id, r.cost)
+        store = state.store
+        if isinstance(store, LocalStore):
+            store.settle(r.keys, old, new, actual - r.cost)
+            continue
+        if time.monotonic() < state.down_until:
+            return  # the reservations expire with their window
+        try:
+            await store.settle(r.keys, old, new, actual - r.cost, state.window_ms)
+        except _BACKEND_ERRORS as exc:
+            state.redis_failed(exc, "settlement")
+            return
+        state.redis_ok()

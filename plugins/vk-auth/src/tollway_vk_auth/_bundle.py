@@ -1,0 +1,116 @@
+"""From a control-plane bundle (``config/{vk_id}``) to the core's :class:`~tollway.Principal`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tollway import InvalidAPIKey, Principal
+from tollway.config import ProviderConfig
+
+try:
+    from tollway import ChainEntry  # type: ignore[attr-defined,unused-ignore]
+except ImportError:  # pragma: no cover - tollway/__init__ lists it in __all__ but lacks the import
+    from tollway._types import ChainEntry
+
+__all__ = ["bundle_expires_at", "principal_from_bundle", "rejection_error", "status_code"]
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def principal_from_bundle(bundle: dict[str, Any]) -> Principal:
+    """The principal a bundle describes; its provider chain in dispatch order."""
+    chain = tuple(
+        ChainEntry(
+            ProviderConfig(
+                name=str(p["name"]),
+                type=str(p["type"]),
+                base_url=p.get("base_url"),
+                api_key=p.get("api_key"),
+                models=list(p["models"]) if p.get("models") is not None else None,
+                priority=int(p.get("priority") or 0),
+                config=dict(p.get("config") or {}),
+                id=p.get("id"),
+                revision=int(p.get("revision") or 0),
+                rpm=_opt_int(p.get("rpm")),
+                tpm=_opt_int(p.get("tpm")),
+                rpd=_opt_int(p.get("rpd")),
+            ),
+            model=p.get("model"),
+        )
+        for p in bundle.get("providers") or ()
+    )
+    return Principal(
+        key_id=str(bundle["vk_id"]),
+        display_prefix=str(bundle.get("display_prefix") or ""),
+        name=str(bundle.get("name") or ""),
+        organization_id=str(bundle.get("organization_id") or "default"),
+        team_id=bundle.get("team_id"),
+        project_id=bundle.get("project_id"),
+        config=dict(bundle.get("config") or {}),
+        revision=int(bundle.get("revision") or 0),
+        chain=chain,
+        principal_id=bundle.get("principal_id"),
+        extras=dict(bundle.get("extras") or {}),
+    )
+
+
+def bundle_expires_at(bundle: dict[str, Any]) -> float | None:
+    """The key's own expiry (``expires_at``: ISO 8601, unix seconds or null) as unix seconds."""
+    value = bundle.get("expires_at")
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def status_code(bundle: dict[str, Any], now: float) -> str | None:
+    """The control plane's rejection code a bundle implies (``revoked``, ``disabled``,
+    ``expired``), or None for a usable key."""
+    status = str(bundle.get("status") or "active").lower()
+    if status in ("revoked", "disabled", "expired"):
+        return status
+    if status != "active":
+        return "disabled"
+    expires = bundle_expires_at(bundle)
+    if expires is not None and now >= expires:
+        return "expired"
+    return None
+
+
+_CODES = {
+    "revoked": "key_revoked",
+    "disabled": "key_disabled",
+    "expired": "key_expired",
+    "key_revoked": "key_revoked",
+    "key_disabled": "key_disabled",
+    "key_expired": "key_expired",
+}
+
+
+def rejection_error(code: str, message: str, prefix: str) -> InvalidAPIKey | None:
+    """The client's 401 for a rejection code; None for ``unknown_key`` (the core then answers
+    its own ``unknown_key`` 401 — "not mine")."""
+    if code in ("unknown_key", "not_found", ""):
+        return None
+    ours = _CODES.get(code, code)
+    shown = f"{prefix}…" if prefix else "this virtual key"
+    if not message:
+        message = {
+            "key_revoked": f"the virtual key {shown} was revoked (revocation is permanent); "
+            "create a new key and use it instead",
+            "key_disabled": f"the virtual key {shown} is disabled; ask the operator to enable "
+            "it (tollway virtual-keys enable <id>)",
+            "key_expired": f"the virtual key {shown} has expired; ask the operator for a new "
+            "key or a later expires_at",
+        }.get(ours, f"the virtual key {shown} was refused by the control plane ({code})")
+    return InvalidAPIKey(message, code=ours)
