@@ -7,10 +7,12 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from typing import Any, cast
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from tollway._asgi import GatewayASGI
 from tollway.gateway import Gateway, create_app
 
 __all__ = ["bind_address", "run_gateway"]
@@ -85,7 +87,8 @@ def run_gateway(gateway: Gateway, *, on_ready: Callable[[str], None] | None = No
         if on_ready is not None:
             gateway.on_started.append(lambda: on_ready(config.bind[0]))
         await gateway.startup()
-        await serve(app, config, shutdown_trigger=stop.wait)
+        asgi: Any = GatewayASGI(gateway, cast(Any, app))
+        await serve(asgi, config, shutdown_trigger=stop.wait)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         try:

@@ -11,7 +11,7 @@ import inspect
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import attrs
@@ -294,16 +294,16 @@ class Gateway:
             "X-LangWatch-Gateway-Version": __version__,
         }
 
-    async def read_body(self, ctx: RequestContext) -> None:
-        length = request.headers.get("content-length")
+    async def read_body(self, ctx: RequestContext, chunks: AsyncIterator[bytes]) -> None:
+        length = ctx.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             raise self._too_large()
         reader = BodyReader(self.max_body)
         try:
-            async for chunk in request.body:
+            async for chunk in chunks:
                 reader.feed(chunk)
             data = reader.data
-            encoding = request.headers.get("content-encoding")
+            encoding = ctx.headers.get("content-encoding")
             if encoding:
                 data = decode_body(data, encoding, self.max_body)
         except BodyTooLarge:
@@ -520,13 +520,22 @@ class Gateway:
             out["X-LangWatch-Model"] = ctx.resolved_model
         return out
 
-    async def handle(self, endpoint: str) -> Response:
-        """Serve one model call (chat, messages, responses, embeddings)."""
-        ctx = self.new_context(
-            endpoint, request.method, request.path, request.query_string, request.headers
-        )
+    async def handle(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        query: bytes,
+        headers: Mapping[str, str],
+        chunks: AsyncIterator[bytes],
+    ) -> Reply:
+        """Serve one model call (chat, messages, responses, embeddings).
+
+        The adapter sends the reply; for a non-streaming reply it then calls :meth:`finish`
+        (a stream settles itself when its body ends). ``headers`` must answer lower-case names.
+        """
+        ctx = self.new_context(endpoint, method, path, query, headers)
         token = request_id_var.set(ctx.request_id)
-        streaming = False
         self.in_flight += 1
         try:
             if self.draining:
@@ -536,43 +545,42 @@ class Gateway:
                     retry_after=1,
                 )
             await self.authenticate(ctx)
-            await self.read_body(ctx)
+            await self.read_body(ctx, chunks)
             self.parse_body(ctx)
             await self.hooks.admit(ctx)
             await self.guard_request(ctx)
             await self.route(ctx)
             result = await self.dispatch(ctx)
             if result.events is not None:
-                streaming = True
-                return self._stream_response(ctx, result)
-            return await self._body_response(ctx, result)
+                return self._stream_reply(ctx, result)
+            return await self._body_reply(ctx, result)
         except GatewayError as exc:
-            return self.error_response(ctx, exc)
+            return self.error_reply(ctx, exc)
         except _PassThrough as exc:
-            return self._passthrough_error(ctx, exc.error)
+            return self._passthrough_reply(ctx, exc.error)
         except asyncio.CancelledError:
             ctx.client_disconnected = True
             ctx.status = 499
+            self.finish(ctx)
             raise
         except Exception:
             log.exception("internal_error path=%s", ctx.path)
-            return self.error_response(
+            return self.error_reply(
                 ctx,
                 InternalError(
                     f"the gateway hit an internal error; report request id {ctx.request_id}"
                 ),
             )
         finally:
-            if not streaming:
-                self._finish(ctx)
             request_id_var.reset(token)
 
-    def _finish(self, ctx: RequestContext) -> None:
+    def finish(self, ctx: RequestContext) -> None:
+        """The client's response is complete: settle the request (``account``) off-path."""
         self.in_flight -= 1
         ctx.finished = time.perf_counter()
         self.spawn(self.hooks.account(ctx))
 
-    async def _body_response(self, ctx: RequestContext, result: ProviderResult) -> Response:
+    async def _body_reply(self, ctx: RequestContext, result: ProviderResult) -> Reply:
         body = result.body or b""
         if self.hooks._post_guardrail:
             view = ResponseView(result.status, body)
@@ -587,11 +595,9 @@ class Gateway:
         headers.update(self.routed_headers(ctx))
         headers.update(ctx.response_headers)
         ctx.status = result.status
-        response = Response(body, status=result.status, headers=Headers(result.headers))
-        response.headers.update(headers)
-        return response
+        return Reply(ctx, result.status, _merge(result.headers, headers), body)
 
-    def _stream_response(self, ctx: RequestContext, result: ProviderResult) -> Response:
+    def _stream_reply(self, ctx: RequestContext, result: ProviderResult) -> Reply:
         assert result.events is not None
         headers = self.base_headers(ctx)
         headers.update(self.routed_headers(ctx))
@@ -603,10 +609,7 @@ class Gateway:
         # If the client leaves before the body starts, the generator never runs its `finally`:
         # settle when it is dropped instead (CPython frees it at once).
         weakref.finalize(body, self._abandoned, ctx, result, state)
-        response = Response(body, status=result.status, headers=Headers(result.headers))
-        response.headers.update(headers)
-        response.timeout = None
-        return response
+        return Reply(ctx, result.status, _merge(result.headers, headers), stream=body)
 
     def _abandoned(self, ctx: RequestContext, result: ProviderResult, state: _StreamState) -> None:
         if state.started:
@@ -614,7 +617,7 @@ class Gateway:
         ctx.client_disconnected = True
         if result.close is not None:
             result.close()
-        self._finish(ctx)
+        self.finish(ctx)
 
     async def _relay(
         self, ctx: RequestContext, result: ProviderResult, state: _StreamState
@@ -673,10 +676,10 @@ class Gateway:
             self.streaming_active -= 1
             if result.close is not None:
                 result.close()
-            self._finish(ctx)
+            self.finish(ctx)
             request_id_var.reset(token)
 
-    def error_response(self, ctx: RequestContext, exc: GatewayError) -> Response:
+    def error_reply(self, ctx: RequestContext, exc: GatewayError) -> Reply:
         ctx.status = exc.status
         ctx.error_type = exc.type
         ctx.error_message = exc.message
@@ -689,22 +692,22 @@ class Gateway:
         headers.update(exc.headers())
         if exc.status >= 500:
             log.warning("request_failed status=%d type=%s %s", exc.status, exc.type, exc.message)
-        return Response(
-            exc.envelope(anthropic=ctx.is_anthropic_client),
-            status=exc.status,
-            headers=headers,
-            content_type="application/json",
+        headers["content-type"] = "application/json"
+        return Reply(
+            ctx, exc.status, list(headers.items()), exc.envelope(anthropic=ctx.is_anthropic_client)
         )
 
-    def _passthrough_error(self, ctx: RequestContext, err: UpstreamHTTPError) -> Response:
+    def error_response(self, ctx: RequestContext, exc: GatewayError) -> Response:
+        """An error as a Quart response (for routes served by Quart)."""
+        return to_quart(self.error_reply(ctx, exc))
+
+    def _passthrough_reply(self, ctx: RequestContext, err: UpstreamHTTPError) -> Reply:
         ctx.status = err.status
         ctx.error_type = "upstream_error"
         headers = self.base_headers(ctx)
         headers.update(self.routed_headers(ctx))
         headers.update(ctx.response_headers)
-        response = Response(err.body, status=err.status, headers=Headers(err.headers))
-        response.headers.update(headers)
-        return response
+        return Reply(ctx, err.status, _merge(err.headers, headers), err.body)
 
     async def list_models(self) -> Response:
         ctx = self.new_context(MODELS, "GET", request.path, request.query_string, request.headers)
@@ -737,7 +740,7 @@ class Gateway:
         except GatewayError as exc:
             return self.error_response(ctx, exc)
         finally:
-            self._finish(ctx)
+            self.finish(ctx)
             request_id_var.reset(token)
 
     async def readiness(self) -> tuple[int, dict[str, Any]]:
@@ -759,6 +762,50 @@ class Gateway:
                 failed = True
             results[name] = text
         return (503 if failed else 200), {"status": "error" if failed else "ok", "checks": results}
+
+
+@attrs.define(slots=True)
+class Reply:
+    """What the gateway answers, independent of the server framework."""
+
+    ctx: RequestContext
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    #: For streams: chunks of SSE events; the gateway settles the request when it ends.
+    stream: AsyncIterator[bytes] | None = None
+
+
+class CIHeaders(dict[str, str]):
+    """Request headers keyed by lower-case name; lookups ignore case."""
+
+    __slots__ = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict.get(self, key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())
+
+
+def _merge(upstream: list[tuple[str, str]], ours: dict[str, str]) -> list[tuple[str, str]]:
+    """Upstream headers, minus those we set, then ours."""
+    mine = {k.lower() for k in ours}
+    out = [(k, v) for k, v in upstream if k.lower() not in mine]
+    out.extend(ours.items())
+    return out
+
+
+def to_quart(reply: Reply) -> Response:
+    """A :class:`Reply` as a Quart response."""
+    body: Any = reply.stream if reply.stream is not None else reply.body
+    response = Response(body, status=reply.status, headers=Headers(reply.headers))
+    if reply.stream is not None:
+        response.timeout = None
+    return response
 
 
 class _StreamState:
@@ -858,7 +905,20 @@ def create_app(gateway: Gateway) -> Quart:
     for path, endpoint in _ENDPOINT_PATHS.items():
 
         async def view(endpoint: str = endpoint) -> Response:
-            return await gateway.handle(endpoint)
+            # Normally never reached: serve_asgi() answers these before Quart sees them. Kept so
+            # the plain Quart app (e.g. Quart's test client) serves the same endpoints.
+            headers = CIHeaders((k.lower(), v) for k, v in request.headers.items())
+            reply = await gateway.handle(
+                endpoint,
+                request.method,
+                request.path,
+                request.query_string,
+                headers,
+                request.body.__aiter__(),
+            )
+            if reply.stream is None:
+                gateway.finish(reply.ctx)
+            return to_quart(reply)
 
         app.add_url_rule(path, f"v1_{endpoint}", view, methods=["POST"])
 

@@ -49,6 +49,8 @@ Optional evaluator methods, found by duck typing:
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -70,6 +72,7 @@ __all__ = [
     "TextSlot",
     "chunk_content",
     "content_texts",
+    "merge_text",
     "merge_texts",
     "parse_chunk",
     "post_content",
@@ -456,16 +459,71 @@ def texts_from_content(direction: Direction, modified: Any, original: Sequence[s
 
 
 def merge_texts(original: Sequence[str], versions: Sequence[Sequence[str]]) -> list[str]:
-    """Apply several evaluators' rewrites of the same texts in order: for each text, the last
-    version that changed it wins; texts no version changed stay as they were."""
-    merged = list(original)
+    """Combine several evaluators' rewrites of the same texts, in config order.
+
+    The evaluators of a direction judge the same original concurrently, so each version is
+    turned into word-level edits of the original (:func:`merge_text`): edits that touch
+    different words all apply (one evaluator redacts an email, another a name in the same
+    message); where two edits overlap, the later version's wins. Texts no version changed stay
+    as they were.
+    """
     for version in versions:
-        if len(version) != len(merged):
-            raise ValueError(f"a version has {len(version)} texts, not {len(merged)}")
-        for i, (before, after) in enumerate(zip(original, version, strict=True)):
-            if after != before:
-                merged[i] = after
-    return merged
+        if len(version) != len(original):
+            raise ValueError(f"a version has {len(version)} texts, not {len(original)}")
+    return [merge_text(text, [v[i] for v in versions]) for i, text in enumerate(original)]
+
+
+_TOKEN = re.compile(r"\s+|\S+")
+#: Past this many characters, overlapping versions are not diffed: the last one that changed
+#: the text wins whole (diffing is quadratic in the worst case).
+_MAX_DIFF_CHARS = 100_000
+
+_Edit = tuple[int, int, str, int]  # start, end (in the original), replacement, version index
+
+
+def _conflict(a: _Edit, b: _Edit) -> bool:
+    s1, e1, s2, e2 = a[0], a[1], b[0], b[1]
+    if s1 == e1 and s2 == e2:
+        return False  # two insertions at one point: both kept, in order
+    if s1 == e1:
+        return s2 < s1 < e2
+    if s2 == e2:
+        return s1 < s2 < e1
+    return s1 < e2 and s2 < e1
+
+
+def merge_text(original: str, versions: Sequence[str]) -> str:
+    """One text's versions combined (see :func:`merge_texts`)."""
+    changed = [v for v in versions if v != original]
+    if not changed:
+        return original
+    if len(changed) == 1:
+        return changed[0]
+    if len(original) > _MAX_DIFF_CHARS or any(len(v) > _MAX_DIFF_CHARS for v in changed):
+        return changed[-1]
+    tokens = _TOKEN.findall(original)
+    offsets = [0]
+    for token in tokens:
+        offsets.append(offsets[-1] + len(token))
+    accepted: list[_Edit] = []
+    for n, version in enumerate(changed):
+        theirs = _TOKEN.findall(version)
+        matcher = difflib.SequenceMatcher(None, tokens, theirs, autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag == "equal":
+                continue
+            edit: _Edit = (offsets[i1], offsets[i2], "".join(theirs[j1:j2]), n)
+            accepted = [e for e in accepted if not _conflict(e, edit)]
+            accepted.append(edit)
+    accepted.sort(key=lambda e: (e[0], e[0] != e[1], e[3]))
+    out: list[str] = []
+    pos = 0
+    for start, end, replacement, _ in accepted:
+        out.append(original[pos:start])
+        out.append(replacement)
+        pos = max(pos, end)
+    out.append(original[pos:])
+    return "".join(out)
 
 
 # --------------------------------------------------------------------------------------------
