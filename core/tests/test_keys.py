@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import pickle
 import zlib
 
@@ -226,3 +227,14 @@ def test_error_pickles() -> None:
     err = refused("lw_vk_live_")
     copy = pickle.loads(pickle.dumps(err))
     assert copy.code == err.code and str(copy) == str(err)
+
+
+def test_keys_minted_together_share_no_randomness() -> None:
+    """python-ulid is monotonic within a millisecond; minted secrets must not be."""
+    from tollway.keys import mint_key
+
+    keys = [mint_key("live") for _ in range(50)]
+    randoms = [k[21:37] for k in keys]  # the ULID's 16 random characters
+    assert len(set(randoms)) == 50
+    ints = sorted(int.from_bytes(r.encode(), "big") for r in randoms)
+    assert all(b - a > 1 for a, b in itertools.pairwise(ints))

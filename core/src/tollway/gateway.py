@@ -108,7 +108,15 @@ class _Router:
         if principal is not None and principal.chain:
             entries = [(gateway.provider_for(e.provider), e.model) for e in principal.chain]
         else:
-            entries = [(p, None) for p in gateway.providers_in_order]
+            # Same priority: a provider speaking the client's format natively goes first.
+            endpoint = ctx.endpoint
+            entries = [
+                (p, None)
+                for p in sorted(
+                    gateway.providers_in_order,
+                    key=lambda p: (p.config.priority, endpoint not in p.native),
+                )
+            ]
         first, sep, rest = model.partition("/")
         if sep and rest:
             qualified = [(p, m) for p, m in entries if first in (p.type, p.name)]

@@ -20,6 +20,8 @@ display prefix, which is not secret).
 from __future__ import annotations
 
 import hmac
+import os
+import time
 import zlib
 
 from ulid import ULID
@@ -87,10 +89,17 @@ def checksum(first37: str) -> str:
 
 
 def mint_key(env: str = "live") -> str:
-    """A new 40-char secret for environment ``live`` or ``test`` (ULID from python-ulid)."""
+    """A new 40-char secret for environment ``live`` or ``test``.
+
+    The ULID is built from the time and 80 fresh bits from ``os.urandom`` — never
+    ``ULID()``: python-ulid is monotonic within a millisecond (the next ULID is the previous
+    plus one), so a key id or a second key minted in the same millisecond would give the
+    secret away.
+    """
     if env not in ("live", "test"):
         raise ValueError(f"a key environment is 'live' or 'test', not {env!r}")
-    body = f"lw_vk_{env}_{ULID()}"
+    millis = int(time.time() * 1000).to_bytes(6, "big")
+    body = f"lw_vk_{env}_{ULID.from_bytes(millis + os.urandom(10))}"
     return body + checksum(body)
 
 

@@ -238,9 +238,12 @@ class Provider:
 
     #: Configuration ``type`` this adapter serves, e.g. ``"openai"``.
     type: ClassVar[str] = ""
-    #: Client endpoints this adapter serves (``"chat"``, ``"messages"``, ``"responses"``,
-    #: ``"embeddings"``).
+    #: Client endpoints this adapter serves, natively or by translation (``"chat"``,
+    #: ``"messages"``, ``"responses"``, ``"embeddings"``).
     endpoints: ClassVar[frozenset[str]] = frozenset()
+    #: The subset served in the provider's own wire format (byte-for-byte). Without a routing
+    #: policy, native providers are tried before translating ones of the same priority.
+    native_endpoints: ClassVar[frozenset[str]] = frozenset()
     #: Model ids / trailing-``*`` globs served when the configuration does not list models.
     default_models: ClassVar[tuple[str, ...]] = ("*",)
     #: Concrete model ids listed by ``GET /v1/models`` when the configuration lists none.
@@ -250,6 +253,8 @@ class Provider:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self.name = config.name
+        #: ``native_endpoints``, defaulting to every endpoint served.
+        self.native: frozenset[str] = type(self).native_endpoints or type(self).endpoints
         #: Stable id used in route targets, metrics and breakers.
         self.key = config.key
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")

@@ -63,9 +63,18 @@ def load_gateway_secrets(
         raise SecretsError(f"no gateway secrets in the environment and no {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {n: _random.token_urlsafe(32) for n in NAMES}
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Write a private temp file, then link it into place: two processes starting on a fresh
+    # data dir at once both end up with the one file that won (never a half-written one).
+    tmp = path.with_name(f".{_FILE}.{os.getpid()}.{_random.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(orjson.dumps(data))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return load_gateway_secrets(data_dir, env, generate=False)
+    finally:
+        tmp.unlink()
     return _make(data, "generated")
 
 

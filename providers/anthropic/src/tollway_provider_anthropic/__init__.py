@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from tollway import hookimpl
 from tollway.provider import Provider
-from tollway_provider_anthropic._adapter import AnthropicProvider, messages_usage
+from tollway_provider_anthropic._adapter import AnthropicProvider, claude_sampling, messages_usage
 
-__all__ = ["AnthropicProvider", "messages_usage", "register_providers"]
+__all__ = ["AnthropicProvider", "claude_sampling", "messages_usage", "register_providers"]
 
 
 @hookimpl

@@ -1,13 +1,25 @@
-"""The Anthropic wire: /v1/messages, relayed as it arrives."""
+"""The Anthropic wire: /v1/messages relayed as it arrives, and /v1/chat/completions translated."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import orjson
 
-from tollway import RequestContext, RouteTarget, Usage
+from tollway import RequestContext, RouteTarget
 from tollway._sse import event_fields
+from tollway.formats import (
+    MessagesToChatStream,
+    Sampling,
+    TranslationError,
+    chat_request_to_messages,
+    forget_dropped,
+    messages_response_to_chat,
+    messages_usage,
+    reframe_sse,
+    report_dropped,
+)
 from tollway.provider import (
     Provider,
     ProviderResult,
@@ -20,40 +32,96 @@ from tollway.provider import (
     upstream_url,
 )
 
+__all__ = [
+    "DEFAULT_VERSION",
+    "SAMPLING_REMOVED_VERSION",
+    "AnthropicProvider",
+    "claude_sampling",
+    "messages_usage",
+]
+
 DEFAULT_VERSION = "2023-06-01"
+#: The first ``anthropic-version`` seen without sampling parameters: the anthropic SDK 2.12 sends
+#: it, and its Messages API has no ``temperature``/``top_p``/``top_k`` any more. From this
+#: version on, translated requests leave them out (and report them dropped).
+SAMPLING_REMOVED_VERSION = "2026-10-21"
+_SAMPLING_VALUES = ("all", "one", "none")
+# claude-opus-4-7, claude-sonnet-4-5-20250929, claude-haiku-4-5 …
+_NEW_STYLE = re.compile(r"claude-(?:opus|sonnet|haiku)-(\d+)(?:-(\d{1,2}))?(?![0-9])")
+# claude-3-5-sonnet-20241022, claude-3-opus-20240229 …
+_OLD_STYLE = re.compile(r"claude-(\d+)(?:-(\d))?-(?:opus|sonnet|haiku)")
 
 
-def messages_usage(usage: dict[str, Any], base: Usage | None = None) -> Usage:
-    """Merge an Anthropic ``usage`` object into ``base`` (message_delta repeats or extends
-    what message_start said; later non-zero values win)."""
-    base = base or Usage()
+def claude_sampling(model: str) -> Sampling:
+    """Which sampling parameters a Claude model accepts, from its id.
 
-    def pick(key: str, current: int) -> int:
-        value = usage.get(key)
-        return int(value) if isinstance(value, int) and value else current
-
-    return Usage(
-        input_tokens=pick("input_tokens", base.input_tokens),
-        output_tokens=pick("output_tokens", base.output_tokens),
-        cache_read_input_tokens=pick("cache_read_input_tokens", base.cache_read_input_tokens),
-        cache_creation_input_tokens=pick(
-            "cache_creation_input_tokens", base.cache_creation_input_tokens
-        ),
-        reasoning_tokens=base.reasoning_tokens,
-    )
+    Claude Opus 4.7 and later reject ``temperature``, ``top_p`` and ``top_k`` outright; the 4.1
+    to 4.6 generation (Opus 4.1, Sonnet 4.5/4.6, Haiku 4.5, …) rejects ``temperature`` and
+    ``top_p`` together; earlier models take all three. Unknown ids are assumed to take them all
+    (set ``sampling_params`` in the provider's ``config`` to override).
+    """
+    match = _NEW_STYLE.search(model)
+    if match is None:
+        match = _OLD_STYLE.search(model)
+    if match is None:
+        return "all"
+    version = (int(match.group(1)), int(match.group(2) or 0))
+    if version >= (4, 7):
+        return "none"
+    if version >= (4, 1):
+        return "one"
+    return "all"
 
 
 class AnthropicProvider(Provider):
-    """api.anthropic.com (or a compatible base URL): the Messages API."""
+    """api.anthropic.com (or a compatible base URL): the Messages API.
+
+    Serves ``/v1/messages`` natively (byte-for-byte) and ``/v1/chat/completions`` by translation
+    (OpenAI chat in, OpenAI chat out; see ``docs/translation.md``).
+    """
 
     type: ClassVar[str] = "anthropic"
-    endpoints = frozenset({"messages"})
+    endpoints = frozenset({"messages", "chat"})
+    #: Client endpoints that speak this provider's own wire format (relayed byte-for-byte).
+    native_endpoints: ClassVar[frozenset[str]] = frozenset({"messages"})
     default_base_url = "https://api.anthropic.com"
     default_models = ("claude-*",)
     listed_models = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
 
-    def _headers(self, ctx: RequestContext) -> dict[str, str]:
+    def validate(self) -> list[str]:
+        problems = []
+        sampling = self.config.config.get("sampling_params")
+        if sampling is not None and sampling not in _SAMPLING_VALUES:
+            problems.append(
+                f"config.sampling_params: {sampling!r} is not one of all, one, none "
+                "(which of temperature/top_p/top_k the models accept)"
+            )
+        default = self.config.config.get("default_max_tokens")
+        if default is not None and (
+            isinstance(default, bool) or not isinstance(default, int) or default < 1
+        ):
+            problems.append(
+                f"config.default_max_tokens: {default!r} must be a positive integer (the "
+                "max_tokens sent for translated chat requests that carry none)"
+            )
+        return problems
+
+    def sampling_for(self, model: str, version: str = DEFAULT_VERSION) -> Sampling:
+        """The sampling parameters ``model`` accepts when called with ``anthropic-version``
+        ``version``: the config's ``sampling_params`` wins; then versions from
+        :data:`SAMPLING_REMOVED_VERSION` on take none; then the model family decides."""
+        configured = self.config.config.get("sampling_params")
+        if configured in _SAMPLING_VALUES:
+            return configured  # type: ignore[no-any-return]
+        if version >= SAMPLING_REMOVED_VERSION:
+            return "none"
+        return claude_sampling(model)
+
+    def _headers(self, ctx: RequestContext, *, translated: bool = False) -> dict[str, str]:
         headers = forwardable_request_headers(ctx.headers.items())
+        if translated:
+            # An OpenAI client's own headers mean nothing to Anthropic.
+            headers = {k: v for k, v in headers.items() if not k.startswith("openai-")}
         headers["x-api-key"] = self.api_key
         headers["content-type"] = "application/json"
         if "anthropic-version" not in headers:
@@ -65,6 +133,9 @@ class AnthropicProvider(Provider):
     async def send(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
+        if ctx.endpoint not in self.native_endpoints:
+            return await self._send_chat(ctx, target, http)
+        forget_dropped(ctx)
         url = upstream_url(self.base_url, "/v1/messages", ctx.query_string)
         if target.model != ctx.model:
             body = dict(ctx.body)
@@ -86,6 +157,48 @@ class AnthropicProvider(Provider):
         if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
             ctx.usage = messages_usage(doc["usage"])
         return ProviderResult(resp.status, headers, body=data)
+
+    async def _send_chat(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        """An OpenAI chat request, translated to Messages and back."""
+        default_max = self.config.config.get("default_max_tokens")
+        headers = self._headers(ctx, translated=True)
+        body, dropped = chat_request_to_messages(
+            ctx.body,
+            model=target.model,
+            sampling=self.sampling_for(target.model, headers["anthropic-version"]),
+            default_max_tokens=default_max if isinstance(default_max, int) else None,
+        )
+        report_dropped(ctx, dropped)
+        url = upstream_url(self.base_url, "/v1/messages", b"")
+        resp = await http.post(url, headers, orjson.dumps(body))
+        await raise_for_upstream_status(resp)
+        out_headers = response_headers(resp.headers.items())
+        if ctx.stream and resp.headers.get("content-type", "").startswith("text/event-stream"):
+            options = ctx.body.get("stream_options")
+            translator = MessagesToChatStream(
+                include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+                on_usage=lambda usage: setattr(ctx, "usage", usage),
+                model=target.model,
+            )
+            events = reframe_sse(relay_sse(resp), translator)
+            return ProviderResult(resp.status, out_headers, events=events, close=resp.close)
+        data = await read_body(resp)
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise TranslationError(
+                f"the Anthropic upstream answered HTTP {resp.status} with a body that is not a "
+                "JSON message, so it cannot be translated to a chat completion"
+            )
+        if isinstance(doc.get("usage"), dict):
+            ctx.usage = messages_usage(doc["usage"])
+        return ProviderResult(
+            resp.status, out_headers, body=orjson.dumps(messages_response_to_chat(doc))
+        )
 
     @staticmethod
     def _inspector(ctx: RequestContext) -> Any:

@@ -6,9 +6,13 @@ from collections.abc import Callable
 
 from tollway import hookimpl
 from tollway.provider import Provider
-from tollway_provider_openai._adapter import CustomOpenAIProvider, OpenAIProvider
+from tollway_provider_openai._adapter import (
+    CustomOpenAIProvider,
+    OpenAIProvider,
+    is_reasoning_model,
+)
 
-__all__ = ["CustomOpenAIProvider", "OpenAIProvider", "register_providers"]
+__all__ = ["CustomOpenAIProvider", "OpenAIProvider", "is_reasoning_model", "register_providers"]
 
 
 @hookimpl

@@ -1,4 +1,5 @@
-"""The OpenAI wire: chat completions, responses and embeddings, relayed as they arrive."""
+"""The OpenAI wire: chat completions, responses and embeddings relayed as they arrive, and
+/v1/messages (Anthropic clients) translated to chat completions."""
 
 from __future__ import annotations
 
@@ -8,6 +9,17 @@ import orjson
 
 from tollway import RequestContext, RouteTarget, Usage
 from tollway._sse import event_fields
+from tollway.formats import (
+    ChatToMessagesStream,
+    Sampling,
+    TranslationError,
+    chat_response_to_messages,
+    chat_usage,
+    forget_dropped,
+    messages_request_to_chat,
+    reframe_sse,
+    report_dropped,
+)
 from tollway.provider import (
     Provider,
     ProviderResult,
@@ -20,21 +32,28 @@ from tollway.provider import (
     upstream_url,
 )
 
+__all__ = [
+    "CustomOpenAIProvider",
+    "OpenAIProvider",
+    "chat_usage",
+    "inject_include_usage",
+    "is_reasoning_model",
+    "responses_usage",
+]
+
 _SUFFIX = {"chat": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings"}
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
+_MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens")
+_SAMPLING_VALUES = ("all", "none")
+_REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 
 
-def chat_usage(usage: dict[str, Any]) -> Usage:
-    """Usage of a chat completion (``prompt_tokens`` include cached ones)."""
-    details = usage.get("prompt_tokens_details") or {}
-    out_details = usage.get("completion_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0)
-    return Usage(
-        input_tokens=int(usage.get("prompt_tokens") or 0) - cached,
-        output_tokens=int(usage.get("completion_tokens") or 0),
-        cache_read_input_tokens=cached,
-        reasoning_tokens=int(out_details.get("reasoning_tokens") or 0),
-    )
+def is_reasoning_model(model: str) -> bool:
+    """OpenAI reasoning models (o-series, gpt-5*) reject ``temperature``, ``top_p`` and ``stop``.
+
+    ``gpt-5-chat*`` is the non-reasoning chat model and takes them.
+    """
+    return model.startswith(_REASONING_PREFIXES) and not model.startswith("gpt-5-chat")
 
 
 def responses_usage(usage: dict[str, Any]) -> Usage:
@@ -81,10 +100,16 @@ def inject_include_usage(body: dict[str, Any], raw: bytes) -> bytes | None:
 
 
 class OpenAIProvider(Provider):
-    """api.openai.com (or an OpenAI base URL): chat, responses, embeddings."""
+    """api.openai.com (or an OpenAI base URL): chat, responses, embeddings natively, and
+    ``/v1/messages`` by translation to chat completions (see ``docs/translation.md``)."""
 
     type: ClassVar[str] = "openai"
-    endpoints = frozenset({"chat", "responses", "embeddings"})
+    endpoints = frozenset({"chat", "responses", "embeddings", "messages"})
+    #: Client endpoints that speak this provider's own wire formats (relayed byte-for-byte).
+    native_endpoints: ClassVar[frozenset[str]] = frozenset({"chat", "responses", "embeddings"})
+    #: Where a translated Anthropic ``max_tokens`` goes (OpenAI deprecated ``max_tokens`` for
+    #: ``max_completion_tokens``, the only one its reasoning models accept).
+    default_max_tokens_field: ClassVar[str] = "max_completion_tokens"
     default_base_url = "https://api.openai.com/v1"
     default_models = (
         "gpt-*",
@@ -106,8 +131,27 @@ class OpenAIProvider(Provider):
         "text-embedding-3-small",
     )
 
-    def _headers(self, ctx: RequestContext) -> dict[str, str]:
+    def validate(self) -> list[str]:
+        problems = []
+        field = self.config.config.get("max_tokens_field")
+        if field is not None and field not in _MAX_TOKENS_FIELDS:
+            problems.append(
+                f"config.max_tokens_field: {field!r} is not one of max_completion_tokens, "
+                "max_tokens (where a translated Anthropic request's max_tokens is sent)"
+            )
+        sampling = self.config.config.get("sampling_params")
+        if sampling is not None and sampling not in _SAMPLING_VALUES:
+            problems.append(
+                f"config.sampling_params: {sampling!r} is not one of all, none (whether the "
+                "models accept temperature/top_p/stop)"
+            )
+        return problems
+
+    def _headers(self, ctx: RequestContext, *, translated: bool = False) -> dict[str, str]:
         headers = forwardable_request_headers(ctx.headers.items())
+        if translated:
+            # An Anthropic client's own headers (anthropic-version, -beta) mean nothing here.
+            headers = {k: v for k, v in headers.items() if not k.startswith("anthropic-")}
         headers["authorization"] = f"Bearer {self.api_key}"
         headers["content-type"] = "application/json"
         return headers
@@ -123,6 +167,9 @@ class OpenAIProvider(Provider):
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
         endpoint = ctx.endpoint
+        if endpoint not in self.native_endpoints:
+            return await self._send_messages(ctx, target, http)
+        forget_dropped(ctx)
         url = upstream_url(self.base_url, _SUFFIX[endpoint], ctx.query_string)
         body = self._body(ctx, target)
         injected = False
@@ -143,6 +190,57 @@ class OpenAIProvider(Provider):
         data = await read_body(resp)
         self._usage_from_body(ctx, data)
         return ProviderResult(resp.status, headers, body=data)
+
+    def _sampling(self, model: str) -> tuple[Sampling, bool]:
+        """(sampling parameters accepted, whether ``stop`` is accepted) for ``model``."""
+        configured = self.config.config.get("sampling_params")
+        if configured in _SAMPLING_VALUES:
+            return configured, configured == "all"
+        if self.type == "openai" and is_reasoning_model(model):
+            return "none", False
+        return "all", True
+
+    async def _send_messages(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        """An Anthropic Messages request, translated to chat completions and back."""
+        sampling, allow_stop = self._sampling(target.model)
+        field = self.config.config.get("max_tokens_field")
+        body, dropped = messages_request_to_chat(
+            ctx.body,
+            model=target.model,
+            max_tokens_field=field
+            if field in _MAX_TOKENS_FIELDS
+            else self.default_max_tokens_field,
+            sampling=sampling,
+            allow_stop=allow_stop,
+        )
+        report_dropped(ctx, dropped)
+        url = upstream_url(self.base_url, _SUFFIX["chat"], b"")
+        resp = await http.post(url, self._headers(ctx, translated=True), orjson.dumps(body))
+        await raise_for_upstream_status(resp)
+        headers = response_headers(resp.headers.items())
+        if ctx.stream and resp.headers.get("content-type", "").startswith("text/event-stream"):
+            translator = ChatToMessagesStream(
+                model=target.model, on_usage=lambda usage: setattr(ctx, "usage", usage)
+            )
+            events = reframe_sse(relay_sse(resp), translator)
+            return ProviderResult(resp.status, headers, events=events, close=resp.close)
+        data = await read_body(resp)
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc = None
+        if not isinstance(doc, dict):
+            raise TranslationError(
+                f"the OpenAI upstream answered HTTP {resp.status} with a body that is not a JSON "
+                "chat completion, so it cannot be translated to a message"
+            )
+        if isinstance(doc.get("usage"), dict):
+            ctx.usage = chat_usage(doc["usage"])
+        return ProviderResult(
+            resp.status, headers, body=orjson.dumps(chat_response_to_messages(doc))
+        )
 
     @staticmethod
     def _usage_from_body(ctx: RequestContext, data: bytes) -> None:
@@ -199,13 +297,19 @@ class OpenAIProvider(Provider):
 
 
 class CustomOpenAIProvider(OpenAIProvider):
-    """Any OpenAI-compatible base URL (vLLM, Ollama, LM Studio, …): serves every model."""
+    """Any OpenAI-compatible base URL (vLLM, Ollama, LM Studio, …): serves every model.
+
+    Translated Anthropic requests send ``max_tokens`` (what compatible servers know best) unless
+    ``config.max_tokens_field`` says otherwise, and keep every sampling parameter.
+    """
 
     type: ClassVar[str] = "custom"
     default_models = ("*",)
     listed_models = ()
+    default_max_tokens_field: ClassVar[str] = "max_tokens"
 
     def validate(self) -> list[str]:
+        problems = super().validate()
         if not self.config.base_url:
-            return ["base_url: a custom (OpenAI-compatible) provider needs base_url"]
-        return []
+            problems.insert(0, "base_url: a custom (OpenAI-compatible) provider needs base_url")
+        return problems

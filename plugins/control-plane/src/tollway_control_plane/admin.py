@@ -1,0 +1,289 @@
+"""The admin REST API: ``/api/admin/…`` JSON CRUD over :data:`~tollway_control_plane.service.
+OPERATIONS`, behind ``Authorization: Bearer $TOLLWAY_ADMIN_TOKEN``.
+
+Without ``TOLLWAY_ADMIN_TOKEN`` on the control plane the API is off (every call 401, saying
+so). ``GET /api/admin/openapi.json`` (no token needed) describes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+
+import orjson
+from quart import Blueprint, Response, request
+
+from tollway_control_plane._crypto import CredentialError
+from tollway_control_plane.protocol import BodyTooLarge, read_body, state
+from tollway_control_plane.service import OPERATIONS, Operation
+from tollway_control_plane.store import DatabaseError, StoreError, ValidationError
+
+__all__ = ["PREFIX", "blueprint", "openapi"]
+
+PREFIX = "/api/admin"
+MAX_ADMIN_BODY_BYTES = 1024 * 1024
+blueprint = Blueprint("tollway_control_plane_admin", __name__, url_prefix=PREFIX)
+
+_ERROR_TYPES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "validation_error",
+}
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str, problems: list[str] | None = None) -> Response:
+    err: dict[str, Any] = {"type": _ERROR_TYPES.get(status, "error"), "message": message}
+    if problems:
+        err["problems"] = problems
+    return _json(status, {"error": err})
+
+
+@blueprint.before_request
+async def _authorize() -> Response | None:
+    if request.path == f"{PREFIX}/openapi.json":
+        return None
+    token = state().admin_token
+    if not token:
+        return _error(
+            401,
+            "the admin API is off: set TOLLWAY_ADMIN_TOKEN on the control plane, then send "
+            "'Authorization: Bearer <token>'",
+        )
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.strip().encode(), token.encode()
+    ):
+        return _error(401, "send the admin token as 'Authorization: Bearer <TOLLWAY_ADMIN_TOKEN>'")
+    return None
+
+
+def _view(op: Operation) -> Any:
+    async def view(**kwargs: str) -> Response:
+        body: Any = None
+        if op.body:
+            try:
+                raw = await read_body(MAX_ADMIN_BODY_BYTES)
+            except BodyTooLarge:
+                return _error(413, f"the body is over {MAX_ADMIN_BODY_BYTES} bytes")
+            if raw.strip():
+                try:
+                    body = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    return _error(400, f"the body is not valid JSON: {exc}")
+        try:
+            result = await asyncio.to_thread(state().service.call, op.name, kwargs.get("id"), body)
+        except ValidationError as exc:
+            return _error(422, exc.message, exc.problems)
+        except StoreError as exc:
+            return _error(exc.status, exc.message)
+        except (DatabaseError, CredentialError) as exc:
+            return _error(503, str(exc))
+        return _json(op.status, result)
+
+    view.__name__ = op.name.replace(".", "_")
+    return view
+
+
+for _op in OPERATIONS:
+    blueprint.add_url_rule(
+        _op.path.replace("{id}", "<id>"),
+        _op.name.replace(".", "_"),
+        _view(_op),
+        methods=[_op.method],
+    )
+
+
+@blueprint.get("/openapi.json")
+async def openapi_document() -> Response:
+    return _json(200, openapi())
+
+
+# --- OpenAPI ----------------------------------------------------------------------------------
+
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+_NINT = {"type": ["integer", "null"], "minimum": 1}
+_OBJ = {"type": "object"}
+_NOBJ = {"type": ["object", "null"]}
+
+_BODIES: dict[str, dict[str, Any]] = {
+    "keys.create": {
+        "required": ["name"],
+        "properties": {
+            "name": _STR,
+            "scope": {**_STR, "description": "organization|team|project[:ID]"},
+            "env": {"enum": ["live", "test"]},
+            "config": {**_OBJ, "description": "The key's config (SPEC §3)"},
+            "routing_policy_id": _NSTR,
+            "expires_at": {**_NSTR, "format": "date-time"},
+            "principal_id": _NSTR,
+        },
+    },
+    "keys.update": {
+        "properties": {
+            "name": _STR,
+            "config": {**_NOBJ, "description": "JSON merge patch: null clears a field"},
+            "routing_policy_id": _NSTR,
+            "expires_at": {**_NSTR, "format": "date-time"},
+            "principal_id": _NSTR,
+        },
+    },
+    "providers.create": {
+        "required": ["type", "name"],
+        "properties": {
+            "type": {
+                "enum": ["openai", "anthropic", "azure", "bedrock", "vertex", "gemini", "custom"]
+            },
+            "name": _STR,
+            "api_key": {**_NSTR, "writeOnly": True},
+            "base_url": _NSTR,
+            "config": _NOBJ,
+            "rpm": _NINT,
+            "tpm": _NINT,
+            "rpd": _NINT,
+            "priority": {"type": "integer"},
+            "scope": _STR,
+            "models": {"type": ["array", "string", "null"], "items": _STR},
+        },
+    },
+    "providers.update": {
+        "properties": {
+            "name": _STR,
+            "api_key": {**_NSTR, "writeOnly": True},
+            "base_url": _NSTR,
+            "config": {**_NOBJ, "description": "JSON merge patch"},
+            "rpm": _NINT,
+            "tpm": _NINT,
+            "rpd": _NINT,
+            "priority": {"type": "integer"},
+            "models": {"type": ["array", "string", "null"], "items": _STR},
+        },
+    },
+    "policies.create": {
+        "required": ["name", "providers"],
+        "properties": {
+            "name": _STR,
+            "providers": {
+                "description": "'mp_a,mp_b:model' or [{provider_id, model}]",
+                "type": ["string", "array"],
+            },
+            "is_default": {"type": "boolean"},
+            "organization_id": _STR,
+        },
+    },
+    "policies.update": {
+        "properties": {
+            "name": _STR,
+            "providers": {"type": ["string", "array"]},
+            "is_default": {"type": "boolean"},
+        },
+    },
+    "budgets.create": {
+        "required": ["scope", "limit_usd"],
+        "properties": {
+            "scope": {
+                **_STR,
+                "description": "organization|team|project[:ID], virtual_key:ID, principal:ID, "
+                "end_user:ID",
+            },
+            "window": {"enum": ["hour", "day", "week", "month", "total"]},
+            "limit_usd": {"type": ["string", "number"]},
+            "on_breach": {"enum": ["block", "warn"]},
+            "name": _NSTR,
+        },
+    },
+    "budgets.update": {
+        "properties": {
+            "limit_usd": {"type": ["string", "number"]},
+            "on_breach": {"enum": ["block", "warn"]},
+            "name": _NSTR,
+        },
+    },
+    "scopes.create": {
+        "required": ["type", "name"],
+        "properties": {
+            "type": {"enum": ["organization", "team", "project"]},
+            "name": _STR,
+            "parent_id": {**_STR, "description": "the team's organization / project's team"},
+        },
+    },
+}
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the admin API."""
+    from tollway_control_plane import __version__
+
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        entry: dict[str, Any] = {
+            "operationId": op.name.replace(".", "_"),
+            "summary": op.summary,
+            "tags": [op.name.split(".")[0]],
+            "responses": {
+                str(op.status): {
+                    "description": "OK",
+                    "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
+                },
+                "401": {"$ref": "#/components/responses/Error"},
+                "404": {"$ref": "#/components/responses/Error"},
+                "409": {"$ref": "#/components/responses/Error"},
+                "422": {"$ref": "#/components/responses/Error"},
+            },
+        }
+        if op.has_id:
+            entry["parameters"] = [{"name": "id", "in": "path", "required": True, "schema": _STR}]
+        if op.body:
+            schema = {"type": "object", "additionalProperties": False, **_BODIES.get(op.name, {})}
+            entry["requestBody"] = {
+                "required": op.method == "POST",
+                "content": {"application/json": {"schema": schema}},
+            }
+        paths.setdefault(PREFIX + op.path, {})[op.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tollway control plane admin API",
+            "version": __version__,
+            "description": "Virtual keys, model providers, routing policies and budgets. "
+            "Secrets (a key's secret) are returned once, by create and rotate; provider "
+            "credentials are write-only (shown masked).",
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "TOLLWAY_ADMIN_TOKEN"}
+            },
+            "responses": {
+                "Error": {
+                    "description": "An error",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "error": {
+                                        "type": "object",
+                                        "properties": {
+                                            "type": _STR,
+                                            "message": _STR,
+                                            "problems": {"type": "array", "items": _STR},
+                                        },
+                                    }
+                                },
+                            }
+                        }
+                    },
+                }
+            },
+        },
+    }

@@ -1,0 +1,908 @@
+"""The control plane's ``tollway`` commands (SPEC §8): ``virtual-keys``, ``model-providers``,
+``routing-policies``, ``gateway-budgets``, ``scopes`` and ``control-plane``.
+
+They work on the store in ``TOLLWAY_DATA_DIR`` (default ``./.tollway``; or
+``TOLLWAY_DATABASE_URL``) directly, or — with ``TOLLWAY_ADMIN_URL`` and
+``TOLLWAY_ADMIN_TOKEN`` — on a remote control plane through its admin API. Either way a
+change reaches running gateways through the change feed within about a second.
+
+Tables for humans, ``--json`` for scripts. A key's secret is printed once, by ``create`` and
+``rotate``; provider credentials are never printed (only masked).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import click
+import orjson
+
+__all__ = ["add_commands"]
+
+_PROVIDER_TYPES = ("openai", "anthropic", "azure", "bedrock", "vertex", "gemini", "custom")
+
+
+class _Backend(Protocol):
+    def call(self, name: str, id: str | None = None, body: Any = None) -> Any: ...
+    def close(self) -> None: ...
+
+
+# --- plumbing ---------------------------------------------------------------------------------
+
+
+def _settings() -> tuple[str, str]:
+    """(data_dir, environment) as the gateway would see them (TOML file, then env)."""
+    try:
+        from tollway.config import load_settings
+
+        settings = load_settings()
+        return settings.data_dir, settings.environment
+    except Exception:
+        return (
+            os.environ.get("TOLLWAY_DATA_DIR") or ".tollway",
+            os.environ.get("ENVIRONMENT") or "production",
+        )
+
+
+def _open_backend() -> _Backend:
+    url = os.environ.get("TOLLWAY_ADMIN_URL", "").strip()
+    token = os.environ.get("TOLLWAY_ADMIN_TOKEN", "").strip()
+    if url or token:
+        if not (url and token):
+            missing = "TOLLWAY_ADMIN_TOKEN" if url else "TOLLWAY_ADMIN_URL"
+            raise click.ClickException(
+                f"remote mode needs both TOLLWAY_ADMIN_URL and TOLLWAY_ADMIN_TOKEN; {missing} is "
+                "not set (unset both to work on the local store in TOLLWAY_DATA_DIR)"
+            )
+        from tollway_control_plane.client import RemoteService
+
+        return RemoteService(url, token)
+    from tollway.secrets import SecretsError
+    from tollway_control_plane.runtime import open_store
+    from tollway_control_plane.service import Service
+    from tollway_control_plane.store import DatabaseError
+
+    data_dir, environment = _settings()
+    try:
+        store, _ = open_store(data_dir, environment=environment)
+    except (SecretsError, DatabaseError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return Service(store)
+
+
+@contextmanager
+def _backend() -> Iterator[_Backend]:
+    backend = _open_backend()
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def _call(name: str, id: str | None = None, body: Any = None) -> Any:
+    """Run one operation; store errors become a clean CLI error (exit 1)."""
+    from tollway_control_plane.store import StoreError, ValidationError
+
+    try:
+        with _backend() as backend:
+            return backend.call(name, id, body)
+    except ValidationError as exc:
+        lines = exc.problems
+        if len(lines) == 1:
+            raise click.ClickException(f"refused: {lines[0]}") from None
+        raise click.ClickException("refused:\n  " + "\n  ".join(lines)) from None
+    except StoreError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+def _json_arg(value: str | None, option: str) -> Any:
+    """Parse a ``--config-json`` value (``@file`` reads a file, ``-`` stdin)."""
+    if value is None:
+        return None
+    text = value
+    if value == "-":
+        text = sys.stdin.read()
+    elif value.startswith("@"):
+        try:
+            text = Path(value[1:]).read_text()
+        except OSError as exc:
+            raise click.BadParameter(f"cannot read {value[1:]}: {exc}", param_hint=option) from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint=option) from None
+
+
+def _print_json(data: Any) -> None:
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, v in enumerate(row):
+            widths[i] = max(widths[i], len(v))
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return str(value)
+
+
+def _details(data: dict[str, Any], order: Sequence[str] = ()) -> None:
+    keys = [k for k in order if k in data] + [k for k in data if k not in order]
+    width = max(len(k) for k in keys)
+    for k in keys:
+        click.echo(f"{k.ljust(width)}  {_cell(data[k])}")
+
+
+def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def _limit(value: int | None) -> int | None:
+    """``--rpm 0`` means no limit."""
+    return None if value in (None, 0) else value
+
+
+def _secret_banner(data: dict[str, Any], verb: str) -> None:
+    click.echo(f"{verb} virtual key {data['id']} ({data['name']})")
+    click.echo("")
+    click.echo(f"  {data['secret']}")
+    click.echo("")
+    click.echo(
+        f"Store this secret now: it is shown only once. Display prefix: {data['display_prefix']}",
+    )
+
+
+_KEY_ORDER = (
+    "id",
+    "name",
+    "display_prefix",
+    "status",
+    "scope",
+    "env",
+    "routing_policy_id",
+    "expires_at",
+    "principal_id",
+    "revision",
+    "config",
+)
+
+
+# --- virtual-keys -----------------------------------------------------------------------------
+
+
+@click.group("virtual-keys")
+def virtual_keys() -> None:
+    """Create and manage virtual keys (the keys clients send to the gateway)."""
+
+
+@virtual_keys.command("create")
+@click.option("--name", required=True, help="A name for humans.")
+@click.option(
+    "--scope",
+    default=None,
+    metavar="organization|team|project[:ID]",
+    help="Where the key lives (no id: the default one). Default: organization.",
+)
+@click.option("--env", type=click.Choice(["live", "test"]), default="live", show_default=True)
+@click.option(
+    "--config-json", default=None, metavar="JSON", help="The key's config (@file, - for stdin)."
+)
+@click.option("--routing-policy", default=None, metavar="ID", help="Pin the provider order.")
+@click.option("--expires-at", default=None, metavar="ISO", help="e.g. 2027-01-01T00:00:00Z")
+@click.option("--principal-id", default=None, help="The key's owner (for principal budgets).")
+@_json_option
+def vk_create(
+    name: str,
+    scope: str | None,
+    env: str,
+    config_json: str | None,
+    routing_policy: str | None,
+    expires_at: str | None,
+    principal_id: str | None,
+    as_json: bool,
+) -> None:
+    """Create a key; its secret is printed once."""
+    body: dict[str, Any] = {"name": name, "env": env}
+    if scope is not None:
+        body["scope"] = scope
+    if config_json is not None:
+        body["config"] = _json_arg(config_json, "--config-json")
+    if routing_policy:
+        body["routing_policy_id"] = routing_policy
+    if expires_at:
+        body["expires_at"] = expires_at
+    if principal_id:
+        body["principal_id"] = principal_id
+    data = _call("keys.create", body=body)
+    if as_json:
+        _print_json(data)
+    else:
+        _secret_banner(data, "created")
+
+
+@virtual_keys.command("list")
+@_json_option
+def vk_list(as_json: bool) -> None:
+    """List keys (never their secrets)."""
+    data = _call("keys.list")
+    if as_json:
+        _print_json(data)
+        return
+    if not data:
+        click.echo("no virtual keys yet: tollway virtual-keys create --name NAME")
+        return
+    _table(
+        [
+            (
+                k["id"],
+                k["name"],
+                k["display_prefix"],
+                k["status"],
+                k["scope"],
+                k["routing_policy_id"],
+                k["expires_at"],
+                k["created_at"][:19] + "Z",
+            )
+            for k in data
+        ],
+        ("ID", "NAME", "PREFIX", "STATUS", "SCOPE", "POLICY", "EXPIRES", "CREATED"),
+    )
+
+
+@virtual_keys.command("get")
+@click.argument("key_id", metavar="ID")
+@_json_option
+def vk_get(key_id: str, as_json: bool) -> None:
+    """Show one key (not its secret)."""
+    data = _call("keys.get", key_id)
+    if as_json:
+        _print_json(data)
+    else:
+        _details(data, _KEY_ORDER)
+
+
+@virtual_keys.command("update")
+@click.argument("key_id", metavar="ID")
+@click.option(
+    "--config-json",
+    default=None,
+    metavar="JSON",
+    help="Merged into the key's config; null clears a field (@file, - for stdin).",
+)
+@click.option("--name", default=None)
+@click.option("--routing-policy", default=None, metavar="ID|none")
+@click.option("--expires-at", default=None, metavar="ISO|never")
+@click.option("--principal-id", default=None, metavar="ID|none")
+@_json_option
+def vk_update(
+    key_id: str,
+    config_json: str | None,
+    name: str | None,
+    routing_policy: str | None,
+    expires_at: str | None,
+    principal_id: str | None,
+    as_json: bool,
+) -> None:
+    """Change a key's config (merged), name, routing policy, expiry or owner."""
+    body: dict[str, Any] = {}
+    if config_json is not None:
+        body["config"] = _json_arg(config_json, "--config-json")
+    if name is not None:
+        body["name"] = name
+    if routing_policy is not None:
+        body["routing_policy_id"] = (
+            None if routing_policy.lower() in ("", "none") else routing_policy
+        )
+    if expires_at is not None:
+        body["expires_at"] = None if expires_at.lower() in ("", "never", "none") else expires_at
+    if principal_id is not None:
+        body["principal_id"] = None if principal_id.lower() in ("", "none") else principal_id
+    if not body:
+        raise click.UsageError(
+            "nothing to change: give --config-json, --name, --routing-policy, --expires-at or "
+            "--principal-id"
+        )
+    data = _call("keys.update", key_id, body)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"updated {data['id']} (revision {data['revision']})")
+        _details(data, _KEY_ORDER)
+
+
+@virtual_keys.command("rotate")
+@click.argument("key_id", metavar="ID")
+@_json_option
+def vk_rotate(key_id: str, as_json: bool) -> None:
+    """Give a key a new secret (printed once); the old one keeps working for 24 h."""
+    data = _call("keys.rotate", key_id)
+    if as_json:
+        _print_json(data)
+    else:
+        _secret_banner(data, "rotated")
+        click.echo(f"The previous secret keeps working until {data['previous_valid_until']}.")
+
+
+def _status_command(verb: str, op: str, doc: str) -> click.Command:
+    @click.argument("key_id", metavar="ID")
+    @_json_option
+    def command(key_id: str, as_json: bool) -> None:
+        data = _call(op, key_id)
+        if as_json:
+            _print_json(data)
+        else:
+            click.echo(f"{verb} {data['id']} ({data['name']}): status {data['status']}")
+
+    command.__doc__ = doc
+    return click.command(op.split(".")[1])(command)
+
+
+virtual_keys.add_command(
+    _status_command("revoked", "keys.revoke", "Revoke a key, at once and for good.")
+)
+virtual_keys.add_command(
+    _status_command("disabled", "keys.disable", "Refuse a key until it is enabled again.")
+)
+virtual_keys.add_command(
+    _status_command("enabled", "keys.enable", "Let a disabled key work again.")
+)
+
+
+@virtual_keys.command("delete")
+@click.argument("key_id", metavar="ID")
+@_json_option
+def vk_delete(key_id: str, as_json: bool) -> None:
+    """Delete a key (its secret stops working at once)."""
+    data = _call("keys.delete", key_id)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"deleted {key_id}")
+
+
+# --- model-providers --------------------------------------------------------------------------
+
+
+def _provider_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--api-key",
+            default=None,
+            metavar="KEY|-",
+            help="The provider credential (encrypted at rest; - reads it from stdin).",
+        ),
+        click.option("--base-url", default=None, metavar="URL"),
+        click.option(
+            "--config-json",
+            default=None,
+            metavar="JSON",
+            help="Provider config (region, deployment map, …).",
+        ),
+        click.option("--rpm", type=click.IntRange(min=0), default=None, help="0: no limit."),
+        click.option("--tpm", type=click.IntRange(min=0), default=None, help="0: no limit."),
+        click.option("--rpd", type=click.IntRange(min=0), default=None, help="0: no limit."),
+        click.option("--priority", type=int, default=None, help="Fallback priority (lower first)."),
+        click.option(
+            "--models", default=None, metavar="a,b*", help="Models it serves (trailing-* globs)."
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _provider_body(
+    api_key: str | None,
+    base_url: str | None,
+    config_json: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    rpd: int | None,
+    priority: int | None,
+    models: str | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if api_key is not None:
+        body["api_key"] = sys.stdin.readline().strip() if api_key == "-" else api_key
+    if base_url is not None:
+        body["base_url"] = base_url or None
+    if config_json is not None:
+        body["config"] = _json_arg(config_json, "--config-json")
+    for name, value in (("rpm", rpm), ("tpm", tpm), ("rpd", rpd)):
+        if value is not None:
+            body[name] = _limit(value)
+    if priority is not None:
+        body["priority"] = priority
+    if models is not None:
+        body["models"] = [m.strip() for m in models.split(",") if m.strip()] or None
+    return body
+
+
+def _provider_rows(data: list[dict[str, Any]]) -> None:
+    def limits(p: dict[str, Any]) -> str:
+        parts = [f"{n}={p[n]}" for n in ("rpm", "tpm", "rpd") if p.get(n)]
+        return " ".join(parts)
+
+    _table(
+        [
+            (
+                p["id"],
+                p["name"],
+                p["type"],
+                p["scope"],
+                p["priority"],
+                p["api_key"],
+                p["base_url"],
+                ",".join(p["models"] or []),
+                limits(p),
+            )
+            for p in data
+        ],
+        ("ID", "NAME", "TYPE", "SCOPE", "PRIORITY", "API KEY", "BASE URL", "MODELS", "LIMITS"),
+    )
+
+
+@click.group("model-providers")
+def model_providers() -> None:
+    """Provider credentials (OpenAI, Anthropic, Azure, Bedrock, Vertex, Gemini, custom)."""
+
+
+@model_providers.command("create")
+@click.option("--type", "ptype", type=click.Choice(_PROVIDER_TYPES), required=True)
+@click.option("--name", required=True)
+@click.option(
+    "--scope",
+    default=None,
+    metavar="organization|team|project[:ID]",
+    help="Who inherits it (no id: the default one). Default: organization.",
+)
+@_provider_options
+@_json_option
+def mp_create(
+    ptype: str,
+    name: str,
+    scope: str | None,
+    api_key: str | None,
+    base_url: str | None,
+    config_json: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    rpd: int | None,
+    priority: int | None,
+    models: str | None,
+    as_json: bool,
+) -> None:
+    """Add a provider credential; keys in its scope inherit it."""
+    body = {"type": ptype, "name": name}
+    body.update(_provider_body(api_key, base_url, config_json, rpm, tpm, rpd, priority, models))
+    if scope is not None:
+        body["scope"] = scope
+    data = _call("providers.create", body=body)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"created model provider {data['id']} ({data['name']}, {data['type']})")
+        _details(data)
+
+
+@model_providers.command("list")
+@_json_option
+def mp_list(as_json: bool) -> None:
+    """List providers (credentials masked), by fallback priority."""
+    data = _call("providers.list")
+    if as_json:
+        _print_json(data)
+    elif not data:
+        click.echo("no model providers yet: tollway model-providers create --type … --name …")
+    else:
+        _provider_rows(data)
+
+
+@model_providers.command("get")
+@click.argument("provider_id", metavar="ID")
+@_json_option
+def mp_get(provider_id: str, as_json: bool) -> None:
+    """Show one provider (credential masked)."""
+    data = _call("providers.get", provider_id)
+    if as_json:
+        _print_json(data)
+    else:
+        _details(data)
+
+
+@model_providers.command("update")
+@click.argument("provider_id", metavar="ID")
+@click.option("--name", default=None)
+@_provider_options
+@_json_option
+def mp_update(
+    provider_id: str,
+    name: str | None,
+    api_key: str | None,
+    base_url: str | None,
+    config_json: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    rpd: int | None,
+    priority: int | None,
+    models: str | None,
+    as_json: bool,
+) -> None:
+    """Change a provider (config merged; --rpm 0 removes a limit)."""
+    body = _provider_body(api_key, base_url, config_json, rpm, tpm, rpd, priority, models)
+    if name is not None:
+        body["name"] = name
+    if not body:
+        raise click.UsageError("nothing to change: give at least one option (see --help)")
+    data = _call("providers.update", provider_id, body)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"updated {data['id']} (revision {data['revision']})")
+        _details(data)
+
+
+@model_providers.command("delete")
+@click.argument("provider_id", metavar="ID")
+@_json_option
+def mp_delete(provider_id: str, as_json: bool) -> None:
+    """Delete a provider (refused while a routing policy lists it)."""
+    data = _call("providers.delete", provider_id)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"deleted {provider_id}")
+
+
+# --- routing-policies -------------------------------------------------------------------------
+
+
+def _policy_line(p: dict[str, Any]) -> str:
+    return ",".join(
+        f"{e['provider_id']}:{e['model']}" if e["model"] else e["provider_id"] for e in p["entries"]
+    )
+
+
+@click.group("routing-policies")
+def routing_policies() -> None:
+    """Ordered provider chains that keys can point at."""
+
+
+@routing_policies.command("create")
+@click.option("--name", required=True)
+@click.option(
+    "--providers",
+    required=True,
+    metavar="ID[,ID[:model]…]",
+    help="Provider ids in dispatch order; ':model' pins the model to ask that provider for.",
+)
+@click.option("--default", "is_default", is_flag=True, help="The organization's default order.")
+@_json_option
+def rp_create(name: str, providers: str, is_default: bool, as_json: bool) -> None:
+    """Create a routing policy."""
+    data = _call(
+        "policies.create", body={"name": name, "providers": providers, "is_default": is_default}
+    )
+    if as_json:
+        _print_json(data)
+    else:
+        suffix = " (the organization's default)" if data["is_default"] else ""
+        click.echo(f"created routing policy {data['id']} ({data['name']}){suffix}")
+        click.echo(f"providers: {_policy_line(data)}")
+
+
+@routing_policies.command("list")
+@_json_option
+def rp_list(as_json: bool) -> None:
+    """List routing policies."""
+    data = _call("policies.list")
+    if as_json:
+        _print_json(data)
+    elif not data:
+        click.echo(
+            "no routing policies yet: tollway routing-policies create --name … --providers …"
+        )
+    else:
+        _table(
+            [(p["id"], p["name"], p["is_default"], _policy_line(p)) for p in data],
+            ("ID", "NAME", "DEFAULT", "PROVIDERS"),
+        )
+
+
+@routing_policies.command("get")
+@click.argument("policy_id", metavar="ID")
+@_json_option
+def rp_get(policy_id: str, as_json: bool) -> None:
+    """Show one routing policy."""
+    data = _call("policies.get", policy_id)
+    if as_json:
+        _print_json(data)
+    else:
+        _details({**data, "entries": _policy_line(data)})
+
+
+@routing_policies.command("update")
+@click.argument("policy_id", metavar="ID")
+@click.option("--name", default=None)
+@click.option("--providers", default=None, metavar="ID[,ID[:model]…]")
+@click.option("--default/--no-default", "is_default", default=None)
+@_json_option
+def rp_update(
+    policy_id: str, name: str | None, providers: str | None, is_default: bool | None, as_json: bool
+) -> None:
+    """Change a routing policy's name, providers or default flag."""
+    body: dict[str, Any] = {}
+    if name is not None:
+        body["name"] = name
+    if providers is not None:
+        body["providers"] = providers
+    if is_default is not None:
+        body["is_default"] = is_default
+    if not body:
+        raise click.UsageError("nothing to change: give --name, --providers or --default")
+    data = _call("policies.update", policy_id, body)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"updated {data['id']}: {_policy_line(data)}")
+
+
+@routing_policies.command("delete")
+@click.argument("policy_id", metavar="ID")
+@_json_option
+def rp_delete(policy_id: str, as_json: bool) -> None:
+    """Delete a routing policy (refused while keys point at it)."""
+    data = _call("policies.delete", policy_id)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"deleted {policy_id}")
+
+
+# --- gateway-budgets --------------------------------------------------------------------------
+
+_NO_LEDGER = (
+    "spend accounting not installed: no spend is recorded yet, so SPENT shows 0 "
+    "(install the budgets plugin)"
+)
+
+
+@click.group("gateway-budgets")
+def gateway_budgets() -> None:
+    """Spend limits per organization, team, project, key, principal or end user."""
+
+
+def _budget_rows(data: list[dict[str, Any]]) -> None:
+    _table(
+        [
+            (
+                b["id"],
+                b["scope"],
+                b["window"],
+                f"${b['limit_usd']}",
+                f"${b['spend_usd']}",
+                b["on_breach"],
+                b["name"],
+            )
+            for b in data
+        ],
+        ("ID", "SCOPE", "WINDOW", "LIMIT", "SPENT", "ON BREACH", "NAME"),
+    )
+    if data and not data[0]["spend_accounting"]:
+        click.echo(_NO_LEDGER)
+
+
+@gateway_budgets.command("create")
+@click.option(
+    "--scope",
+    required=True,
+    metavar="SCOPE[:ID]",
+    help="organization|team|project[:ID], virtual_key:ID, principal:ID or end_user:ID.",
+)
+@click.option(
+    "--window",
+    type=click.Choice(["hour", "day", "week", "month", "total"]),
+    default="month",
+    show_default=True,
+)
+@click.option("--limit", "limit_usd", required=True, metavar="USD", help="e.g. 100 or 12.50")
+@click.option(
+    "--on-breach", type=click.Choice(["block", "warn"]), default="block", show_default=True
+)
+@click.option("--name", default=None)
+@_json_option
+def budget_create(
+    scope: str, window: str, limit_usd: str, on_breach: str, name: str | None, as_json: bool
+) -> None:
+    """Create a budget."""
+    body = {"scope": scope, "window": window, "limit_usd": limit_usd, "on_breach": on_breach}
+    if name:
+        body["name"] = name
+    data = _call("budgets.create", body=body)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(
+            f"created budget {data['id']}: {data['scope']} ${data['limit_usd']} per "
+            f"{data['window']} ({data['on_breach']})"
+        )
+
+
+@gateway_budgets.command("list")
+@_json_option
+def budget_list(as_json: bool) -> None:
+    """List budgets with their spend so far."""
+    data = _call("budgets.list")
+    if as_json:
+        _print_json(data)
+    elif not data:
+        click.echo("no budgets yet: tollway gateway-budgets create --scope … --limit USD")
+    else:
+        _budget_rows(data)
+
+
+@gateway_budgets.command("get")
+@click.argument("budget_id", metavar="ID")
+@_json_option
+def budget_get(budget_id: str, as_json: bool) -> None:
+    """Show one budget with its spend so far."""
+    data = _call("budgets.get", budget_id)
+    if as_json:
+        _print_json(data)
+        return
+    _details(data)
+    if not data["spend_accounting"]:
+        click.echo(_NO_LEDGER)
+
+
+@gateway_budgets.command("update")
+@click.argument("budget_id", metavar="ID")
+@click.option("--limit", "limit_usd", default=None, metavar="USD")
+@click.option("--on-breach", type=click.Choice(["block", "warn"]), default=None)
+@click.option("--name", default=None)
+@_json_option
+def budget_update(
+    budget_id: str, limit_usd: str | None, on_breach: str | None, name: str | None, as_json: bool
+) -> None:
+    """Change a budget's limit, breach action or name."""
+    body: dict[str, Any] = {}
+    if limit_usd is not None:
+        body["limit_usd"] = limit_usd
+    if on_breach is not None:
+        body["on_breach"] = on_breach
+    if name is not None:
+        body["name"] = name or None
+    if not body:
+        raise click.UsageError("nothing to change: give --limit, --on-breach or --name")
+    data = _call("budgets.update", budget_id, body)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"updated {data['id']}: ${data['limit_usd']} per {data['window']}")
+
+
+@gateway_budgets.command("reset")
+@click.argument("budget_id", metavar="ID")
+@_json_option
+def budget_reset(budget_id: str, as_json: bool) -> None:
+    """Count a budget's spend afresh from now."""
+    data = _call("budgets.reset", budget_id)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"reset {data['id']}: spend counted from {data['reset_at']}")
+
+
+@gateway_budgets.command("delete")
+@click.argument("budget_id", metavar="ID")
+@_json_option
+def budget_delete(budget_id: str, as_json: bool) -> None:
+    """Delete a budget."""
+    data = _call("budgets.delete", budget_id)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"deleted {budget_id}")
+
+
+# --- scopes -----------------------------------------------------------------------------------
+
+
+@click.group("scopes")
+def scopes() -> None:
+    """Organizations, teams and projects (keys, providers and budgets live in one)."""
+
+
+@scopes.command("list")
+@_json_option
+def scopes_list(as_json: bool) -> None:
+    """List organizations, teams and projects."""
+    data = _call("scopes.list")
+    if as_json:
+        _print_json(data)
+        return
+    rows = [("organization", o["id"], o["name"], "-") for o in data["organizations"]]
+    rows += [("team", t["id"], t["name"], t["organization_id"]) for t in data["teams"]]
+    rows += [("project", p["id"], p["name"], p["team_id"]) for p in data["projects"]]
+    _table(rows, ("TYPE", "ID", "NAME", "PARENT"))
+
+
+@scopes.command("create")
+@click.option(
+    "--type", "kind", type=click.Choice(["organization", "team", "project"]), required=True
+)
+@click.option("--name", required=True)
+@click.option(
+    "--parent",
+    default=None,
+    metavar="ID",
+    help="A team's organization or a project's team (default: the default one).",
+)
+@_json_option
+def scopes_create(kind: str, name: str, parent: str | None, as_json: bool) -> None:
+    """Create an organization, a team or a project."""
+    body: dict[str, Any] = {"type": kind, "name": name}
+    if parent:
+        body["parent_id"] = parent
+    data = _call("scopes.create", body=body)
+    if as_json:
+        _print_json(data)
+    else:
+        click.echo(f"created {kind} {data['id']} ({data['name']})")
+
+
+# --- control-plane ----------------------------------------------------------------------------
+
+
+@click.command("control-plane")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
+@click.option("--port", type=int, default=5560, show_default=True)
+def control_plane(host: str, port: int) -> None:
+    """Run the control plane on its own (gateways point at it with LW_GATEWAY_BASE_URL).
+
+    The store is TOLLWAY_DATABASE_URL (PostgreSQL, shared by replicas) or the SQLite file in
+    TOLLWAY_DATA_DIR; the admin API is on with TOLLWAY_ADMIN_TOKEN.
+    """
+    from tollway._logging import configure_logging
+    from tollway.secrets import SecretsError
+    from tollway_control_plane.runtime import ControlPlane
+    from tollway_control_plane.server import run
+    from tollway_control_plane.store import DatabaseError
+
+    data_dir, environment = _settings()
+    configure_logging(os.environ.get("LOG_FORMAT") or "json", os.environ.get("LOG_LEVEL") or "INFO")
+    try:
+        cp = ControlPlane.open(data_dir, environment=environment)
+    except (SecretsError, DatabaseError) as exc:
+        raise click.ClickException(str(exc)) from None
+    run(cp, host, port)
+
+
+def add_commands(cli: click.Group) -> None:
+    """Add the control plane's commands to the ``tollway`` CLI."""
+    for command in (
+        virtual_keys,
+        model_providers,
+        routing_policies,
+        gateway_budgets,
+        scopes,
+        control_plane,
+    ):
+        cli.add_command(command)

@@ -1,0 +1,270 @@
+"""The internal gateway protocol (control-plane side), as a Quart blueprint.
+
+``/api/internal/gateway/…``: ``resolve-key``, ``config/<vk_id>``, ``changes``. Every request
+must carry a fresh HMAC signature (:mod:`tollway.signing`, ``LW_GATEWAY_INTERNAL_SECRET``);
+every response — errors and 304s included — is signed the same way (method and path of the
+request, body of the response) so the gateway can verify it. Plus ``GET /api/health``.
+
+The store is synchronous: views call it through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import orjson
+from quart import Blueprint, Quart, Response, current_app, g, request
+
+from tollway.signing import SignatureError, signed_headers, verify
+from tollway_control_plane.runtime import ControlPlane
+from tollway_control_plane.store import KeyRejected, NotFound
+
+__all__ = [
+    "JWT_AUDIENCE",
+    "JWT_ISSUER",
+    "JWT_TTL_SECONDS",
+    "POLL_INTERVAL_SECONDS",
+    "PREFIX",
+    "blueprint",
+    "state",
+]
+
+PREFIX = "/api/internal/gateway"
+JWT_ISSUER = "tollway-control-plane"
+JWT_AUDIENCE = "tollway-gateway"
+JWT_TTL_SECONDS = 900
+#: How often a waiting long poll looks at the store (the CLI may write from another process).
+POLL_INTERVAL_SECONDS = 0.15
+MAX_TIMEOUT_SECONDS = 30.0
+#: Internal requests are small JSON documents.
+MAX_BODY_BYTES = 64 * 1024
+EXTENSION = "tollway_control_plane"
+
+blueprint = Blueprint("tollway_control_plane_internal", __name__, url_prefix=PREFIX)
+health = Blueprint("tollway_control_plane_health", __name__)
+
+
+def state() -> ControlPlane:
+    """The control plane serving this app (``mount`` may have been given a getter, for the
+    embedded default, where the store opens when the gateway starts)."""
+    ref = current_app.extensions[EXTENSION]
+    cp: ControlPlane = ref if isinstance(ref, ControlPlane) else ref()
+    return cp
+
+
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _error(status: int, type_: str, message: str, code: str | None = None) -> Response:
+    err: dict[str, Any] = {"type": type_, "message": message}
+    if code is not None:
+        err["code"] = code
+    return _json(status, {"error": err})
+
+
+@health.get("/api/health")
+async def api_health() -> Response:
+    return _json(200, {"status": "ok"})
+
+
+class BodyTooLarge(Exception):
+    """A request body over :data:`MAX_BODY_BYTES`."""
+
+
+async def read_body(limit: int = 1024 * 1024) -> bytes:
+    """The request body, refusing more than ``limit`` bytes *before* reading it all (in the
+    embedded mode these routes share the gateway's public port and its uncapped app)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.body:
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large() -> Response:
+    return _error(413, "payload_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+
+
+@blueprint.before_request
+async def _check_signature() -> Response | None:
+    try:
+        body = await read_body(MAX_BODY_BYTES)
+    except BodyTooLarge:
+        return too_large()
+    g.tollway_body = body
+    try:
+        verify(
+            state().secrets.internal,
+            request.method,
+            request.path,
+            request.headers,  # type: ignore[arg-type]  # a Mapping[str, str] in practice
+            body,
+        )
+    except SignatureError as exc:
+        return _error(
+            401,
+            "invalid_signature",
+            f"the internal request's signature was refused: {exc}",
+        )
+    return None
+
+
+@blueprint.after_request
+async def _sign_response(response: Response) -> Response:
+    body = bytes(await response.get_data(as_text=False))
+    response.headers.update(
+        signed_headers(state().secrets.internal, request.method, request.path, body)
+    )
+    return response
+
+
+@blueprint.post("/resolve-key")
+async def resolve_key() -> Response:
+    data: bytes = g.tollway_body
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        payload = None
+    presented = payload.get("key_presented") if isinstance(payload, dict) else None
+    if not isinstance(presented, str) or not presented:
+        return _error(
+            400,
+            "bad_request",
+            'the body must be {"key_presented": "<secret>", "gateway_node_id": "<id>"}',
+        )
+    cp = state()
+    try:
+        key = await asyncio.to_thread(cp.store.resolve_secret, presented)
+    except KeyRejected as exc:
+        return _error(401, "invalid_api_key", exc.message, exc.code)
+    issued = int(time.time())
+    expires = issued + JWT_TTL_SECONDS
+    token = jwt.encode(
+        {
+            "sub": key.id,
+            "rev": key.revision,
+            "iat": issued,
+            "exp": expires,
+            "iss": JWT_ISSUER,
+            "aud": JWT_AUDIENCE,
+        },
+        cp.secrets.jwt,
+        algorithm="HS256",
+    )
+    return _json(
+        200, {"vk_id": key.id, "revision": key.revision, "jwt": token, "expires_at": expires}
+    )
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def etag_for(vk_id: str, revision: int, body: bytes) -> str:
+    """``"<vk_id>:<revision>:<first 16 hex of sha256(body)>"`` (quotes included)."""
+    return f'"{vk_id}:{revision}:{hashlib.sha256(body).hexdigest()[:16]}"'
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
+    return etag in candidates or "*" in candidates
+
+
+@blueprint.get("/config/<vk_id>")
+async def config(vk_id: str) -> Response:
+    cp = state()
+    token = _bearer()
+    if token is None:
+        return _error(
+            401,
+            "invalid_token",
+            "send the key's JWT from resolve-key as 'Authorization: Bearer <jwt>'",
+        )
+    try:
+        claims = jwt.decode(
+            token,
+            cp.secrets.jwt,
+            algorithms=["HS256"],
+            audience=JWT_AUDIENCE,
+            issuer=JWT_ISSUER,
+            options={"require": ["sub", "exp", "iat", "iss", "aud"]},
+        )
+    except jwt.PyJWTError as exc:
+        return _error(
+            401,
+            "invalid_token",
+            f"the JWT was refused ({exc}); resolve the key again for a fresh one",
+        )
+    if claims.get("sub") != vk_id:
+        return _error(
+            401, "invalid_token", f"this JWT was issued for {claims.get('sub')}, not {vk_id}"
+        )
+    try:
+        bundle = await asyncio.to_thread(cp.store.bundle, vk_id)
+    except NotFound as exc:
+        return _error(404, "not_found", exc.message)
+    body = orjson.dumps(bundle)
+    etag = etag_for(vk_id, bundle["revision"], body)
+    if _etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(b"", status=304, headers={"ETag": etag})
+    return Response(body, status=200, content_type="application/json", headers={"ETag": etag})
+
+
+@blueprint.get("/changes")
+async def changes() -> Response:
+    cp = state()
+    try:
+        since = int(request.args.get("since", "-1"))
+        timeout = float(request.args.get("timeout_s", "0"))
+        if not math.isfinite(timeout):
+            raise ValueError
+    except ValueError:
+        return _error(400, "bad_request", "since must be an integer and timeout_s a number")
+    timeout = min(max(timeout, 0.0), MAX_TIMEOUT_SECONDS)
+    current = await asyncio.to_thread(cp.store.max_change_id)
+    if since < 0 or since > current:
+        # No cursor yet — or a cursor from another store (it was reset): start from now.
+        return _json(200, {"cursor": current, "events": []})
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        events = await asyncio.to_thread(cp.store.changes_since, since)
+        if events:
+            return _json(200, {"cursor": events[-1].id, "events": [e.to_json() for e in events]})
+        remaining = deadline - loop.time()
+        if remaining <= 0 or cp.stopping():
+            return _json(200, {"cursor": since, "events": []})
+        await asyncio.sleep(min(POLL_INTERVAL_SECONDS, remaining))
+
+
+def mount(app: Quart, cp: ControlPlane | Callable[[], ControlPlane], *, admin: bool = True) -> None:
+    """Serve the control plane ``cp`` (or a getter for it) from ``app``: the internal
+    protocol, ``/api/health`` and (``admin``) the admin REST API."""
+    app.extensions[EXTENSION] = cp
+    app.register_blueprint(blueprint)
+    app.register_blueprint(health)
+    if admin:
+        from tollway_control_plane.admin import blueprint as admin_blueprint
+
+        app.register_blueprint(admin_blueprint)

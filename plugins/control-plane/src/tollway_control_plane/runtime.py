@@ -1,0 +1,122 @@
+"""Opening the control plane: secrets, the store, and the state the HTTP layer shares."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from tollway.secrets import GatewaySecrets, SecretsError, load_gateway_secrets
+from tollway_control_plane.service import Service
+from tollway_control_plane.store import Store, store_target
+
+__all__ = [
+    "ControlPlane",
+    "installed_plugin_sections",
+    "load_secrets",
+    "open_store",
+]
+
+
+def load_secrets(
+    data_dir: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, generate: bool = True
+) -> GatewaySecrets:
+    """:func:`tollway.secrets.load_gateway_secrets`, tolerant of a concurrent first start.
+
+    Two processes starting on a fresh data dir (a gateway and a CLI command) may both try to
+    generate the secrets file; the loser finds the file created (or half-written) and reads it
+    again after a moment.
+    """
+    for _ in range(40):
+        try:
+            return load_gateway_secrets(data_dir, env, generate=generate)
+        except FileExistsError:
+            pass  # another process is creating the file right now
+        except SecretsError as exc:
+            if "unreadable" not in str(exc):
+                raise
+        time.sleep(0.05)
+    return load_gateway_secrets(data_dir, env, generate=generate)
+
+
+def installed_plugin_sections() -> list[str]:
+    """Names of the settings sections installed plugins register (accepted as per-key config
+    sections). Only called when a key's config has a top-level key this plugin does not know."""
+    from tollway._plugins import build_plugin_manager
+    from tollway.config import PluginSelection
+
+    names: list[str] = []
+    try:
+        pm, _ = build_plugin_manager(PluginSelection())
+        pm.hook.register_settings(register=lambda name, cls: names.append(name))
+    except Exception:
+        return []
+    return names
+
+
+def open_store(
+    data_dir: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    environment: str | None = None,
+) -> tuple[Store, GatewaySecrets]:
+    """The store for ``data_dir`` (or ``TOLLWAY_DATABASE_URL``) and the gateway secrets.
+
+    With PostgreSQL the secrets must come from the environment (several control planes share
+    the store, so a secret generated into one machine's data dir would be wrong).
+    """
+    env = os.environ if env is None else env
+    target = store_target(data_dir, env)
+    remote_db = target.startswith(("postgresql://", "postgres://"))
+    try:
+        secrets = load_secrets(data_dir, env, generate=not remote_db)
+    except SecretsError as exc:
+        if remote_db:
+            raise SecretsError(
+                f"{exc}. With TOLLWAY_DATABASE_URL (a shared store) set LW_VIRTUAL_KEY_PEPPER, "
+                "LW_GATEWAY_INTERNAL_SECRET and LW_GATEWAY_JWT_SECRET explicitly"
+            ) from None
+        raise
+    environment = environment or env.get("ENVIRONMENT", "production")
+    store = Store.open(
+        target,
+        secrets.pepper,
+        allow_private_base_urls=environment == "local",
+        plugin_sections=installed_plugin_sections,
+    )
+    return store, secrets
+
+
+@attrs.define
+class ControlPlane:
+    """What the control plane's HTTP routes share: the store, the secrets, the admin token."""
+
+    store: Store
+    secrets: GatewaySecrets
+    admin_token: str | None = None
+    #: True once the server is shutting down: long polls answer at once.
+    stopping: Callable[[], bool] = lambda: False
+    service: Service = attrs.field(init=False)
+    extras: dict[str, Any] = attrs.field(factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self.service = Service(self.store)
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | os.PathLike[str],
+        env: Mapping[str, str] | None = None,
+        *,
+        environment: str | None = None,
+    ) -> ControlPlane:
+        env = os.environ if env is None else env
+        store, secrets = open_store(data_dir, env, environment=environment)
+        token = env.get("TOLLWAY_ADMIN_TOKEN", "").strip() or None
+        return cls(store, secrets, token)
+
+    def close(self) -> None:
+        self.store.close()

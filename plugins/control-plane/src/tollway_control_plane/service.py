@@ -1,0 +1,388 @@
+"""Control-plane operations on JSON: what the CLI, the admin REST API and the CLI's remote mode
+share.
+
+Each operation takes an id and/or a JSON body (a dict, as it arrives over HTTP) and returns
+JSON. :data:`OPERATIONS` is the table of them; :class:`Service` runs them on a local
+:class:`~tollway_control_plane.store.Store`; :class:`tollway_control_plane.client.RemoteService`
+runs the same table over the admin API. Bodies are checked here (types, names of fields);
+values are checked by the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from tollway_control_plane._db import IntegrityError
+from tollway_control_plane._util import UNSET, Unset
+from tollway_control_plane.store import (
+    Budget,
+    Conflict,
+    Store,
+    ValidationError,
+    format_usd,
+    parse_usd,
+)
+
+__all__ = ["OPERATIONS", "Operation", "Service"]
+
+
+@attrs.frozen
+class Operation:
+    """One admin operation: ``name`` (``keys.create``), HTTP ``method`` and ``path`` under
+    ``/api/admin`` (``{id}`` where it takes an id), and whether it takes a body."""
+
+    name: str
+    method: str
+    path: str
+    body: bool = False
+    status: int = 200
+    summary: str = ""
+
+    @property
+    def has_id(self) -> bool:
+        return "{id}" in self.path
+
+
+def _ops(resource: str, path: str, *, rotate: bool = False) -> list[Operation]:
+    return [
+        Operation(f"{resource}.create", "POST", path, True, 201, f"Create a {resource[:-1]}"),
+        Operation(f"{resource}.list", "GET", path, summary=f"List {resource}"),
+        Operation(f"{resource}.get", "GET", f"{path}/{{id}}", summary=f"Get one {resource[:-1]}"),
+        Operation(f"{resource}.update", "PATCH", f"{path}/{{id}}", True, summary="Change fields"),
+        Operation(f"{resource}.delete", "DELETE", f"{path}/{{id}}", summary="Delete"),
+    ]
+
+
+OPERATIONS: list[Operation] = [
+    *_ops("keys", "/virtual-keys"),
+    Operation("keys.rotate", "POST", "/virtual-keys/{id}/rotate", summary="New secret (24 h)"),
+    Operation("keys.revoke", "POST", "/virtual-keys/{id}/revoke", summary="Revoke, for good"),
+    Operation("keys.disable", "POST", "/virtual-keys/{id}/disable", summary="Disable"),
+    Operation("keys.enable", "POST", "/virtual-keys/{id}/enable", summary="Enable again"),
+    *_ops("providers", "/model-providers"),
+    *_ops("policies", "/routing-policies"),
+    *_ops("budgets", "/budgets"),
+    Operation("budgets.reset", "POST", "/budgets/{id}/reset", summary="Count spend afresh"),
+    Operation("scopes.list", "GET", "/scopes", summary="Organizations, teams and projects"),
+    Operation("scopes.create", "POST", "/scopes", True, 201, summary="Create a team or project"),
+]
+_BY_NAME = {op.name: op for op in OPERATIONS}
+
+
+def operation(name: str) -> Operation:
+    return _BY_NAME[name]
+
+
+# --- body field helpers ---------------------------------------------------------------------
+
+
+def _body(body: Any) -> Mapping[str, Any]:
+    if body is None:
+        return {}
+    if not isinstance(body, Mapping):
+        raise ValidationError("body: must be a JSON object")
+    return body
+
+
+def _check_fields(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = [k for k in body if k not in allowed]
+    if unknown:
+        raise ValidationError(
+            [f"{k}: unknown field (known: {', '.join(allowed)})" for k in unknown]
+        )
+
+
+def _get(
+    body: Mapping[str, Any],
+    name: str,
+    kind: type | tuple[type, ...],
+    *,
+    required: bool = False,
+    nullable: bool = True,
+) -> Any:
+    """``body[name]`` checked against ``kind``; :data:`UNSET` when absent."""
+    if name not in body:
+        if required:
+            raise ValidationError(f"{name}: required")
+        return UNSET
+    value = body[name]
+    if value is None:
+        if not nullable:
+            raise ValidationError(f"{name}: must not be null")
+        return None
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        raise ValidationError(f"{name}: must be {_kind_name(kinds)}, not a boolean")
+    if not isinstance(value, kinds):
+        raise ValidationError(f"{name}: must be {_kind_name(kinds)}")
+    return value
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", bool: "a boolean", dict: "an object"}
+    names.update({list: "an array", float: "a number"})
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if isinstance(value, Unset) else value
+
+
+def _models(value: Any) -> Any:
+    if isinstance(value, str):
+        return [m.strip() for m in value.split(",") if m.strip()] or None
+    return value
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+class Service:
+    """Runs :data:`OPERATIONS` on a local store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def close(self) -> None:
+        self.store.close()
+
+    def call(self, name: str, id: str | None = None, body: Any = None) -> Any:
+        """Run operation ``name`` (``keys.create``…) with its id and JSON body."""
+        op = _BY_NAME[name]
+        method = getattr(self, name.replace(".", "_"))
+        args: list[Any] = []
+        if op.has_id:
+            args.append(id)
+        if op.body:
+            args.append(_body(body))
+        try:
+            return method(*args)
+        except IntegrityError as exc:  # a concurrent write removed what this one refers to
+            raise Conflict(
+                f"the change conflicts with another one made at the same time ({exc}); retry"
+            ) from None
+
+    # --- keys ---------------------------------------------------------------------------
+
+    _KEY_CREATE = (
+        "name",
+        "scope",
+        "env",
+        "config",
+        "routing_policy_id",
+        "expires_at",
+        "principal_id",
+    )
+
+    def keys_create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        _check_fields(body, self._KEY_CREATE)
+        key, secret = self.store.create_key(
+            name=_get(body, "name", str, required=True, nullable=False),
+            scope=_or(_get(body, "scope", str), None),
+            env=_or(_get(body, "env", str, nullable=False), "live"),
+            config=_or(_get(body, "config", dict), None),
+            routing_policy_id=_or(_get(body, "routing_policy_id", str), None),
+            expires_at=_or(_get(body, "expires_at", str), None),
+            principal_id=_or(_get(body, "principal_id", str), None),
+        )
+        return {**key.to_json(), "secret": secret}
+
+    def keys_list(self) -> list[dict[str, Any]]:
+        return [k.to_json() for k in self.store.list_keys()]
+
+    def keys_get(self, key_id: str) -> dict[str, Any]:
+        return self.store.get_key(key_id).to_json()
+
+    def keys_update(self, key_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        _check_fields(body, ("name", "config", "routing_policy_id", "expires_at", "principal_id"))
+        return self.store.update_key(
+            key_id,
+            name=_get(body, "name", str, nullable=False),
+            config=_get(body, "config", dict),
+            routing_policy_id=_get(body, "routing_policy_id", str),
+            expires_at=_get(body, "expires_at", str),
+            principal_id=_get(body, "principal_id", str),
+        ).to_json()
+
+    def keys_rotate(self, key_id: str) -> dict[str, Any]:
+        key, secret = self.store.rotate_key(key_id)
+        return {**key.to_json(), "secret": secret}
+
+    def keys_revoke(self, key_id: str) -> dict[str, Any]:
+        return self.store.revoke_key(key_id).to_json()
+
+    def keys_disable(self, key_id: str) -> dict[str, Any]:
+        return self.store.disable_key(key_id).to_json()
+
+    def keys_enable(self, key_id: str) -> dict[str, Any]:
+        return self.store.enable_key(key_id).to_json()
+
+    def keys_delete(self, key_id: str) -> dict[str, Any]:
+        self.store.delete_key(key_id)
+        return {"id": key_id, "deleted": True}
+
+    # --- model providers ----------------------------------------------------------------
+
+    _PROVIDER_FIELDS = (
+        "name",
+        "api_key",
+        "base_url",
+        "config",
+        "rpm",
+        "tpm",
+        "rpd",
+        "priority",
+        "models",
+    )
+
+    def providers_create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        _check_fields(body, ("type", "scope", *self._PROVIDER_FIELDS))
+        return self.store.create_provider(
+            type=_get(body, "type", str, required=True, nullable=False),
+            name=_get(body, "name", str, required=True, nullable=False),
+            api_key=_or(_get(body, "api_key", str), None),
+            base_url=_or(_get(body, "base_url", str), None),
+            config=_or(_get(body, "config", dict), None),
+            rpm=_or(_get(body, "rpm", int), None),
+            tpm=_or(_get(body, "tpm", int), None),
+            rpd=_or(_get(body, "rpd", int), None),
+            priority=_or(_get(body, "priority", int, nullable=False), 0),
+            scope=_or(_get(body, "scope", str), None),
+            models=_or(_models(_get(body, "models", (list, str))), None),
+        ).to_json()
+
+    def providers_list(self) -> list[dict[str, Any]]:
+        return [p.to_json() for p in self.store.list_providers()]
+
+    def providers_get(self, provider_id: str) -> dict[str, Any]:
+        return self.store.get_provider(provider_id).to_json()
+
+    def providers_update(self, provider_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        _check_fields(body, self._PROVIDER_FIELDS)
+        return self.store.update_provider(
+            provider_id,
+            name=_get(body, "name", str, nullable=False),
+            api_key=_get(body, "api_key", str),
+            base_url=_get(body, "base_url", str),
+            config=_get(body, "config", dict),
+            rpm=_get(body, "rpm", int),
+            tpm=_get(body, "tpm", int),
+            rpd=_get(body, "rpd", int),
+            priority=_get(body, "priority", int, nullable=False),
+            models=_models(_get(body, "models", (list, str))),
+        ).to_json()
+
+    def providers_delete(self, provider_id: str) -> dict[str, Any]:
+        self.store.delete_provider(provider_id)
+        return {"id": provider_id, "deleted": True}
+
+    # --- routing policies ---------------------------------------------------------------
+
+    def policies_create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        _check_fields(body, ("name", "providers", "is_default", "organization_id"))
+        kwargs: dict[str, Any] = {}
+        org = _get(body, "organization_id", str, nullable=False)
+        if not isinstance(org, Unset):
+            kwargs["organization_id"] = org
+        return self.store.create_routing_policy(
+            name=_get(body, "name", str, required=True, nullable=False),
+            providers=_get(body, "providers", (str, list), required=True, nullable=False),
+            is_default=bool(_or(_get(body, "is_default", bool, nullable=False), False)),
+            **kwargs,
+        ).to_json()
+
+    def policies_list(self) -> list[dict[str, Any]]:
+        return [p.to_json() for p in self.store.list_routing_policies()]
+
+    def policies_get(self, policy_id: str) -> dict[str, Any]:
+        return self.store.get_routing_policy(policy_id).to_json()
+
+    def policies_update(self, policy_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        _check_fields(body, ("name", "providers", "is_default"))
+        return self.store.update_routing_policy(
+            policy_id,
+            name=_get(body, "name", str, nullable=False),
+            providers=_get(body, "providers", (str, list), nullable=False),
+            is_default=_get(body, "is_default", bool, nullable=False),
+        ).to_json()
+
+    def policies_delete(self, policy_id: str) -> dict[str, Any]:
+        self.store.delete_routing_policy(policy_id)
+        return {"id": policy_id, "deleted": True}
+
+    # --- budgets ------------------------------------------------------------------------
+
+    def _budget_json(self, budget: Budget, accounting: bool | None = None) -> dict[str, Any]:
+        if accounting is None:
+            accounting = self.store.ledger_has_rows()
+        spent = self.store.budget_spend(budget) if accounting else 0
+        data = budget.to_json()
+        data["spend_micro_usd"] = spent
+        data["spend_usd"] = format_usd(spent)
+        data["spend_accounting"] = accounting
+        return data
+
+    def budgets_create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        _check_fields(body, ("scope", "window", "limit_usd", "on_breach", "name"))
+        scope = _get(body, "scope", str, required=True, nullable=False)
+        limit = _get(body, "limit_usd", (str, int, float), required=True, nullable=False)
+        budget = self.store.create_budget(
+            scope=scope,
+            window=_or(_get(body, "window", str, nullable=False), "month"),
+            limit_usd=parse_usd(limit),
+            on_breach=_or(_get(body, "on_breach", str, nullable=False), "block"),
+            name=_or(_get(body, "name", str), None),
+        )
+        return self._budget_json(budget)
+
+    def budgets_list(self) -> list[dict[str, Any]]:
+        accounting = self.store.ledger_has_rows()
+        return [self._budget_json(b, accounting) for b in self.store.list_budgets()]
+
+    def budgets_get(self, budget_id: str) -> dict[str, Any]:
+        return self._budget_json(self.store.get_budget(budget_id))
+
+    def budgets_update(self, budget_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        _check_fields(body, ("limit_usd", "on_breach", "name"))
+        limit = _get(body, "limit_usd", (str, int, float), nullable=False)
+        budget = self.store.update_budget(
+            budget_id,
+            limit_usd=limit if isinstance(limit, Unset) else parse_usd(limit),
+            on_breach=_get(body, "on_breach", str, nullable=False),
+            name=_get(body, "name", str),
+        )
+        return self._budget_json(budget)
+
+    def budgets_delete(self, budget_id: str) -> dict[str, Any]:
+        self.store.delete_budget(budget_id)
+        return {"id": budget_id, "deleted": True}
+
+    def budgets_reset(self, budget_id: str) -> dict[str, Any]:
+        return self._budget_json(self.store.reset_budget(budget_id))
+
+    # --- scopes -------------------------------------------------------------------------
+
+    def scopes_list(self) -> dict[str, Any]:
+        return {
+            "organizations": [o.to_json() for o in self.store.list_organizations()],
+            "teams": [t.to_json() for t in self.store.list_teams()],
+            "projects": [p.to_json() for p in self.store.list_projects()],
+        }
+
+    def scopes_create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        _check_fields(body, ("type", "name", "parent_id"))
+        kind = _get(body, "type", str, required=True, nullable=False)
+        name = _get(body, "name", str, required=True, nullable=False)
+        parent = _or(_get(body, "parent_id", str), None)
+        if kind == "organization":
+            return {"type": kind, **self.store.create_organization(name).to_json()}
+        if kind == "team":
+            team = self.store.create_team(name, parent or "org_default")
+            return {"type": kind, **team.to_json()}
+        if kind == "project":
+            project = self.store.create_project(name, parent or "team_default")
+            return {"type": kind, **project.to_json()}
+        raise ValidationError("type: must be organization, team or project")

@@ -1,0 +1,222 @@
+"""Shared test helpers for tollway-control-plane: store targets (SQLite and PostgreSQL), the
+``tollway`` CLI and ``tollway control-plane`` as subprocesses, signed internal requests."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tollway.signing import signed_headers, verify
+
+PG_BASE = os.environ.get("TOLLWAY_TEST_PG_URL", "postgresql://{user}@127.0.0.1:5432/test")
+PEPPER = b"test-pepper-0123456789abcdef0123"
+SECRETS_ENV = {
+    "LW_VIRTUAL_KEY_PEPPER": PEPPER.decode(),
+    "LW_GATEWAY_INTERNAL_SECRET": "test-internal-secret-0123456789ab",
+    "LW_GATEWAY_JWT_SECRET": "test-jwt-secret-0123456789abcdefgh",
+}
+INTERNAL = SECRETS_ENV["LW_GATEWAY_INTERNAL_SECRET"].encode()
+JWT_SECRET = SECRETS_ENV["LW_GATEWAY_JWT_SECRET"].encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+def _pg_admin() -> tuple[Any, str] | None:
+    """A connection to the test database (as postgres or root), or None if unreachable."""
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    for user in ("postgres", "root"):
+        url = PG_BASE.format(user=user)
+        try:
+            return psycopg.connect(url, autocommit=True, connect_timeout=3), url
+        except psycopg.Error:
+            continue
+    return None
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+    admin = _pg_admin()
+    if admin is None:
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test')")
+    conn, url = admin
+    schema = f"tollway_test_{secrets.token_hex(6)}"
+    conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{url}?options=-csearch_path%3D{schema}"
+    finally:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store target: a SQLite file in a tmp dir, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "tollway.db")
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
+# --- subprocesses -----------------------------------------------------------------------------
+
+
+def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LW_", "TOLLWAY_")) and k != "ENVIRONMENT"
+    }
+    env.update(SECRETS_ENV)
+    env.update(
+        {
+            "TOLLWAY_DATA_DIR": str(data_dir),
+            # Only this plugin: the CLI starts faster and other plugins' state stays out.
+            "TOLLWAY_PLUGINS": "tollway-control-plane",
+            "ENVIRONMENT": "local",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def tollway(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tollway ARGS`` on the store in ``data_dir``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tollway", *args],
+        env=env or cli_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"tollway {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def tollway_json(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+    return orjson.loads(tollway(data_dir, *args, "--json", env=env).stdout)
+
+
+class ControlPlaneProcess:
+    def __init__(self, proc: subprocess.Popen[str], url: str, data_dir: Path, log: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.data_dir = data_dir
+        self.log = log
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+    # A signed internal request, as a gateway sends it.
+    def internal(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        headers: dict[str, str] | None = None,
+        secret: bytes = INTERNAL,
+        now: float | None = None,
+        params: dict[str, Any] | None = None,
+        timeout: float = 10,
+    ) -> httpx.Response:
+        all_headers = signed_headers(secret, method, path, body, now=now)
+        all_headers.update(headers or {})
+        if body:
+            all_headers["content-type"] = "application/json"
+        return httpx.request(
+            method,
+            self.url + path,
+            content=body or None,
+            headers=all_headers,
+            params=params,
+            timeout=timeout,
+        )
+
+
+def start_control_plane(
+    data_dir: Path, *, env: dict[str, str] | None = None, timeout: float = 20
+) -> ControlPlaneProcess:
+    """``tollway control-plane --port 0``; ready once it printed its address and answers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "control-plane.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tollway",
+                "control-plane",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ],
+            env=env or cli_env(data_dir),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    cp = ControlPlaneProcess(proc, "", data_dir, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"control plane exited {proc.returncode}:\n{cp.logs()}")
+        cp.url = cp.url or listening_url(cp.logs()) or ""
+        if cp.url:
+            try:
+                if httpx.get(f"{cp.url}/api/health", timeout=1).status_code == 200:
+                    return cp
+            except httpx.TransportError:
+                pass
+        time.sleep(0.05)
+    stop(proc)
+    raise AssertionError(f"control plane not ready after {timeout}s:\n{cp.logs()}")
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def verify_response(response: httpx.Response, method: str, path: str) -> None:
+    """Raise unless the control plane signed this response."""
+    verify(INTERNAL, method, path, response.headers, response.content)
+
+
+def listening_url(line: str) -> str | None:
+    match = re.search(r"listening on (http://\S+)", line)
+    return match.group(1) if match else None
