@@ -586,7 +586,12 @@ class Gateway:
         """The client's response is complete: settle the request (``account``) off-path."""
         self.in_flight -= 1
         ctx.finished = time.perf_counter()
-        self.spawn(self.hooks.account(ctx))
+        # The task copies the current context: make its log lines carry this request's id.
+        token = request_id_var.set(ctx.request_id)
+        try:
+            self.spawn(self.hooks.account(ctx))
+        finally:
+            request_id_var.reset(token)
 
     async def _body_reply(self, ctx: RequestContext, result: ProviderResult) -> Reply:
         body = result.body or b""

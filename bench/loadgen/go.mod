@@ -1,0 +1,3 @@
+module tollway.dev/bench/loadgen
+
+go 1.19

@@ -1,0 +1,103 @@
+"""Smoke test of the benchmark: ``bench/run.py --quick`` runs and every target produces numbers.
+
+It never asserts a timing (speed is measured by the full run and written to
+docs/performance.md, not tested). It needs nginx with the echo module, wrk and go:
+``bench/setup.sh`` installs whichever is missing (apt-get, root, network to the Debian mirrors)
+and the test is skipped, saying why, when that is not possible.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TARGETS = ("direct", "bare", "full")
+
+
+@pytest.fixture(scope="module")
+def bench_tools() -> None:
+    setup = REPO / "bench" / "setup.sh"
+    try:
+        res = subprocess.run(["bash", str(setup)], capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        pytest.skip("bench/setup.sh timed out installing nginx, wrk and go")
+    if res.returncode != 0:
+        pytest.skip(
+            "bench/setup.sh could not provide nginx + echo module, wrk and go: "
+            + (res.stderr.strip().splitlines() or ["no output"])[-1]
+        )
+
+
+@pytest.fixture(scope="module")
+def report(bench_tools: None, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("bench")
+    out, md = tmp / "bench.json", tmp / "performance.md"
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "run.py"),
+            "--quick",
+            "--targets",
+            ",".join(TARGETS),
+            "--json",
+            str(out),
+            "--markdown",
+            str(md),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, f"bench/run.py failed:\n{res.stdout}\n{res.stderr[-4000:]}"
+    data: dict[str, Any] = json.loads(out.read_text())
+    data["_markdown"] = md.read_text()
+    data["_stderr"] = res.stderr
+    return data
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # the first run on a fresh machine may apt-get install the tools
+@pytest.mark.parametrize("target", TARGETS)
+def test_bench_quick_run_measures_every_target(report: dict[str, Any], target: str) -> None:
+    info = {t["name"]: t for t in report["targets"]}
+    assert info[target]["unavailable"] is None, (
+        f"{target} unavailable: {info[target]['unavailable']}\n{report['_stderr'][-3000:]}"
+    )
+    s = report["summary"][target]
+    assert _number(s["wrk"]["rps"]) and s["wrk"]["rps"] > 0, s["wrk"]
+    assert s["wrk"]["errors"] == 0, s["wrk"]
+    for phase in ("rate20", "rate200"):
+        ph = s[phase]
+        assert ph["ok"] > 0 and _number(ph["achieved_rate"]), ph
+        for key in ("p50", "p90", "p99", "max", "cpu_ms_per_req"):
+            assert _number(ph[key]), (phase, key, ph)
+    for phase in ("sse200", "paced"):
+        ph = s[phase]
+        assert ph["ok"] > 0 and ph["errors"] == 0, ph
+        assert _number(ph["ttfb_p50"]) and _number(ph["total_p50"]), ph
+        # Tollway drops the usage event it asked for on the client's behalf; never more.
+        assert ph["events"] and min(ph["events"]) >= 199, ph
+    assert _number(s["paced"]["gap_max"]), s["paced"]
+    assert max(ph["rss_mib"] for ph in s.values()) > 1
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_bench_quick_run_writes_the_report(report: dict[str, Any]) -> None:
+    md = report["_markdown"]
+    for heading in ("## Bars", "## Throughput", "## Latency at 20 req/s", "## Streaming"):
+        assert heading in md
+    full = next(t for t in report["targets"] if t["name"] == "full")
+    assert any(n.startswith("plugins: ") for n in full["notes"]), full["notes"]
+    assert {b["group"] for b in report["bars"]} >= {"Throughput", "Streaming", "Memory"}
