@@ -125,7 +125,7 @@ def test_max_attempts_caps_the_chain(
     failing_sim: Simulator, sim: Simulator, gateway_factory
 ) -> None:
     gw = gateway_factory(
-        two_openai(failing_sim.url, sim.url), key_config="{ fallback = { max_attempts = 1 } }"
+        two_openai(failing_sim.url, sim.url), key_config={"fallback": {"max_attempts": 1}}
     )
     r = chat(gw)
     assert r.status_code == 500  # the one attempt's upstream error, passed through

@@ -1,0 +1,321 @@
+"""Test helpers shipped with the core: real processes on loopback.
+
+Plugin authors and our own suites use these to run the provider simulator
+(``python -m tollway_simulator``) and a gateway (``python -m tollway serve``) as subprocesses,
+then talk to them with the official SDKs::
+
+    from tollway.testing import start_simulator, start_gateway, StaticKey, stop
+
+    sim = start_simulator()
+    gw = start_gateway(tmp_path, providers=default_providers(sim.url),
+                       keys=[StaticKey(config={"models_allowed": ["gpt-4o*"]})],
+                       plugins=["tollway_static_keys", "tollway_provider_openai", "my_plugin"])
+    client = gw.openai()          # openai.OpenAI pointed at the gateway with the first key
+    ...
+    stop(gw.proc); stop(sim.proc)
+
+Nothing here is imported by the gateway itself; the SDKs are imported lazily so the core does
+not depend on them.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from tollway.keys import mint_key
+
+__all__ = [
+    "GatewayProcess",
+    "Simulator",
+    "StaticKey",
+    "default_providers",
+    "free_port",
+    "plugin_allow_list",
+    "start_gateway",
+    "start_simulator",
+    "stop",
+    "toml_value",
+    "wait_ready",
+]
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM, wait, then SIGKILL; close the pipes."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _http_json(method: str, url: str) -> Any:
+    req = urllib.request.Request(url, method=method)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = resp.read()
+    return json.loads(body) if body else None
+
+
+class Simulator:
+    """A running provider simulator and its introspection endpoints."""
+
+    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
+        self.proc = proc
+        self.url = url
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request it recorded (method, path, query_string, headers, base64 body)."""
+        return list(_http_json("GET", f"{self.url}/_sim/requests"))
+
+    def last_request(self) -> dict[str, Any]:
+        reqs = self.requests()
+        assert reqs, "the simulator received no request"
+        return reqs[-1]
+
+    def last_body(self) -> bytes:
+        """The exact bytes of the last request body it received."""
+        return base64.b64decode(self.last_request()["body"])
+
+    def clear(self) -> None:
+        _http_json("DELETE", f"{self.url}/_sim/requests")
+
+    def stats(self) -> dict[str, int]:
+        return dict(_http_json("GET", f"{self.url}/_sim/stats"))
+
+
+def start_simulator(*args: str) -> Simulator:
+    """Start ``python -m tollway_simulator`` on a free port (extra CLI ``args`` passed on)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollway_simulator", "--host", "127.0.0.1", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    match = re.search(r"listening on (http://\S+)", line)
+    if not match:
+        stop(proc)
+        raise AssertionError(f"the simulator did not start: {line!r}")
+    return Simulator(proc, match.group(1))
+
+
+@attrs.define
+class StaticKey:
+    """A key for the ``tollway-static-keys`` plugin (a fresh test key unless ``secret``)."""
+
+    config: dict[str, Any] = attrs.field(factory=dict)
+    extras: dict[str, Any] = attrs.field(factory=dict)
+    secret: str = attrs.field(factory=lambda: mint_key("test"))
+    name: str = "test"
+    project_id: str = "default"
+    team_id: str = "default"
+    organization_id: str = "default"
+
+
+def toml_value(value: Any) -> str:
+    """A Python value as a TOML inline value (dicts become inline tables)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        items = ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    if value is None:
+        raise ValueError("TOML has no null; leave the key out instead")
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def default_providers(sim_url: str) -> list[dict[str, Any]]:
+    """One OpenAI and one Anthropic provider, both pointing at the simulator."""
+    return [
+        {
+            "name": "sim-openai",
+            "type": "openai",
+            "base_url": f"{sim_url}/v1",
+            "api_key": "sk-upstream-openai",
+        },
+        {
+            "name": "sim-anthropic",
+            "type": "anthropic",
+            "base_url": sim_url,
+            "api_key": "sk-ant-upstream",
+        },
+    ]
+
+
+def plugin_allow_list(modules: Iterable[str]) -> str:
+    """``TOLLWAY_PLUGINS`` loading exactly the installed entry points of these modules (import
+    names like ``tollway_static_keys``) or entry-point names."""
+    wanted = set(modules)
+    eps = importlib.metadata.entry_points(group="tollway")
+    names = sorted(ep.name for ep in eps if ep.name in wanted or ep.module in wanted)
+    found = {ep.name for ep in eps if ep.name in wanted} | {
+        ep.module for ep in eps if ep.module in wanted
+    }
+    missing = wanted - found
+    if missing:
+        raise AssertionError(f"plugins not installed: {sorted(missing)}")
+    return ",".join(names)
+
+
+class GatewayProcess:
+    """A running ``tollway serve`` subprocess."""
+
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        url: str,
+        keys: list[StaticKey],
+        log: Path,
+        config: Path,
+        data_dir: Path,
+    ) -> None:
+        self.proc = proc
+        self.url = url
+        self.keys = keys
+        self.log = log
+        self.config = config
+        self.data_dir = data_dir
+
+    @property
+    def key(self) -> str:
+        """The first key's secret."""
+        return self.keys[0].secret
+
+    def openai(self, key: str | None = None, **kw: Any) -> Any:
+        """An ``openai.OpenAI`` client for this gateway (no retries, 20 s timeout)."""
+        import openai
+
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 20)
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, **kw)
+
+    def anthropic(self, key: str | None = None, **kw: Any) -> Any:
+        """An ``anthropic.Anthropic`` client for this gateway (no retries, 20 s timeout)."""
+        import anthropic
+
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 20)
+        return anthropic.Anthropic(base_url=self.url, api_key=key or self.key, **kw)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """The gateway's JSON log lines, parsed."""
+        out = []
+        for line in self.logs().splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
+
+def start_gateway(
+    tmp: Path,
+    config: str = "",
+    env: Mapping[str, str] | None = None,
+    *,
+    providers: Iterable[Mapping[str, Any]] = (),
+    keys: Iterable[StaticKey] | None = None,
+    plugins: Iterable[str] | None = None,
+    wait: bool = True,
+    timeout: float = 30,
+) -> GatewayProcess:
+    """Start ``python -m tollway serve`` with a TOML config in ``tmp``.
+
+    ``config`` is raw TOML; ``providers`` are ``[[providers]]`` tables; ``keys`` become
+    ``[[plugin.static-keys.keys]]`` entries (default: one fresh key without config);
+    ``plugins`` limits the loaded plugins (module or entry-point names; default: every
+    installed plugin). The gateway listens on a free loopback port with ``ENVIRONMENT=local``.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    key_list = list(keys) if keys is not None else [StaticKey()]
+    parts = [config]
+    for p in providers:
+        parts.append("[[providers]]")
+        parts.extend(f"{k} = {toml_value(v)}" for k, v in p.items() if v is not None)
+    for k in key_list:
+        parts.append("[[plugin.static-keys.keys]]")
+        for field in ("name", "secret", "project_id", "team_id", "organization_id"):
+            parts.append(f"{field} = {toml_value(getattr(k, field))}")
+        if k.config:
+            parts.append(f"config = {toml_value(k.config)}")
+        if k.extras:
+            parts.append(f"extras = {toml_value(k.extras)}")
+    cfg = tmp / "tollway.toml"
+    cfg.write_text("\n".join(parts) + "\n")
+    port = free_port()
+    log = tmp / "gateway.log"
+    data_dir = tmp / "data"
+    full_env = {
+        **os.environ,
+        "ENVIRONMENT": "local",
+        "TOLLWAY_DATA_DIR": str(data_dir),
+        "SERVER_ADDR": f"127.0.0.1:{port}",
+        "LOG_FORMAT": "json",
+        "SERVER_DRAIN_DELAY_SECONDS": "0",
+    }
+    if plugins is not None:
+        full_env["TOLLWAY_PLUGINS"] = plugin_allow_list(plugins)
+    full_env.update(env or {})
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tollway", "serve", "--config", str(cfg)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+        )
+    gw = GatewayProcess(proc, f"http://127.0.0.1:{port}", key_list, log, cfg, data_dir)
+    if wait:
+        wait_ready(gw, timeout)
+    return gw
+
+
+def wait_ready(gw: GatewayProcess, timeout: float = 30) -> None:
+    """Wait until ``/startupz`` answers 200 (raise with the gateway's log if it exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gw.proc.poll() is not None:
+            raise AssertionError(f"gateway exited with {gw.proc.returncode}:\n{gw.logs()}")
+        try:
+            with urllib.request.urlopen(f"{gw.url}/startupz", timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"gateway not ready after {timeout}s:\n{gw.logs()}")
