@@ -465,7 +465,8 @@ def merge_texts(original: Sequence[str], versions: Sequence[Sequence[str]]) -> l
     turned into word-level edits of the original (:func:`merge_text`): edits that touch
     different words all apply (one evaluator redacts an email, another a name in the same
     message); where two edits overlap, the later version's wins. Texts no version changed stay
-    as they were.
+    as they were. (Where a text repeats the same words, which occurrence an edit belongs to can
+    be ambiguous; each version is still applied as a whole edit script.)
     """
     for version in versions:
         if len(version) != len(original):

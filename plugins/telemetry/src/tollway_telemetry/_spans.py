@@ -169,6 +169,8 @@ def span_attributes(ctx: RequestContext) -> dict[str, AttrValue]:
         if usage.reasoning_tokens:
             a["langwatch.usage.reasoning_tokens"] = usage.reasoning_tokens
     cost = ctx.stash.get(COST_USD)
+    if cost is None and ctx.cost_micros is not None:
+        cost = ctx.cost_micros / 1_000_000
     if cost is not None:
         a["langwatch.cost_usd"] = float(cost)
     if ctx.attempts:
@@ -192,6 +194,10 @@ def span_attributes(ctx: RequestContext) -> dict[str, AttrValue]:
     overhead = overhead_seconds(ctx)
     if overhead is not None:
         a["langwatch.gateway.overhead_ms"] = round(overhead * 1000, 3)
+    # What plugins put on the context for the span (langwatch.guardrail.*, budget, cache, …).
+    for name, value in ctx.span_attributes.items():
+        if isinstance(value, str | bool | int | float):
+            a[name] = value
 
     # What other plugins left on the response headers, and what the outcome implies.
     cache = _header(ctx, "X-LangWatch-Cache")
