@@ -122,6 +122,10 @@ class RequestContext:
     #: Extra span attributes any plugin wants on the request's span (``langwatch.guardrail.*``,
     #: ``langwatch.budget.decision``, …). Values: str, int, float or bool.
     span_attributes: dict[str, Any] = attrs.field(factory=dict)
+    #: Per-request stream listeners, same contract as ``on_stream_chunk`` (sync, in place).
+    #: A plugin appends one only for the requests it cares about, so streams of other requests
+    #: pay no per-chunk dispatch (``on_stream_chunk`` runs for every stream).
+    stream_listeners: list[Any] = attrs.field(factory=list)
     #: Guardrail decisions: (direction ``pre``/``post``/``stream_chunk``, plugin, verdict).
     verdicts: list[tuple[str, str, Any]] = attrs.field(factory=list)
     _body_dirty: bool = False

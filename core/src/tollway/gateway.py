@@ -638,6 +638,8 @@ class Gateway:
         assert result.events is not None
         state.started = True
         listeners = self.hooks.stream_chunk
+        if ctx.stream_listeners:
+            listeners = (*listeners, *ctx.stream_listeners)
         events = result.events
         token = request_id_var.set(ctx.request_id)
         self.streaming_active += 1

@@ -227,8 +227,10 @@ def on_stream_chunk(ctx: RequestContext, chunk: bytearray) -> Verdict | None:
     **Synchronous only** and in-place: ``chunk`` holds one or more complete SSE events as they
     arrived; mutate it to rewrite what the client receives. Return ``Verdict("block", reason)``
     to end the stream with the terminal ``event: error`` frame (code ``stream_chunk_blocked``).
-    Budget: a few microseconds — hand slow work to a task. When no plugin implements this hook
-    the core never calls it (no per-chunk dispatch).
+    Budget: a few microseconds — hand slow work to a task. This runs for every stream; a plugin
+    that cares about some requests only appends a listener of the same signature to
+    ``ctx.stream_listeners`` instead (from ``admit``, ``pre_guardrail`` or ``route``). With no
+    implementation and no listeners the core never dispatches per chunk.
     """
 
 

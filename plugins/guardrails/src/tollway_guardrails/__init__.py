@@ -245,12 +245,15 @@ async def pre_guardrail(ctx: RequestContext) -> Verdict | None:
     else:
         verdict = None
     if ctx.stream and plan.stream_chunk:
-        ctx.stash[_STREAM] = StreamGuard(
+        guard = StreamGuard(
             ctx,
             plan.stream_chunk,
             state.settings.stream_chunk_budget_ms / 1000,
             state.settings.max_pending_chunk_evaluations,
         )
+        ctx.stash[_STREAM] = guard
+        # Only this request's stream is inspected; other streams pay no per-chunk call.
+        ctx.stream_listeners.append(guard.on_chunk)
     return verdict
 
 
@@ -282,14 +285,6 @@ async def post_guardrail(ctx: RequestContext, response: Any) -> Verdict | None:
     if decision.texts is not None:
         response.set_json(set_texts(doc, slots, decision.texts))
     return verdict
-
-
-@hookimpl
-def on_stream_chunk(ctx: RequestContext, chunk: bytearray) -> Verdict | None:
-    guard = ctx.stash.get(_STREAM)
-    if guard is None:
-        return None
-    return guard.on_chunk(ctx, chunk)
 
 
 @hookimpl

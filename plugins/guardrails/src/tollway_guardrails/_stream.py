@@ -1,7 +1,7 @@
 """``stream_chunk`` guardrails: judging a streaming response chunk by chunk (SPEC §6).
 
-The core calls ``on_stream_chunk`` synchronously for each chunk of complete SSE events, and
-relays the chunk as soon as the hook returns; the hook cannot wait for anything. So:
+The core calls the guard (a per-request stream listener) synchronously for each chunk of SSE
+events, and relays the chunk as soon as it returns; it cannot wait for anything. So:
 
 * Evaluators with ``evaluate_sync`` (CPU-only, microseconds — e.g. ``pii``) run **inline**: their
   ``block`` ends the stream before this chunk is sent, their ``modify`` rewrites this chunk. The

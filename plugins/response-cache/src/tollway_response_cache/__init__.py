@@ -15,8 +15,8 @@ How it fits the pipeline (authenticate → admit → pre_guardrail → route →
   marks the request for capture. Concurrent identical misses coalesce: the first calls the
   upstream, the others wait for its answer (in-process; across replicas through a Redis fill
   lock).
-* ``post_guardrail`` (``tryfirst``) keeps a miss's complete body; ``on_stream_chunk``
-  (``tryfirst``) buffers a miss's stream as it is relayed.
+* ``post_guardrail`` (``tryfirst``) keeps a miss's complete body; a per-request stream listener
+  (registered first) buffers a miss's stream as it is relayed.
 * ``account`` stores the answer when the call succeeded (status < 400, no mid-stream failure,
   no client disconnect, a complete stream) and wakes the coalesced waiters.
 """
@@ -246,6 +246,8 @@ async def route(ctx: RequestContext) -> list[RouteTarget] | None:
     state.capture = True
     if ctx.stream:
         state.stream_buffer = bytearray()
+        # First, so it captures the chunk as the upstream sent it (a replay is guarded again).
+        ctx.stream_listeners.insert(0, _capture_chunk)
     _outcome(ctx, "force" if force else "miss")
     return None
 
@@ -260,9 +262,8 @@ def post_guardrail(ctx: RequestContext, response: ResponseView) -> None:
     return None
 
 
-@hookimpl(tryfirst=True)
-def on_stream_chunk(ctx: RequestContext, chunk: bytearray) -> None:
-    """Buffer a miss's stream as relayed (other listeners run after, so it is unmodified)."""
+def _capture_chunk(ctx: RequestContext, chunk: bytearray) -> None:
+    """Buffer a miss's stream as relayed (registered first, so it is unmodified)."""
     state = ctx.stash.get(REQUEST)
     if state is not None and state.stream_buffer is not None:
         state.append(chunk)
