@@ -33,7 +33,7 @@ import time
 import urllib.request
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -105,6 +105,10 @@ class Simulator:
     def clear(self) -> None:
         _http_json("DELETE", f"{self.url}/_sim/requests")
 
+    def reset(self) -> None:
+        """Reset its counters and prompt-cache memory (recorded requests are kept)."""
+        _http_json("POST", f"{self.url}/_sim/reset")
+
     def stats(self) -> dict[str, int]:
         return dict(_http_json("GET", f"{self.url}/_sim/stats"))
 
@@ -133,6 +137,8 @@ class StaticKey:
     extras: dict[str, Any] = attrs.field(factory=dict)
     secret: str = attrs.field(factory=lambda: mint_key("test"))
     name: str = "test"
+    #: Fixed key id (the plugin derives one from the secret when unset).
+    id: str | None = None
     project_id: str = "default"
     team_id: str = "default"
     organization_id: str = "default"
@@ -213,13 +219,23 @@ class GatewayProcess:
         """The first key's secret."""
         return self.keys[0].secret
 
+    def secret(self, key: str | None = None) -> str:
+        """A key's secret by its name (or a secret, returned as is); default: the first key."""
+        if key is None:
+            return self.key
+        for k in self.keys:
+            if k.name == key:
+                return k.secret
+        return key
+
     def openai(self, key: str | None = None, **kw: Any) -> Any:
-        """An ``openai.OpenAI`` client for this gateway (no retries, 20 s timeout)."""
+        """An ``openai.OpenAI`` client for this gateway (no retries, 20 s timeout); ``key`` is a
+        key name or a secret."""
         import openai
 
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 20)
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, **kw)
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.secret(key), **kw)
 
     def anthropic(self, key: str | None = None, **kw: Any) -> Any:
         """An ``anthropic.Anthropic`` client for this gateway (no retries, 20 s timeout)."""
@@ -227,7 +243,7 @@ class GatewayProcess:
 
         kw.setdefault("max_retries", 0)
         kw.setdefault("timeout", 20)
-        return anthropic.Anthropic(base_url=self.url, api_key=key or self.key, **kw)
+        return anthropic.Anthropic(base_url=self.url, api_key=self.secret(key), **kw)
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
@@ -244,6 +260,9 @@ class GatewayProcess:
         return out
 
 
+G = TypeVar("G", bound=GatewayProcess)
+
+
 def start_gateway(
     tmp: Path,
     config: str = "",
@@ -254,13 +273,15 @@ def start_gateway(
     plugins: Iterable[str] | None = None,
     wait: bool = True,
     timeout: float = 30,
-) -> GatewayProcess:
+    cls: type[G] = GatewayProcess,  # type: ignore[assignment]
+) -> G:
     """Start ``python -m tollway serve`` with a TOML config in ``tmp``.
 
     ``config`` is raw TOML; ``providers`` are ``[[providers]]`` tables; ``keys`` become
     ``[[plugin.static-keys.keys]]`` entries (default: one fresh key without config);
     ``plugins`` limits the loaded plugins (module or entry-point names; default: every
     installed plugin). The gateway listens on a free loopback port with ``ENVIRONMENT=local``.
+    ``cls`` lets a test suite get its own :class:`GatewayProcess` subclass back.
     """
     tmp.mkdir(parents=True, exist_ok=True)
     key_list = list(keys) if keys is not None else [StaticKey()]
@@ -272,6 +293,8 @@ def start_gateway(
         parts.append("[[plugin.static-keys.keys]]")
         for field in ("name", "secret", "project_id", "team_id", "organization_id"):
             parts.append(f"{field} = {toml_value(getattr(k, field))}")
+        if k.id:
+            parts.append(f"id = {toml_value(k.id)}")
         if k.config:
             parts.append(f"config = {toml_value(k.config)}")
         if k.extras:
@@ -299,9 +322,13 @@ def start_gateway(
             stderr=subprocess.STDOUT,
             env=full_env,
         )
-    gw = GatewayProcess(proc, f"http://127.0.0.1:{port}", key_list, log, cfg, data_dir)
+    gw = cls(proc, f"http://127.0.0.1:{port}", key_list, log, cfg, data_dir)
     if wait:
-        wait_ready(gw, timeout)
+        try:
+            wait_ready(gw, timeout)
+        except BaseException:
+            stop(proc)
+            raise
     return gw
 
 

@@ -13,26 +13,22 @@ import httpx
 import orjson
 import pytest
 from cache_passthrough_support import (
-    Gateway,
-    Key,
-    Simulator,
     claude_code_headers,
     claude_code_requests,
     message_start_usage,
     start_gateway,
-    start_simulator,
-    stop,
 )
 
+from tollway.testing import GatewayProcess, Simulator, StaticKey, start_simulator, stop
 from tollway_cache_passthrough import count_markers, iter_markers, strip_messages
 
 KEYS = {
-    "none": Key("none"),
-    "respect": Key("respect", {"cache": {"mode": "respect"}}),
-    "disable": Key("disable", {"cache": {"mode": "disable"}}),
-    "force": Key("force", {"cache": {"mode": "force", "ttl_s": 300}}),
-    "force1h": Key("force1h", {"cache": {"mode": "force", "ttl_s": 3600}}),
-    "broken": Key("broken", {"cache": {"mode": "sometimes"}}),
+    "none": StaticKey(name="none"),
+    "respect": StaticKey(name="respect", config={"cache": {"mode": "respect"}}),
+    "disable": StaticKey(name="disable", config={"cache": {"mode": "disable"}}),
+    "force": StaticKey(name="force", config={"cache": {"mode": "force", "ttl_s": 300}}),
+    "force1h": StaticKey(name="force1h", config={"cache": {"mode": "force", "ttl_s": 3600}}),
+    "broken": StaticKey(name="broken", config={"cache": {"mode": "sometimes"}}),
 }
 
 
@@ -44,7 +40,7 @@ def sim() -> Iterator[Simulator]:
 
 
 @pytest.fixture(scope="module")
-def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     g = start_gateway(tmp_path_factory.mktemp("cache-passthrough"), sim.url, list(KEYS.values()))
     yield g
     stop(g.proc)
@@ -53,9 +49,13 @@ def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
 @pytest.fixture(autouse=True)
 def _cold(sim: Simulator) -> None:
     sim.clear()
+    # Forget the prompt prefixes it has seen, so cache usage starts from a cold cache.
+    httpx.post(f"{sim.url}/_sim/reset", timeout=5)
 
 
-def send_claude_code(gw: Gateway, key: Key, index: int = 0) -> tuple[bytes, httpx.Response]:
+def send_claude_code(
+    gw: GatewayProcess, key: StaticKey, index: int = 0
+) -> tuple[bytes, httpx.Response]:
     """Send captured request ``index`` as Claude Code does; returns the bytes sent."""
     capture = claude_code_requests()[index]
     raw = orjson.dumps(capture["body"])
@@ -70,14 +70,16 @@ def send_claude_code(gw: Gateway, key: Key, index: int = 0) -> tuple[bytes, http
 
 
 @pytest.mark.parametrize("name", ["none", "respect"])
-def test_respect_forwards_claude_code_byte_for_byte(gw: Gateway, sim: Simulator, name: str) -> None:
+def test_respect_forwards_claude_code_byte_for_byte(
+    gw: GatewayProcess, sim: Simulator, name: str
+) -> None:
     for index in (0, 1):
         sent, _ = send_claude_code(gw, KEYS[name], index)
         assert sim.last_body() == sent
         assert sent.count(b'"cache_control"') == 3
 
 
-def test_respect_gets_cache_write_then_read(gw: Gateway, sim: Simulator) -> None:
+def test_respect_gets_cache_write_then_read(gw: GatewayProcess, sim: Simulator) -> None:
     _, first = send_claude_code(gw, KEYS["respect"])
     _, second = send_claude_code(gw, KEYS["respect"])
     one, two = message_start_usage(first.text), message_start_usage(second.text)
@@ -86,7 +88,7 @@ def test_respect_gets_cache_write_then_read(gw: Gateway, sim: Simulator) -> None
     assert two["cache_creation_input_tokens"] == 0
 
 
-def test_disable_strips_every_marker(gw: Gateway, sim: Simulator) -> None:
+def test_disable_strips_every_marker(gw: GatewayProcess, sim: Simulator) -> None:
     for index in (0, 1):
         sent, _ = send_claude_code(gw, KEYS["disable"], index)
         upstream = sim.last_body()
@@ -101,7 +103,9 @@ def test_disable_strips_every_marker(gw: Gateway, sim: Simulator) -> None:
         assert usage["cache_read_input_tokens"] == 0
 
 
-def test_force_keeps_claude_codes_three_and_stays_within_four(gw: Gateway, sim: Simulator) -> None:
+def test_force_keeps_claude_codes_three_and_stays_within_four(
+    gw: GatewayProcess, sim: Simulator
+) -> None:
     for index in (0, 1):
         sent, _ = send_claude_code(gw, KEYS["force"], index)
         upstream = orjson.loads(sim.last_body())
@@ -113,7 +117,7 @@ def test_force_keeps_claude_codes_three_and_stays_within_four(gw: Gateway, sim: 
         assert upstream["tools"][-1]["cache_control"] == {"type": "ephemeral"}
 
 
-def test_force_gets_cache_write_then_read(gw: Gateway, sim: Simulator) -> None:
+def test_force_gets_cache_write_then_read(gw: GatewayProcess, sim: Simulator) -> None:
     _, first = send_claude_code(gw, KEYS["force"])
     _, second = send_claude_code(gw, KEYS["force"])
     one, two = message_start_usage(first.text), message_start_usage(second.text)
@@ -121,7 +125,7 @@ def test_force_gets_cache_write_then_read(gw: Gateway, sim: Simulator) -> None:
     assert two["cache_read_input_tokens"] > 0 and two["cache_creation_input_tokens"] == 0
 
 
-def test_force_one_hour_marker(gw: Gateway, sim: Simulator) -> None:
+def test_force_one_hour_marker(gw: GatewayProcess, sim: Simulator) -> None:
     send_claude_code(gw, KEYS["force1h"])
     upstream = orjson.loads(sim.last_body())
     assert upstream["tools"][-1]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
@@ -129,8 +133,8 @@ def test_force_one_hour_marker(gw: Gateway, sim: Simulator) -> None:
     assert upstream["system"][1]["cache_control"] == {"type": "ephemeral"}
 
 
-def test_force_with_the_anthropic_sdk(gw: Gateway, sim: Simulator) -> None:
-    client = gw.anthropic(KEYS["force"])
+def test_force_with_the_anthropic_sdk(gw: GatewayProcess, sim: Simulator) -> None:
+    client = gw.anthropic(KEYS["force"].secret)
     kwargs: dict[str, Any] = {
         "model": "claude-sonnet-4-5",
         "max_tokens": 64,
@@ -154,8 +158,8 @@ def test_force_with_the_anthropic_sdk(gw: Gateway, sim: Simulator) -> None:
     assert (second.usage.cache_read_input_tokens or 0) > 0
 
 
-def test_respect_without_markers_sends_none(gw: Gateway, sim: Simulator) -> None:
-    client = gw.anthropic(KEYS["respect"])
+def test_respect_without_markers_sends_none(gw: GatewayProcess, sim: Simulator) -> None:
+    client = gw.anthropic(KEYS["respect"].secret)
     response = client.messages.create(
         model="claude-sonnet-4-5",
         max_tokens=32,
@@ -166,8 +170,8 @@ def test_respect_without_markers_sends_none(gw: Gateway, sim: Simulator) -> None
     assert not response.usage.cache_read_input_tokens
 
 
-def _chat_with_marker(gw: Gateway, key: Key) -> None:
-    gw.openai(key).chat.completions.create(
+def _chat_with_marker(gw: GatewayProcess, key: StaticKey) -> None:
+    gw.openai(key.secret).chat.completions.create(
         model="claude-sonnet-4-5",
         max_tokens=32,
         messages=[
@@ -182,7 +186,7 @@ def _chat_with_marker(gw: Gateway, key: Key) -> None:
     )
 
 
-def test_disable_on_chat_translated_to_anthropic(gw: Gateway, sim: Simulator) -> None:
+def test_disable_on_chat_translated_to_anthropic(gw: GatewayProcess, sim: Simulator) -> None:
     _chat_with_marker(gw, KEYS["respect"])
     upstream = sim.requests()[-1]
     assert upstream["path"] == "/v1/messages"
@@ -192,7 +196,7 @@ def test_disable_on_chat_translated_to_anthropic(gw: Gateway, sim: Simulator) ->
     assert b"cache_control" not in sim.last_body()
 
 
-def test_invalid_mode_fails_closed(gw: Gateway, sim: Simulator) -> None:
+def test_invalid_mode_fails_closed(gw: GatewayProcess, sim: Simulator) -> None:
     response = httpx.post(
         f"{gw.url}/v1/messages",
         json={
@@ -212,5 +216,5 @@ def test_invalid_mode_fails_closed(gw: Gateway, sim: Simulator) -> None:
     assert sim.requests() == []
 
 
-def test_gateway_log_has_no_errors(gw: Gateway) -> None:
+def test_gateway_log_has_no_errors(gw: GatewayProcess) -> None:
     assert "Traceback" not in gw.logs()

@@ -1,192 +1,70 @@
-"""Real processes for the end-to-end tests: the provider simulator, a gateway whose static keys
+"""For the end-to-end tests: a gateway (started with :mod:`tollway.testing`) whose static keys
 carry guardrails configs, and a webhook evaluator server on loopback in the test process."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import json
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import httpx
-import openai
 from aiohttp import web
 
 from tollway.guardrails import content_texts, with_texts
-from tollway.keys import mint_key
+from tollway.testing import GatewayProcess, StaticKey, default_providers, toml_value
+from tollway.testing import start_gateway as _start_gateway
 
 PLUGINS = (
-    "tollway-provider-openai,tollway-provider-anthropic,tollway-static-keys,"
-    "tollway-guardrails,tollway-pii-redact"
+    "tollway-provider-openai",
+    "tollway-provider-anthropic",
+    "tollway-static-keys",
+    "tollway-guardrails",
+    "tollway-pii-redact",
 )
 WEBHOOK_SECRET = "whsec-test-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Gateway(GatewayProcess):
+    """A gateway whose keys are addressed by name."""
 
+    def __init__(self, gw: GatewayProcess) -> None:
+        super().__init__(gw.proc, gw.url, gw.keys, gw.log, gw.config, gw.data_dir)
+        self.secrets = {k.name: k.secret for k in gw.keys}
 
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
+    def openai(self, key: str, **kw: Any) -> Any:  # type: ignore[override]
+        return super().openai(self.secrets[key], **kw)
 
-
-class Simulator:
-    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
-        self.proc = proc
-        self.url = url
-
-    def bodies(self) -> list[bytes]:
-        reqs = httpx.get(f"{self.url}/_sim/requests", timeout=5).json()
-        return [base64.b64decode(r["body"]) for r in reqs]
-
-    def last_body(self) -> dict[str, Any]:
-        bodies = self.bodies()
-        assert bodies, "the simulator received no request"
-        return dict(json.loads(bodies[-1]))
-
-    def clear(self) -> None:
-        httpx.delete(f"{self.url}/_sim/requests", timeout=5)
-
-
-def start_simulator() -> Simulator:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tollway_simulator", "--host", "127.0.0.1", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"listening on (http://\S+)", line)
-    assert match, f"simulator did not start: {line!r}"
-    return Simulator(proc, match.group(1))
-
-
-def toml_value(value: Any) -> str:
-    """A JSON-like value as a one-line TOML value (JSON strings are valid TOML strings)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = (f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items() if v is not None)
-        return "{ " + ", ".join(items) + " }"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-class Gateway:
-    def __init__(self, proc: subprocess.Popen[bytes], url: str, keys: dict[str, str], log: Path):
-        self.proc = proc
-        self.url = url
-        self.keys = keys
-        self.log = log
-
-    def openai(self, key: str, **kw: Any) -> openai.OpenAI:
-        kw.setdefault("max_retries", 0)
-        kw.setdefault("timeout", 20)
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[key], **kw)
-
-    def anthropic(self, key: str, **kw: Any) -> anthropic.Anthropic:
-        kw.setdefault("max_retries", 0)
-        kw.setdefault("timeout", 20)
-        return anthropic.Anthropic(base_url=self.url, api_key=self.keys[key], **kw)
+    def anthropic(self, key: str, **kw: Any) -> Any:  # type: ignore[override]
+        return super().anthropic(self.secrets[key], **kw)
 
     def post(self, key: str, path: str, body: dict[str, Any]) -> httpx.Response:
-        headers = {"authorization": f"Bearer {self.keys[key]}"}
+        headers = {"authorization": f"Bearer {self.secrets[key]}"}
         return httpx.post(self.url + path, json=body, headers=headers, timeout=20)
 
-    def log_lines(self) -> list[dict[str, Any]]:
-        return [
-            json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")
-        ]
+
+def _key_table(key: StaticKey) -> str:
+    """A ``[[plugin.static-keys.keys]]`` table with ``id = "vk_<name>"``, which the webhook
+    payload's ``vk_id`` shows (:class:`~tollway.testing.StaticKey` has no ``id``)."""
+    fields: dict[str, Any] = {"name": key.name, "id": f"vk_{key.name}", "secret": key.secret}
+    if key.config:
+        fields["config"] = key.config
+    return "[[plugin.static-keys.keys]]\n" + "".join(
+        f"{k} = {toml_value(v)}\n" for k, v in fields.items()
+    )
 
 
-def start_gateway(
-    tmp: Path,
-    sim_url: str,
-    key_configs: dict[str, dict[str, Any]],
-    plugins: str = PLUGINS,
-    extra_toml: str = "",
-) -> Gateway:
+def start_gateway(tmp: Path, sim_url: str, key_configs: Mapping[str, dict[str, Any]]) -> Gateway:
     """A gateway in front of ``sim_url`` with one static key per entry of ``key_configs``."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    keys = {name: mint_key("test") for name in key_configs}
-    text = f"""
-[[providers]]
-name = "sim-openai"
-type = "openai"
-base_url = "{sim_url}/v1"
-api_key = "sk-upstream-openai"
-
-[[providers]]
-name = "sim-anthropic"
-type = "anthropic"
-base_url = "{sim_url}"
-api_key = "sk-ant-upstream"
-{extra_toml}
-"""
-    for name, config in key_configs.items():
-        text += f'\n[[plugin.static-keys.keys]]\nname = "{name}"\nsecret = "{keys[name]}"\n'
-        text += f'id = "vk_{name}"\n'
-        if config:
-            text += f"config = {toml_value(config)}\n"
-    cfg = tmp / "tollway.toml"
-    cfg.write_text(text)
-    port = free_port()
-    log = tmp / "gateway.log"
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "local",
-        "TOLLWAY_DATA_DIR": str(tmp / "data"),
-        "SERVER_ADDR": f"127.0.0.1:{port}",
-        "SERVER_DRAIN_DELAY_SECONDS": "0",
-        "LOG_FORMAT": "json",
-        "TOLLWAY_PLUGINS": plugins,
-    }
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tollway", "serve", "--config", str(cfg)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    gw = Gateway(proc, f"http://127.0.0.1:{port}", keys, log)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gateway exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{gw.url}/startupz", timeout=1).status_code == 200:
-                return gw
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    stop(proc)
-    raise AssertionError(f"gateway not ready after 20 s:\n{log.read_text()}")
+    keys = [StaticKey(name=name, config=config) for name, config in key_configs.items()]
+    tables = "\n".join(_key_table(k) for k in keys)
+    gw = _start_gateway(tmp, tables, providers=default_providers(sim_url), keys=[], plugins=PLUGINS)
+    gw.keys = keys
+    return Gateway(gw)
 
 
 # --------------------------------------------------------------------------------------------

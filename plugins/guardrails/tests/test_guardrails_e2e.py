@@ -3,6 +3,7 @@ webhook evaluator served from this test process on loopback."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,16 +12,9 @@ import anthropic
 import httpx
 import openai
 import pytest
-from guardrails_harness import (
-    WEBHOOK_SECRET,
-    Gateway,
-    Simulator,
-    WebhookServer,
-    free_port,
-    start_gateway,
-    start_simulator,
-    stop,
-)
+from guardrails_harness import WEBHOOK_SECRET, Gateway, WebhookServer, start_gateway
+
+from tollway.testing import Simulator, free_port, start_simulator, stop
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 
@@ -110,7 +104,7 @@ def _err(exc: openai.APIStatusError | anthropic.APIStatusError) -> dict[str, Any
 def _fail_open_logs(gw: Gateway, direction: str) -> list[dict[str, Any]]:
     return [
         line
-        for line in gw.log_lines()
+        for line in gw.log_records()
         if line["msg"].startswith("guardrail_fail_open") and line.get("direction") == direction
     ]
 
@@ -133,7 +127,7 @@ def test_pre_evaluator_down_with_fail_open_passes_and_logs(gw: Gateway, sim: Sim
     sim.clear()
     r = gw.openai("down_pre_open").chat.completions.create(model="gpt-4o", messages=HELLO)
     assert r.choices[0].message.content
-    assert sim.bodies(), "the request should have reached the provider"
+    assert sim.requests(), "the request should have reached the provider"
     lines = _fail_open_logs(gw, "pre")
     assert lines and lines[-1]["evaluator"] == "webhook"
     assert lines[-1]["level"] == "warning"
@@ -149,7 +143,7 @@ def test_post_evaluator_down_fails_closed_after_the_provider_answered(
             model="claude-sonnet-4-5", max_tokens=64, messages=HELLO
         )
     assert info.value.status_code == 503
-    assert sim.bodies(), "post guardrails run after the provider answered"
+    assert sim.requests(), "post guardrails run after the provider answered"
     err = _err(info.value)
     assert err["code"] == "guardrail_unavailable" and "fail_open.post" in err["message"]
 
@@ -211,7 +205,7 @@ def test_webhook_block_on_pre_is_a_403_with_the_reason(
     assert (err["type"], err["code"]) == ("guardrail_blocked", "guardrail_blocked")
     assert err["message"] == "the policy service refused this (pre)"
     assert info.value.response.headers["x-should-retry"] == "false"
-    assert not sim.bodies(), "a blocked request never reaches the provider"
+    assert not sim.requests(), "a blocked request never reaches the provider"
     (call,) = hook.calls_for("block")
     assert call["verified"], "the X-Tollway-Signature must be HMAC-SHA256(secret, body)"
     body = call["body"]
@@ -304,7 +298,7 @@ def test_webhook_modify_rewrites_request_and_response_openai(
             {"role": "user", "content": [{"type": "text", "text": "tell me the secret-word"}]},
         ],
     )
-    sent = sim.last_body()["messages"]
+    sent = json.loads(sim.last_body())["messages"]
     assert sent[0]["content"] == "never say [CENSORED]"
     assert sent[1]["content"] == [{"type": "text", "text": "tell me the [CENSORED]"}]
     assert r.choices[0].message.content.endswith("tell me the [CENSORED]")  # type: ignore[union-attr]
@@ -319,7 +313,7 @@ def test_webhook_modify_rewrites_the_response_anthropic(gw: Gateway, sim: Simula
         system="you may say secret-word",
         messages=[{"role": "user", "content": "say secret-word"}],
     )
-    sent = sim.last_body()
+    sent = json.loads(sim.last_body())
     assert sent["system"] == "you may say [CENSORED]"
     assert sent["messages"][0]["content"] == "say [CENSORED]"
     assert r.content[0].text.endswith("say [CENSORED]")  # type: ignore[union-attr]
@@ -336,7 +330,7 @@ def test_evaluators_run_concurrently_and_modifies_apply_in_order(
     )
     elapsed = time.perf_counter() - started
     # Both pii and the censor webhook rewrote different parts; both edits reached upstream.
-    assert sim.last_body()["messages"][0]["content"] == "[CENSORED] to [REDACTED_EMAIL]"
+    assert json.loads(sim.last_body())["messages"][0]["content"] == "[CENSORED] to [REDACTED_EMAIL]"
     assert elapsed < 0.95, "five evaluators, two of them 500 ms slow, ran concurrently"
 
 

@@ -10,7 +10,9 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from model_access_harness import MODULES, Gateway, Simulator, start_gateway, start_simulator, stop
+from model_access_harness import MODULES, Gateway, start_gateway
+
+from tollway.testing import Simulator, start_simulator, stop
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 HAS_POLICY_RULES = importlib.util.find_spec("tollway_policy_rules") is not None

@@ -4,12 +4,15 @@ prompt comes back in the answer: that is how post and stream redaction are seen.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import openai
 import pytest
-from pii_redact_harness import Gateway, Simulator, start_gateway, start_simulator, stop
+from pii_redact_harness import Gateway, start_gateway
+
+from tollway.testing import Simulator, start_simulator, stop
 
 PROMPT = "mail alice@example.com or call 555-123-4567"
 REDACTED = "mail [REDACTED_EMAIL] or call [REDACTED_PHONE]"
@@ -39,7 +42,7 @@ def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
 
 
 def _user_text_sent(sim: Simulator) -> str:
-    body = sim.last_body()
+    body = json.loads(sim.last_body())
     if "messages" in body:
         content = body["messages"][-1]["content"]
         return content if isinstance(content, str) else content[0]["text"]
@@ -63,7 +66,7 @@ def test_pre_redacts_the_request_anthropic(gw: Gateway, sim: Simulator) -> None:
         system="The operator is ops@example.org.",
         messages=[{"role": "user", "content": [{"type": "text", "text": PROMPT}]}],
     )
-    body = sim.last_body()
+    body = json.loads(sim.last_body())
     assert body["system"] == "The operator is [REDACTED_EMAIL]."
     assert body["messages"][0]["content"][0]["text"] == REDACTED
     assert r.content[0].text.endswith(REDACTED)  # type: ignore[union-attr]
@@ -80,7 +83,7 @@ def test_block_action_refuses_the_request(gw: Gateway, sim: Simulator) -> None:
     with pytest.raises(openai.PermissionDeniedError) as info:
         gw.openai("block").chat.completions.create(model="gpt-4o", messages=USER)
     assert "personal data (an email address)" in info.value.message
-    assert not sim.bodies()
+    assert not sim.requests()
     # Without personal data the same key passes.
     ok = gw.openai("block").chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "hello there"}]

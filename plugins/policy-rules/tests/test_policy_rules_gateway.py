@@ -12,7 +12,9 @@ import anthropic
 import httpx
 import openai
 import pytest
-from policy_rules_harness import Gateway, Simulator, start_gateway, start_simulator, stop
+from policy_rules_harness import Gateway, start_gateway
+
+from tollway.testing import Simulator, start_simulator, stop
 
 DATA = Path(__file__).parent / "data"
 HELLO = [{"role": "user", "content": "Say hello"}]
@@ -307,7 +309,7 @@ def test_models_list_is_filtered(gw: Gateway) -> None:
 
 
 def _log_messages(gw: Gateway, prefix: str) -> list[dict[str, Any]]:
-    return [line for line in gw.log_lines() if str(line.get("msg", "")).startswith(prefix)]
+    return [line for line in gw.log_records() if str(line.get("msg", "")).startswith(prefix)]
 
 
 def _broken_lines(gw: Gateway, kind: str) -> list[dict[str, Any]]:
@@ -332,7 +334,7 @@ def test_broken_pattern_fails_closed(gw: Gateway, sim: Simulator) -> None:
     assert sim.requests() == []
     deadline = time.monotonic() + 5
     while len(_broken_lines(gw, "policy_rules_broken")) < before + 4:
-        assert time.monotonic() < deadline, gw.log.read_text()
+        assert time.monotonic() < deadline, gw.logs()
         time.sleep(0.05)
     compiled = _broken_lines(gw, "policy_rules_compile_failed")
     assert len(compiled) == 1  # once per distinct policy, not per request

@@ -15,13 +15,12 @@ from rate_limits_support import (
     HELLO,
     Gateway,
     Key,
-    Simulator,
     anthropic_provider,
     openai_provider,
     start_gateway,
-    start_simulator,
-    stop,
 )
+
+from tollway.testing import Simulator, start_simulator, stop
 
 DIM = "x-langwatch-ratelimit-dimension"
 
@@ -53,16 +52,18 @@ KEYS = {
 def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     g = start_gateway(
         tmp_path_factory.mktemp("gw"),
-        providers=openai_provider(sim.url)
-        + anthropic_provider(sim.url)
-        # Two credentials of one type, for the fallback test (model "fb-model" only).
-        + openai_provider(
-            sim.url, "primary", api_key="sk-primary", priority=0, rpm=1, models=["fb-model"]
-        )
-        + openai_provider(
-            sim.url, "secondary", api_key="sk-secondary", priority=1, rpm=1, models=["fb-model"]
-        )
-        + openai_provider(sim.url, "only", tpm=1000, models=["tpm-model"]),
+        providers=[
+            openai_provider(sim.url),
+            anthropic_provider(sim.url),
+            # Two credentials of one type, for the fallback test (model "fb-model" only).
+            openai_provider(
+                sim.url, "primary", api_key="sk-primary", priority=0, rpm=1, models=["fb-model"]
+            ),
+            openai_provider(
+                sim.url, "secondary", api_key="sk-secondary", priority=1, rpm=1, models=["fb-model"]
+            ),
+            openai_provider(sim.url, "only", tpm=1000, models=["tpm-model"]),
+        ],
         keys=list(KEYS.values()),
     )
     yield g
@@ -83,7 +84,7 @@ def assert_rpm_refusal(exc: openai.APIStatusError | anthropic.APIStatusError) ->
 
 
 def test_chat_route_is_limited(gw: Gateway) -> None:
-    client = gw.openai(KEYS["chat"])
+    client = gw.openai(KEYS["chat"].secret)
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
     assert raw.headers["x-ratelimit-limit-requests"] == "1"
     assert raw.headers["x-ratelimit-remaining-requests"] == "0"
@@ -94,7 +95,7 @@ def test_chat_route_is_limited(gw: Gateway) -> None:
 
 
 def test_messages_route_is_limited(gw: Gateway) -> None:
-    client = gw.anthropic(KEYS["messages"])
+    client = gw.anthropic(KEYS["messages"].secret)
     client.messages.create(model="claude-sonnet-4-5", max_tokens=20, messages=HELLO)
     with pytest.raises(anthropic.RateLimitError) as err:
         client.messages.create(model="claude-sonnet-4-5", max_tokens=20, messages=HELLO)
@@ -103,7 +104,7 @@ def test_messages_route_is_limited(gw: Gateway) -> None:
 
 
 def test_responses_route_is_limited(gw: Gateway) -> None:
-    client = gw.openai(KEYS["responses"])
+    client = gw.openai(KEYS["responses"].secret)
     client.responses.create(model="gpt-4o-mini", input="hi")
     with pytest.raises(openai.RateLimitError) as err:
         client.responses.create(model="gpt-4o-mini", input="hi")
@@ -111,7 +112,7 @@ def test_responses_route_is_limited(gw: Gateway) -> None:
 
 
 def test_embeddings_route_is_limited(gw: Gateway) -> None:
-    client = gw.openai(KEYS["embeddings"])
+    client = gw.openai(KEYS["embeddings"].secret)
     client.embeddings.create(model="text-embedding-3-small", input="hi")
     with pytest.raises(openai.RateLimitError) as err:
         client.embeddings.create(model="text-embedding-3-small", input="hi")

@@ -21,18 +21,15 @@ from rate_limits_support import (
     Key,
     RedisClusterServers,
     RedisServer,
-    Simulator,
     delete_prefix,
     openai_provider,
     shared_redis,
     start_gateway,
-    start_simulator,
-    stop,
     unique_prefix,
-    wait_ready,
 )
 from redis.asyncio import RedisCluster
 
+from tollway.testing import Simulator, start_simulator, stop, wait_ready
 from tollway_rate_limits._limits import (
     Limits,
     estimate_tokens,
@@ -84,7 +81,7 @@ def pair(
         "redis_socket_timeout_seconds": 3,
         "redis_connect_timeout_seconds": 3,
     }
-    common = {"providers": openai_provider(sim.url), "settings": settings}
+    common = {"providers": [openai_provider(sim.url)], "settings": settings}
     a = start_gateway(
         tmp_path_factory.mktemp("a"),
         keys=[BURST, SDK, UPSTREAM, CEILING, TPM],
@@ -168,11 +165,11 @@ def test_sdk_honours_retry_after_on_a_real_60s_window(
     finally:
         client.close()
     with pytest.raises(openai.RateLimitError) as err:
-        a.openai(SDK).chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+        a.openai(SDK.secret).chat.completions.create(model="gpt-4o-mini", messages=HELLO)
     assert int(err.value.response.headers["retry-after"]) in (1, 2)
     assert err.value.response.headers[DIM] == "rpm"
     t0 = time.monotonic()
-    reply = b.openai(SDK, max_retries=2).chat.completions.with_raw_response.create(
+    reply = b.openai(SDK.secret, max_retries=2).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=HELLO
     )
     assert reply.http_response.status_code == 200
@@ -218,7 +215,7 @@ def test_redis_readiness_check(pair: tuple[Gateway, Gateway]) -> None:
 def test_redis_down_fails_open_or_closed_without_hanging(sim: Simulator, tmp_path: Path) -> None:
     key = Key({"rate_limits": {"rpm": 100}})
     with RedisServer(tmp_path / "redis") as server:
-        common = {"providers": openai_provider(sim.url), "keys": [key], "redis_url": server.url}
+        common = {"providers": [openai_provider(sim.url)], "keys": [key], "redis_url": server.url}
         open_gw = start_gateway(tmp_path / "open", wait=False, **common)  # type: ignore[arg-type]
         closed_gw = start_gateway(
             tmp_path / "closed",

@@ -16,23 +16,25 @@ import pytest
 from response_cache_support import (
     HEADER,
     Gateway,
-    Key,
     Simulator,
     metric,
     plugin_allow_list,
     start_gateway,
     start_simulator,
-    stop,
 )
 
-CACHED = Key({"response_cache": {"ttl_s": 300}}, project="proj_a")
-SAME_PROJECT = Key({"response_cache": {"ttl_s": 300}}, project="proj_a")
-OTHER_PROJECT = Key({"response_cache": {"ttl_s": 300}}, project="proj_b")
-SHORT_TTL = Key({"response_cache": {"ttl_s": 0.5}}, project="proj_ttl")
-SAME_PROJECT_SHORT = Key({"response_cache": {"ttl_s": 0.5}}, project="proj_a")
-OFF = Key(project="proj_a")
-LIMITED = Key({"response_cache": {"ttl_s": 300}, "rate_limits": {"rpm": 3}}, project="proj_rl")
-BROKEN = Key({"response_cache": {"ttl_s": "soon"}}, project="proj_a")
+from tollway.testing import StaticKey, stop
+
+CACHED = StaticKey({"response_cache": {"ttl_s": 300}}, project_id="proj_a")
+SAME_PROJECT = StaticKey({"response_cache": {"ttl_s": 300}}, project_id="proj_a")
+OTHER_PROJECT = StaticKey({"response_cache": {"ttl_s": 300}}, project_id="proj_b")
+SHORT_TTL = StaticKey({"response_cache": {"ttl_s": 0.5}}, project_id="proj_ttl")
+SAME_PROJECT_SHORT = StaticKey({"response_cache": {"ttl_s": 0.5}}, project_id="proj_a")
+OFF = StaticKey(project_id="proj_a")
+LIMITED = StaticKey(
+    {"response_cache": {"ttl_s": 300}, "rate_limits": {"rpm": 3}}, project_id="proj_rl"
+)
+BROKEN = StaticKey({"response_cache": {"ttl_s": "soon"}}, project_id="proj_a")
 KEYS = [CACHED, SAME_PROJECT, OTHER_PROJECT, SHORT_TTL, SAME_PROJECT_SHORT, OFF, LIMITED, BROKEN]
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "cache me if you can"}]}
@@ -79,7 +81,7 @@ def messages(content: str, **extra: Any) -> dict[str, Any]:
 def test_repeated_chat_is_a_hit_with_identical_content_and_usage(
     gw: Gateway, sim: Simulator
 ) -> None:
-    client = gw.openai(CACHED)
+    client = gw.openai(CACHED.secret)
     sim.clear()
     kwargs: dict[str, Any] = {
         "model": "gpt-4o-mini",
@@ -105,7 +107,7 @@ def test_repeated_chat_is_a_hit_with_identical_content_and_usage(
 
 
 def test_repeated_messages_is_a_hit(gw: Gateway, sim: Simulator) -> None:
-    client = gw.anthropic(CACHED)
+    client = gw.anthropic(CACHED.secret)
     sim.clear()
     kwargs: dict[str, Any] = {
         "model": "claude-sonnet-4-5",
@@ -143,7 +145,7 @@ def test_whitespace_and_field_order_do_not_matter(gw: Gateway, sim: Simulator) -
 
 
 def test_embeddings_and_responses_are_cached(gw: Gateway, sim: Simulator) -> None:
-    client = gw.openai(CACHED)
+    client = gw.openai(CACHED.secret)
     sim.clear()
     text = unique()
     e1 = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input=text)
@@ -161,7 +163,11 @@ def test_embeddings_and_responses_are_cached(gw: Gateway, sim: Simulator) -> Non
 
 
 def _stream_bytes(
-    gw: Gateway, key: Key, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    gw: Gateway,
+    key: StaticKey,
+    path: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
 ) -> tuple[httpx.Response, bytes]:
     with httpx.stream(
         "POST",
@@ -215,7 +221,7 @@ def test_stream_and_non_stream_are_separate_entries(gw: Gateway, sim: Simulator)
 def test_sdks_parse_replayed_streams(gw: Gateway, sim: Simulator) -> None:
     sim.clear()
     content = unique()
-    oai = gw.openai(CACHED)
+    oai = gw.openai(CACHED.secret)
     texts = []
     for _ in range(2):
         stream = oai.chat.completions.create(
@@ -223,7 +229,7 @@ def test_sdks_parse_replayed_streams(gw: Gateway, sim: Simulator) -> None:
         )
         texts.append("".join(c.choices[0].delta.content or "" for c in stream if c.choices))
     assert texts[0] == texts[1] and texts[0]
-    ant = gw.anthropic(CACHED)
+    ant = gw.anthropic(CACHED.secret)
     finals = []
     for _ in range(2):
         with ant.messages.stream(

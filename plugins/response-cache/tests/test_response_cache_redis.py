@@ -17,24 +17,23 @@ from response_cache_support import (
     HEADER,
     SHARED_REDIS,
     Gateway,
-    Key,
     RedisServer,
     Simulator,
     delete_prefix,
     shared_redis,
     start_gateway,
     start_simulator,
-    stop,
     unique_prefix,
 )
 
+from tollway.testing import StaticKey, stop
 from tollway_response_cache import Entry
 from tollway_response_cache._store import ALONE, HIT, LEAD, WAIT, RedisStore, connect, now_ms
 
-CACHED = Key({"response_cache": {"ttl_s": 300}}, project="proj_r1")
-SAME_PROJECT = Key({"response_cache": {"ttl_s": 300}}, project="proj_r1")
-OTHER_PROJECT = Key({"response_cache": {"ttl_s": 300}}, project="proj_r2")
-SHORT_TTL = Key({"response_cache": {"ttl_s": 0.5}}, project="proj_r3")
+CACHED = StaticKey({"response_cache": {"ttl_s": 300}}, project_id="proj_r1")
+SAME_PROJECT = StaticKey({"response_cache": {"ttl_s": 300}}, project_id="proj_r1")
+OTHER_PROJECT = StaticKey({"response_cache": {"ttl_s": 300}}, project_id="proj_r2")
+SHORT_TTL = StaticKey({"response_cache": {"ttl_s": 0.5}}, project_id="proj_r3")
 KEYS = [CACHED, SAME_PROJECT, OTHER_PROJECT, SHORT_TTL]
 
 _n = iter(range(1_000_000))

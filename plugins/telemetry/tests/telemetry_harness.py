@@ -1,5 +1,5 @@
-"""Real processes for the telemetry tests: an OTLP/HTTP receiver on loopback (in this process,
-on a thread), the provider simulator and the gateway (subprocesses).
+"""For the telemetry tests: an OTLP/HTTP receiver on loopback (in this process, on a thread),
+and gateways started with :mod:`tollway.testing` with telemetry settings and keyed projects.
 
 The receiver decodes each ``ExportTraceServiceRequest`` with ``opentelemetry-proto`` and keeps
 every span as a plain dict, with the request's path and ``X-Auth-Token``.
@@ -8,23 +8,19 @@ every span as a plain dict, with the request's path and ``X-Auth-Token``.
 from __future__ import annotations
 
 import gzip
-import importlib.metadata
 import os
-import re
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
-import openai
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -32,31 +28,23 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from prometheus_client.parser import text_string_to_metric_families
 
-from tollway.keys import mint_key
+from tollway import testing
+from tollway.testing import GatewayProcess, StaticKey, default_providers, stop
 
-_MODULES = ("tollway_static_keys", "tollway_provider_openai", "tollway_provider_anthropic")
-
-
-def plugin_allow_list() -> str:
-    """``TOLLWAY_PLUGINS`` for the test gateways: static keys, the two providers and this
-    plugin, by their installed entry-point names, so other plugins installed in the same venv
-    cannot change what these tests see."""
-    names = [
-        ep.name
-        for ep in importlib.metadata.entry_points(group="tollway")
-        if ep.value.split(":")[0] in (*_MODULES, "tollway_telemetry")
-    ]
-    return ",".join(sorted(names))
-
+#: Only static keys, the two providers and this plugin load in the test gateways, so other
+#: plugins installed in the same venv cannot change what these tests see.
+PLUGINS = (
+    "tollway_static_keys",
+    "tollway_provider_openai",
+    "tollway_provider_anthropic",
+    "tollway_telemetry",
+)
+#: Inherited environment variables the test gateways do not see (they would change what is
+#: exported or logged).
+SCRUBBED = ("OTEL_", "GATEWAY_", "LW_GATEWAY_", "TOLLWAY_", "LOG_")
 
 OPENAI_API_KEY = "sk-upstream-openai-telemetry-3fJ9qLx"
 ANTHROPIC_API_KEY = "sk-ant-upstream-telemetry-8KpW2zR"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10, what: str = "condition") -> Any:
@@ -208,73 +196,21 @@ class OTLPReceiver:
 # --- simulator and gateway subprocesses ------------------------------------------------------
 
 
-class Simulator:
-    def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
-        self.proc = proc
-        self.url = url
+def stop_together(*procs: subprocess.Popen[Any]) -> None:
+    """:func:`~tollway.testing.stop` these processes at the same time."""
+    with ThreadPoolExecutor(len(procs)) as pool:
+        list(pool.map(stop, procs))
 
 
-def start_simulator(*args: str) -> Simulator:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tollway_simulator", "--host", "127.0.0.1", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"listening on (http://\S+)", line)
-    assert match, f"simulator did not start: {line!r}"
-    return Simulator(proc, match.group(1))
+class GatewayProc(GatewayProcess):
+    """A gateway whose keys are addressed by name."""
 
+    def __init__(self, gw: GatewayProcess) -> None:
+        super().__init__(gw.proc, gw.url, gw.keys, gw.log, gw.config, gw.data_dir)
+        self.secrets = {k.name: k.secret for k in gw.keys}
 
-def stop(*procs: subprocess.Popen[Any], timeout: float = 10) -> None:
-    """SIGTERM every process, then wait for each (killing one that outlives ``timeout``)."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-def provider_config(sim_url: str) -> str:
-    return f"""
-[[providers]]
-name = "sim-openai"
-type = "openai"
-base_url = "{sim_url}/v1"
-api_key = "{OPENAI_API_KEY}"
-
-[[providers]]
-name = "sim-anthropic"
-type = "anthropic"
-base_url = "{sim_url}"
-api_key = "{ANTHROPIC_API_KEY}"
-"""
-
-
-class GatewayProc:
-    def __init__(
-        self, proc: subprocess.Popen[bytes], url: str, keys: dict[str, str], log: Path
-    ) -> None:
-        self.proc = proc
-        self.url = url
-        self.keys = keys
-        self.log = log
-
-    def openai(self, key: str = "a", **kw: Any) -> openai.OpenAI:
-        kw.setdefault("max_retries", 0)
-        kw.setdefault("timeout", 20)
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.keys[key], **kw)
-
-    def logs(self) -> str:
-        return self.log.read_text()
+    def openai(self, key: str = "a", **kw: Any) -> Any:  # type: ignore[override]
+        return super().openai(self.secrets[key], **kw)
 
     def metrics_text(self) -> str:
         response = httpx.get(f"{self.url}/metrics", timeout=5)
@@ -295,60 +231,25 @@ def start_gateway(
     keys: tuple[tuple[str, str, str | None], ...] = DEFAULT_KEYS,
     wait: bool = True,
 ) -> GatewayProc:
-    tmp.mkdir(parents=True, exist_ok=True)
-    secrets: dict[str, str] = {}
-    text = provider_config(sim_url) + "\n[plugin.telemetry]\n" + telemetry
-    for name, project, token in keys:
-        secret = mint_key("test")
-        secrets[name] = secret
-        extras = f'extras = {{ otel_auth_token = "{token}" }}\n' if token else ""
-        text += (
-            f'\n[[plugin.static-keys.keys]]\nname = "{name}"\nsecret = "{secret}"\n'
-            f'project_id = "{project}"\n{extras}'
+    openai_, anthropic_ = default_providers(sim_url)
+    providers = [
+        {**openai_, "api_key": OPENAI_API_KEY},
+        {**anthropic_, "api_key": ANTHROPIC_API_KEY},
+    ]
+    static_keys = [
+        StaticKey(name=name, project_id=project, extras={"otel_auth_token": token} if token else {})
+        for name, project, token in keys
+    ]
+    full_env = {"OTEL_BSP_SCHEDULE_DELAY": "100", **(env or {})}
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED)}
+    with mock.patch.dict(os.environ, inherited, clear=True):
+        gw = testing.start_gateway(
+            tmp,
+            "[plugin.telemetry]\n" + telemetry,
+            full_env,
+            providers=providers,
+            keys=static_keys,
+            plugins=PLUGINS,
+            wait=wait,
         )
-    cfg = tmp / "tollway.toml"
-    cfg.write_text(text)
-    port = free_port()
-    log = tmp / "gateway.log"
-    inherited = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("OTEL_", "GATEWAY_", "LW_GATEWAY_", "TOLLWAY_", "LOG_"))
-    }
-    full_env = {
-        **inherited,
-        "ENVIRONMENT": "local",
-        "TOLLWAY_DATA_DIR": str(tmp / "data"),
-        "TOLLWAY_PLUGINS": plugin_allow_list(),
-        "SERVER_ADDR": f"127.0.0.1:{port}",
-        "LOG_FORMAT": "json",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "SERVER_DRAIN_DELAY_SECONDS": "0",  # no load balancer to wait for in tests
-        **(env or {}),
-    }
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tollway", "serve", "--config", str(cfg)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=full_env,
-        )
-    gw = GatewayProc(proc, f"http://127.0.0.1:{port}", secrets, log)
-    if wait:
-        wait_ready(gw)
-    return gw
-
-
-def wait_ready(gw: GatewayProc, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if gw.proc.poll() is not None:
-            raise AssertionError(f"gateway exited with {gw.proc.returncode}:\n{gw.logs()}")
-        try:
-            if httpx.get(f"{gw.url}/startupz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    stop(gw.proc)
-    raise AssertionError(f"gateway not ready after {timeout}s:\n{gw.logs()}")
+    return GatewayProc(gw)

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anthropic
 import httpx
 import openai
 import pytest
@@ -18,15 +17,13 @@ from telemetry_harness import (
     OPENAI_API_KEY,
     GatewayProc,
     OTLPReceiver,
-    Simulator,
     start_gateway,
-    start_simulator,
-    stop,
     value,
     wait_for,
 )
 
 from tollway.keys import mint_key
+from tollway.testing import Simulator, start_simulator, stop
 
 MESSAGES = [{"role": "user", "content": "hello telemetry"}]
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -152,7 +149,7 @@ def test_stream_cut_records_the_chunk_it_ended_at(gw: GatewayProc, receiver: OTL
 
 
 def test_anthropic_usage_matches_the_response(gw: GatewayProc, receiver: OTLPReceiver) -> None:
-    client = anthropic.Anthropic(base_url=gw.url, api_key=gw.keys["b"], max_retries=0, timeout=20)
+    client = gw.anthropic(gw.secrets["b"])
     raw = client.messages.with_raw_response.create(
         model="claude-sonnet-4-5",
         max_tokens=64,
@@ -287,7 +284,7 @@ def test_no_secret_in_logs_spans_or_metrics(
         "metrics": gw.metrics_text(),
         "spans": json.dumps(receiver.all_spans()),
     }
-    secrets = [*gw.keys.values(), UNKNOWN_KEY, OPENAI_API_KEY, ANTHROPIC_API_KEY]
+    secrets = [*gw.secrets.values(), UNKNOWN_KEY, OPENAI_API_KEY, ANTHROPIC_API_KEY]
     assert len(receiver.all_spans()) >= 10
     for where, text in texts.items():
         for secret in secrets:

@@ -10,14 +10,13 @@ import pytest
 from telemetry_harness import (
     GatewayProc,
     OTLPReceiver,
-    free_port,
     start_gateway,
-    start_simulator,
-    stop,
+    stop_together,
     value,
     wait_for,
-    wait_ready,
 )
+
+from tollway.testing import free_port, start_simulator, stop, wait_ready
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 REQUESTS = 20
@@ -58,7 +57,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateways]:
         yield Gateways(down, slow, receiver)
     finally:
         t0 = time.monotonic()
-        stop(down.proc, slow.proc)
+        stop_together(down.proc, slow.proc)
         stopped_in = time.monotonic() - t0
         stop(sim.proc)
         receiver.close()

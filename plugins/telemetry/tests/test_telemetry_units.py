@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from telemetry_harness import OTLPReceiver, free_port
+from telemetry_harness import OTLPReceiver
 
 from tollway import Attempt, Principal, RequestContext, Usage
+from tollway.testing import free_port
 from tollway_telemetry import (
     COST_USD,
     OTHER_PLUGIN_METRICS,

@@ -4,24 +4,22 @@
 from __future__ import annotations
 
 import base64
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
 import httpx
-import openai
 import orjson
 import pytest
 
-from tollway.keys import mint_key
+from tollway.testing import (
+    GatewayProcess,
+    Simulator,
+    default_providers,
+    start_gateway,
+    start_simulator,
+    stop,
+)
 
 MODEL = "gpt-4o"
 HELLO = [{"role": "user", "content": "Say hello to the translated lane"}]
@@ -40,110 +38,31 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really-an-image").decode()
 # --------------------------------------------------------------------------- processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class Stack(GatewayProcess):
+    """A gateway (one static key) in front of the simulator, with an OpenAI and an Anthropic
+    provider."""
 
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
-class Stack:
-    """A simulator and a gateway with an OpenAI and an Anthropic provider and one static key."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.sim = subprocess.Popen(
-            [sys.executable, "-m", "tollway_simulator", "--host", "127.0.0.1", "--port", "0"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.sim.stdout is not None
-        match = re.search(r"listening on (http://\S+)", self.sim.stdout.readline())
-        assert match, "the simulator did not start"
-        self.sim_url = match.group(1)
-        self.key = mint_key("test")
-        config = tmp / "tollway.toml"
-        config.write_text(
-            f"""
-[[providers]]
-name = "sim-openai"
-type = "openai"
-base_url = "{self.sim_url}/v1"
-api_key = "sk-upstream-openai"
-
-[[providers]]
-name = "sim-anthropic"
-type = "anthropic"
-base_url = "{self.sim_url}"
-api_key = "sk-ant-upstream"
-
-[[plugin.static-keys.keys]]
-name = "test"
-secret = "{self.key}"
-"""
-        )
-        port = _free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = tmp / "gateway.log"
-        env = {
-            **os.environ,
-            "ENVIRONMENT": "local",
-            "TOLLWAY_DATA_DIR": str(tmp / "data"),
-            "SERVER_ADDR": f"127.0.0.1:{port}",
-        }
-        with self.log.open("wb") as fh:
-            self.gw = subprocess.Popen(
-                [sys.executable, "-m", "tollway", "serve", "--config", str(config)],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.gw.poll() is None, self.log.read_text()
-            try:
-                if httpx.get(f"{self.url}/startupz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"gateway not ready:\n{self.log.read_text()}")
-
-    def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=self.key, max_retries=0, timeout=20)
-
-    def anthropic(self) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.url, api_key=self.key, max_retries=0, timeout=20)
+    def __init__(self, gw: GatewayProcess, sim: Simulator) -> None:
+        super().__init__(gw.proc, gw.url, gw.keys, gw.log, gw.config, gw.data_dir)
+        self.sim = sim
 
     def upstream(self) -> dict[str, Any]:
         """The last request the simulator received, with its body parsed."""
-        reqs = httpx.get(f"{self.sim_url}/_sim/requests", timeout=5).json()
-        assert reqs, "the simulator received no request"
-        req = reqs[-1]
+        req = self.sim.last_request()
         req["json"] = orjson.loads(base64.b64decode(req["body"]))
         req["headers"] = {k.lower(): v for k, v in req["headers"]}
-        return dict(req)
-
-    def close(self) -> None:
-        _stop(self.gw)
-        _stop(self.sim)
+        return req
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("translation-openai"))
-    yield s
-    s.close()
+    sim = start_simulator()
+    gw = start_gateway(
+        tmp_path_factory.mktemp("translation-openai"), providers=default_providers(sim.url)
+    )
+    yield Stack(gw, sim)
+    stop(gw.proc)
+    stop(sim.proc)
 
 
 # --------------------------------------------------------------------------- tests
