@@ -4,7 +4,8 @@
   whose parameter list is the spec's, and docs/hooks.md documents no hook that does not exist;
 - every environment variable the configuration reads is in docs/operator-guide.md;
 - every ``tollway`` command is mentioned in docs/operator-guide.md;
-- every relative link in docs/*.md points at an existing file (and heading, for Markdown).
+- every relative link in docs/*.md points at an existing file (and heading, for Markdown);
+- every check of the conformance suites is explained in docs/testing-plugins.md.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tollway.config import _ENV
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 HOOKS_MD = DOCS / "hooks.md"
 OPERATOR_GUIDE = DOCS / "operator-guide.md"
+TESTING_PLUGINS = DOCS / "testing-plugins.md"
 
 # Commands that plugins add to the CLI (not on the bare click group), documented all the same.
 PLUGIN_COMMANDS = ("tollway simulate",)
@@ -152,6 +154,7 @@ def test_docs_exist() -> None:
         "writing-plugins.md",
         "hooks.md",
         "troubleshooting.md",
+        "testing-plugins.md",
     } <= names
 
 
@@ -169,3 +172,22 @@ def test_relative_links_resolve(doc: Path) -> None:
         if fragment and dest.suffix == ".md" and fragment not in _anchors(dest):
             broken.append(f"{target} (no heading with anchor #{fragment} in {dest.name})")
     assert not broken, f"broken links in docs/{doc.name}:\n  " + "\n  ".join(broken)
+
+
+def _suite_checks() -> list[str]:
+    from tollway_conformance import GatewaySuite, HookPluginSuite, ProviderSuite
+
+    return sorted(
+        f"{suite.__name__}.{name}"
+        for suite in (HookPluginSuite, ProviderSuite, GatewaySuite)
+        for name in vars(suite)
+        if name.startswith("test_")
+    )
+
+
+@pytest.mark.parametrize("check", _suite_checks())
+def test_conformance_check_documented(check: str) -> None:
+    name = check.partition(".")[2]
+    assert re.search(rf"`{name}(\[[^`]*\])?`", TESTING_PLUGINS.read_text()), (
+        f"{check} (tollway_conformance) is not explained in docs/testing-plugins.md"
+    )

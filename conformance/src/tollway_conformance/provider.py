@@ -1,0 +1,655 @@
+"""The provider suite: a provider adapter behind a real gateway, against the simulator.
+
+Subclass :class:`ProviderSuite` in your provider package's tests::
+
+    class TestAcmeProvider(ProviderSuite):
+        entry_point = "tollway-provider-acme"  # the distribution that registers the adapter
+        provider_type = "acme"                # its ``type``
+        model = "acme-large"                  # a model the adapter serves
+        upstream_path = "/v1"                 # the simulator speaks the OpenAI wire under /v1
+
+The suite starts the provider simulator (``python -m tollway_simulator --port 0``) and a gateway
+subprocess configured with one provider of your type pointing at it, a static key and only
+your plugin and ``tollway-static-keys`` loaded. It drives every client format your adapter
+claims (``Provider.endpoints``: ``chat``, ``messages``, ``responses``) and checks what the
+client receives *and* what the gateway saw (the usage your adapter put on ``ctx.usage``, read
+through a probe plugin). See docs/testing-plugins.md for each check and its failure messages.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, TypeVar
+
+import attrs
+import httpx
+import pluggy
+import pytest
+
+from tollway import hookspecs
+from tollway._markers import PROJECT_NAME
+from tollway._plugins import ENTRY_POINT_GROUP
+from tollway.config import ProviderConfig
+from tollway.provider import Provider
+from tollway_conformance.harness import (
+    STATIC_KEYS,
+    GatewayProcess,
+    Simulator,
+    free_port,
+    provider_toml,
+    start_gateway,
+    stop,
+)
+from tollway_conformance.wire import (
+    FORMATS,
+    PATHS,
+    auth_headers,
+    body_text,
+    body_usage,
+    frame_problems,
+    parse_sse,
+    request_body,
+    stream_text,
+    stream_usage,
+)
+
+__all__ = ["ProviderSuite", "only_formats", "registered_providers"]
+
+PROMPT = "conformance check please answer"
+UNREACHABLE_MODEL = "conformance-unreachable"
+_TOOL_NAME = "get_weather"
+_TOOL_SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}},
+    "required": ["city"],
+}
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def only_formats(*formats: str) -> Callable[[F], F]:
+    """Run a ``client_format`` check only for these formats (when the adapter claims them)."""
+
+    def mark(fn: F) -> F:
+        fn.conformance_formats = formats  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def registered_providers(entry_point: str) -> dict[str, type[Provider]]:
+    """The provider classes the plugin behind ``entry_point`` registers, by ``type``."""
+    eps = [
+        ep
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if ep.name == entry_point
+    ]
+    assert eps, (
+        f"no entry point named {entry_point!r} in group {ENTRY_POINT_GROUP!r}: add "
+        f'[project.entry-points.tollway] {entry_point} = "your_module" to pyproject.toml '
+        "and reinstall the package (pip install -e .)"
+    )
+    pm = pluggy.PluginManager(PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    pm.register(eps[0].load(), name=entry_point)
+    found: dict[str, type[Provider]] = {}
+    pm.hook.register_providers(register=lambda cls: found.setdefault(cls.type, cls))
+    return found
+
+
+class ProviderSuite:
+    """Subclass with ``entry_point``, ``provider_type`` and ``model`` (see the module doc)."""
+
+    #: The entry-point (= distribution) name of the plugin that registers the adapter.
+    entry_point: ClassVar[str] = ""
+    #: The adapter's ``type`` (what ``[[providers]] type = …`` names).
+    provider_type: ClassVar[str] = ""
+    #: A model id the adapter serves (its ``default_models``, or the ``models`` you configure).
+    model: ClassVar[str] = ""
+    #: Client formats to test; ``None``: every text format the adapter's ``endpoints`` claims.
+    formats: ClassVar[tuple[str, ...] | None] = None
+    #: Appended to the simulator's URL to make ``base_url`` (``"/v1"`` for the OpenAI wire).
+    upstream_path: ClassVar[str] = ""
+    #: The upstream understands ``x-simulator-fault`` and friends (it is the simulator). Set
+    #: ``False`` with your own upstream: the error, timeout and cancellation checks are skipped.
+    simulator_faults: ClassVar[bool] = True
+    #: The upstream answers the same request with the same text (the simulator does).
+    deterministic: ClassVar[bool] = True
+    #: ``SERVER_UPSTREAM_TIMEOUT_SECONDS`` of the suite's gateway (the timeout check waits it).
+    upstream_timeout_seconds: ClassVar[float] = 1.0
+    #: More environment for the gateway, and more entry points to load beside yours.
+    gateway_env: ClassVar[dict[str, str]] = {}
+    extra_plugins: ClassVar[tuple[str, ...]] = ()
+
+    # --- what an author may override -------------------------------------------------------
+
+    def provider_config(self, base_url: str) -> ProviderConfig:
+        """The provider under test, pointing at ``base_url`` (the upstream)."""
+        return ProviderConfig(
+            name="under-test", type=self.provider_type, base_url=base_url, api_key="sk-conformance"
+        )
+
+    def unreachable_config(self, base_url: str) -> ProviderConfig:
+        """A second provider of your type whose ``base_url`` refuses connections; it alone
+        serves the model ``conformance-unreachable`` and is tried first."""
+        main = self.provider_config(base_url)
+        return attrs.evolve(
+            main,
+            name="conformance-unreachable",
+            id=None,
+            base_url=base_url,
+            models=[UNREACHABLE_MODEL],
+            priority=main.priority - 100,
+        )
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def provider_upstream(cls, tollway_simulator: Simulator) -> str:
+        """The upstream's base URL: the simulator. Override (a class-scoped fixture, as here)
+        to start an upstream of your own."""
+        return tollway_simulator.url + cls.upstream_path
+
+    # --- machinery -------------------------------------------------------------------------
+
+    @classmethod
+    def client_formats(cls) -> tuple[str, ...]:
+        """The formats the checks run for (``client_format`` parameters)."""
+        if cls.formats is not None:
+            unknown = [f for f in cls.formats if f not in FORMATS]
+            assert not unknown, f"formats {unknown} are not among {FORMATS}"
+            return tuple(cls.formats)
+        try:
+            adapter = cls._adapter()
+        except Exception:  # test_adapter_registered reports it
+            return FORMATS[:1]
+        return tuple(f for f in FORMATS if f in adapter.endpoints) or FORMATS[:1]
+
+    @classmethod
+    @functools.cache
+    def _adapter(cls) -> type[Provider]:
+        assert cls.entry_point, "set `entry_point` to the plugin's entry-point name"
+        assert cls.provider_type, "set `provider_type` to the adapter's type"
+        found = registered_providers(cls.entry_point)
+        assert cls.provider_type in found, (
+            f"plugin {cls.entry_point!r} registers no provider of type {cls.provider_type!r} "
+            f"(it registers: {', '.join(sorted(found)) or 'none'}); call register(YourProvider) "
+            "in a `register_providers(register)` hook implementation"
+        )
+        return found[cls.provider_type]
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def provider_gateway(
+        cls, provider_upstream: str, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[GatewayProcess]:
+        """A gateway with the provider under test (and the unreachable one), a static key
+        whose fallback is capped at one attempt, and the conformance probe."""
+        self = cls()
+        assert self.model, "set `model` to a model id the adapter serves"
+        dead = f"http://127.0.0.1:{free_port()}{self.upstream_path}"
+        config = provider_toml(self.provider_config(provider_upstream)) + provider_toml(
+            self.unreachable_config(dead)
+        )
+        env = {
+            "SERVER_UPSTREAM_TIMEOUT_SECONDS": str(self.upstream_timeout_seconds),
+            "SERVER_UPSTREAM_CONNECT_TIMEOUT_SECONDS": "3",
+            **self.gateway_env,
+        }
+        plugins = dict.fromkeys([self.entry_point, STATIC_KEYS, *self.extra_plugins])
+        gw = start_gateway(
+            tmp_path_factory.mktemp("provider-suite"),
+            config,
+            env=env,
+            plugins=list(plugins),
+            probe=True,
+            key_config={"fallback": {"max_attempts": 1}},
+        )
+        yield gw
+        stop(gw.proc)
+
+    def _post(
+        self,
+        gw: GatewayProcess,
+        fmt: str,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        return httpx.post(
+            gw.url + PATHS[fmt],
+            json=body,
+            headers={**auth_headers(fmt, gw.key), **(headers or {})},
+            timeout=30,
+        )
+
+    def _stream(
+        self,
+        gw: GatewayProcess,
+        fmt: str,
+        body: dict[str, Any],
+        headers: dict[str, str] | None = None,
+    ) -> tuple[httpx.Response, bytes]:
+        with httpx.stream(
+            "POST",
+            gw.url + PATHS[fmt],
+            json=body,
+            headers={**auth_headers(fmt, gw.key), **(headers or {})},
+            timeout=30,
+        ) as resp:
+            raw = resp.read()
+        return resp, raw
+
+    def _ok(self, resp: httpx.Response, what: str, gw: GatewayProcess) -> None:
+        if resp.status_code != 200:
+            raise AssertionError(
+                f"{what}: expected 200, got {resp.status_code}: {resp.text[:500]}\n"
+                f"gateway log (tail):\n{gw.logs()[-2000:]}"
+            )
+
+    def _needs_faults(self) -> None:
+        if not self.simulator_faults:
+            pytest.skip("the upstream is not the simulator (simulator_faults = False)")
+
+    # --- checks ----------------------------------------------------------------------------
+
+    def test_adapter_registered(self) -> None:
+        """The plugin registers a ``Provider`` subclass of this type that claims the formats."""
+        cls = self._adapter()
+        assert issubclass(cls, Provider), f"{cls!r} must subclass tollway.provider.Provider"
+        assert cls.send is not Provider.send, f"{cls.__qualname__} must implement send()"
+        missing = [f for f in self.client_formats() if f not in cls.endpoints]
+        assert not missing, (
+            f"formats {missing} are tested but {cls.__qualname__}.endpoints is "
+            f"{sorted(cls.endpoints)}: add them to `endpoints` or to nothing in `formats`"
+        )
+
+    def test_non_stream_answer(self, provider_gateway: GatewayProcess, client_format: str) -> None:
+        """A complete answer reaches the client with the routing headers."""
+        fmt = client_format
+        resp = self._post(provider_gateway, fmt, request_body(fmt, self.model, PROMPT))
+        self._ok(resp, f"non-streaming {fmt} call", provider_gateway)
+        assert resp.headers.get("content-type", "").startswith("application/json"), (
+            f"a complete {fmt} answer must be application/json, got "
+            f"{resp.headers.get('content-type')!r}"
+        )
+        text = body_text(fmt, resp.json())
+        assert text, f"the {fmt} answer has no assistant text: {resp.text[:300]}"
+        assert resp.headers.get("x-langwatch-provider") == self.provider_type
+        assert resp.headers.get("x-langwatch-model") == self.model
+
+    def test_stream_frames(self, provider_gateway: GatewayProcess, client_format: str) -> None:
+        """Event order and termination as the official SDK of the format expects."""
+        fmt = client_format
+        resp, raw = self._stream(
+            provider_gateway, fmt, request_body(fmt, self.model, PROMPT, stream=True)
+        )
+        self._ok(resp, f"streaming {fmt} call", provider_gateway)
+        ctype = resp.headers.get("content-type", "")
+        assert ctype.startswith("text/event-stream"), (
+            f"a {fmt} stream must be text/event-stream, got {ctype!r}: the adapter returned a "
+            "complete body for a streaming request (return ProviderResult(events=…))"
+        )
+        assert resp.headers.get("cache-control") == "no-cache"
+        problems = frame_problems(fmt, parse_sse(raw))
+        assert not problems, f"the {fmt} stream is malformed:\n  " + "\n  ".join(problems)
+
+    def test_stream_text_matches_non_stream(
+        self, provider_gateway: GatewayProcess, client_format: str
+    ) -> None:
+        """Streaming and non-streaming calls of one request carry the same text."""
+        fmt = client_format
+        resp = self._post(provider_gateway, fmt, request_body(fmt, self.model, PROMPT))
+        self._ok(resp, f"non-streaming {fmt} call", provider_gateway)
+        sresp, raw = self._stream(
+            provider_gateway, fmt, request_body(fmt, self.model, PROMPT, stream=True)
+        )
+        self._ok(sresp, f"streaming {fmt} call", provider_gateway)
+        whole, streamed = body_text(fmt, resp.json()), stream_text(fmt, parse_sse(raw))
+        assert streamed, f"the {fmt} stream carried no text deltas"
+        if self.deterministic:
+            assert streamed == whole, (
+                f"the {fmt} stream's text differs from the complete answer's:\n"
+                f"  stream:   {streamed!r}\n  complete: {whole!r}"
+            )
+
+    def test_usage_reported(self, provider_gateway: GatewayProcess, client_format: str) -> None:
+        """The adapter sets ``ctx.usage`` for complete answers and for streams, and it agrees
+        with the usage the client sees."""
+        fmt = client_format
+        gw = provider_gateway
+        for stream in (False, True):
+            kind = "streaming" if stream else "non-streaming"
+            body = request_body(fmt, self.model, PROMPT, stream=stream)
+            if stream:
+                resp, raw = self._stream(gw, fmt, body)
+                self._ok(resp, f"{kind} {fmt} call", gw)
+                seen = stream_usage(fmt, parse_sse(raw))
+            else:
+                resp = self._post(gw, fmt, body)
+                self._ok(resp, f"{kind} {fmt} call", gw)
+                seen = body_usage(fmt, resp.json())
+            rec = gw.record_for(resp.headers["x-langwatch-request-id"])
+            usage = rec["usage"]
+            where = (
+                "as the usage event passes (e.g. in relay_sse's inspect callback, or the "
+                "translator's on_usage)"
+                if stream
+                else "from the response body's usage"
+            )
+            assert usage is not None, (
+                f"usage not reported: after a successful {kind} {fmt} call the gateway's "
+                f"ctx.usage is None. Set ctx.usage = tollway.Usage(input_tokens=…, "
+                f"output_tokens=…) in send(), {where}; budgets, rate limits and traces "
+                "depend on it"
+            )
+            assert usage["output_tokens"] > 0, (
+                f"usage reported with output_tokens = 0 for a {kind} {fmt} answer with text: "
+                f"{usage}; map the provider's output token count"
+            )
+            assert usage["input_tokens"] + usage["cache_read_input_tokens"] > 0, (
+                f"usage reported with no input tokens for a {kind} {fmt} call: {usage}"
+            )
+            if seen is not None and seen[1]:
+                assert usage["output_tokens"] == seen[1], (
+                    f"the client sees {seen[1]} output tokens in the {kind} {fmt} answer, "
+                    f"but the adapter reported {usage['output_tokens']} on ctx.usage"
+                )
+
+    @only_formats("chat")
+    def test_chat_stream_usage_chunk_only_when_asked(
+        self, provider_gateway: GatewayProcess, client_format: str
+    ) -> None:
+        """OpenAI chat streams: the usage chunk reaches the client only when it asked for it
+        (``stream_options.include_usage``), yet the gateway accounts the tokens either way."""
+        gw = provider_gateway
+        body = request_body("chat", self.model, PROMPT, stream=True)
+        resp, raw = self._stream(gw, "chat", body)
+        self._ok(resp, "streaming chat call", gw)
+        leaked = [
+            ev.data[:120]
+            for ev in parse_sse(raw)
+            if ev.data != "[DONE]" and json.loads(ev.data).get("usage")
+        ]
+        assert not leaked, (
+            "the client did not ask for usage (no stream_options.include_usage) but received "
+            f"a usage chunk: {leaked[0]}. Drop the usage-only chunk the adapter asked for "
+            "(return b'' for it from relay_sse's inspect callback)"
+        )
+        asked = {**body, "stream_options": {"include_usage": True}}
+        resp, raw = self._stream(gw, "chat", asked)
+        self._ok(resp, "streaming chat call with include_usage", gw)
+        seen = stream_usage("chat", parse_sse(raw))
+        assert seen is not None, (
+            "the client asked for usage (stream_options.include_usage) and received no usage "
+            "chunk; keep the upstream's usage chunk when the client asked for it"
+        )
+
+    def test_upstream_error_passes_through(
+        self, provider_gateway: GatewayProcess, client_format: str
+    ) -> None:
+        """An upstream 500 reaches the client as a 500 naming the provider
+        (``X-LangWatch-Provider``) — raise ``UpstreamHTTPError`` (``raise_for_upstream_status``)."""
+        self._needs_faults()
+        fmt = client_format
+        resp = self._post(
+            provider_gateway,
+            fmt,
+            request_body(fmt, self.model, PROMPT),
+            {"x-simulator-fault": "500"},
+        )
+        assert resp.status_code == 500, (
+            f"an upstream 500 must pass through as 500, got {resp.status_code}: "
+            f"{resp.text[:300]}. Call `await raise_for_upstream_status(resp)` before reading "
+            "the body"
+        )
+        assert resp.headers.get("x-langwatch-provider") == self.provider_type, (
+            "X-LangWatch-Provider must name the provider whose error passed through"
+        )
+        assert resp.headers.get("x-langwatch-request-id", "").startswith("grq_")
+
+    def test_connection_refused_is_502(
+        self, provider_gateway: GatewayProcess, client_format: str
+    ) -> None:
+        """An upstream that refuses connections gives 502 ``provider_error``."""
+        fmt = client_format
+        resp = self._post(provider_gateway, fmt, request_body(fmt, UNREACHABLE_MODEL, PROMPT))
+        assert resp.status_code == 502, (
+            f"a provider whose base_url refuses connections must give 502 provider_error, got "
+            f"{resp.status_code}: {resp.text[:300]}. Let http.post's UpstreamConnectError "
+            "propagate out of send()"
+        )
+        err = resp.json()["error"]
+        assert err["type"] == "provider_error", err
+        assert resp.headers.get("x-langwatch-provider") == self.provider_type
+
+    def test_timeout_is_504(self, provider_gateway: GatewayProcess) -> None:
+        """An upstream that never answers gives 504 ``upstream_timeout`` once
+        ``SERVER_UPSTREAM_TIMEOUT_SECONDS`` ran out."""
+        self._needs_faults()
+        fmt = self.client_formats()[0]
+        t0 = time.monotonic()
+        resp = self._post(
+            provider_gateway,
+            fmt,
+            request_body(fmt, self.model, PROMPT),
+            {"x-simulator-fault": "timeout"},
+        )
+        waited = time.monotonic() - t0
+        assert resp.status_code == 504, (
+            f"an upstream that never answers must give 504 upstream_timeout, got "
+            f"{resp.status_code} after {waited:.1f} s: {resp.text[:300]}. Use the `http` "
+            "argument of send() (the gateway's client and timeouts) and let "
+            "UpstreamTimeoutError propagate"
+        )
+        assert resp.json()["error"]["type"] == "upstream_timeout"
+
+    def test_midstream_failure_ends_with_error_event(
+        self, provider_gateway: GatewayProcess, client_format: str
+    ) -> None:
+        """An upstream that dies mid-stream ends the client's stream with ``event: error``."""
+        self._needs_faults()
+        fmt = client_format
+        resp, raw = self._stream(
+            provider_gateway,
+            fmt,
+            request_body(fmt, self.model, PROMPT, stream=True),
+            {"x-simulator-fault": "midstream:3"},
+        )
+        assert resp.status_code == 200, resp.text[:300]
+        events = parse_sse(raw)
+        assert events, "the stream carried nothing"
+        last = events[-1]
+        assert last.name == "error", (
+            "after the upstream cut the stream, the client's stream must end with an "
+            f"`event: error` frame; it ended with {last.name or 'data'}: {last.data[:120]!r}. "
+            "Raise UpstreamError subclasses from the events iterator (relay_sse does), never "
+            "swallow the failure"
+        )
+        assert last.json()["error"]["type"] == "provider_error"
+
+    def test_client_disconnect_closes_upstream(
+        self, provider_gateway: GatewayProcess, tollway_simulator: Simulator
+    ) -> None:
+        """A client that leaves mid-stream makes the gateway close the upstream connection."""
+        self._needs_faults()
+        fmt = self.client_formats()[0]
+        before = tollway_simulator.stats()["streams_client_disconnected"]
+        headers = {
+            **auth_headers(fmt, provider_gateway.key),
+            "x-simulator-event-delay-ms": "25",
+            "x-simulator-output-words": "400",
+        }
+        body = request_body(fmt, self.model, PROMPT, stream=True, max_tokens=1000)
+        with (
+            httpx.Client(timeout=30) as client,
+            client.stream(
+                "POST", provider_gateway.url + PATHS[fmt], json=body, headers=headers
+            ) as resp,
+        ):
+            assert resp.status_code == 200, resp.read()[:300]
+            received = 0
+            for chunk in resp.iter_raw():
+                received += len(chunk)
+                if received > 200:
+                    break
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if tollway_simulator.stats()["streams_client_disconnected"] > before:
+                return
+            time.sleep(0.05)
+        raise AssertionError(
+            "the client left mid-stream but the upstream stream kept going (the simulator saw "
+            "no disconnect within 5 s): return ProviderResult(events=…, close=resp.close) so "
+            "the gateway can release the upstream connection"
+        )
+
+    def test_tool_call_round_trip(
+        self, provider_gateway: GatewayProcess, client_format: str
+    ) -> None:
+        """The official SDK gets a tool call (complete and streamed) and can answer it."""
+        fmt = client_format
+        gw = provider_gateway
+        if fmt == "chat":
+            self._chat_tools(gw)
+        elif fmt == "messages":
+            self._messages_tools(gw)
+        else:
+            self._responses_tools(gw)
+
+    @only_formats("chat", "messages")
+    def test_max_tokens_stop_reason(
+        self, provider_gateway: GatewayProcess, client_format: str
+    ) -> None:
+        """A truncated answer says so in the client's format (``length`` / ``max_tokens``)."""
+        self._needs_faults()
+        fmt = client_format
+        body = request_body(fmt, self.model, PROMPT, max_tokens=3)
+        resp = self._post(provider_gateway, fmt, body, {"x-simulator-output-words": "20"})
+        self._ok(resp, f"truncated {fmt} call", provider_gateway)
+        doc = resp.json()
+        if fmt == "chat":
+            reason = doc["choices"][0]["finish_reason"]
+            assert reason == "length", f"a truncated chat answer has finish_reason {reason!r}"
+        else:
+            reason = doc["stop_reason"]
+            assert reason == "max_tokens", f"a truncated message has stop_reason {reason!r}"
+
+    # --- tool round trips through the official SDKs -----------------------------------------
+
+    def _chat_tools(self, gw: GatewayProcess) -> None:
+        client = gw.openai()
+        tools = [{"type": "function", "function": {"name": _TOOL_NAME, "parameters": _TOOL_SCHEMA}}]
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "weather in Paris?"}]
+        reply = client.chat.completions.create(
+            model=self.model, messages=messages, tools=tools, max_completion_tokens=256
+        )
+        choice = reply.choices[0]
+        assert choice.finish_reason == "tool_calls", choice
+        call = choice.message.tool_calls[0]
+        assert call.function.name == _TOOL_NAME
+        assert "city" in json.loads(call.function.arguments)
+        name, args = "", ""
+        for chunk in client.chat.completions.create(
+            model=self.model,
+            messages=messages,
+            tools=tools,
+            max_completion_tokens=256,
+            stream=True,
+        ):
+            for c in chunk.choices:
+                for delta in c.delta.tool_calls or ():
+                    name += (delta.function and delta.function.name) or ""
+                    args += (delta.function and delta.function.arguments) or ""
+        assert name == _TOOL_NAME, f"streamed tool call name {name!r}"
+        assert "city" in json.loads(args), f"streamed tool arguments {args!r}"
+        follow = [
+            *messages,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": _TOOL_NAME, "arguments": call.function.arguments},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"},
+        ]
+        done = client.chat.completions.create(
+            model=self.model, messages=follow, tools=tools, max_completion_tokens=256
+        )
+        assert done.choices[0].message.content, "no text after the tool result"
+
+    def _messages_tools(self, gw: GatewayProcess) -> None:
+        client = gw.anthropic()
+        tools = [{"name": _TOOL_NAME, "description": "weather", "input_schema": _TOOL_SCHEMA}]
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "weather in Paris?"}]
+        reply = client.messages.create(
+            model=self.model, max_tokens=256, messages=messages, tools=tools
+        )
+        assert reply.stop_reason == "tool_use", reply
+        uses = [b for b in reply.content if b.type == "tool_use"]
+        assert uses and uses[0].name == _TOOL_NAME and "city" in uses[0].input, reply.content
+        with client.messages.stream(
+            model=self.model, max_tokens=256, messages=messages, tools=tools
+        ) as stream:
+            final = stream.get_final_message()
+        streamed = [b for b in final.content if b.type == "tool_use"]
+        assert streamed and streamed[0].name == _TOOL_NAME, final.content
+        assert "city" in streamed[0].input, streamed[0].input
+        follow = [
+            *messages,
+            {"role": "assistant", "content": [b.model_dump() for b in reply.content]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": uses[0].id, "content": "sunny, 21 C"}
+                ],
+            },
+        ]
+        done = client.messages.create(
+            model=self.model, max_tokens=256, messages=follow, tools=tools
+        )
+        assert any(b.type == "text" and b.text for b in done.content), done.content
+
+    def _responses_tools(self, gw: GatewayProcess) -> None:
+        client = gw.openai()
+        tools = [{"type": "function", "name": _TOOL_NAME, "parameters": _TOOL_SCHEMA}]
+        reply = client.responses.create(model=self.model, input="weather in Paris?", tools=tools)
+        calls = [o for o in reply.output if o.type == "function_call"]
+        assert calls and calls[0].name == _TOOL_NAME, reply.output
+        assert "city" in json.loads(calls[0].arguments)
+        final = None
+        for event in client.responses.create(
+            model=self.model, input="weather in Paris?", tools=tools, stream=True
+        ):
+            if event.type == "response.completed":
+                final = event.response
+        assert final is not None, "the stream had no response.completed event"
+        streamed = [o for o in final.output if o.type == "function_call"]
+        assert streamed and streamed[0].name == _TOOL_NAME, final.output
+        done = client.responses.create(
+            model=self.model,
+            input=[
+                {"role": "user", "content": "weather in Paris?"},
+                {
+                    "type": "function_call",
+                    "call_id": calls[0].call_id,
+                    "name": _TOOL_NAME,
+                    "arguments": calls[0].arguments,
+                },
+                {
+                    "type": "function_call_output",
+                    "call_id": calls[0].call_id,
+                    "output": "sunny, 21 C",
+                },
+            ],
+            tools=tools,
+        )
+        assert done.output_text, "no text after the tool result"
