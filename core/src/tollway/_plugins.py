@@ -50,17 +50,15 @@ def build_plugin_manager(
 ) -> tuple[pluggy.PluginManager, list[PluginInfo]]:
     """Create a fresh plugin manager (never module-global, so tests don't leak state).
 
-    ``builtins`` are the core's own plugins, registered first; then every installed entry point
-    of the ``tollway`` group allowed by ``selection``; then ``extra`` (tests). A plugin that
-    fails to import stops start-up naming it, unless it is listed in ``selection.optional``
-    (or ``skip_broken``: the CLI still offers the other plugins' commands).
+    Every installed entry point of the ``tollway`` group allowed by ``selection`` is registered
+    (in name order), then ``builtins`` (the core's own plugins), then ``extra`` (tests). A
+    plugin that fails to import stops start-up naming it, unless it is listed in
+    ``selection.optional`` (or ``skip_broken``: the CLI still offers the other plugins'
+    commands).
     """
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     infos: list[PluginInfo] = []
-    for name, plugin in builtins:
-        _register(pm, name, plugin)
-        infos.append(PluginInfo(name, _core_version(), "tollway", _hooks_of(pm, plugin), True))
 
     if load_installed:
         seen: dict[str, str] = {}
@@ -112,6 +110,11 @@ def build_plugin_manager(
                     f"(installed: {', '.join(sorted(seen)) or 'none'})"
                 )
 
+    # Built-ins after the installed plugins: the router is `trylast`, and within `trylast`
+    # pluggy calls the first registered first, so it stays the last word on routing.
+    for name, plugin in builtins:
+        _register(pm, name, plugin)
+        infos.append(PluginInfo(name, _core_version(), "tollway", _hooks_of(pm, plugin), True))
     for name, plugin in extra:
         _register(pm, name, plugin)
         infos.append(PluginInfo(name, "0", "(test)", _hooks_of(pm, plugin)))

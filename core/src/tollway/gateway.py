@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import orjson
 import pluggy
-from quart import Quart, Response, request
+from quart import Quart, Response, request, websocket
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
@@ -937,6 +937,23 @@ def create_app(gateway: Gateway) -> Quart:
 
         app.add_url_rule(path, f"v1_{endpoint}", view, methods=["POST"])
 
+    # Codex's built-in provider first tries a WebSocket upgrade on GET /v1/responses. Refused
+    # with 426 it falls back to POST /v1/responses at once and for the session; a 404, 405, 5xx
+    # costs 5 reconnects (~6 s) first, and a 400 ends the Codex run (docs/codex.md).
+    @app.websocket("/v1/responses")
+    async def responses_websocket() -> Response:
+        return _refuse_websocket(gateway, websocket.path, websocket.headers)
+
+    @app.get("/v1/responses")
+    async def responses_get() -> Response:
+        # A proxy that drops the hop-by-hop Upgrade header still passes Sec-WebSocket-Key on.
+        if "sec-websocket-key" in request.headers:
+            return _refuse_websocket(gateway, request.path, request.headers)
+        ctx = gateway.new_context("", request.method, request.path, b"", request.headers)
+        return gateway.error_response(
+            ctx, _MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        )
+
     reserved = {rule.rule for rule in app.url_map.iter_rules()}
     gateway.pm.hook.register_routes(app=app, gateway=gateway)
     for rule in app.url_map.iter_rules():
@@ -994,6 +1011,25 @@ class _NotFound(GatewayError):
 class _MethodNotAllowed(GatewayError):
     type = "method_not_allowed"
     status = 405
+
+
+class _WebSocketNotSupported(GatewayError):
+    type = "websocket_not_supported"
+    status = 426
+
+
+def _refuse_websocket(gateway: Gateway, path: str, headers: Any) -> Response:
+    """426 for a WebSocket upgrade on ``path``: clients that can (Codex) fall back to HTTP."""
+    ctx = gateway.new_context("", "GET", path, b"", headers)
+    return gateway.error_response(
+        ctx,
+        _WebSocketNotSupported(
+            f"Tollway does not serve WebSocket on {path}; send POST {path} (streaming with "
+            '"stream": true). Codex falls back to it by itself; a model_providers entry with '
+            'wire_api = "responses" skips the WebSocket attempt',
+            code="websocket_not_supported",
+        ),
+    )
 
 
 def _json(status: int, body: Any) -> Response:

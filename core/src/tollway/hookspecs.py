@@ -14,10 +14,12 @@ named in each docstring:
 * **isolated** — every implementation runs; an exception is logged with the plugin's name and does
   not stop the others (used where one broken plugin must not cost another its work).
 
-Call order is pluggy's: ``tryfirst`` implementations first, ``trylast`` ones last, and within a
-bucket the most recently registered first. The core registers its built-in plugins first, then
-installed plugins in entry-point name order, so an installed plugin runs before a built-in of the
-same bucket.
+Call order is pluggy's: ``tryfirst`` implementations first, unmarked ones next, ``trylast`` ones
+last. Within the ``tryfirst`` and unmarked groups the most recently registered runs first; within
+``trylast`` the first registered runs first. The core registers installed plugins in entry-point
+name order, then its built-in router (``trylast``), so the router is always the last ``route``.
+SPEC §4's admission order comes from the markers: rate limits ``tryfirst``, policy rules, model
+access and cache mode unmarked, budgets ``trylast``.
 
 Per-request hooks may be ``def`` or ``async def``. A sync implementation runs on the event loop:
 it must not block (no file or network I/O). Parameters are passed by name, and an implementation

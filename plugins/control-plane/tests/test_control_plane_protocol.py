@@ -331,3 +331,78 @@ def test_limits(cp: ControlPlaneProcess) -> None:
     started = time.monotonic()
     data = _changes(cp, None, -5)
     assert data["events"] == [] and time.monotonic() - started < 5
+
+
+# --- ledger and spend (the budgets plugin's outbox and counters) ------------------------------
+
+LEDGER = "/api/internal/gateway/ledger"
+SPEND = "/api/internal/gateway/spend"
+
+
+def _entry(rid: str, cost: int, **over: Any) -> dict[str, Any]:
+    return {
+        "request_id": rid,
+        "created_at": "2026-03-02T10:00:00.000000Z",
+        "organization_id": "org_default",
+        "team_id": "team_default",
+        "project_id": "proj_ledger_test",
+        "vk_id": "vk_ledger_test",
+        "model": "gpt-4o",
+        "input_tokens": 12,
+        "output_tokens": 3,
+        "cost_micro_usd": cost,
+        "status": 200,
+        **over,
+    }
+
+
+def test_ledger_batches_are_idempotent(cp: ControlPlaneProcess, store: Store) -> None:
+    batch = {"gateway_node_id": "gw-a", "entries": [_entry(f"grq_l{i}", 10 * i) for i in range(50)]}
+    first = cp.internal("POST", LEDGER, orjson.dumps(batch))
+    verify_response(first, "POST", LEDGER)
+    assert first.status_code == 200 and first.json() == {"accepted": 50, "inserted": 50}
+    # The outbox retries a batch whose answer it never saw: nothing is debited twice.
+    batch["entries"].append(_entry("grq_l50", 500))
+    again = cp.internal("POST", LEDGER, orjson.dumps(batch))
+    assert again.json() == {"accepted": 51, "inserted": 1}
+    rows = store.db.query(
+        "SELECT COUNT(*) AS n, SUM(cost_usd) AS s, MIN(gateway_node_id) AS node FROM ledger "
+        "WHERE project_id = 'proj_ledger_test'"
+    )
+    total = sum(10 * i for i in range(51))
+    assert (rows[0]["n"], rows[0]["s"], rows[0]["node"]) == (51, total, "gw-a")
+
+    query = {
+        "organization_id": "org_default",
+        "scope_type": "project",
+        "scope_id": "proj_ledger_test",
+        "since": "2026-03-02T00:00:00Z",
+    }
+    spend = cp.internal(
+        "POST",
+        SPEND,
+        orjson.dumps({"queries": [query, {**query, "until": "2026-03-02T10:00:00Z"}]}),
+    )
+    verify_response(spend, "POST", SPEND)
+    assert spend.json() == {"spend_micro_usd": [total, 0]}
+
+
+def test_ledger_and_spend_refuse_bad_bodies(cp: ControlPlaneProcess) -> None:
+    for path, body in (
+        (LEDGER, b"{}"),
+        (LEDGER, orjson.dumps({"entries": [_entry("grq_bad", -5)]})),
+        (LEDGER, orjson.dumps({"entries": [{"request_id": "x"}]})),
+        (SPEND, orjson.dumps({"queries": [{"scope_type": "galaxy"}]})),
+        (SPEND, b"[]"),
+    ):
+        response = cp.internal("POST", path, body)
+        verify_response(response, "POST", path)
+        assert response.status_code == 400, (path, body, response.text)
+        assert response.json()["error"]["type"] == "bad_request"
+    # A batch may be far bigger than other internal requests (64 KiB) …
+    big = {"entries": [_entry(f"grq_big{i}", 1, model="m" * 200) for i in range(1000)]}
+    body = orjson.dumps(big)
+    assert len(body) > 256 * 1024
+    assert cp.internal("POST", LEDGER, body).json() == {"accepted": 1000, "inserted": 1000}
+    # … but not unsigned.
+    assert httpx.post(cp.url + LEDGER, content=body).status_code == 401

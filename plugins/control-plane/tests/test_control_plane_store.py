@@ -25,6 +25,8 @@ from tollway_control_plane.store import (
     NotFound,
     Store,
     ValidationError,
+    check_ledger_entry,
+    check_prices,
     format_usd,
     parse_usd,
     window_start,
@@ -55,7 +57,7 @@ def test_defaults_and_migrations(store: Store, store_url: str) -> None:  # noqa:
     assert [o.id for o in store.list_organizations()] == ["org_default"]
     assert [(t.id, t.name) for t in store.list_teams()] == [("team_default", "default")]
     assert [(p.id, p.team_id) for p in store.list_projects()] == [("proj_default", "team_default")]
-    assert store.db.applied_versions() == {1}
+    assert store.db.applied_versions() == {1, 2}
     # Opening again applies nothing and keeps the data.
     store.create_key(name="k")
     again = Store.open(store_url, PEPPER)
@@ -430,6 +432,117 @@ def test_budgets(store: Store) -> None:
     store.delete_budget(budget.id)
     with pytest.raises(NotFound):
         store.get_budget(budget.id)
+
+
+def _ledger_entry(rid: str, cost: int, **over: object) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "request_id": rid,
+        "created_at": format_time(now()),
+        "organization_id": "org_default",
+        "team_id": "team_default",
+        "project_id": "proj_default",
+        "vk_id": "vk_x",
+        "principal_id": None,
+        "end_user_id": None,
+        "provider_id": "mp_x",
+        "model": "gpt-4o",
+        "input_tokens": 10,
+        "output_tokens": 5,
+        "cost_micro_usd": cost,
+        "status": 200,
+    }
+    entry.update(over)
+    return entry
+
+
+def test_ledger_is_idempotent_and_sums_per_window(store: Store) -> None:
+    rows = [check_ledger_entry(_ledger_entry(f"r{i}", 100 + i)) for i in range(5)]
+    assert store.record_ledger(rows) == 5
+    # A retried (or overlapping) batch debits nothing twice.
+    again = [*rows[3:], check_ledger_entry(_ledger_entry("r5", 1000))]
+    assert store.record_ledger(again) == 1
+    total = sum(100 + i for i in range(5)) + 1000
+    budget = store.create_budget(scope="project", window="day", limit_usd=parse_usd("1"))
+    assert store.budget_spend(budget) == total
+    # Last month's spend is not this month's; the query's `since` decides.
+    old = format_time(now() - timedelta(days=40))
+    store.record_ledger([check_ledger_entry(_ledger_entry("r-old", 7, created_at=old))])
+    month = store.create_budget(scope="project", window="month", limit_usd=1)
+    assert store.budget_spend(month) == total
+    everything = store.create_budget(scope="project", window="total", limit_usd=1)
+    assert store.budget_spend(everything) == total + 7
+    q = {"organization_id": "org_default", "scope_type": "project", "scope_id": "proj_default"}
+    first = rows[0]["created_at"]
+    spend = store.ledger_spend([{**q, "since": old}, {**q, "since": old, "until": first}])
+    assert spend == [total + 7, 7]
+    with pytest.raises(ValidationError, match="cost_micro_usd"):
+        check_ledger_entry(_ledger_entry("bad", -1))
+    with pytest.raises(ValidationError, match="request_id"):
+        check_ledger_entry(_ledger_entry("", 1))
+    with pytest.raises(ValidationError, match="created_at"):
+        check_ledger_entry(_ledger_entry("r", 1, created_at="yesterday"))
+
+
+def test_principal_and_end_user_budgets(store: Store) -> None:
+    acme = store.create_organization("acme")
+    key, _ = store.create_key(name="k", scope="project", principal_id="alice")
+    other, _ = store.create_key(name="k2")
+    # principal and end-user ids are free-form: they count only inside their organization.
+    entries = [
+        _ledger_entry("a1", 300, principal_id="alice", end_user_id="u1", vk_id=key.id),
+        _ledger_entry("a2", 200, principal_id="alice", end_user_id="u2", vk_id=key.id),
+        _ledger_entry("a3", 50, principal_id="alice", end_user_id="u1", organization_id=acme.id),
+    ]
+    store.record_ledger([check_ledger_entry(e) for e in entries])
+    alice = store.create_budget(scope="principal:alice", window="day", limit_usd=1)
+    assert store.budget_spend(alice) == 500
+    alice_acme = store.create_budget(
+        scope="principal:alice", window="day", limit_usd=1, organization_id=acme.id
+    )
+    assert alice_acme.organization_id == acme.id and store.budget_spend(alice_acme) == 50
+    u1 = store.create_budget(scope="end_user:u1", window="day", limit_usd=1)
+    assert store.budget_spend(u1) == 300
+    each = store.create_budget(scope="end_user:*", window="day", limit_usd=1)
+    assert store.budget_spend(each) == 300 and store.budget_top_end_user(each) == "u1"
+    with pytest.raises(ValidationError, match="organization"):
+        store.create_budget(scope="project", window="day", limit_usd=1, organization_id=acme.id)
+    with pytest.raises(ValidationError, match="organization"):
+        store.create_budget(scope="end_user:*", window="day", limit_usd=1, organization_id="nope")
+    # A key's bundle lists the budgets that apply to it: its scopes, its principal, and every
+    # end-user budget of its organization (applied per request by the request's end user).
+    project = store.create_budget(scope="project", window="month", limit_usd=1)
+    mine = store.create_budget(scope=f"virtual_key:{key.id}", window="total", limit_usd=1)
+    store.create_budget(scope=f"virtual_key:{other.id}", window="total", limit_usd=1)
+    bundled = store.bundle(key.id)["budgets"]
+    assert [b["id"] for b in bundled] == [alice.id, u1.id, each.id, project.id, mine.id]
+    assert bundled[-1] == {
+        "id": mine.id,
+        "name": None,
+        "scope_type": "virtual_key",
+        "scope_id": key.id,
+        "window": "total",
+        "limit_micro_usd": 1,
+        "on_breach": "block",
+        "reset_at": None,
+    }
+    assert alice.id not in [b["id"] for b in store.bundle(other.id)["budgets"]]
+
+
+def test_provider_prices_are_validated(store: Store) -> None:
+    prices = {"gpt-4o": {"input_per_mtok": 2.5, "output_per_mtok": "10"}}
+    provider = store.create_provider(type="openai", name="priced", config={"prices": prices})
+    assert provider.config["prices"] == prices
+    assert check_prices({"m": {"input_per_mtok": 1, "cache_read_per_mtok": 0}}) == []
+    problems = check_prices({"m": {"input_per_mtok": -1, "output": 3}, "n": 4})
+    assert problems == [
+        "config.prices.m.input_per_mtok: -1 must be a non-negative number",
+        "config.prices.m.output: unknown field (known: input_per_mtok, output_per_mtok, "
+        "cache_read_per_mtok, cache_write_per_mtok)",
+        "config.prices.n: must be an object with input_per_mtok, output_per_mtok, "
+        "cache_read_per_mtok, cache_write_per_mtok",
+    ]
+    with pytest.raises(ValidationError, match="input_per_mtok"):
+        store.update_provider(provider.id, config={"prices": {"gpt-4o": {"input_per_mtok": "x"}}})
 
 
 def test_usd_and_windows() -> None:

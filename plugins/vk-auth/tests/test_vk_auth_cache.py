@@ -20,6 +20,7 @@ from vk_auth_support import INTERNAL, PEPPER, FakeControlPlane, bundle_for, unti
 from tollway import InvalidAPIKey, ServiceUnavailable
 from tollway_vk_auth import AuthCache, ChangeFeed, ControlPlaneClient, VKAuthSettings
 from tollway_vk_auth._bundle import principal_from_bundle
+from tollway_vk_auth._client import ChangeEvent
 
 
 class Clock:
@@ -110,6 +111,45 @@ def test_principal_from_bundle_maps_every_field() -> None:
     assert second.provider.config == {"anthropic_version": "2023-06-01"}
     assert (second.provider.rpm, second.provider.rpd, second.provider.revision) == (10, 100, 3)
     assert second.model == "claude-haiku"
+
+
+def test_bundle_budgets_become_principal_extras() -> None:
+    budgets = [
+        {
+            "id": "bud_1",
+            "name": None,
+            "scope_type": "project",
+            "scope_id": "proj_1",
+            "window": "month",
+            "limit_micro_usd": 10_000,
+            "on_breach": "block",
+            "reset_at": None,
+        }
+    ]
+    b = bundle_for("vk_9", "lw_vk_test_01ABCDEFGHJKMNPQRSTVWXYZ0123", budgets=budgets)
+    p = principal_from_bundle(b)
+    assert p.extras == {"otel_auth_token": None, "budgets": budgets}
+    # A bundle without the field (an older control plane) carries no budgets.
+    assert "budgets" not in principal_from_bundle(bundle_for("vk_9", "x" * 40)).extras
+
+
+def test_budget_change_revalidates_without_evicting() -> None:
+    async def body() -> None:
+        async with setup() as (cp, cache, clock):
+            vk, secret = cp.add_key(budgets=[])
+            feed = ChangeFeed(cache.client, cache, None, timeout_s=5)
+            await cache.authenticate(secret)
+            cp.bundles[vk]["budgets"] = [{"id": "bud_new"}]
+            await feed.apply([ChangeEvent(1, "budget_changed")])
+            (entry,) = cache.l1.values()  # still cached: servable stale-while-error …
+            assert entry.soft_expires_at <= clock.now  # … but refreshed on the next request
+            principal = await cache.authenticate(secret)
+            assert principal is not None and principal.extras["budgets"] == [{"id": "bud_new"}]
+            cp.fault = "500"  # a budget change is no revocation: stale serving still works
+            await feed.apply([ChangeEvent(2, "budget_changed")])
+            assert await cache.authenticate(secret) is not None
+
+    run(body)
 
 
 def test_miss_then_fresh_hits_cost_no_calls() -> None:

@@ -192,7 +192,11 @@ _BODIES: dict[str, dict[str, Any]] = {
             "scope": {
                 **_STR,
                 "description": "organization|team|project[:ID], virtual_key:ID, principal:ID, "
-                "end_user:ID",
+                "end_user:ID (end_user:* caps each end user separately)",
+            },
+            "organization_id": {
+                **_STR,
+                "description": "the organization of a principal or end_user budget",
             },
             "window": {"enum": ["hour", "day", "week", "month", "total"]},
             "limit_usd": {"type": ["string", "number"]},

@@ -697,7 +697,8 @@ def _budget_rows(data: list[dict[str, Any]]) -> None:
                 b["scope"],
                 b["window"],
                 f"${b['limit_usd']}",
-                f"${b['spend_usd']}",
+                f"${b['spend_usd']}"
+                + (f" ({b['spend_end_user']})" if b.get("spend_end_user") else ""),
                 b["on_breach"],
                 b["name"],
             )
@@ -714,7 +715,15 @@ def _budget_rows(data: list[dict[str, Any]]) -> None:
     "--scope",
     required=True,
     metavar="SCOPE[:ID]",
-    help="organization|team|project[:ID], virtual_key:ID, principal:ID or end_user:ID.",
+    help="organization|team|project[:ID], virtual_key:ID, principal:ID or end_user:ID "
+    "(end_user:* caps each end user separately).",
+)
+@click.option(
+    "--organization",
+    "organization_id",
+    default=None,
+    metavar="ORG_ID",
+    help="The organization of a principal or end_user budget (default: the default one).",
 )
 @click.option(
     "--window",
@@ -729,12 +738,20 @@ def _budget_rows(data: list[dict[str, Any]]) -> None:
 @click.option("--name", default=None)
 @_json_option
 def budget_create(
-    scope: str, window: str, limit_usd: str, on_breach: str, name: str | None, as_json: bool
+    scope: str,
+    organization_id: str | None,
+    window: str,
+    limit_usd: str,
+    on_breach: str,
+    name: str | None,
+    as_json: bool,
 ) -> None:
     """Create a budget."""
     body = {"scope": scope, "window": window, "limit_usd": limit_usd, "on_breach": on_breach}
     if name:
         body["name"] = name
+    if organization_id:
+        body["organization_id"] = organization_id
     data = _call("budgets.create", body=body)
     if as_json:
         _print_json(data)

@@ -1,6 +1,8 @@
 """The internal gateway protocol (control-plane side), as a Quart blueprint.
 
-``/api/internal/gateway/…``: ``resolve-key``, ``config/<vk_id>``, ``changes``. Every request
+``/api/internal/gateway/…``: ``resolve-key``, ``config/<vk_id>``, ``changes``, and for the
+budgets plugin ``ledger`` (a gateway outbox's batch of spend entries) and ``spend`` (ledger sums
+for the budget counters a gateway starts). Every request
 must carry a fresh HMAC signature (:mod:`tollway.signing`, ``LW_GATEWAY_INTERNAL_SECRET``);
 every response — errors and 304s included — is signed the same way (method and path of the
 request, body of the response) so the gateway can verify it. Plus ``GET /api/health``.
@@ -23,7 +25,13 @@ from quart import Blueprint, Quart, Response, current_app, g, request
 
 from tollway.signing import SignatureError, signed_headers, verify
 from tollway_control_plane.runtime import ControlPlane
-from tollway_control_plane.store import KeyRejected, NotFound
+from tollway_control_plane.store import (
+    KeyRejected,
+    NotFound,
+    ValidationError,
+    check_ledger_entry,
+    check_spend_query,
+)
 
 __all__ = [
     "JWT_AUDIENCE",
@@ -42,8 +50,13 @@ JWT_TTL_SECONDS = 900
 #: How often a waiting long poll looks at the store (the CLI may write from another process).
 POLL_INTERVAL_SECONDS = 0.15
 MAX_TIMEOUT_SECONDS = 30.0
-#: Internal requests are small JSON documents.
+#: Internal requests are small JSON documents …
 MAX_BODY_BYTES = 64 * 1024
+#: … except a gateway outbox's batch of ledger entries.
+LEDGER_MAX_BODY_BYTES = 4 * 1024 * 1024
+#: Entries per ``ledger`` batch, and queries per ``spend`` call.
+MAX_LEDGER_ENTRIES = 2000
+MAX_SPEND_QUERIES = 200
 EXTENSION = "tollway_control_plane"
 
 blueprint = Blueprint("tollway_control_plane_internal", __name__, url_prefix=PREFIX)
@@ -102,10 +115,11 @@ def too_large() -> Response:
 
 @blueprint.before_request
 async def _check_signature() -> Response | None:
+    limit = LEDGER_MAX_BODY_BYTES if request.path == f"{PREFIX}/ledger" else MAX_BODY_BYTES
     try:
-        body = await read_body(MAX_BODY_BYTES)
+        body = await read_body(limit)
     except BodyTooLarge:
-        return too_large()
+        return _error(413, "payload_too_large", f"the body is over {limit} bytes")
     g.tollway_body = body
     try:
         verify(
@@ -256,6 +270,56 @@ async def changes() -> Response:
         if remaining <= 0 or cp.stopping():
             return _json(200, {"cursor": since, "events": []})
         await asyncio.sleep(min(POLL_INTERVAL_SECONDS, remaining))
+
+
+def _json_body() -> Any:
+    try:
+        return orjson.loads(g.tollway_body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+@blueprint.post("/ledger")
+async def ledger() -> Response:
+    """A gateway outbox's batch: ``{"gateway_node_id": …, "entries": [<entry>, …]}`` → 200
+    ``{"accepted": n, "inserted": k}`` once every entry is committed. Entries already
+    recorded (same ``request_id``) are skipped, so a retried batch never debits twice."""
+    doc = _json_body()
+    entries = doc.get("entries") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        return _error(400, "bad_request", 'the body must be {"entries": [ … ]}')
+    if len(entries) > MAX_LEDGER_ENTRIES:
+        return _error(413, "payload_too_large", f"at most {MAX_LEDGER_ENTRIES} entries per batch")
+    node = doc.get("gateway_node_id")
+    try:
+        rows = [check_ledger_entry(e, f"entries[{i}]") for i, e in enumerate(entries)]
+    except ValidationError as exc:
+        return _error(400, "bad_request", exc.message)
+    for row in rows:
+        if row["gateway_node_id"] is None and isinstance(node, str):
+            row["gateway_node_id"] = node[:512]
+    inserted = await asyncio.to_thread(state().store.record_ledger, rows)
+    return _json(200, {"accepted": len(rows), "inserted": inserted})
+
+
+@blueprint.post("/spend")
+async def spend() -> Response:
+    """Ledger sums for budget counters a gateway (re)starts: ``{"queries": [{organization_id,
+    scope_type, scope_id, since, until?}, …]}`` → 200 ``{"spend_micro_usd": [n, …]}``."""
+    doc = _json_body()
+    queries = doc.get("queries") if isinstance(doc, dict) else None
+    if not isinstance(queries, list) or len(queries) > MAX_SPEND_QUERIES:
+        return _error(
+            400,
+            "bad_request",
+            f'the body must be {{"queries": [ … ]}} with at most {MAX_SPEND_QUERIES} queries',
+        )
+    try:
+        checked = [check_spend_query(q, f"queries[{i}]") for i, q in enumerate(queries)]
+    except ValidationError as exc:
+        return _error(400, "bad_request", exc.message)
+    sums = await asyncio.to_thread(state().store.ledger_spend, checked)
+    return _json(200, {"spend_micro_usd": sums})
 
 
 def mount(app: Quart, cp: ControlPlane | Callable[[], ControlPlane], *, admin: bool = True) -> None:

@@ -18,6 +18,7 @@ import attrs
 from tollway_control_plane._db import IntegrityError
 from tollway_control_plane._util import UNSET, Unset
 from tollway_control_plane.store import (
+    PER_END_USER,
     Budget,
     Conflict,
     Store,
@@ -323,10 +324,17 @@ class Service:
         data["spend_micro_usd"] = spent
         data["spend_usd"] = format_usd(spent)
         data["spend_accounting"] = accounting
+        if budget.scope_type == "end_user" and budget.scope_id == PER_END_USER:
+            # Each end user has their own cap: the spend shown is the biggest spender's.
+            data["spend_end_user"] = (
+                self.store.budget_top_end_user(budget) if accounting and spent else None
+            )
         return data
 
     def budgets_create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        _check_fields(body, ("scope", "window", "limit_usd", "on_breach", "name"))
+        _check_fields(
+            body, ("scope", "window", "limit_usd", "on_breach", "name", "organization_id")
+        )
         scope = _get(body, "scope", str, required=True, nullable=False)
         limit = _get(body, "limit_usd", (str, int, float), required=True, nullable=False)
         budget = self.store.create_budget(
@@ -335,6 +343,7 @@ class Service:
             limit_usd=parse_usd(limit),
             on_breach=_or(_get(body, "on_breach", str, nullable=False), "block"),
             name=_or(_get(body, "name", str), None),
+            organization_id=_or(_get(body, "organization_id", str), None),
         )
         return self._budget_json(budget)
 

@@ -51,6 +51,9 @@ __all__ = [
     "DEFAULT_ORGANIZATION",
     "DEFAULT_PROJECT",
     "DEFAULT_TEAM",
+    "LEDGER_COLUMNS",
+    "PER_END_USER",
+    "PRICE_FIELDS",
     "PROVIDER_TYPES",
     "ROTATION_GRACE",
     "Budget",
@@ -70,6 +73,9 @@ __all__ = [
     "Team",
     "ValidationError",
     "VirtualKey",
+    "check_ledger_entry",
+    "check_prices",
+    "check_spend_query",
     "format_usd",
     "parse_usd",
     "store_target",
@@ -101,6 +107,32 @@ _SCOPE_ALIASES = {
     "virtual-key": "virtual_key",
     "end-user": "end_user",
 }
+#: ``end_user:*``: a budget that caps each end user of its organization separately.
+PER_END_USER = "*"
+#: What a ledger entry carries (POST /api/internal/gateway/ledger), in column order.
+LEDGER_COLUMNS = (
+    "request_id",
+    "created_at",
+    "organization_id",
+    "team_id",
+    "project_id",
+    "vk_id",
+    "principal_id",
+    "end_user_id",
+    "provider_id",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+    "status",
+    "usage_estimated",
+    "gateway_node_id",
+)
+_LEDGER_TEXT = frozenset(LEDGER_COLUMNS[:10]) | {"gateway_node_id"}
+_LEDGER_INT = frozenset(LEDGER_COLUMNS[10:16]) | {"usage_estimated"}
 _LEDGER_COLUMN = {
     "organization": "organization_id",
     "team": "team_id",
@@ -399,6 +431,20 @@ class Budget:
         data["scope"] = f"{self.scope_type}:{self.scope_id}"
         return data
 
+    def to_bundle(self) -> dict[str, Any]:
+        """The budget as a key's config bundle carries it (``budgets`` list; see
+        docs/plugins/budgets.md): what a gateway needs to enforce it, money in micro-USD."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scope_type": self.scope_type,
+            "scope_id": self.scope_id,
+            "window": self.window,
+            "limit_micro_usd": self.limit_usd,
+            "on_breach": self.on_breach,
+            "reset_at": self.reset_at,
+        }
+
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Budget:
         return cls(
@@ -491,6 +537,102 @@ def _name(value: Any, what: str) -> str:
     if len(value) > 200:
         raise ValidationError(f"name: at most 200 characters (got {len(value)})")
     return value.strip()
+
+
+def check_ledger_entry(entry: Any, where: str = "entry") -> dict[str, Any]:
+    """A gateway's ledger entry (wire form, see docs/plugins/budgets.md) as ledger columns.
+
+    Raises :class:`ValidationError` naming the field. Unknown fields are ignored (a newer
+    gateway may send more); ``cost_micro_usd`` is stored in ``cost_usd`` (micro-USD);
+    ``created_at`` is normalised to the ledger's ISO-8601 form so window sums compare as text.
+    """
+    if not isinstance(entry, Mapping):
+        raise ValidationError(f"{where}: must be an object")
+    row: dict[str, Any] = {}
+    for column in LEDGER_COLUMNS:
+        wire = "cost_micro_usd" if column == "cost_usd" else column
+        value = entry.get(wire)
+        if column in ("request_id", "created_at") and (
+            not isinstance(value, str) or not value or len(value) > 128
+        ):
+            raise ValidationError(f"{where}.{wire}: required, a non-empty string")
+        if column == "created_at":
+            try:
+                value = format_time(parse_time(value))
+            except ValueError as exc:
+                raise ValidationError(f"{where}.created_at: {exc}") from None
+        elif column in _LEDGER_TEXT:
+            if value is not None and (not isinstance(value, str) or len(value) > 512):
+                raise ValidationError(f"{where}.{wire}: must be a string (at most 512) or null")
+        elif column == "status":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValidationError(f"{where}.status: must be an integer or null")
+        elif column == "usage_estimated":
+            value = int(bool(value))
+        else:
+            value = 0 if value is None else value
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValidationError(f"{where}.{wire}: must be a non-negative integer")
+        row[column] = value
+    return row
+
+
+def check_spend_query(query: Any, where: str = "query") -> dict[str, Any]:
+    """A ``spend`` query ``{organization_id, scope_type, scope_id, since, until?}``, checked."""
+    if not isinstance(query, Mapping):
+        raise ValidationError(f"{where}: must be an object")
+    scope_type = query.get("scope_type")
+    if scope_type not in BUDGET_SCOPES:
+        raise ValidationError(f"{where}.scope_type: must be one of {', '.join(BUDGET_SCOPES)}")
+    out: dict[str, Any] = {"scope_type": scope_type}
+    for field in ("organization_id", "scope_id", "since", "until"):
+        value = query.get(field)
+        optional = field in ("since", "until")
+        if value is None and optional:
+            out[field] = None
+            continue
+        if not isinstance(value, str) or (not value and not optional):
+            raise ValidationError(f"{where}.{field}: must be a non-empty string")
+        if optional and value:
+            try:
+                value = format_time(parse_time(value))
+            except ValueError as exc:
+                raise ValidationError(f"{where}.{field}: {exc}") from None
+        out[field] = value
+    return out
+
+
+#: Fields of one model's entry in a provider's ``config.prices`` (USD per million tokens).
+PRICE_FIELDS = ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
+
+
+def check_prices(prices: Any) -> list[str]:
+    """Problems with a provider config's ``prices`` (``{model: {input_per_mtok, …}}``, USD per
+    million tokens, read by the budgets plugin), one ``config.prices…: message`` line each."""
+    if prices is None:
+        return []
+    if not isinstance(prices, Mapping):
+        return ['config.prices: must be an object {"<model>": {"input_per_mtok": 2.5, …}}']
+    problems = []
+    for model, entry in prices.items():
+        where = f"config.prices.{model}"
+        if not isinstance(entry, Mapping):
+            problems.append(f"{where}: must be an object with {', '.join(PRICE_FIELDS)}")
+            continue
+        for field, value in entry.items():
+            if field not in PRICE_FIELDS:
+                known = ", ".join(PRICE_FIELDS)
+                problems.append(f"{where}.{field}: unknown field (known: {known})")
+            elif isinstance(value, bool) or not isinstance(value, int | float | str):
+                problems.append(f"{where}.{field}: must be a number of USD per million tokens")
+            else:
+                try:
+                    amount = Decimal(str(value))
+                except InvalidOperation:
+                    amount = Decimal(-1)
+                if not amount.is_finite() or amount < 0:
+                    problems.append(f"{where}.{field}: {value!r} must be a non-negative number")
+    return problems
 
 
 def store_target(data_dir: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> str:
@@ -687,12 +829,17 @@ class Store:
         return [Project(**r) for r in rows]
 
     def resolve_scope(
-        self, scope: str | Scope | None, allowed: Sequence[str] = KEY_SCOPES
+        self,
+        scope: str | Scope | None,
+        allowed: Sequence[str] = KEY_SCOPES,
+        organization_id: str | None = None,
     ) -> Scope:
         """``"project:proj_x"`` (or ``"team"``, ``None`` …) → a resolved :class:`Scope`.
 
         A scope without an id means the ``default`` one; ``None`` means the default
-        organization.
+        organization. ``organization_id`` places a ``principal`` or ``end_user`` scope (their
+        ids are not the store's, so they cannot name their organization; default: the default
+        organization).
         """
         if isinstance(scope, Scope):
             return scope
@@ -714,7 +861,12 @@ class Store:
         if kind == "virtual_key":
             key = self.get_key(ident)
             return Scope(kind, key.organization_id, key.team_id, key.project_id, other_id=key.id)
-        return Scope(kind, DEFAULT_ORGANIZATION, other_id=ident)
+        org = organization_id or DEFAULT_ORGANIZATION
+        try:
+            self.get_organization(org)
+        except NotFound as exc:
+            raise ValidationError(f"organization_id: {exc.message}") from None
+        return Scope(kind, org, other_id=ident)
 
     # --- virtual keys -------------------------------------------------------------------
 
@@ -1051,6 +1203,9 @@ class Store:
             return {}
         if not isinstance(config, Mapping):
             raise ValidationError("config: the provider config must be a JSON object")
+        problems = check_prices(config.get("prices"))
+        if problems:
+            raise ValidationError(problems)
         cleaned = merge_patch({}, config)
         assert isinstance(cleaned, dict)
         return cleaned
@@ -1480,6 +1635,7 @@ class Store:
             "principal_id": key.principal_id,
             "config": key.config,
             "providers": providers,
+            "budgets": [b.to_bundle() for b in self.key_budgets(key)],
             "extras": {"otel_auth_token": None},
         }
 
@@ -1493,9 +1649,21 @@ class Store:
         limit_usd: int,
         on_breach: str = "block",
         name: str | None = None,
+        organization_id: str | None = None,
     ) -> Budget:
-        """Create a budget; ``limit_usd`` is micro-USD (see :func:`parse_usd`)."""
-        resolved = self.resolve_scope(scope, BUDGET_SCOPES)
+        """Create a budget; ``limit_usd`` is micro-USD (see :func:`parse_usd`).
+
+        ``scope`` is ``organization|team|project[:ID]``, ``virtual_key:ID``, ``principal:ID``
+        or ``end_user:ID`` — ``end_user:*`` caps *each* end user of the organization
+        separately. ``organization_id`` places principal and end-user budgets (default: the
+        default organization); for the other scopes it must match the scope's own.
+        """
+        resolved = self.resolve_scope(scope, BUDGET_SCOPES, organization_id)
+        if organization_id is not None and resolved.organization_id != organization_id:
+            raise ValidationError(
+                f"organization_id: {resolved.label} belongs to organization "
+                f"{resolved.organization_id}, not {organization_id}"
+            )
         if window not in BUDGET_WINDOWS:
             raise ValidationError(f"window: must be one of {', '.join(BUDGET_WINDOWS)}")
         if on_breach not in ON_BREACH:
@@ -1582,17 +1750,109 @@ class Store:
         return bool(self.db.query("SELECT request_id FROM ledger LIMIT 1"))
 
     def budget_spend(self, budget: Budget, at: datetime | None = None) -> int:
-        """Micro-USD spent in the budget's current window (since its last reset)."""
+        """Micro-USD spent in the budget's current window (since its last reset).
+
+        A per-end-user budget (``end_user:*``) reports its biggest spender's spend (the one
+        closest to the cap); :meth:`budget_top_end_user` says who that is.
+        """
+        return self._budget_spend(budget, at)[0]
+
+    def budget_top_end_user(self, budget: Budget, at: datetime | None = None) -> str | None:
+        """For ``end_user:*`` budgets: the end user who spent most in the current window."""
+        return self._budget_spend(budget, at)[1]
+
+    def _budget_spend(self, budget: Budget, at: datetime | None) -> tuple[int, str | None]:
         start = window_start(budget.window, at or now())
         since = format_time(start) if start is not None else ""
         if budget.reset_at and budget.reset_at > since:
             since = budget.reset_at
-        column = _LEDGER_COLUMN[budget.scope_type]
-        rows = self.db.query(
-            f"SELECT SUM(cost_usd) AS s FROM ledger WHERE {column} = ? AND created_at >= ?",
-            (budget.scope_id, since),
+        if budget.scope_type == "end_user" and budget.scope_id == PER_END_USER:
+            rows = self.db.query(
+                "SELECT end_user_id, SUM(cost_usd) AS s FROM ledger WHERE organization_id = ? "
+                "AND end_user_id IS NOT NULL AND created_at >= ? GROUP BY end_user_id "
+                "ORDER BY s DESC, end_user_id LIMIT 1",
+                (budget.organization_id, since),
+            )
+            if not rows:
+                return 0, None
+            return int(rows[0]["s"] or 0), rows[0]["end_user_id"]
+        spend = self.ledger_spend(
+            [
+                {
+                    "organization_id": budget.organization_id,
+                    "scope_type": budget.scope_type,
+                    "scope_id": budget.scope_id,
+                    "since": since,
+                }
+            ]
         )
-        return int(rows[0]["s"] or 0)
+        return spend[0], None
+
+    def key_budgets(self, key: VirtualKey) -> list[Budget]:
+        """The budgets that apply to ``key``'s requests: those of its organization, team,
+        project, itself and its principal, plus every end-user budget of its organization (a
+        gateway applies those per request, by the request's end user)."""
+        own = {
+            "organization": key.organization_id,
+            "team": key.team_id,
+            "project": key.project_id,
+            "virtual_key": key.id,
+            "principal": key.principal_id,
+        }
+        rows = self.db.query(
+            "SELECT * FROM budgets WHERE organization_id = ? ORDER BY created_at, id",
+            (key.organization_id,),
+        )
+        out = []
+        for row in rows:
+            budget = Budget.from_row(row)
+            if budget.scope_type == "end_user" or (
+                own.get(budget.scope_type) is not None and own[budget.scope_type] == budget.scope_id
+            ):
+                out.append(budget)
+        return out
+
+    # --- the spend ledger -----------------------------------------------------------------
+
+    def record_ledger(self, entries: Sequence[Mapping[str, Any]]) -> int:
+        """Insert gateway ledger entries (checked by :func:`check_ledger_entry`), each once:
+        an entry whose ``request_id`` is already recorded is skipped (a retried outbox batch
+        never debits twice). Returns how many rows were new."""
+        inserted = 0
+        with self.db.transaction() as tx:
+            for e in entries:
+                inserted += tx.execute(
+                    "INSERT INTO ledger (request_id, created_at, organization_id, team_id, "
+                    "project_id, vk_id, principal_id, end_user_id, provider_id, model, "
+                    "input_tokens, output_tokens, cache_read_input_tokens, "
+                    "cache_creation_input_tokens, reasoning_tokens, cost_usd, status, "
+                    "usage_estimated, gateway_node_id) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                    "ON CONFLICT (request_id) DO NOTHING",
+                    tuple(e.get(column) for column in LEDGER_COLUMNS),
+                )
+        return inserted
+
+    def ledger_spend(self, queries: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Micro-USD in the ledger per query ``{organization_id, scope_type, scope_id, since,
+        until?}`` (``since``/``until``: ISO-8601 UTC as the ledger writes them; ``until``
+        exclusive). Principal and end-user ids are free-form, so they count only within the
+        query's organization."""
+        out = []
+        for q in queries:
+            scope_type = q["scope_type"]
+            column = _LEDGER_COLUMN[scope_type]
+            sql = f"SELECT SUM(cost_usd) AS s FROM ledger WHERE {column} = ? AND created_at >= ?"
+            params: list[Any] = [q["scope_id"], q.get("since") or ""]
+            if q.get("until"):
+                sql += " AND created_at < ?"
+                params.append(q["until"])
+            if scope_type in ("principal", "end_user"):
+                sql += " AND organization_id = ?"
+                params.append(q["organization_id"])
+            rows = self.db.query(sql, params)
+            out.append(int(rows[0]["s"] or 0))
+        return out
 
 
 def window_start(window: str, at: datetime) -> datetime | None:

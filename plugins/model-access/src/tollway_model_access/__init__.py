@@ -114,9 +114,12 @@ def _refusal(
     )
 
 
-@hookimpl(trylast=True)
+@hookimpl
 def admit(ctx: RequestContext) -> None:
-    """Resolve the key's alias for the requested model, then apply ``models_allowed``."""
+    """Resolve the key's alias for the requested model, then apply ``models_allowed``.
+
+    Unmarked: after the rate limiter (``tryfirst``) and policy rules (unmarked, registered
+    later so called earlier), before budgets (``trylast``) — SPEC §4's order."""
     principal = ctx.principal
     if principal is None:
         return

@@ -42,6 +42,12 @@ def principal_from_bundle(bundle: dict[str, Any]) -> Principal:
         )
         for p in bundle.get("providers") or ()
     )
+    extras = dict(bundle.get("extras") or {})
+    budgets = bundle.get("budgets")
+    if budgets is not None:
+        # The key's applicable budgets (tollway-budgets enforces them; see
+        # docs/plugins/budgets.md): the same list object for as long as the bundle is cached.
+        extras["budgets"] = budgets
     return Principal(
         key_id=str(bundle["vk_id"]),
         display_prefix=str(bundle.get("display_prefix") or ""),
@@ -53,7 +59,7 @@ def principal_from_bundle(bundle: dict[str, Any]) -> Principal:
         revision=int(bundle.get("revision") or 0),
         chain=chain,
         principal_id=bundle.get("principal_id"),
-        extras=dict(bundle.get("extras") or {}),
+        extras=extras,
     )
 
 

@@ -494,6 +494,14 @@ class AuthCache:
             entry.soft_expires_at = 0.0
         return dropped
 
+    def revalidate_all(self) -> None:
+        """Every entry refreshes on its next request (``If-None-Match``: a 304 keeps it), and
+        fetches running now retry — but stays servable stale-while-error. For changes that may
+        touch any key's bundle without revoking anything (a budget changed)."""
+        self._all_evicted = self._next_seq()
+        for entry in self.l1.values():
+            entry.soft_expires_at = 0.0
+
     def evict_all(self) -> None:
         self._all_evicted = self._next_seq()
         self.negative.clear()

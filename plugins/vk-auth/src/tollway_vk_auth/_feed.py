@@ -206,7 +206,15 @@ class ChangeFeed:
         l2_ops: list[tuple[str, str | None]] = []
         for event in events:
             kind = event.kind
-            if kind.startswith("vk_") or kind in ("policy_changed", "budget_changed"):
+            if kind == "budget_changed" and not event.vk_id:
+                # A budget was created, changed, reset or deleted: any key's bundle may list
+                # it. Revalidate everything (a 304 for keys it does not touch), but keep
+                # serving cached keys if the control plane is unreachable — a budget change
+                # is no revocation.
+                dropped = None
+                cache.revalidate_all()
+                l2_ops.append(("stale", None))
+            elif kind.startswith("vk_") or kind in ("policy_changed", "budget_changed"):
                 if event.vk_id:
                     dropped = cache.evict_vk(event.vk_id)
                     l2_ops.append(("vk", event.vk_id))

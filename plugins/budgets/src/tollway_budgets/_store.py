@@ -1,0 +1,245 @@
+"""Spend counters: in-process (one gateway process, no Redis) or in Redis (shared by every
+replica), with the same semantics — one atomic admission over all of a request's counters.
+
+A counter holds ``spent`` (settled micro-USD since it was seeded, plus the seed) and
+``reserved`` (the sum of in-flight requests' reservations, each also recorded with its expiry
+so a crashed replica's reservations lapse). Admission refuses when a ``block`` budget's
+``spent + reserved >= limit``; otherwise it reserves the request's estimate on every counter.
+Settlement releases the reservation and adds the actual cost. A counter that does not exist
+yet must first be *seeded* with the spend the ledger already holds for its window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any
+
+import attrs
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from tollway_budgets._budgets import Counter
+from tollway_budgets._settings import BudgetSettings
+
+__all__ = ["Admission", "LocalStore", "RedisStore", "connect"]
+
+ADMIT_LUA = files("tollway_budgets").joinpath("admit.lua").read_text()
+SETTLE_LUA = files("tollway_budgets").joinpath("settle.lua").read_text()
+SEED_LUA = files("tollway_budgets").joinpath("seed.lua").read_text()
+
+
+@attrs.frozen
+class Admission:
+    """The outcome of one admission.
+
+    ``status``: ``ok`` (reserved on every counter), ``blocked`` (``index`` names the counter at
+    or over its limit; nothing reserved) or ``seed`` (``missing`` counters must be seeded
+    first; nothing reserved). ``spent``/``reserved`` are per counter, before this request's
+    reservation (for ``blocked``: only the blocking counter's). ``reseed``: provisional
+    counters this caller should seed again.
+    """
+
+    status: str
+    spent: tuple[int, ...] = ()
+    reserved: tuple[int, ...] = ()
+    index: int = -1
+    missing: tuple[int, ...] = ()
+    reseed: tuple[int, ...] = ()
+    now_ms: int = 0
+
+
+@attrs.define
+class _LocalCounter:
+    spent: int
+    expire_at_ms: int
+    reserved: int = 0
+    #: request id → (amount, expires at ms)
+    reservations: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+    #: 0, or when a provisional counter should be seeded again (ms).
+    provisional_until_ms: int = 0
+
+
+class LocalStore:
+    """Counters in this process (a single gateway process without Redis)."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, _LocalCounter] = {}
+
+    def admit(
+        self,
+        counters: Sequence[Counter],
+        amounts: Sequence[int],
+        request_id: str,
+        now_ms: int,
+        ttl_ms: int,
+        retry_ms: int,
+    ) -> Admission:
+        found = [self.counters.get(c.ident) for c in counters]
+        missing = tuple(i for i, c in enumerate(found) if c is None)
+        if missing:
+            return Admission("seed", missing=missing, now_ms=now_ms)
+        spent, reserved = [], []
+        for i, (spec, counter) in enumerate(zip(counters, found, strict=True)):
+            assert counter is not None
+            expired = [r for r, (_, exp) in counter.reservations.items() if exp <= now_ms]
+            for r in expired:
+                counter.reserved -= counter.reservations.pop(r)[0]
+            s, res = counter.spent, max(0, counter.reserved)
+            spent.append(s)
+            reserved.append(res)
+            if spec.budget.block and s + res >= spec.budget.limit:
+                return Admission("blocked", (s,), (res,), index=i, now_ms=now_ms)
+        reseed = []
+        for i, (spec, counter, amount) in enumerate(zip(counters, found, amounts, strict=True)):
+            assert counter is not None
+            counter.expire_at_ms = max(counter.expire_at_ms, spec.expire_at_ms)
+            if amount > 0:
+                counter.reserved += amount
+                counter.reservations[request_id] = (amount, now_ms + ttl_ms)
+            if counter.provisional_until_ms and counter.provisional_until_ms <= now_ms:
+                counter.provisional_until_ms = now_ms + retry_ms
+                reseed.append(i)
+        return Admission("ok", tuple(spent), tuple(reserved), reseed=tuple(reseed), now_ms=now_ms)
+
+    def settle(self, idents: Sequence[str], request_id: str, costs: Sequence[int]) -> None:
+        for ident, cost in zip(idents, costs, strict=True):
+            counter = self.counters.get(ident)
+            if counter is None:
+                continue
+            held = counter.reservations.pop(request_id, None)
+            if held is not None:
+                counter.reserved -= held[0]
+            counter.spent += cost
+
+    def seed(
+        self,
+        counters: Sequence[Counter],
+        spent: Sequence[int],
+        provisional_until_ms: int,
+        *,
+        reseed: bool,
+    ) -> None:
+        for spec, value in zip(counters, spent, strict=True):
+            counter = self.counters.get(spec.ident)
+            if not reseed:
+                if counter is None:
+                    self.counters[spec.ident] = _LocalCounter(
+                        value, spec.expire_at_ms, provisional_until_ms=provisional_until_ms
+                    )
+            elif counter is not None and counter.provisional_until_ms:
+                counter.spent = value
+                counter.provisional_until_ms = provisional_until_ms
+
+    def purge(self, now_ms: int) -> int:
+        """Forget counters whose window is long over (and nothing is reserved on)."""
+        old = [
+            k for k, c in self.counters.items() if c.expire_at_ms <= now_ms and not c.reservations
+        ]
+        for k in old:
+            del self.counters[k]
+        return len(old)
+
+    def spent(self, ident: str) -> int | None:
+        counter = self.counters.get(ident)
+        return None if counter is None else counter.spent
+
+
+def connect(url: str, settings: BudgetSettings, cluster: bool) -> Redis | RedisCluster:
+    """A pooled asyncio client with bounded timeouts and one immediate retry (a pooled
+    connection that died, e.g. after a Redis restart, is replaced once; nothing sleeps).
+
+    The pool *waits* for a free connection (up to the connect timeout) rather than failing:
+    more concurrent admissions than ``redis_max_connections`` queue, they do not fail open."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.redis_socket_timeout_seconds,
+        "socket_connect_timeout": settings.redis_connect_timeout_seconds,
+        "retry": Retry(NoBackoff(), 1),
+        "health_check_interval": 0,
+    }
+    if cluster:
+        return RedisCluster.from_url(url, **options)
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_connect_timeout_seconds + settings.redis_socket_timeout_seconds,
+        **options,
+    )
+    return Redis(connection_pool=pool)
+
+
+class RedisStore:
+    """The same operations as :class:`LocalStore`, one ``EVALSHA`` each, shared by replicas."""
+
+    def __init__(self, client: Redis | RedisCluster, deadline_seconds: float) -> None:
+        self.client = client
+        self.deadline = deadline_seconds
+        self._admit = client.register_script(ADMIT_LUA)
+        self._settle = client.register_script(SETTLE_LUA)
+        self._seed = client.register_script(SEED_LUA)
+
+    async def admit(
+        self,
+        counters: Sequence[Counter],
+        amounts: Sequence[int],
+        request_id: str,
+        now_ms: int | None,
+        ttl_ms: int,
+        retry_ms: int,
+    ) -> Admission:
+        keys: list[str] = []
+        args: list[Any] = ["" if now_ms is None else now_ms, request_id, ttl_ms, retry_ms]
+        args.append(len(counters))
+        for spec, amount in zip(counters, amounts, strict=True):
+            keys.extend((spec.hash_key, spec.zset_key))
+            args.extend((spec.budget.limit, 1 if spec.budget.block else 0, amount))
+            args.append(spec.expire_at_ms)
+        async with asyncio.timeout(self.deadline):
+            reply = await self._admit(keys=keys, args=args)
+        code, now = int(reply[0]), int(reply[1])
+        if code == 2:
+            return Admission("seed", missing=tuple(int(i) - 1 for i in reply[2:]), now_ms=now)
+        if code == 0:
+            return Admission(
+                "blocked", (int(reply[3]),), (int(reply[4]),), index=int(reply[2]) - 1, now_ms=now
+            )
+        values = [int(v) for v in reply[2:]]
+        return Admission(
+            "ok",
+            tuple(values[0::3]),
+            tuple(values[1::3]),
+            reseed=tuple(i for i, flag in enumerate(values[2::3]) if flag),
+            now_ms=now,
+        )
+
+    async def settle(
+        self, counters: Sequence[tuple[str, str]], request_id: str, costs: Sequence[int]
+    ) -> None:
+        keys: list[str] = []
+        for hash_key, zset_key in counters:
+            keys.extend((hash_key, zset_key))
+        async with asyncio.timeout(self.deadline):
+            await self._settle(keys=keys, args=[request_id, len(counters), *costs])
+
+    async def seed(
+        self,
+        counters: Sequence[Counter],
+        spent: Sequence[int],
+        provisional_until_ms: int,
+        *,
+        reseed: bool,
+    ) -> None:
+        args: list[Any] = [len(counters)]
+        for spec, value in zip(counters, spent, strict=True):
+            args.extend((value, spec.expire_at_ms, provisional_until_ms, "r" if reseed else "i"))
+        async with asyncio.timeout(self.deadline):
+            await self._seed(keys=[c.hash_key for c in counters], args=args)
+
+    async def ping(self) -> None:
+        async with asyncio.timeout(self.deadline):
+            await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,83 @@
+-- tollway-budgets: one admission over every budget counter of a request, atomically
+-- (the twin of _store.LocalStore.admit).
+--
+-- KEYS, per counter i: the hash {spent, reserved, p, r:<request id> = amount ...} and the
+--   sorted set of reservations (request id scored by its expiry, ms). Every key of one call
+--   carries the organization's hash tag {org:<id>}, so the script runs on one cluster slot.
+-- ARGV: now_ms ('' = the server's TIME, one clock for every replica), request id,
+--   reservation ttl ms, seed retry ms, n, then per counter: limit, block (1|0), amount,
+--   expire_at_ms.
+--
+-- Reply: {2, now, i...}   counters i do not exist yet: seed them, then call again
+--        {0, now, i, spent, reserved}   counter i is a block budget at or over its limit
+--        {1, now, spent_1, reserved_1, reseed_1, ...}   admitted; amounts reserved; reseed=1
+--          asks the caller to seed a provisional counter again (from the ledger).
+
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+else
+  now = tonumber(ARGV[1])
+end
+local rid = ARGV[2]
+local ttl = tonumber(ARGV[3])
+local retry = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
+
+local missing = {2, now}
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[2 * i - 1]) == 0 then missing[#missing + 1] = i end
+end
+if #missing > 2 then return missing end
+
+local spent, reserved = {}, {}
+for i = 1, n do
+  local c, z = KEYS[2 * i - 1], KEYS[2 * i]
+  local a = 6 + (i - 1) * 4
+  local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
+  if #expired > 0 then
+    -- Reservations of requests that never settled (their replica died): release them.
+    for _, m in ipairs(expired) do
+      local amt = redis.call('HGET', c, 'r:' .. m)
+      if amt then
+        redis.call('HINCRBY', c, 'reserved', -tonumber(amt))
+        redis.call('HDEL', c, 'r:' .. m)
+      end
+    end
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+  end
+  local s = tonumber(redis.call('HGET', c, 'spent') or '0')
+  local r = tonumber(redis.call('HGET', c, 'reserved') or '0')
+  if r < 0 then r = 0 end
+  spent[i], reserved[i] = s, r
+  if ARGV[a + 1] == '1' and s + r >= tonumber(ARGV[a]) then
+    return {0, now, i, s, r}
+  end
+end
+
+local out = {1, now}
+for i = 1, n do
+  local c, z = KEYS[2 * i - 1], KEYS[2 * i]
+  local a = 6 + (i - 1) * 4
+  local amount = tonumber(ARGV[a + 2])
+  local expire_at = tonumber(ARGV[a + 3])
+  if amount > 0 then
+    redis.call('HINCRBY', c, 'reserved', amount)
+    redis.call('HSET', c, 'r:' .. rid, amount)
+    redis.call('ZADD', z, now + ttl, rid)
+    redis.call('PEXPIREAT', z, expire_at)
+  end
+  redis.call('PEXPIREAT', c, expire_at)
+  local reseed = 0
+  local p = redis.call('HGET', c, 'p')
+  if p and tonumber(p) <= now then
+    -- A provisional counter (the control plane could not seed it): one caller re-seeds it.
+    redis.call('HSET', c, 'p', now + retry)
+    reseed = 1
+  end
+  out[#out + 1] = spent[i]
+  out[#out + 1] = reserved[i]
+  out[#out + 1] = reseed
+end
+return out
