@@ -26,7 +26,14 @@ from hypothesis import strategies as st
 
 from tollway_simulator import plugin
 from tollway_simulator.cli import simulate
-from tollway_simulator.common import GREETING, example_for_schema, reply_words
+from tollway_simulator.common import (
+    GREETING,
+    custom_tool_input,
+    example_for_schema,
+    prefer_shell_tool,
+    reply_words,
+    tool_arguments,
+)
 from tollway_simulator.faults import Fault, parse_fault
 from tollway_simulator.fixtures import read_fixture, split_events
 
@@ -196,6 +203,25 @@ def test_schema_examples() -> None:
     }
 
 
+def test_shell_tool_preference_and_arguments() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"command": {"type": "string"}, "timeout": {"type": "number"}},
+        "required": ["command"],
+    }
+    tools = [{"name": "Agent"}, {"name": "Read"}, {"name": "Bash"}]
+    assert prefer_shell_tool(tools)["name"] == "Bash"
+    assert prefer_shell_tool([{"name": "Agent"}, {"name": "Read"}])["name"] == "Agent"
+    assert tool_arguments("Bash", schema) == {"command": "echo ok"}
+    assert tool_arguments("Other", schema) == {"command": "example"}
+    argv = {"type": "object", "properties": {"command": {"type": "array", "items": {}}}}
+    assert tool_arguments("shell", argv) == {"command": ["bash", "-lc", "echo ok"]}
+    cmd = {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}
+    assert tool_arguments("exec_command", cmd) == {"cmd": "echo ok"}
+    assert custom_tool_input("exec") == 'text("ok")'
+    assert custom_tool_input("apply_patch") == "example"
+
+
 @settings(database=None, deadline=None)
 @given(st.text(max_size=200), st.one_of(st.none(), st.integers(1, 300)))
 def test_reply_words_deterministic(text: str, words: int | None) -> None:
@@ -363,9 +389,12 @@ def test_responses_tools(oai: openai.OpenAI) -> None:
         final = s.get_final_response()
     item = final.output[-1]
     assert item.type == "function_call" and item.name == "exec_command"
-    assert json.loads(item.arguments) == {"cmd": "example"}
+    assert json.loads(item.arguments) == {"cmd": "echo ok"}  # a shell tool: a harmless command
 
-    custom_resp = oai.responses.create(model="gpt-5", input="patch it", tools=[custom, fn])
+    shell_first = oai.responses.create(model="gpt-5", input="patch it", tools=[custom, fn])
+    assert shell_first.output[-1].name == "exec_command"  # a shell tool wins over the first tool
+
+    custom_resp = oai.responses.create(model="gpt-5", input="patch it", tools=[custom])
     assert custom_resp.output[-1].type == "custom_tool_call"
     assert custom_resp.output[-1].input == "example"
 
@@ -462,10 +491,10 @@ def test_messages_tools(ant: anthropic.Anthropic) -> None:
     assert final.stop_reason == "tool_use"
     tool_use = final.content[-1]
     assert tool_use.type == "tool_use" and tool_use.name == "Bash"
-    assert tool_use.input == {"command": "example"}
+    assert tool_use.input == {"command": "echo ok"}  # a shell tool: a harmless command
 
     non_stream = ant.messages.create(model="m", max_tokens=100, tools=tools, messages=USER)
-    assert non_stream.content[-1].input == {"command": "example"}
+    assert non_stream.content[-1].input == {"command": "echo ok"}
 
     after = ant.messages.create(
         model="claude-haiku-4-5",
@@ -838,7 +867,14 @@ def test_claude_code_turns(url: str) -> None:
     assert usage["cache_creation_input_tokens"] > 0 and usage["cache_read_input_tokens"] == 0
     tool_start = [d for _, d in events if d["type"] == "content_block_start"][-1]
     assert tool_start["content_block"]["type"] == "tool_use"
-    assert tool_start["content_block"]["name"] == first["body"]["tools"][0]["name"]
+    # Claude Code's first tool is Agent; the simulator prefers its shell tool, harmlessly.
+    assert tool_start["content_block"]["name"] == "Bash"
+    tool_json = "".join(
+        d["delta"]["partial_json"]
+        for _, d in events
+        if d["type"] == "content_block_delta" and d["delta"]["type"] == "input_json_delta"
+    )
+    assert json.loads(tool_json) == {"command": "echo ok"}
     assert events[-2][1]["delta"]["stop_reason"] == "tool_use"
 
     events = _sse(_send_recorded(url, second).text)  # carries the tool_result
@@ -856,6 +892,7 @@ def test_codex_turns(url: str) -> None:
     assert all(name == data["type"] for name, data in events)
     done = [d["item"] for _, d in events if d["type"] == "response.output_item.done"]
     assert done[-1]["type"] == "custom_tool_call" and done[-1]["name"] == "exec"  # additional_tools
+    assert done[-1]["input"] == 'text("ok")'  # Codex's exec takes JavaScript
     usage = events[-1][1]["response"]["usage"]
     assert usage["input_tokens_details"]["cached_tokens"] == 0
     assert "reasoning_tokens" in usage["output_tokens_details"]

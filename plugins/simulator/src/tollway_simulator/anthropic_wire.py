@@ -14,12 +14,13 @@ from tollway_simulator.common import (
     b62_id,
     chunk_string,
     dumps,
-    example_arguments,
     input_tokens_of,
+    prefer_shell_tool,
     reply_words,
     split_words,
     sse_event,
     texts_of,
+    tool_arguments,
 )
 from tollway_simulator.errors import error_reply, provider_headers
 
@@ -122,7 +123,7 @@ def _pick_tool(req: dict[str, Any], override: str | None) -> dict[str, Any] | No
         for t in candidates:
             if t["name"] == wanted:
                 return t
-    return candidates[0]
+    return prefer_shell_tool(candidates)
 
 
 def _last_user(messages: list[Any]) -> tuple[str | None, bool]:
@@ -172,7 +173,7 @@ def messages(call: Call) -> Reply:
     blocks: list[dict[str, Any]] = []
     if tool is not None:
         words = split_words(f"{GREETING} Calling the {tool['name']} tool.")
-        tool_input = example_arguments(tool.get("input_schema"))
+        tool_input = tool_arguments(tool["name"], tool.get("input_schema"))
         tool_json = dumps(tool_input).decode()
         tool_block = {
             "type": "tool_use",

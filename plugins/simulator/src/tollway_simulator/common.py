@@ -220,6 +220,50 @@ def example_arguments(schema: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+# --------------------------------------------------------------------------- coding agents
+
+#: The tools coding agents run commands with: Claude Code's ``Bash``, Codex's ``exec_command``
+#: (function), ``shell`` (older function) and ``exec`` (a custom tool taking JavaScript). When a
+#: request offers one, the simulator calls it (rather than the first tool, which for Claude Code
+#: is ``Agent`` and would spawn sub-agents) with a harmless command, so a real agent completes
+#: a tool turn: run it, send the result back, get a text answer.
+SHELL_TOOLS = ("Bash", "exec_command", "shell", "exec")
+HARMLESS_COMMAND = "echo ok"
+#: The input for Codex's ``exec`` custom tool, which evaluates JavaScript.
+HARMLESS_JS = 'text("ok")'
+
+
+def prefer_shell_tool(tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first tool named like a coding agent's shell tool, else the first tool."""
+    for tool in tools:
+        if tool.get("name") in SHELL_TOOLS:
+            return tool
+    return tools[0]
+
+
+def tool_arguments(name: str, schema: Any) -> dict[str, Any]:
+    """Arguments for a function tool: schema examples; a shell tool's ``command`` / ``cmd``
+    is :data:`HARMLESS_COMMAND` (an argv list when the schema wants an array)."""
+    args = example_arguments(schema)
+    if name not in SHELL_TOOLS or not isinstance(schema, dict):
+        return args
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return args
+    for key in ("command", "cmd"):
+        prop = props.get(key)
+        if isinstance(prop, dict):
+            argv = prop.get("type") == "array"
+            args[key] = ["bash", "-lc", HARMLESS_COMMAND] if argv else HARMLESS_COMMAND
+            break
+    return args
+
+
+def custom_tool_input(name: str) -> str:
+    """The freeform input of a ``custom`` tool call."""
+    return HARMLESS_JS if name == "exec" else "example"
+
+
 # --------------------------------------------------------------------------- prefix caches
 
 

@@ -18,15 +18,17 @@ from tollway_simulator.common import (
     StreamReply,
     b62_id,
     chunk_string,
+    custom_tool_input,
     dumps,
-    example_arguments,
     hex_id,
     input_tokens_of,
     int_or_none,
+    prefer_shell_tool,
     reply_words,
     sse_data,
     sse_event,
     texts_of,
+    tool_arguments,
 )
 from tollway_simulator.errors import error_reply, provider_headers
 
@@ -110,7 +112,7 @@ def _chat_tool(req: dict[str, Any], override: str | None) -> dict[str, Any] | No
         for fn in functions:
             if fn["name"] == wanted:
                 return fn
-    return functions[0]
+    return prefer_shell_tool(functions)
 
 
 def _last_chat_user_text(messages: list[Any]) -> str | None:
@@ -142,7 +144,7 @@ def chat_completions(call: Call) -> Reply:
     created = int(time.time())
     words: list[str] = []
     if tool is not None:
-        arguments = dumps(example_arguments(tool.get("parameters"))).decode()
+        arguments = dumps(tool_arguments(tool["name"], tool.get("parameters"))).decode()
         call_id = b62_id("call_", 24)
         completion_tokens = max(1, len(arguments) // 4) + 8
         finish = "tool_calls"
@@ -308,7 +310,7 @@ def _responses_tool(req: dict[str, Any], override: str | None) -> dict[str, Any]
         for t in tools:
             if t["name"] == wanted:
                 return t
-    return tools[0]
+    return prefer_shell_tool(tools)
 
 
 def _last_responses_user_text(items: Any) -> str | None:
@@ -406,7 +408,7 @@ def responses(call: Call) -> Reply:
         output.append(reasoning_item)
     words: list[str] = []
     if tool is not None and tool.get("type") == "custom":
-        tool_input = "example"
+        tool_input = custom_tool_input(tool["name"])
         item: dict[str, Any] = {
             "id": hex_id("ctc_", 24),
             "type": "custom_tool_call",
@@ -417,7 +419,7 @@ def responses(call: Call) -> Reply:
         }
         output_tokens = max(1, len(tool_input) // 4) + 8
     elif tool is not None:
-        arguments = dumps(example_arguments(tool.get("parameters"))).decode()
+        arguments = dumps(tool_arguments(tool["name"], tool.get("parameters"))).decode()
         item = {
             "id": hex_id("fc_", 24),
             "type": "function_call",
