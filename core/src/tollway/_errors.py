@@ -94,16 +94,29 @@ class GatewayError(Exception):
         return orjson.dumps({"error": error})
 
     def headers(self) -> dict[str, str]:
-        """Headers that go with this error (retry hints and feature headers)."""
+        """Headers that go with this error (retry hints and feature headers).
+
+        A wait over 60 s (an ``rpd`` or budget window, a broken key config) is sent as
+        ``X-LangWatch-Retry-After`` with ``x-should-retry: false`` and **no** ``Retry-After``:
+        both official SDKs honour ``x-should-retry``, but clients that don't (Codex 0.169)
+        would otherwise sleep for hours on ``Retry-After`` before showing the error.
+        """
         out: dict[str, str] = {}
         if self.status in _NO_RETRY_STATUSES:
             out["x-should-retry"] = "false"
+        long_wait = False
         if self.retry_after is not None:
             seconds = max(1, math.ceil(self.retry_after))
-            out["Retry-After"] = str(seconds)
             if seconds > _MAX_SLEEPABLE_RETRY_AFTER:
+                long_wait = True
                 out["x-should-retry"] = "false"
-        out.update(self.extra_headers)
+                out["X-LangWatch-Retry-After"] = str(seconds)
+            else:
+                out["Retry-After"] = str(seconds)
+        for name, value in self.extra_headers.items():
+            if long_wait and name.lower() in ("retry-after", "retry-after-ms"):
+                continue
+            out[name] = value
         return out
 
     def __repr__(self) -> str:

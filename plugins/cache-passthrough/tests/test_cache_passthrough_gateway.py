@@ -208,7 +208,8 @@ def test_invalid_mode_fails_closed(gw: GatewayProcess, sim: Simulator) -> None:
         timeout=20,
     )
     assert response.status_code == 503
-    assert response.headers["retry-after"] == "120"
+    assert response.headers["x-langwatch-retry-after"] == "120"
+    assert "retry-after" not in response.headers
     assert response.headers["x-should-retry"] == "false"
     error = response.json()["error"]
     assert error["code"] == "key_config_invalid"

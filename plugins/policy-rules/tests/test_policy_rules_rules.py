@@ -177,7 +177,7 @@ def test_compile_failure_is_logged_once_per_policy(caplog: pytest.LogCaptureFixt
             with pytest.raises(ServiceUnavailable) as info:
                 pr.admit(ctx_for(dict(config), gateway=gw))  # equal content, new objects
             assert info.value.code == "policy_rules_broken"
-            assert info.value.headers()["Retry-After"] == "300"
+            assert info.value.headers()["X-LangWatch-Retry-After"] == "300"
     messages = [r.getMessage() for r in caplog.records]
     assert sum(m.startswith("policy_rules_compile_failed") for m in messages) == 1
     assert sum(m.startswith("policy_rules_broken") for m in messages) == 3
