@@ -4,19 +4,17 @@ OpenAI-SDK client when the OpenAI upstream fails — non-streaming and streaming
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import openai
 import pytest
 from conftest import Simulator
 
-from tollway.testing import GatewayProcess, free_port, start_simulator, stop, wait_ready
+from tollway.testing import GatewayProcess, cli_json, free_port, start_simulator, stop, wait_ready
 
 pytest.importorskip("tollway_control_plane")
 pytest.importorskip("tollway_vk_auth")
@@ -24,16 +22,7 @@ pytest.importorskip("tollway_vk_auth")
 HELLO = [{"role": "user", "content": "Say hello"}]
 
 
-def cli(env: dict[str, str], *args: str) -> Any:
-    out = subprocess.run(
-        [sys.executable, "-m", "tollway", *args, "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+cli = cli_json
 
 
 @pytest.fixture

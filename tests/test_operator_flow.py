@@ -6,7 +6,6 @@ the SDK, rotate and revoke the key — each step takes effect on the running gat
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import openai
 import pytest
 from conftest import Simulator
 
-from tollway.testing import GatewayProcess, free_port, stop, wait_ready
+from tollway.testing import GatewayProcess, cli_json, free_port, stop, wait_ready
 
 pytest.importorskip("tollway_control_plane")
 pytest.importorskip("tollway_vk_auth")
@@ -26,16 +25,7 @@ pytest.importorskip("tollway_vk_auth")
 HELLO = [{"role": "user", "content": "hi"}]
 
 
-def cli(env: dict[str, str], *args: str) -> Any:
-    out = subprocess.run(
-        [sys.executable, "-m", "tollway", *args, "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+cli = cli_json
 
 
 def client(url: str, key: str) -> openai.OpenAI:

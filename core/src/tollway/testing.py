@@ -43,6 +43,7 @@ __all__ = [
     "GatewayProcess",
     "Simulator",
     "StaticKey",
+    "cli_json",
     "default_providers",
     "free_port",
     "plugin_allow_list",
@@ -73,6 +74,20 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+def cli_json(env: Mapping[str, str], *args: str, timeout: float = 60) -> Any:
+    """Run ``tollway <args> --json`` with ``env`` and return its parsed output (asserting
+    success, with stderr in the message)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "tollway", *args, "--json"],
+        capture_output=True,
+        text=True,
+        env=dict(env),
+        timeout=timeout,
+    )
+    assert out.returncode == 0, f"tollway {' '.join(args)} failed: {out.stderr}"
+    return json.loads(out.stdout)
 
 
 def _http_json(method: str, url: str) -> Any:
