@@ -45,6 +45,8 @@ class StreamReply:
     headers: dict[str, str]
     # The event inserted in the middle by the ``malformed-sse`` fault.
     malformed: bytes = b"data: {\n\n"
+    #: ``text/event-stream``, or another framing (Bedrock's ``application/vnd.amazon.eventstream``).
+    content_type: str = SSE_CT
 
 
 Reply = JsonReply | StreamReply

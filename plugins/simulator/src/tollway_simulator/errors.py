@@ -1,12 +1,44 @@
-"""Native error bodies of the OpenAI and Anthropic APIs, and provider response headers."""
+"""Native error bodies of the providers' APIs, and provider response headers.
+
+OpenAI and Anthropic are built in; every other wire registers its own shapes with
+:func:`register_flavor` (see ``gemini_wire`` / ``bedrock_wire``).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from tollway_simulator.common import JsonReply, b62_id, dumps, hex_id
 
-Flavor = Literal["openai", "anthropic"]
+#: ``"openai"``, ``"anthropic"`` or a name given to :func:`register_flavor`.
+Flavor = str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFlavor:
+    """How one provider shapes its errors.
+
+    ``body(status, message, type_)`` is the native error body for a validation error the
+    simulator authors (``type_`` is the OpenAI-style type it was asked for; map or ignore it);
+    ``fault_body(status)`` the body a real outage with ``status`` looks like; ``headers()`` fresh
+    per-response headers (request ids). ``error_headers(status)`` adds headers only errors carry
+    (Bedrock's ``x-amzn-ErrorType``).
+    """
+
+    body: Callable[[int, str, str], bytes]
+    fault_body: Callable[[int], bytes]
+    headers: Callable[[], dict[str, str]]
+    error_headers: Callable[[int], dict[str, str]] = lambda _status: {}
+
+
+_FLAVORS: dict[str, ErrorFlavor] = {}
+
+
+def register_flavor(name: str, flavor: ErrorFlavor) -> None:
+    """Make ``name`` usable as a ``flavor`` in :meth:`Simulator.serve` and :func:`error_reply`."""
+    _FLAVORS[name] = flavor
+
 
 # status → (type, code, message), as the real OpenAI API answers.
 _OPENAI: dict[int, tuple[str, str | None, str]] = {
@@ -69,6 +101,9 @@ _ANTHROPIC: dict[int, tuple[str, str]] = {
 
 def provider_headers(flavor: Flavor) -> dict[str, str]:
     """Realistic per-response headers (a fresh request id each time)."""
+    extra = _FLAVORS.get(flavor)
+    if extra is not None:
+        return extra.headers()
     if flavor == "anthropic":
         return {"request-id": b62_id("req_011C", 20)}
     return {
@@ -100,6 +135,11 @@ def error_reply(
     param: str | None = None,
 ) -> JsonReply:
     """A validation error authored by the simulator, in the provider's native shape."""
+    extra = _FLAVORS.get(flavor)
+    if extra is not None:
+        headers = extra.headers()
+        headers.update(extra.error_headers(status))
+        return JsonReply(status, extra.body(status, message, type_), headers)
     if flavor == "anthropic":
         body = anthropic_error_body(message, type_)
     else:
@@ -109,7 +149,12 @@ def error_reply(
 
 def status_fault_reply(flavor: Flavor, status: int) -> JsonReply:
     """The error a provider returns with ``status`` (the ``--fault 500`` family)."""
-    if flavor == "anthropic":
+    extra = _FLAVORS.get(flavor)
+    if extra is not None:
+        body = extra.fault_body(status)
+        headers = extra.headers()
+        headers.update(extra.error_headers(status))
+    elif flavor == "anthropic":
         type_, message = _ANTHROPIC.get(
             status, ("api_error" if status >= 500 else "invalid_request_error", f"HTTP {status}")
         )
@@ -120,7 +165,8 @@ def status_fault_reply(flavor: Flavor, status: int) -> JsonReply:
             ("server_error" if status >= 500 else "invalid_request_error", None, f"HTTP {status}"),
         )
         body = openai_error_body(message, type_, code)
-    headers = provider_headers(flavor)
+    if extra is None:
+        headers = provider_headers(flavor)
     if status == 429:
         headers["retry-after"] = "1"
     headers["x-simulator-fault"] = str(status)

@@ -16,10 +16,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tollway_simulator import anthropic_wire, openai_wire
+from tollway_simulator import (
+    anthropic_wire,
+    azure_wire,
+    bedrock_wire,
+    gemini_wire,
+    openai_wire,
+    vertex_wire,
+)
 from tollway_simulator.common import (
     JSON_CT,
-    SSE_CT,
     Call,
     JsonReply,
     PrefixMemory,
@@ -96,6 +102,8 @@ class Simulator:
         r.add_post("/v1/messages/count_tokens", self._count_tokens)
         r.add_get("/v1/models", self._models)
         r.add_get("/v1/models/{model_id}", self._model)
+        for add_routes in WIRE_ROUTES:
+            add_routes(self, r)
         r.add_get("/_sim/requests", self._sim_requests)
         r.add_delete("/_sim/requests", self._sim_clear_requests)
         r.add_get("/_sim/stats", self._sim_stats)
@@ -113,23 +121,23 @@ class Simulator:
     # ------------------------------------------------------------------ endpoints
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "openai", openai_wire.chat_completions)
+        return await self.serve(request, "openai", openai_wire.chat_completions)
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "openai", openai_wire.responses)
+        return await self.serve(request, "openai", openai_wire.responses)
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "openai", openai_wire.embeddings)
+        return await self.serve(request, "openai", openai_wire.embeddings)
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "anthropic", anthropic_wire.messages)
+        return await self.serve(request, "anthropic", anthropic_wire.messages)
 
     async def _count_tokens(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "anthropic", anthropic_wire.count_tokens)
+        return await self.serve(request, "anthropic", anthropic_wire.count_tokens)
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         anthropic = "anthropic-version" in request.headers
-        return await self._serve(
+        return await self.serve(
             request,
             "anthropic" if anthropic else "openai",
             lambda _call: openai_wire.models_list(anthropic),
@@ -139,7 +147,7 @@ class Simulator:
     async def _model(self, request: web.Request) -> web.StreamResponse:
         anthropic = "anthropic-version" in request.headers
         model_id = request.match_info["model_id"]
-        return await self._serve(
+        return await self.serve(
             request,
             "anthropic" if anthropic else "openai",
             lambda _call: openai_wire.model_get(model_id, anthropic),
@@ -198,9 +206,14 @@ class Simulator:
         )
         return body
 
-    async def _serve(
+    async def serve(
         self, request: web.Request, flavor: Flavor, build: Builder, *, parse_json: bool = True
     ) -> web.StreamResponse:
+        """Record ``request``, apply latency and faults, and answer with ``build(call)``.
+
+        Wire modules (``WIRE_ROUTES``) call this from their handlers; ``flavor`` picks the
+        provider's native error shapes (``errors.register_flavor``).
+        """
         body = await self._record(request)
         headers = request.headers
         try:
@@ -280,7 +293,7 @@ class Simulator:
         self, request: web.Request, reply: StreamReply, fault: Fault | None, event_delay_ms: int
     ) -> web.StreamResponse:
         headers = reply.headers
-        headers["Content-Type"] = SSE_CT
+        headers["Content-Type"] = reply.content_type
         headers["Cache-Control"] = "no-cache"
         events = reply.events
         limit: int | None = None
@@ -322,6 +335,14 @@ class Simulator:
 
 
 SIMULATOR_KEY = web.AppKey("tollway_simulator", Simulator)
+
+#: Each provider wire beyond OpenAI and Anthropic adds its routes here (before the catch-all).
+WIRE_ROUTES: tuple[Callable[[Simulator, web.UrlDispatcher], None], ...] = (
+    azure_wire.add_routes,
+    gemini_wire.add_routes,
+    bedrock_wire.add_routes,
+    vertex_wire.add_routes,
+)
 
 
 # --------------------------------------------------------------------------- helpers
