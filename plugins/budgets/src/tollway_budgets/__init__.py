@@ -50,7 +50,12 @@ from tollway_budgets._budgets import (
     end_user_of,
     parse_budgets,
 )
-from tollway_budgets._client import ControlPlaneClient, ControlPlaneUnavailable, embedded_base_url
+from tollway_budgets._client import (
+    ControlPlaneClient,
+    ControlPlaneUnavailable,
+    LocalControlPlane,
+    embedded_base_url,
+)
 from tollway_budgets._metrics import BLOCKS, REDIS_ERRORS
 from tollway_budgets._outbox import Outbox
 from tollway_budgets._prices import (
@@ -146,7 +151,7 @@ class _State:
     settings: BudgetSettings
     table: PriceTable
     store: LocalStore | RedisStore
-    client: ControlPlaneClient | None
+    client: ControlPlaneClient | LocalControlPlane | None
     outbox: Outbox | None
     node_id: str
     unknown_prices: Prices | None
@@ -297,6 +302,15 @@ def _control_plane_url(gateway: Gateway) -> str | None:
     return None
 
 
+def _embedded_ledger(gateway: Gateway) -> Any:
+    """The embedded control plane's in-process ledger (no HTTP to our own port), if installed."""
+    try:
+        from tollway_control_plane import embedded_ledger
+    except ImportError:
+        return None
+    return embedded_ledger(gateway)
+
+
 @hookimpl
 async def gateway_started(gateway: Gateway) -> None:
     settings: BudgetSettings = gateway.settings.plugin(NAME)
@@ -325,12 +339,21 @@ async def gateway_started(gateway: Gateway) -> None:
     else:
         store = LocalStore()
     base = _control_plane_url(gateway)
-    client: ControlPlaneClient | None = None
+    client: ControlPlaneClient | LocalControlPlane | None = None
     outbox: Outbox | None = None
     node_id = f"{os.uname().nodename}:{os.getpid()}"
     if base is not None:
-        secrets = load_gateway_secrets(gateway.settings.data_dir)
-        client = ControlPlaneClient(base, secrets.internal, node_id)
+        local = (
+            _embedded_ledger(gateway)
+            if base == embedded_base_url(gateway.settings.server.addr)
+            else None
+        )
+        if local is not None:
+            client = LocalControlPlane(local, node_id)
+            base = "embedded"
+        else:
+            secrets = load_gateway_secrets(gateway.settings.data_dir)
+            client = ControlPlaneClient(base, secrets.internal, node_id)
         await client.start()
         outbox = Outbox(
             Path(gateway.settings.data_dir) / "budgets-outbox",

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from tollway.gateway import Gateway
     from tollway_control_plane.runtime import ControlPlane
 
-__all__ = ["__version__", "embedded"]
+__all__ = ["EmbeddedLedger", "__version__", "embedded", "embedded_ledger"]
 
 __version__ = "0.1.0"
 
@@ -36,6 +36,56 @@ _CONTROL_PLANE: StashKey[ControlPlane] = StashKey("control-plane.state")
 def embedded() -> bool:
     """True when this gateway serves its own control plane (``LW_GATEWAY_BASE_URL`` unset)."""
     return not os.environ.get("LW_GATEWAY_BASE_URL", "").strip()
+
+
+class EmbeddedLedger:
+    """The embedded control plane's ledger, called in-process.
+
+    What the budgets plugin uses when this gateway serves its own control plane: the same
+    validation and idempotent insert as the internal protocol's ``/ledger`` and ``/spend``, with
+    no HTTP round trip to itself and no signing — and usable while the gateway stops, after its
+    server stopped listening (the store closes last). Store calls run in a worker thread.
+    Raises ``tollway_control_plane.store.ValidationError`` for an entry or query the protocol
+    would refuse with 400, ``StoreError``/``DatabaseError`` when the store fails.
+    """
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def _cp(self) -> ControlPlane:
+        cp = self._gateway.stash.get(_CONTROL_PLANE)
+        if cp is None:
+            from tollway_control_plane.store import StoreError
+
+            raise StoreError("the embedded control plane is not open")
+        return cp
+
+    async def record(self, entries: list[dict[str, Any]], node_id: str) -> int:
+        """Record a batch (entries already in the ledger are skipped); returns how many were
+        accepted (all of them, or it raises)."""
+        from tollway_control_plane.store import check_ledger_entry
+
+        rows = [check_ledger_entry(e, f"entries[{i}]") for i, e in enumerate(entries)]
+        for row in rows:
+            if row["gateway_node_id"] is None:
+                row["gateway_node_id"] = node_id[:512]
+        await asyncio.to_thread(self._cp().store.record_ledger, rows)
+        return len(rows)
+
+    async def spend(self, queries: list[dict[str, Any]]) -> list[int]:
+        """Ledger sums in micro-USD, one per ``{organization_id, scope_type, scope_id, since,
+        until?}`` query."""
+        from tollway_control_plane.store import check_spend_query
+
+        checked = [check_spend_query(q, f"queries[{i}]") for i, q in enumerate(queries)]
+        return await asyncio.to_thread(self._cp().store.ledger_spend, checked)
+
+
+def embedded_ledger(gateway: Gateway) -> EmbeddedLedger | None:
+    """The in-process ledger when ``gateway`` serves its own control plane, else ``None``."""
+    if not embedded():
+        return None
+    return EmbeddedLedger(gateway)
 
 
 @hookimpl
@@ -68,8 +118,10 @@ async def gateway_started(gateway: Gateway) -> None:
     gateway.stash[_CONTROL_PLANE] = cp
 
 
-@hookimpl
+@hookimpl(trylast=True)
 def gateway_stopping(gateway: Gateway) -> None:
+    # Last: other plugins' final flushes (the budgets outbox → the ledger) still need the
+    # embedded control plane while they stop.
     cp = gateway.stash.get(_CONTROL_PLANE)
     if cp is not None:
         cp.close()

@@ -684,6 +684,22 @@ _NO_LEDGER = (
 )
 
 
+_USAGE_HEADERS = ("REQUESTS", "INPUT", "OUTPUT", "CACHE READ", "CACHE WRITE", "REASONING")
+_USAGE_KEYS = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+)
+
+
+def _usage_cells(usage: dict[str, Any]) -> list[str]:
+    """The window's requests and token sums, with thousands separators."""
+    return [f"{int(usage.get(k) or 0):,}" for k in _USAGE_KEYS]
+
+
 @click.group("gateway-budgets")
 def gateway_budgets() -> None:
     """Spend limits per organization, team, project, key, principal or end user."""
@@ -699,12 +715,13 @@ def _budget_rows(data: list[dict[str, Any]]) -> None:
                 f"${b['limit_usd']}",
                 f"${b['spend_usd']}"
                 + (f" ({b['spend_end_user']})" if b.get("spend_end_user") else ""),
+                *_usage_cells(b.get("usage") or {}),
                 b["on_breach"],
                 b["name"],
             )
             for b in data
         ],
-        ("ID", "SCOPE", "WINDOW", "LIMIT", "SPENT", "ON BREACH", "NAME"),
+        ("ID", "SCOPE", "WINDOW", "LIMIT", "SPENT", *_USAGE_HEADERS, "ON BREACH", "NAME"),
     )
     if data and not data[0]["spend_accounting"]:
         click.echo(_NO_LEDGER)

@@ -19,6 +19,7 @@ from tollway_control_plane._db import IntegrityError
 from tollway_control_plane._util import UNSET, Unset
 from tollway_control_plane.store import (
     PER_END_USER,
+    USAGE_SUMS,
     Budget,
     Conflict,
     Store,
@@ -324,11 +325,18 @@ class Service:
         data["spend_micro_usd"] = spent
         data["spend_usd"] = format_usd(spent)
         data["spend_accounting"] = accounting
+        top: str | None = None
         if budget.scope_type == "end_user" and budget.scope_id == PER_END_USER:
             # Each end user has their own cap: the spend shown is the biggest spender's.
-            data["spend_end_user"] = (
-                self.store.budget_top_end_user(budget) if accounting and spent else None
-            )
+            top = self.store.budget_top_end_user(budget) if accounting and spent else None
+            data["spend_end_user"] = top
+        # Requests and tokens behind the spend (cache reads and reasoning tokens included), so
+        # an operator sees *why* a coding agent costs what it does.
+        data["usage"] = (
+            self.store.budget_usage(budget, end_user=top)
+            if accounting
+            else dict.fromkeys(USAGE_SUMS, 0)
+        )
         return data
 
     def budgets_create(self, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -133,6 +133,14 @@ LEDGER_COLUMNS = (
 )
 _LEDGER_TEXT = frozenset(LEDGER_COLUMNS[:10]) | {"gateway_node_id"}
 _LEDGER_INT = frozenset(LEDGER_COLUMNS[10:16]) | {"usage_estimated"}
+USAGE_SUMS = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "reasoning_tokens",
+)
 _LEDGER_COLUMN = {
     "organization": "organization_id",
     "team": "team_id",
@@ -1762,10 +1770,7 @@ class Store:
         return self._budget_spend(budget, at)[1]
 
     def _budget_spend(self, budget: Budget, at: datetime | None) -> tuple[int, str | None]:
-        start = window_start(budget.window, at or now())
-        since = format_time(start) if start is not None else ""
-        if budget.reset_at and budget.reset_at > since:
-            since = budget.reset_at
+        since = self._window_since(budget, at)
         if budget.scope_type == "end_user" and budget.scope_id == PER_END_USER:
             rows = self.db.query(
                 "SELECT end_user_id, SUM(cost_usd) AS s FROM ledger WHERE organization_id = ? "
@@ -1787,6 +1792,45 @@ class Store:
             ]
         )
         return spend[0], None
+
+    def budget_usage(
+        self, budget: Budget, end_user: str | None = None, at: datetime | None = None
+    ) -> dict[str, int]:
+        """What the budget's current window holds in the ledger: ``requests`` and the token
+        sums (``input_tokens`` excludes cache reads, as the ledger stores them). For an
+        ``end_user:*`` budget, ``end_user`` picks whose (the top spender's, normally)."""
+        since = self._window_since(budget, at)
+        if budget.scope_type == "end_user" and budget.scope_id == PER_END_USER:
+            where, params = (
+                "end_user_id = ? AND organization_id = ?",
+                [
+                    end_user,
+                    budget.organization_id,
+                ],
+            )
+        else:
+            where, params = f"{_LEDGER_COLUMN[budget.scope_type]} = ?", [budget.scope_id]
+            if budget.scope_type in ("principal", "end_user"):
+                where += " AND organization_id = ?"
+                params.append(budget.organization_id)
+        rows = self.db.query(
+            "SELECT COUNT(*) AS requests, SUM(input_tokens) AS input_tokens, "
+            "SUM(output_tokens) AS output_tokens, "
+            "SUM(cache_read_input_tokens) AS cache_read_input_tokens, "
+            "SUM(cache_creation_input_tokens) AS cache_creation_input_tokens, "
+            "SUM(reasoning_tokens) AS reasoning_tokens "
+            f"FROM ledger WHERE {where} AND created_at >= ?",
+            [*params, since],
+        )
+        row = rows[0] if rows else {}
+        return {name: int(row.get(name) or 0) for name in USAGE_SUMS}
+
+    def _window_since(self, budget: Budget, at: datetime | None) -> str:
+        start = window_start(budget.window, at or now())
+        since = format_time(start) if start is not None else ""
+        if budget.reset_at and budget.reset_at > since:
+            since = budget.reset_at
+        return since
 
     def key_budgets(self, key: VirtualKey) -> list[Budget]:
         """The budgets that apply to ``key``'s requests: those of its organization, team,
