@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+from tollway._context import RequestContext
 from tollway.gateway import _ENDPOINT_PATHS, CIHeaders, Gateway, Reply
 
 __all__ = ["GatewayASGI"]
@@ -33,6 +34,7 @@ class GatewayASGI:
     def __init__(self, gateway: Gateway, app: ASGIApp) -> None:
         self.gateway = gateway
         self.app = app
+        self.heartbeat_seconds = gateway.settings.server.heartbeat_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -73,6 +75,9 @@ class GatewayASGI:
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in scope["headers"]
         )
         reply: Reply | None = None
+        beat: Heartbeat | None = None
+        if self.heartbeat_seconds > 0:
+            beat = Heartbeat(gateway, send, self.heartbeat_seconds)
         try:
             reply = await gateway.handle(
                 endpoint,
@@ -81,8 +86,12 @@ class GatewayASGI:
                 scope.get("query_string", b""),
                 headers,
                 chunks(),
+                None if beat is None else beat.start,
             )
-            await _send_reply(reply, send)
+            if beat is not None and await beat.stop():
+                await send({"type": "http.response.body", "body": reply.body})
+            else:
+                await _send_reply(reply, send)
         except asyncio.CancelledError:
             if not gone:
                 raise
@@ -93,10 +102,72 @@ class GatewayASGI:
                 if reply.stream is not None:
                     await reply.stream.aclose()  # type: ignore[attr-defined]
         finally:
+            if beat is not None:
+                beat.cancel()
             for watcher in watch:
                 watcher.cancel()
             if reply is not None and reply.stream is None:
                 gateway.finish(reply.ctx)
+
+
+class Heartbeat:
+    """``SERVER_HEARTBEAT_SECONDS``: keep a slow non-streaming call's connection busy.
+
+    Once the body is parsed and the call does not stream, a timer runs; if the answer is not
+    ready when it fires, the response starts (200, ``X-LangWatch-Heartbeat-Active: true``, no
+    length) and a space goes out every period until it is. JSON parsers skip leading
+    whitespace, so both SDKs read the body as usual; an error found later can only be a JSON
+    error body under the committed 200 (SPEC §2; the operator guide says so).
+    """
+
+    def __init__(self, gateway: Gateway, send: Send, period: float) -> None:
+        self.gateway = gateway
+        self.send = send
+        self.period = period
+        self.task: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+        self.started = False
+
+    def start(self, ctx: RequestContext) -> None:
+        if not ctx.stream:
+            self.task = asyncio.ensure_future(self._run(ctx))
+
+    async def _run(self, ctx: RequestContext) -> None:
+        try:
+            await self._beat(ctx)
+        except Exception:  # the client is gone: the request's own path finds out too
+            return
+
+    async def _beat(self, ctx: RequestContext) -> None:
+        send = self.send
+        while True:
+            try:
+                await asyncio.wait_for(self.done.wait(), self.period)
+                return
+            except TimeoutError:
+                pass
+            if not self.started:
+                self.started = True
+                headers = [
+                    (k.lower().encode("latin-1"), v.encode("latin-1"))
+                    for k, v in self.gateway.base_headers(ctx).items()
+                ]
+                headers.append((b"content-type", b"application/json"))
+                headers.append((b"x-langwatch-heartbeat-active", b"true"))
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b" ", "more_body": True})
+
+    async def stop(self) -> bool:
+        """Stop beating (never mid-send); True when the response has already started."""
+        self.done.set()
+        if self.task is not None:
+            await self.task
+        return self.started
+
+    def cancel(self) -> None:
+        self.done.set()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -169,6 +169,8 @@ class Gateway:
             server.upstream_connect_timeout_seconds, server.upstream_timeout_seconds
         )
         self.max_body = effective_limit(server.max_request_body_bytes)
+        #: ``LW_LOG_MESSAGE_BODY``: request and non-streaming response bodies go to the log.
+        self.log_bodies = settings.log.message_body
         self.checks: dict[str, Callable[[], Any]] = {}
         #: Called (sync) once start-up finished and the gateway accepts traffic.
         self.on_started: list[Callable[[], None]] = []
@@ -253,6 +255,12 @@ class Gateway:
             ",".join(self.providers) or "-",
             ",".join(i.name for i in self.plugin_infos if not i.builtin) or "-",
         )
+        if self.log_bodies:
+            log.warning(
+                "message_body_logging_on: LW_LOG_MESSAGE_BODY is set, so prompts and answers "
+                "are written to this log (up to %d bytes each); debug only, unset it after",
+                _LOGGED_BODY_BYTES,
+            )
 
     async def shutdown(self) -> None:
         if self._tasks:
@@ -536,11 +544,14 @@ class Gateway:
         query: bytes,
         headers: Mapping[str, str],
         chunks: AsyncIterator[bytes],
+        on_parsed: Callable[[RequestContext], None] | None = None,
     ) -> Reply:
         """Serve one model call (chat, messages, responses, embeddings).
 
         The adapter sends the reply; for a non-streaming reply it then calls :meth:`finish`
         (a stream settles itself when its body ends). ``headers`` must answer lower-case names.
+        ``on_parsed`` is told the context once the body is parsed (the heartbeat needs to know
+        whether the call streams).
         """
         ctx = self.new_context(endpoint, method, path, query, headers)
         token = request_id_var.set(ctx.request_id)
@@ -555,6 +566,10 @@ class Gateway:
             await self.authenticate(ctx)
             await self.read_body(ctx, chunks)
             self.parse_body(ctx)
+            if self.log_bodies:
+                _log_body("request", ctx.body_bytes())
+            if on_parsed is not None:
+                on_parsed(ctx)
             await self.hooks.admit(ctx)
             await self.guard_request(ctx)
             await self.route(ctx)
@@ -604,6 +619,8 @@ class Gateway:
                         verdict.reason or f"blocked by guardrail {verdict.evaluator or plugin}"
                     )
             body = view.body
+        if self.log_bodies:
+            _log_body("response", body)
         headers = self.base_headers(ctx)
         headers.update(self.routed_headers(ctx))
         headers.update(ctx.response_headers)
@@ -804,6 +821,21 @@ class CIHeaders(dict[str, str]):
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and dict.__contains__(self, key.lower())
+
+
+_LOGGED_BODY_BYTES = 64 * 1024
+
+
+def _log_body(direction: str, body: bytes) -> None:
+    """One ``message_body`` line (the request id comes from the log context)."""
+    shown = body[:_LOGGED_BODY_BYTES].decode("utf-8", "replace")
+    log.info(
+        "message_body direction=%s bytes=%d%s body=%s",
+        direction,
+        len(body),
+        " truncated=true" if len(body) > _LOGGED_BODY_BYTES else "",
+        shown,
+    )
 
 
 def _merge(upstream: list[tuple[str, str]], ours: dict[str, str]) -> list[tuple[str, str]]:
