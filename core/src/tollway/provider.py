@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import aiohttp
 import attrs
+import yarl
 
 from tollway._errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeoutError
 from tollway._sse import SSESplitter
@@ -127,8 +128,11 @@ class UpstreamHTTP:
             )
         return self._session
 
-    async def post(self, url: str, headers: dict[str, str], body: bytes) -> aiohttp.ClientResponse:
-        """POST and wait for the response headers."""
+    async def post(
+        self, url: str | yarl.URL, headers: dict[str, str], body: bytes
+    ) -> aiohttp.ClientResponse:
+        """POST and wait for the response headers. A ``yarl.URL(..., encoded=True)`` is sent
+        exactly as given (a signed path such as Bedrock's ``%3A`` must not be re-encoded)."""
         # We relay bodies as they are: ask for them uncompressed.
         headers["accept-encoding"] = "identity"
         try:
@@ -156,10 +160,11 @@ class UpstreamHTTP:
             self._session = None
 
 
-def _host(url: str) -> str:
+def _host(url: str | yarl.URL) -> str:
     from urllib.parse import urlsplit
 
-    return urlsplit(url).netloc or url
+    text = str(url)
+    return urlsplit(text).netloc or text
 
 
 async def read_body(resp: aiohttp.ClientResponse) -> bytes:
@@ -243,7 +248,8 @@ class Provider:
     endpoints: ClassVar[frozenset[str]] = frozenset()
     #: The subset served in the provider's own wire format (byte-for-byte). Without a routing
     #: policy, native providers are tried before translating ones of the same priority.
-    native_endpoints: ClassVar[frozenset[str]] = frozenset()
+    #: ``None``: every endpoint served; ``frozenset()``: none (a wire of its own, e.g. Bedrock).
+    native_endpoints: ClassVar[frozenset[str] | None] = None
     #: Model ids / trailing-``*`` globs served when the configuration does not list models.
     default_models: ClassVar[tuple[str, ...]] = ("*",)
     #: Concrete model ids listed by ``GET /v1/models`` when the configuration lists none.
@@ -254,7 +260,8 @@ class Provider:
         self.config = config
         self.name = config.name
         #: ``native_endpoints``, defaulting to every endpoint served.
-        self.native: frozenset[str] = type(self).native_endpoints or type(self).endpoints
+        native = type(self).native_endpoints
+        self.native: frozenset[str] = type(self).endpoints if native is None else native
         #: Stable id used in route targets, metrics and breakers.
         self.key = config.key
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")

@@ -83,7 +83,7 @@ class AnthropicProvider(Provider):
     type: ClassVar[str] = "anthropic"
     endpoints = frozenset({"messages", "chat"})
     #: Client endpoints that speak this provider's own wire format (relayed byte-for-byte).
-    native_endpoints: ClassVar[frozenset[str]] = frozenset({"messages"})
+    native_endpoints: ClassVar[frozenset[str] | None] = frozenset({"messages"})
     default_base_url = "https://api.anthropic.com"
     default_models = ("claude-*",)
     listed_models = ("claude-sonnet-4-5", "claude-haiku-4-5", "claude-opus-4-1")
@@ -133,7 +133,7 @@ class AnthropicProvider(Provider):
     async def send(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
-        if ctx.endpoint not in self.native_endpoints:
+        if ctx.endpoint not in self.native:
             return await self._send_chat(ctx, target, http)
         forget_dropped(ctx)
         url = upstream_url(self.base_url, "/v1/messages", ctx.query_string)

@@ -106,12 +106,17 @@ class OpenAIProvider(Provider):
     type: ClassVar[str] = "openai"
     endpoints = frozenset({"chat", "responses", "embeddings", "messages"})
     #: Client endpoints that speak this provider's own wire formats (relayed byte-for-byte).
-    native_endpoints: ClassVar[frozenset[str]] = frozenset({"chat", "responses", "embeddings"})
+    native_endpoints: ClassVar[frozenset[str] | None] = frozenset(
+        {"chat", "responses", "embeddings"}
+    )
     #: Where a translated Anthropic ``max_tokens`` goes (OpenAI deprecated ``max_tokens`` for
     #: ``max_completion_tokens``, the only one its reasoning models accept).
     default_max_tokens_field: ClassVar[str] = "max_completion_tokens"
+    #: Model ids follow OpenAI's names, so reasoning models (:func:`is_reasoning_model`) lose
+    #: the sampling parameters they reject on translated calls.
+    openai_model_names: ClassVar[bool] = True
     default_base_url = "https://api.openai.com/v1"
-    default_models = (
+    default_models: ClassVar[tuple[str, ...]] = (
         "gpt-*",
         "o1*",
         "o3*",
@@ -122,7 +127,7 @@ class OpenAIProvider(Provider):
         "computer-use-*",
         "omni-*",
     )
-    listed_models = (
+    listed_models: ClassVar[tuple[str, ...]] = (
         "gpt-4o",
         "gpt-4o-mini",
         "gpt-4.1",
@@ -152,9 +157,18 @@ class OpenAIProvider(Provider):
         if translated:
             # An Anthropic client's own headers (anthropic-version, -beta) mean nothing here.
             headers = {k: v for k, v in headers.items() if not k.startswith("anthropic-")}
-        headers["authorization"] = f"Bearer {self.api_key}"
+        headers.update(self._auth_headers())
         headers["content-type"] = "application/json"
         return headers
+
+    def _auth_headers(self) -> dict[str, str]:
+        """The upstream credential's headers (subclasses: other schemes)."""
+        return {"authorization": f"Bearer {self.api_key}"}
+
+    def _url(self, endpoint: str, target: RouteTarget, query_string: bytes) -> str:
+        """The upstream URL for a native ``endpoint`` (``"chat"`` also serves translated calls,
+        with an empty ``query_string``)."""
+        return upstream_url(self.base_url, _SUFFIX[endpoint], query_string)
 
     def _body(self, ctx: RequestContext, target: RouteTarget) -> bytes:
         if target.model != ctx.model:
@@ -167,10 +181,10 @@ class OpenAIProvider(Provider):
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
         endpoint = ctx.endpoint
-        if endpoint not in self.native_endpoints:
+        if endpoint not in self.native:
             return await self._send_messages(ctx, target, http)
         forget_dropped(ctx)
-        url = upstream_url(self.base_url, _SUFFIX[endpoint], ctx.query_string)
+        url = self._url(endpoint, target, ctx.query_string)
         body = self._body(ctx, target)
         injected = False
         if endpoint == "chat" and ctx.stream:
@@ -196,7 +210,7 @@ class OpenAIProvider(Provider):
         configured = self.config.config.get("sampling_params")
         if configured in _SAMPLING_VALUES:
             return configured, configured == "all"
-        if self.type == "openai" and is_reasoning_model(model):
+        if self.openai_model_names and is_reasoning_model(model):
             return "none", False
         return "all", True
 
@@ -216,7 +230,7 @@ class OpenAIProvider(Provider):
             allow_stop=allow_stop,
         )
         report_dropped(ctx, dropped)
-        url = upstream_url(self.base_url, _SUFFIX["chat"], b"")
+        url = self._url("chat", target, b"")
         resp = await http.post(url, self._headers(ctx, translated=True), orjson.dumps(body))
         await raise_for_upstream_status(resp)
         headers = response_headers(resp.headers.items())
@@ -307,6 +321,7 @@ class CustomOpenAIProvider(OpenAIProvider):
     default_models = ("*",)
     listed_models = ()
     default_max_tokens_field: ClassVar[str] = "max_tokens"
+    openai_model_names: ClassVar[bool] = False
 
     def validate(self) -> list[str]:
         problems = super().validate()

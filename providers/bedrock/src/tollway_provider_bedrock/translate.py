@@ -1,0 +1,640 @@
+"""OpenAI chat ⇄ Bedrock Converse translation (pure functions, no I/O).
+
+Chat is the hub format (docs/translation.md): the adapter serves ``/v1/chat/completions`` with
+these functions and ``/v1/messages`` by composing them with the core's chat ⇄ messages
+translators.
+
+- Requests: :func:`chat_request_to_converse` → a Converse body (the model id travels in the URL)
+  and the chat parameters left out (reported in ``X-LangWatch-Params-Dropped``). A request that
+  cannot be sent faithfully (an ``http(s)`` image URL, tool arguments that are not a JSON
+  object, …) raises :class:`~tollway.BadRequest` naming the field.
+- Responses: :func:`converse_response_to_chat`, :func:`converse_usage`,
+  :func:`finish_reason_from_converse`.
+- Streams: :class:`ConverseToChatStream` turns decoded ConverseStream events (``:event-type``
+  and JSON payload) into ``chat.completion.chunk`` SSE events.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from tollway import BadRequest, Usage
+from tollway.formats import SSE_DONE, Translated, TranslationError, sse_data, usage_to_chat
+
+__all__ = [
+    "ConverseToChatStream",
+    "chat_request_to_converse",
+    "converse_response_to_chat",
+    "converse_usage",
+    "finish_reason_from_converse",
+]
+
+# Chat parameters that mean "default" at these values: leaving them out changes nothing.
+_NOOP_DEFAULTS: dict[str, Any] = {
+    "n": 1,
+    "presence_penalty": 0,
+    "frequency_penalty": 0,
+    "logprobs": False,
+    "parallel_tool_calls": True,
+    "response_format": {"type": "text"},
+    "store": False,
+}
+_HANDLED = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "user",
+    }
+)
+_IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
+#: Converse's ``stopReason`` → OpenAI ``finish_reason``.
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+#: Bedrock caps ``requestMetadata`` values at this length.
+_MAX_METADATA_VALUE = 256
+_DOC_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9\-\(\)\[\] ]+")
+
+
+def finish_reason_from_converse(stop_reason: Any) -> str:
+    """The OpenAI ``finish_reason`` for a Converse ``stopReason`` (unknown → ``stop``)."""
+    return _FINISH.get(stop_reason if isinstance(stop_reason, str) else "", "stop")
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def converse_usage(usage: Mapping[str, Any]) -> Usage:
+    """Usage of a Converse answer (``inputTokens`` exclude cache reads and writes)."""
+    return Usage(
+        input_tokens=_int(usage.get("inputTokens")),
+        output_tokens=_int(usage.get("outputTokens")),
+        cache_read_input_tokens=_int(usage.get("cacheReadInputTokens")),
+        cache_creation_input_tokens=_int(usage.get("cacheWriteInputTokens")),
+    )
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _obj(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where} must be a JSON object", param=where)
+    return value
+
+
+def _texts(content: Any, where: str) -> list[str]:
+    """The texts of a string or a list of text parts (system, tool and assistant content)."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        raise BadRequest(f"{where} must be a string or an array of content parts", param=where)
+    out = []
+    for i, raw in enumerate(content):
+        part = _obj(raw, f"{where}[{i}]")
+        kind = part.get("type")
+        text = part.get("refusal") if kind == "refusal" else part.get("text")
+        if kind not in ("text", "input_text", "output_text", "refusal"):
+            raise BadRequest(
+                f"{where}[{i}]: only text parts can be sent here to Bedrock (got {kind!r})",
+                param=where,
+            )
+        if not isinstance(text, str):
+            raise BadRequest(f"{where}[{i}].text must be a string", param=where)
+        out.append(text)
+    return out
+
+
+def _data_url(url: str, where: str) -> tuple[str, str]:
+    """``(media type, base64 data)`` of a base64 ``data:`` URL; anything else is a 400."""
+    if not url.startswith("data:"):
+        raise BadRequest(
+            f"{where}: Bedrock cannot fetch URLs ({url[:60]!r}); send the image inline as a "
+            "base64 data URL (data:image/png;base64,…)",
+            param=where,
+        )
+    header, sep, data = url[5:].partition(",")
+    params = header.split(";")
+    if not sep or "base64" not in params[1:]:
+        raise BadRequest(
+            f"{where}: only base64 data URLs (data:<media type>;base64,<data>) can be sent to "
+            "Bedrock",
+            param=where,
+        )
+    return params[0].lower(), data
+
+
+def _user_blocks(content: Any, where: str, dropped: dict[str, None]) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise BadRequest(
+            f"{where}.content must be a string or an array of content parts", param=where
+        )
+    blocks: list[dict[str, Any]] = []
+    for j, raw in enumerate(content):
+        part_where = f"{where}.content[{j}]"
+        part = _obj(raw, part_where)
+        kind = part.get("type")
+        if kind == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise BadRequest(f"{part_where}.text must be a string", param=part_where)
+            if text:
+                blocks.append({"text": text})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise BadRequest(f"{part_where}.image_url.url must be a string", param=part_where)
+            if isinstance(image, dict) and image.get("detail") not in (None, "auto"):
+                dropped["image_url.detail"] = None
+            media, data = _data_url(url, f"{part_where}.image_url.url")
+            fmt = _IMAGE_FORMATS.get(media)
+            if fmt is None:
+                raise BadRequest(
+                    f"{part_where}.image_url.url: Bedrock takes png, jpeg, gif or webp images, "
+                    f"not {media!r}",
+                    param=part_where,
+                )
+            blocks.append({"image": {"format": fmt, "source": {"bytes": data}}})
+        elif kind == "file":
+            raw_file = part.get("file")
+            file: dict[str, Any] = raw_file if isinstance(raw_file, dict) else {}
+            data_url = file.get("file_data")
+            if isinstance(data_url, str) and data_url.startswith("data:application/pdf;"):
+                _, data = _data_url(data_url, f"{part_where}.file.file_data")
+                name = _DOC_NAME_UNSAFE.sub(" ", str(file.get("filename") or "")).split()
+                blocks.append(
+                    {
+                        "document": {
+                            "format": "pdf",
+                            "name": " ".join(name)[:200] or f"document {j + 1}",
+                            "source": {"bytes": data},
+                        }
+                    }
+                )
+            else:
+                dropped["content.file"] = None
+        else:
+            dropped[f"content.{kind}"] = None
+    return blocks
+
+
+def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [
+        {"text": t} for t in _texts(message.get("content"), f"{where}.content") if t
+    ]
+    refusal = message.get("refusal")
+    if isinstance(refusal, str) and refusal and not blocks:
+        blocks.append({"text": refusal})
+    calls = message.get("tool_calls")
+    if calls is None:
+        return blocks
+    if not isinstance(calls, list):
+        raise BadRequest(f"{where}.tool_calls must be an array", param=where)
+    for k, raw in enumerate(calls):
+        call_where = f"{where}.tool_calls[{k}]"
+        call = _obj(raw, call_where)
+        function = _obj(call.get("function"), f"{call_where}.function")
+        name, call_id = function.get("name"), call.get("id")
+        if not isinstance(name, str) or not isinstance(call_id, str):
+            raise BadRequest(f"{call_where} needs an id and function.name", param=call_where)
+        arguments = function.get("arguments")
+        tool_input: Any = {}
+        if isinstance(arguments, str) and arguments.strip():
+            try:
+                tool_input = orjson.loads(arguments)
+            except orjson.JSONDecodeError:
+                tool_input = None
+        elif isinstance(arguments, dict):
+            tool_input = arguments
+        if not isinstance(tool_input, dict):
+            raise BadRequest(
+                f"{call_where}.function.arguments must be a JSON object to be sent to Bedrock",
+                param=call_where,
+            )
+        blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": tool_input}})
+    return blocks
+
+
+def _append(out: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) -> None:
+    """Add a message, merging it into the previous one of the same role (Converse requires
+    user and assistant turns to alternate)."""
+    if not blocks:
+        return
+    if out and out[-1]["role"] == role:
+        out[-1]["content"].extend(blocks)
+    else:
+        out.append({"role": role, "content": blocks})
+
+
+def _messages(
+    messages: list[Any], dropped: dict[str, None]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    system: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
+    for i, raw in enumerate(messages):
+        where = f"messages[{i}]"
+        message = _obj(raw, where)
+        role = message.get("role")
+        if message.get("name") is not None:
+            dropped["messages.name"] = None
+        if role in ("system", "developer"):
+            system.extend(
+                {"text": t} for t in _texts(message.get("content"), f"{where}.content") if t
+            )
+        elif role == "user":
+            _append(out, "user", _user_blocks(message.get("content"), where, dropped))
+        elif role == "assistant":
+            _append(out, "assistant", _assistant_blocks(message, where))
+        elif role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise BadRequest(f"{where}.tool_call_id is required on a tool message", param=where)
+            texts = _texts(message.get("content"), f"{where}.content")
+            result = {
+                "toolUseId": call_id,
+                "content": [{"text": t} for t in texts if t],
+            }
+            _append(out, "user", [{"toolResult": result}])
+        elif role == "function":
+            raise BadRequest(
+                f"{where}: legacy 'function' messages cannot be sent to Bedrock; use tools and "
+                "'tool' messages",
+                param=where,
+            )
+        else:
+            raise BadRequest(f"{where}.role {role!r} is not a chat message role", param=where)
+    return system, out
+
+
+def _tools(tools: list[Any], dropped: dict[str, None]) -> list[dict[str, Any]]:
+    out = []
+    for j, raw in enumerate(tools):
+        where = f"tools[{j}]"
+        tool = _obj(raw, where)
+        if tool.get("type", "function") != "function":
+            dropped[f"tools.{tool.get('type')}"] = None
+            continue
+        function = _obj(tool.get("function"), f"{where}.function")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"{where}.function.name is required", param=where)
+        schema = function.get("parameters")
+        if not isinstance(schema, dict):
+            schema = {"type": "object", "properties": {}}
+        spec: dict[str, Any] = {"name": name}
+        description = function.get("description")
+        if isinstance(description, str) and description:
+            spec["description"] = description
+        spec["inputSchema"] = {"json": schema}
+        if function.get("strict"):
+            dropped["tools.function.strict"] = None
+        out.append({"toolSpec": spec})
+    return out
+
+
+def _tool_choice(choice: Any, dropped: dict[str, None]) -> dict[str, Any] | None:
+    """The Converse ``toolChoice`` (None: leave it out, which means auto)."""
+    if choice is None or choice == "auto":
+        return {"auto": {}} if choice == "auto" else None
+    if choice == "required":
+        return {"any": {}}
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name:
+            return {"tool": {"name": name}}
+    dropped["tool_choice"] = None
+    return None
+
+
+def _uses_tools(messages: list[dict[str, Any]]) -> bool:
+    return any(
+        "toolUse" in block or "toolResult" in block
+        for message in messages
+        for block in message["content"]
+    )
+
+
+def chat_request_to_converse(
+    body: Mapping[str, Any], *, model: str, top_k_field: bool | None = None
+) -> Translated:
+    """An OpenAI chat request as a Converse request body for ``model``.
+
+    ``system``/``developer`` messages become ``system`` blocks; user and assistant content
+    becomes content blocks (text, base64 images, PDF files, ``toolUse``); ``tool`` messages
+    become ``toolResult`` blocks in a user turn; consecutive turns of one role are merged.
+    ``max_completion_tokens``/``max_tokens``, ``temperature``, ``top_p`` and ``stop`` go to
+    ``inferenceConfig``; tools and ``tool_choice`` to ``toolConfig`` (``"none"`` leaves the
+    tools out unless the history holds tool blocks, and is reported dropped); ``user`` to
+    ``requestMetadata.user``. ``top_k`` goes to ``additionalModelRequestFields`` when
+    ``top_k_field`` is true (default: for Anthropic Claude model ids), else it is dropped.
+    """
+    dropped: dict[str, None] = {}
+    for key, value in body.items():
+        if key in _HANDLED or value is None:
+            continue
+        if key in _NOOP_DEFAULTS and value == _NOOP_DEFAULTS[key]:
+            continue
+        dropped[key] = None
+
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise BadRequest("'messages' must be an array", param="messages")
+    system, converted = _messages(messages, dropped)
+    out: dict[str, Any] = {"messages": converted}
+    if system:
+        out["system"] = system
+
+    inference: dict[str, Any] = {}
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is not None:
+        inference["maxTokens"] = max_tokens
+    for name, field in (("temperature", "temperature"), ("top_p", "topP")):
+        if body.get(name) is not None:
+            inference[field] = body[name]
+    stop = body.get("stop")
+    if isinstance(stop, str) and stop:
+        inference["stopSequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        inference["stopSequences"] = stop
+    if inference:
+        out["inferenceConfig"] = inference
+
+    top_k = body.get("top_k")
+    if top_k is not None:
+        if top_k_field is None:
+            top_k_field = "anthropic.claude" in model
+        if top_k_field:
+            out["additionalModelRequestFields"] = {"top_k": top_k}
+        else:
+            dropped["top_k"] = None
+
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise BadRequest("'tools' must be an array", param="tools")
+    specs = _tools(tools, dropped) if tools else []
+    if specs:
+        choice = body.get("tool_choice")
+        if choice == "none":
+            dropped["tool_choice"] = None
+            if _uses_tools(converted):
+                # Bedrock refuses toolUse/toolResult blocks without a toolConfig.
+                out["toolConfig"] = {"tools": specs}
+        else:
+            config: dict[str, Any] = {"tools": specs}
+            converse_choice = _tool_choice(choice, dropped)
+            if converse_choice is not None:
+                config["toolChoice"] = converse_choice
+            out["toolConfig"] = config
+    elif body.get("tool_choice") not in (None, "none", "auto"):
+        dropped["tool_choice"] = None
+
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        if len(user) <= _MAX_METADATA_VALUE:
+            out["requestMetadata"] = {"user": user}
+        else:
+            dropped["user"] = None
+    return Translated(out, tuple(dropped))
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def _chat_id() -> str:
+    return "chatcmpl-" + os.urandom(12).hex()
+
+
+def converse_response_to_chat(
+    doc: Mapping[str, Any], *, model: str, created: int | None = None, id_: str | None = None
+) -> dict[str, Any]:
+    """A Converse answer as an OpenAI ``chat.completion``.
+
+    Text blocks join into ``content``; ``toolUse`` blocks become ``tool_calls`` (their
+    ``input`` serialised as ``arguments``); reasoning and other blocks have no chat field and
+    are left out.
+    """
+    output = doc.get("output")
+    message = output.get("message") if isinstance(output, dict) else None
+    if not isinstance(message, dict):
+        raise TranslationError(
+            "Bedrock answered without output.message, so there is no chat completion to return"
+        )
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in message.get("content") or ():
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        tool = block.get("toolUse")
+        if isinstance(tool, dict):
+            calls.append(
+                {
+                    "id": str(tool.get("toolUseId") or ""),
+                    "type": "function",
+                    "function": {
+                        "name": str(tool.get("name") or ""),
+                        "arguments": orjson.dumps(tool.get("input") or {}).decode(),
+                    },
+                }
+            )
+    chat_message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": None,
+    }
+    if calls:
+        chat_message["tool_calls"] = calls
+    usage = doc.get("usage")
+    return {
+        "id": id_ or _chat_id(),
+        "object": "chat.completion",
+        "created": created if created is not None else int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": chat_message,
+                "logprobs": None,
+                "finish_reason": finish_reason_from_converse(doc.get("stopReason")),
+            }
+        ],
+        "usage": usage_to_chat(converse_usage(usage if isinstance(usage, dict) else {})),
+    }
+
+
+# --------------------------------------------------------------------------- streams
+
+
+class ConverseToChatStream:
+    """ConverseStream events as OpenAI ``chat.completion.chunk`` SSE events.
+
+    ``messageStart`` gives the role chunk; text deltas become ``content``; a ``toolUse`` block
+    start becomes a tool call (index, id, name) and its ``toolUse.input`` string deltas its
+    ``arguments``; ``messageStop`` gives the finish chunk; ``metadata`` (usage) gives the usage
+    chunk (only with ``include_usage``) and ``data: [DONE]``. Reasoning deltas, block stops and
+    unknown events produce nothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "",
+        include_usage: bool = False,
+        on_usage: Callable[[Usage], None] | None = None,
+        created: int | None = None,
+        id_: str | None = None,
+    ) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.on_usage = on_usage
+        self.created = created if created is not None else int(time.time())
+        self.id = id_ or _chat_id()
+        self.usage: Usage | None = None
+        self.done = False
+        self._started = False
+        self._finish: str | None = None
+        self._tools: dict[Any, int] = {}  # contentBlockIndex → chat tool call index
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return sse_data(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
+        )
+
+    def _start(self) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def _tool_index(self, block_index: Any) -> int:
+        index = self._tools.get(block_index)
+        if index is None:
+            index = self._tools[block_index] = len(self._tools)
+        return index
+
+    def feed(self, event_type: str, payload: Mapping[str, Any]) -> bytes:
+        """The chat SSE bytes for one decoded ConverseStream event (``b""``: nothing)."""
+        if self.done:
+            return b""
+        if event_type == "messageStart":
+            return self._start()
+        if event_type == "contentBlockDelta":
+            delta = payload.get("delta")
+            if not isinstance(delta, dict):
+                return b""
+            text = delta.get("text")
+            if isinstance(text, str):
+                return self._start() + self._chunk({"content": text}) if text else b""
+            tool = delta.get("toolUse")
+            if isinstance(tool, dict):
+                arguments = tool.get("input")
+                if not isinstance(arguments, str) or not arguments:
+                    return b""
+                index = self._tool_index(payload.get("contentBlockIndex"))
+                return self._start() + self._chunk(
+                    {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]}
+                )
+            return b""  # reasoningContent, citations: no chat equivalent
+        if event_type == "contentBlockStart":
+            start = payload.get("start")
+            tool = start.get("toolUse") if isinstance(start, dict) else None
+            if not isinstance(tool, dict):
+                return b""
+            index = self._tool_index(payload.get("contentBlockIndex"))
+            return self._start() + self._chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": str(tool.get("toolUseId") or ""),
+                            "type": "function",
+                            "function": {"name": str(tool.get("name") or ""), "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        if event_type == "messageStop":
+            if self._finish is not None:
+                return b""
+            self._finish = finish_reason_from_converse(payload.get("stopReason"))
+            return self._start() + self._chunk({}, self._finish)
+        if event_type == "metadata":
+            usage = payload.get("usage")
+            if isinstance(usage, dict):
+                self.usage = converse_usage(usage)
+                if self.on_usage is not None:
+                    self.on_usage(self.usage)
+            if self._finish is None:
+                return b""  # metadata before messageStop: wait for it
+            return self._close()
+        return b""  # contentBlockStop, unknown events
+
+    def _close(self) -> bytes:
+        self.done = True
+        out = b""
+        if self.include_usage and self.usage is not None:
+            out = sse_data(
+                {
+                    "id": self.id,
+                    "object": "chat.completion.chunk",
+                    "created": self.created,
+                    "model": self.model,
+                    "choices": [],
+                    "usage": usage_to_chat(self.usage),
+                }
+            )
+        return out + SSE_DONE
+
+    def end(self) -> bytes:
+        """The closing bytes once the upstream ended; raises if it ended before messageStop."""
+        if self.done:
+            return b""
+        if self._finish is None:
+            raise TranslationError("the Bedrock stream ended before its messageStop event")
+        return self._close()
