@@ -367,6 +367,8 @@ def _json_response(reply: JsonReply) -> web.Response:
 
 
 def _unparsable(flavor: Flavor) -> JsonReply:
+    if flavor not in ("openai", "anthropic"):
+        return error_reply(flavor, 400, "Invalid JSON payload received.")
     if flavor == "anthropic":
         return error_reply("anthropic", 400, "There was an error parsing the body of your request.")
     return error_reply(

@@ -1,0 +1,407 @@
+"""Vertex AI: Gemini models (``publishers/google``) and Claude models (``publishers/anthropic``)
+with a service account's OAuth2 access tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import quote, urlsplit
+
+import google.auth.exceptions
+import google.auth.transport.requests
+import orjson
+import requests
+from google.oauth2 import service_account
+
+from tollway import RequestContext, RouteTarget, UpstreamError
+from tollway._errors import UpstreamConnectError, UpstreamTimeoutError
+from tollway._sse import event_fields
+from tollway.formats import (
+    MessagesToChatStream,
+    TranslationError,
+    chat_request_to_messages,
+    forget_dropped,
+    messages_response_to_chat,
+    messages_usage,
+    reframe_sse,
+    report_dropped,
+)
+from tollway.provider import (
+    ProviderResult,
+    UpstreamHTTP,
+    forwardable_request_headers,
+    raise_for_upstream_status,
+    read_body,
+    relay_sse,
+    response_headers,
+)
+from tollway_provider_anthropic import claude_sampling  # type: ignore[import-untyped]
+from tollway_provider_gemini import GeminiProvider
+
+__all__ = ["ANTHROPIC_VERSION", "SCOPE", "ServiceAccountRefused", "TokenSource", "VertexProvider"]
+
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+#: The ``anthropic_version`` Claude on Vertex takes in the body (instead of the header).
+ANTHROPIC_VERSION = "vertex-2023-10-16"
+DEFAULT_LOCATION = "us-central1"
+#: A cached token is refreshed this long before it expires.
+REFRESH_MARGIN_S = 300.0
+#: Timeout of one token endpoint request (google-auth may retry a transient failure).
+TOKEN_TIMEOUT_S = 20.0
+_LOCATION = re.compile(r"^[a-z][a-z0-9-]*$")
+_REQUIRED_FIELDS = ("client_email", "private_key", "token_uri")
+
+
+class ServiceAccountRefused(UpstreamError):
+    """Google's token endpoint refused the service account (deleted, disabled or wrong key).
+
+    Fallback may try another provider; alone, the client gets 502 ``provider_error`` with
+    this message.
+    """
+
+    reason = "service_account_refused"
+
+
+class _TimeoutRequest(google.auth.transport.requests.Request):
+    """google-auth's requests transport with our timeout on every token request."""
+
+    def __init__(self, session: requests.Session, timeout: float) -> None:
+        super().__init__(session)
+        self._timeout = timeout
+
+    def __call__(
+        self,
+        url: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: Any = None,
+        timeout: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        return super().__call__(  # type: ignore[no-untyped-call]
+            url, method, body, headers, timeout=self._timeout, **kwargs
+        )
+
+
+class TokenSource:
+    """OAuth2 access tokens for one service account.
+
+    A token is cached until :data:`REFRESH_MARGIN_S` before it expires; refreshing runs in a
+    worker thread (google-auth's transport is blocking) under a lock, so concurrent requests
+    share one refresh. The private key never leaves the google-auth credentials object.
+    """
+
+    def __init__(self, info: Mapping[str, Any], *, timeout: float = TOKEN_TIMEOUT_S) -> None:
+        self._credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
+            dict(info), scopes=[SCOPE]
+        )
+        self.email = str(info.get("client_email") or "")
+        self.token_host = urlsplit(str(info.get("token_uri") or "")).netloc
+        self.timeout = timeout
+        self._session = requests.Session()
+        self._lock = asyncio.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0  # time.monotonic()
+        #: How many refreshes ran (for tests and metrics).
+        self.refreshes = 0
+
+    def _fresh(self) -> bool:
+        return self._token is not None and time.monotonic() < self._expires_at - REFRESH_MARGIN_S
+
+    async def token(self) -> str:
+        """A valid access token, refreshed when needed."""
+        if self._fresh():
+            return self._token  # type: ignore[return-value]
+        async with self._lock:
+            if self._fresh():
+                return self._token  # type: ignore[return-value]
+            try:
+                token, lifetime = await asyncio.wait_for(
+                    asyncio.to_thread(self._refresh), self.timeout * 2
+                )
+            except google.auth.exceptions.RefreshError as exc:
+                raise ServiceAccountRefused(
+                    f"Google's token endpoint refused the service account {self.email} "
+                    f"({_first_line(exc)}); check that the key is current and the account "
+                    "is enabled"
+                ) from None
+            except (TimeoutError, requests.Timeout):
+                raise UpstreamTimeoutError(
+                    f"no access token from {self.token_host} in time for the service account "
+                    f"{self.email}"
+                ) from None
+            except (google.auth.exceptions.TransportError, requests.RequestException) as exc:
+                raise UpstreamConnectError(
+                    f"cannot get an access token from {self.token_host} for the service "
+                    f"account {self.email}: {type(exc).__name__}"
+                ) from None
+            self._token = token
+            self._expires_at = time.monotonic() + lifetime
+            return token
+
+    def _refresh(self) -> tuple[str, float]:
+        credentials = self._credentials
+        credentials.refresh(_TimeoutRequest(self._session, self.timeout))
+        self.refreshes += 1
+        token = str(credentials.token)
+        expiry = credentials.expiry  # naive UTC
+        lifetime = 3600.0
+        if isinstance(expiry, dt.datetime):
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            lifetime = (expiry - now).total_seconds()
+        return token, lifetime
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_claude(model: str) -> bool:
+    """Claude models are served by the ``anthropic`` publisher, everything else by ``google``."""
+    return model.startswith("claude-")
+
+
+class VertexProvider(GeminiProvider):
+    """Vertex AI (``aiplatform.googleapis.com``) with a service account.
+
+    ``claude-*`` models go to the Anthropic publisher (``rawPredict`` / ``streamRawPredict``,
+    the Messages wire), every other model to the Google publisher (``generateContent``, the
+    Gemini wire). Both client formats are served; a messages client on a Claude model is
+    relayed as it is apart from the body rewrite (no ``model``, ``anthropic_version`` added).
+    """
+
+    type: ClassVar[str] = "vertex"
+    default_models = ("gemini-*", "claude-*")
+    listed_models = (
+        "gemini-2.5-flash",
+        "gemini-2.5-pro",
+        "claude-sonnet-4-5@20250929",
+        "claude-haiku-4-5@20251001",
+    )
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        settings = self.config.config
+        self.project = str(settings.get("project") or "")
+        self.location = str(settings.get("location") or DEFAULT_LOCATION)
+        if not config.base_url:
+            self.base_url = (
+                "https://aiplatform.googleapis.com"
+                if self.location == "global"
+                else f"https://{self.location}-aiplatform.googleapis.com"
+            )
+        self.anthropic_version = str(settings.get("anthropic_version") or ANTHROPIC_VERSION)
+        self._tokens: TokenSource | None = None
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def _service_account_info(self) -> tuple[str, dict[str, Any]]:
+        """Where the service account JSON came from (``api_key`` text, else
+        ``config.credentials_file``) and its fields.
+
+        Raises ``ValueError`` with a one-line, secret-free message."""
+        path = self.config.config.get("credentials_file")
+        if self.api_key:
+            where, text = "api_key", self.api_key
+        elif path:
+            where = "config.credentials_file"
+            try:
+                text = Path(str(path)).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ValueError(
+                    f"{where}: cannot read {path} ({exc.strerror or type(exc).__name__})"
+                ) from None
+        else:
+            raise ValueError(
+                "api_key: a vertex provider needs a service account key: put the JSON key's "
+                "text in api_key or its path in config.credentials_file"
+            )
+        try:
+            info = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            info = None
+        if not isinstance(info, dict):
+            raise ValueError(
+                f"{where}: not a service account JSON key (create one under IAM, Service "
+                "accounts, Keys, Add key, JSON)"
+            )
+        if info.get("type") != "service_account":
+            raise ValueError(f"{where}: the JSON key's type must be service_account")
+        missing = [k for k in _REQUIRED_FIELDS if not info.get(k)]
+        if missing:
+            raise ValueError(f"{where}: the service account key lacks {', '.join(missing)}")
+        token_uri = urlsplit(str(info["token_uri"]))
+        if token_uri.scheme != "https" and not (
+            token_uri.scheme == "http" and _is_loopback(token_uri.hostname or "")
+        ):
+            raise ValueError(
+                f"{where}: token_uri must be an https URL (it receives the signed assertion)"
+            )
+        return where, info
+
+    def _token_source(self) -> TokenSource:
+        where, info = self._service_account_info()
+        try:
+            return TokenSource(info)
+        except Exception as exc:  # google-auth / cryptography could not load the key
+            # Name the error type only: the message could quote key material.
+            raise ValueError(
+                f"{where}: the service account's private_key cannot be loaded "
+                f"({type(exc).__name__}); download a new JSON key"
+            ) from None
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not self.project:
+            problems.append(
+                "config.project: a vertex provider needs the Google Cloud project id "
+                '(e.g. {"project": "my-project", "location": "us-central1"})'
+            )
+        if not _LOCATION.match(self.location):
+            problems.append(
+                f"config.location: {self.location!r} is not a Vertex AI location such as "
+                "us-central1, europe-west4 or global"
+            )
+        try:
+            self._token_source()
+        except ValueError as exc:
+            problems.append(str(exc))
+        return problems
+
+    def tokens(self) -> TokenSource:
+        """The (lazily built) token source of this provider's service account."""
+        if self._tokens is None:
+            try:
+                self._tokens = self._token_source()
+            except ValueError as exc:
+                raise ServiceAccountRefused(
+                    f"the vertex provider's credentials cannot be used: {exc}"
+                ) from None
+        return self._tokens
+
+    # --- URLs and auth ---------------------------------------------------------------------
+
+    def _model_url(self, publisher: str, model: str, method: str) -> str:
+        return (
+            f"{self.base_url}/v1/projects/{quote(self.project, safe='')}/locations/"
+            f"{quote(self.location, safe='')}/publishers/{publisher}/models/"
+            f"{quote(model, safe='@')}:{method}"
+        )
+
+    def gemini_url(self, model: str, stream: bool) -> str:
+        method = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        return self._model_url("google", model, method)
+
+    async def auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {await self.tokens().token()}"}
+
+    # --- the attempt -----------------------------------------------------------------------
+
+    async def send(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        if is_claude(target.model):
+            return await self._send_claude(ctx, target, http)
+        return await self.send_gemini(ctx, target, http)
+
+    async def _send_claude(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        """Claude on Vertex: the Messages wire with the model in the URL."""
+        headers = {
+            k: v
+            for k, v in forwardable_request_headers(ctx.headers.items()).items()
+            if not k.startswith("openai-") and k != "anthropic-version"
+        }
+        headers["content-type"] = "application/json"
+        headers.update(await self.auth_headers())
+        chat = ctx.endpoint != "messages"
+        if chat:
+            default_max = self.config.config.get("default_max_tokens")
+            body, dropped = chat_request_to_messages(
+                ctx.body,
+                model=target.model,
+                sampling=claude_sampling(target.model),
+                default_max_tokens=default_max if isinstance(default_max, int) else None,
+            )
+            report_dropped(ctx, dropped)
+        else:
+            forget_dropped(ctx)
+            body = dict(ctx.body)
+        body.pop("model", None)
+        body["anthropic_version"] = self.anthropic_version
+        method = "streamRawPredict" if ctx.stream else "rawPredict"
+        url = self._model_url("anthropic", target.model, method)
+        resp = await http.post(url, headers, orjson.dumps(body))
+        await raise_for_upstream_status(resp)
+        out_headers = response_headers(resp.headers.items())
+        if ctx.stream and resp.headers.get("content-type", "").startswith("text/event-stream"):
+            if chat:
+                options = ctx.body.get("stream_options")
+                translator = MessagesToChatStream(
+                    include_usage=isinstance(options, dict)
+                    and options.get("include_usage") is True,
+                    on_usage=lambda usage: setattr(ctx, "usage", usage),
+                    model=target.model,
+                )
+                events = reframe_sse(relay_sse(resp), translator)
+            else:
+                events = relay_sse(resp, _usage_inspector(ctx), b"event: message_")
+            return ProviderResult(resp.status, out_headers, events=events, close=resp.close)
+        data = await read_body(resp)
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
+            ctx.usage = messages_usage(doc["usage"])
+        if not chat:
+            return ProviderResult(resp.status, out_headers, body=data)
+        if not isinstance(doc, dict):
+            raise TranslationError(
+                f"Claude on Vertex answered HTTP {resp.status} with a body that is not a JSON "
+                "message, so it cannot be translated to a chat completion"
+            )
+        answer = messages_response_to_chat(doc)
+        answer["model"] = target.model
+        return ProviderResult(resp.status, out_headers, body=orjson.dumps(answer))
+
+
+def _usage_inspector(ctx: RequestContext) -> Any:
+    """Reads usage from ``message_start`` / ``message_delta`` as they pass (nothing changed)."""
+
+    def inspect(event: bytes) -> bytes | None:
+        name, data = event_fields(event)
+        if name not in ("message_start", "message_delta"):
+            return None
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(doc, dict):
+            return None
+        if name == "message_start":
+            usage = (doc.get("message") or {}).get("usage")
+        else:
+            usage = doc.get("usage")
+        if isinstance(usage, dict):
+            ctx.usage = messages_usage(usage, ctx.usage)
+        return None
+
+    return inspect
