@@ -6,7 +6,7 @@ import importlib.metadata
 import inspect
 import logging
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pluggy
@@ -15,7 +15,16 @@ from tollway import hookspecs
 from tollway._markers import PROJECT_NAME
 from tollway.config import PluginSelection
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "PluginLoadError", "build_plugin_manager"]
+if TYPE_CHECKING:
+    from tollway.provider import Provider
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PluginInfo",
+    "PluginLoadError",
+    "build_plugin_manager",
+    "provider_classes",
+]
 
 log = logging.getLogger("tollway.plugins")
 
@@ -173,3 +182,21 @@ def _core_version() -> str:
 def plugin_name(pm: pluggy.PluginManager, plugin: Any) -> str:
     """The registered name of ``plugin`` (never a bare number in messages)."""
     return pm.get_name(plugin) or repr(plugin)
+
+
+def provider_classes(pm: pluggy.PluginManager) -> dict[str, type[Provider]]:
+    """The provider adapter classes the plugins of ``pm`` register, by ``type``."""
+    classes: dict[str, type[Provider]] = {}
+
+    def register(cls: type[Provider]) -> None:
+        if not cls.type:
+            raise PluginLoadError(f"provider class {cls.__qualname__} has no `type`")
+        if cls.type in classes and classes[cls.type] is not cls:
+            raise PluginLoadError(
+                f"provider type {cls.type!r} registered twice: "
+                f"{classes[cls.type].__module__} and {cls.__module__}"
+            )
+        classes[cls.type] = cls
+
+    pm.hook.register_providers(register=register)
+    return classes

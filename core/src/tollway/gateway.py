@@ -44,7 +44,7 @@ from tollway._hooks import Hooks
 from tollway._ids import new_span_id, new_trace_id, parse_traceparent, request_id
 from tollway._logging import request_id_var
 from tollway._markers import hookimpl
-from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager
+from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager, provider_classes
 from tollway._sse import error_event
 from tollway._types import Attempt, Credential, RouteTarget
 from tollway.config import ProviderConfig, Settings, structure_plugin_settings
@@ -159,7 +159,7 @@ class Gateway:
         )
         self.settings = self._plugin_settings(self.pm, settings)
         self.hooks = Hooks(self.pm)
-        self.provider_classes = self._provider_classes(self.pm)
+        self.provider_classes = provider_classes(self.pm)
         self.providers = self._build_providers()
         self.providers_in_order = sorted(self.providers.values(), key=lambda p: p.config.priority)
         #: Every adapter instance by :attr:`Provider.key`, including ones built from key bundles.
@@ -188,23 +188,6 @@ class Gateway:
 
         pm.hook.register_settings(register=register)
         return structure_plugin_settings(settings, registered)
-
-    @staticmethod
-    def _provider_classes(pm: pluggy.PluginManager) -> dict[str, type[Provider]]:
-        classes: dict[str, type[Provider]] = {}
-
-        def register(cls: type[Provider]) -> None:
-            if not cls.type:
-                raise PluginLoadError(f"provider class {cls.__qualname__} has no `type`")
-            if cls.type in classes and classes[cls.type] is not cls:
-                raise PluginLoadError(
-                    f"provider type {cls.type!r} registered twice: "
-                    f"{classes[cls.type].__module__} and {cls.__module__}"
-                )
-            classes[cls.type] = cls
-
-        pm.hook.register_providers(register=register)
-        return classes
 
     def _build_providers(self) -> dict[str, Provider]:
         from tollway.config import ConfigError

@@ -8,6 +8,7 @@ own) and reports usage on the context.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, ClassVar
 
@@ -27,6 +28,7 @@ __all__ = [
     "Provider",
     "ProviderResult",
     "UpstreamHTTP",
+    "adapter_problems",
     "forwardable_request_headers",
     "relay_sse",
     "response_headers",
@@ -302,3 +304,28 @@ def upstream_url(base: str, suffix: str, query_string: bytes) -> str:
     if query_string:
         return f"{base}{suffix}?{query_string.decode('latin-1')}"
     return base + suffix
+
+
+@functools.cache
+def _installed_classes() -> dict[str, type[Provider]]:
+    from tollway._plugins import build_plugin_manager, provider_classes
+    from tollway.config import PluginSelection
+
+    pm, _ = build_plugin_manager(PluginSelection(), skip_broken=True)
+    return provider_classes(pm)
+
+
+def adapter_problems(config: ProviderConfig) -> list[str] | None:
+    """What the installed adapter of ``config.type`` finds wrong with ``config`` (its
+    :meth:`Provider.validate`), or ``None`` when no adapter of that type is installed here.
+
+    For stores that accept provider credentials (the control plane checks them on write, so a
+    bad deployment map or region is refused with a 400 instead of silently serving nothing).
+    """
+    cls = _installed_classes().get(config.type)
+    if cls is None:
+        return None
+    try:
+        return cls(config).validate()
+    except Exception as exc:  # an adapter that cannot even be built from this config
+        return [f"the {config.type} adapter cannot use this configuration: {exc}"]

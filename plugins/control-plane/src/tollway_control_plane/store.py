@@ -1246,6 +1246,7 @@ class Store:
             raise ValidationError("priority: must be an integer (lower is tried first)")
         checked_models = self._check_models(models)
         checked_config = self._check_provider_config(config)
+        _check_adapter(type, name, api_key, url, checked_config, checked_models)
         provider_id = new_id("mp")
         credential = hint = None
         if api_key:
@@ -1345,6 +1346,14 @@ class Store:
         if not isinstance(models, Unset):
             checked = self._check_models(models)
             sets["models"] = None if checked is None else dumps(checked)
+        _check_adapter(
+            current.type,
+            sets.get("name", current.name),
+            self.provider_credential(provider_id) if isinstance(api_key, Unset) else api_key,
+            sets.get("base_url", current.base_url),
+            loads(sets["config"]) if "config" in sets else current.config,
+            current.models if isinstance(models, Unset) else checked,
+        )
         sets["updated_at"] = format_time(now())
         assignments = ", ".join(f"{k} = ?" for k in sets)
         try:
@@ -1897,6 +1906,34 @@ class Store:
             rows = self.db.query(sql, params)
             out.append(int(rows[0]["s"] or 0))
         return out
+
+
+def _check_adapter(
+    type_: str,
+    name: str,
+    api_key: str | None,
+    base_url: str | None,
+    config: Mapping[str, Any],
+    models: Sequence[str] | None,
+) -> None:
+    """Refuse what the installed adapter of ``type_`` would refuse at a gateway's start-up (a
+    missing region, an empty deployment map, …). Where no adapter of that type is installed,
+    only the store's own checks apply."""
+    from tollway.config import ProviderConfig
+    from tollway.provider import adapter_problems
+
+    problems = adapter_problems(
+        ProviderConfig(
+            name=name,
+            type=type_,
+            base_url=base_url,
+            api_key=api_key,
+            models=None if models is None else list(models),
+            config=dict(config),
+        )
+    )
+    if problems:
+        raise ValidationError(f"the {type_} adapter refuses this provider: " + "; ".join(problems))
 
 
 def window_start(window: str, at: datetime) -> datetime | None:
