@@ -112,6 +112,33 @@ def test_unknown_route_and_method(gateway: Gateway) -> None:
     assert_envelope(httpx.get(f"{gateway.url}/v1/chat/completions"), 405, "method_not_allowed")
 
 
+@pytest.mark.parametrize(
+    ("path", "hint"),
+    [
+        ("/v1/chat/completions", "send POST /v1/chat/completions over HTTP"),
+        ("/v1/messages", "send POST /v1/messages over HTTP"),
+        ("/healthz", "every route is plain HTTP"),
+        ("/no/such/route", "every route is plain HTTP"),
+    ],
+)
+def test_websocket_upgrades_refused_with_426_everywhere(
+    gateway: Gateway, path: str, hint: str
+) -> None:
+    """Not only Codex's GET /v1/responses: an upgrade anywhere gets the envelope, not a 500."""
+    r = httpx.get(
+        f"{gateway.url}{path}",
+        headers={
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
+    )
+    assert_envelope(r, 426, "websocket_not_supported")
+    assert hint in r.json()["error"]["message"]
+    assert r.headers["x-langwatch-request-id"].startswith("grq_")
+
+
 def test_gzip_body_is_decoded(gateway: Gateway) -> None:
     body = httpx.Request("POST", "/", json=CHAT).content
     r = post(gateway, gzip.compress(body), {"content-encoding": "gzip"})

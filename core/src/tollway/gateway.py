@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import orjson
 import pluggy
-from quart import Quart, Response, request, websocket
+from quart import Quart, Response, has_websocket_context, request, websocket
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
@@ -998,6 +998,9 @@ def create_app(gateway: Gateway) -> Quart:
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:
+        if has_websocket_context():
+            # A WebSocket upgrade anywhere else: the same refusal, never a 500.
+            return _refuse_websocket(gateway, websocket.path, websocket.headers)
         ctx = gateway.new_context("", request.method, request.path, b"", request.headers)
         anthropic = request.path.startswith("/v1/messages")
         status = exc.code or 500
@@ -1036,14 +1039,21 @@ class _WebSocketNotSupported(GatewayError):
 def _refuse_websocket(gateway: Gateway, path: str, headers: Any) -> Response:
     """426 for a WebSocket upgrade on ``path``: clients that can (Codex) fall back to HTTP."""
     ctx = gateway.new_context("", "GET", path, b"", headers)
-    return gateway.error_response(
-        ctx,
-        _WebSocketNotSupported(
+    if path == "/v1/responses":
+        message = (
             f"Tollway does not serve WebSocket on {path}; send POST {path} (streaming with "
             '"stream": true). Codex falls back to it by itself; a model_providers entry with '
-            'wire_api = "responses" skips the WebSocket attempt',
-            code="websocket_not_supported",
-        ),
+            'wire_api = "responses" skips the WebSocket attempt'
+        )
+    elif path in _ENDPOINT_PATHS:
+        message = f"Tollway does not serve WebSocket on {path}; send POST {path} over HTTP"
+    else:
+        message = (
+            f"Tollway serves no WebSocket (asked on {path}); every route is plain HTTP, "
+            'model calls stream as server-sent events with "stream": true'
+        )
+    return gateway.error_response(
+        ctx, _WebSocketNotSupported(message, code="websocket_not_supported")
     )
 
 
