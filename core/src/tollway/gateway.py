@@ -166,7 +166,9 @@ class Gateway:
         self.instances: dict[str, Provider] = {p.key: p for p in self.providers.values()}
         server = settings.server
         self.http = UpstreamHTTP(
-            server.upstream_connect_timeout_seconds, server.upstream_timeout_seconds
+            server.upstream_connect_timeout_seconds,
+            server.upstream_timeout_seconds,
+            public_only=settings.environment != "local",
         )
         self.max_body = effective_limit(server.max_request_body_bytes)
         #: ``LW_LOG_MESSAGE_BODY``: request and non-streaming response bodies go to the log.

@@ -9,12 +9,14 @@ own) and reports usage on the context.
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, ClassVar
 
 import aiohttp
 import attrs
 import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from tollway._errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeoutError
 from tollway._sse import SSESplitter
@@ -111,16 +113,26 @@ class UpstreamHTTP:
     are left to the provider, which knows the body's shape.
     """
 
-    def __init__(self, connect_timeout: float, timeout: float) -> None:
+    def __init__(
+        self, connect_timeout: float, timeout: float, *, public_only: bool = False
+    ) -> None:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        #: Refuse host names that resolve to loopback/private/link-local addresses (the SSRF
+        #: guard outside ``ENVIRONMENT=local``; literal addresses are refused by the config).
+        self.public_only = public_only
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+            connector = aiohttp.TCPConnector(
+                limit=0,
+                ttl_dns_cache=300,
+                enable_cleanup_closed=True,
+                resolver=PublicOnlyResolver() if self.public_only else None,
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,
@@ -160,6 +172,36 @@ class UpstreamHTTP:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class PublicOnlyResolver(AbstractResolver):
+    """The default resolver, minus loopback, private, link-local and unspecified addresses.
+
+    A provider host name that resolves only to such addresses (an internal name, a DNS record
+    pointing at the cloud metadata address) fails to connect with a message saying why, the
+    same as a literal private address in the configuration.
+    """
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        from tollway.config import is_private_host
+
+        found = await self._inner.resolve(host, port, family)
+        public = [r for r in found if not is_private_host(r["host"])]
+        if not public:
+            addresses = ", ".join(sorted({r["host"] for r in found}))
+            raise OSError(
+                f"{host} resolves to {addresses}: loopback/private addresses are refused "
+                "outside ENVIRONMENT=local (SSRF guard)"
+            )
+        return public
+
+    async def close(self) -> None:
+        await self._inner.close()
 
 
 def _host(url: str | yarl.URL) -> str:
