@@ -34,7 +34,11 @@ def tollway(data_dir: Path, *args: str) -> str:
     """Run the ``tollway`` CLI on the gateway's data dir; its stdout."""
     env = {**os.environ, "TOLLWAY_DATA_DIR": str(data_dir), "ENVIRONMENT": "local"}
     done = subprocess.run(
-        [sys.executable, "-m", "tollway", *args], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "tollway", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     if done.returncode != 0:
         raise SystemExit(f"tollway {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
@@ -151,6 +155,12 @@ def main() -> None:
                 "sim-anthropic", "--base-url", sim.url, "--api-key", "sk-ant-sim")  # fmt: skip
         key = create_key(data_dir, "coding-agents")
         deny_key = create_key(data_dir, "coding-agents-no-shell", DENY)
+        key_id = json.loads(tollway(data_dir, "virtual-keys", "list", "--json"))
+        key_id = next(k["id"] for k in key_id if k["name"] == "coding-agents")
+        # What docs/claude-code.md and docs/codex.md show: the agents' spend, with the cached
+        # and reasoning tokens behind it, in the budget list.
+        tollway(data_dir, "gateway-budgets", "create", "--scope", f"virtual_key:{key_id}",
+                "--window", "day", "--limit", "20")  # fmt: skip
         gw = start_gateway(tmp / "gw", keys=[])
 
         home = tmp / "home"
@@ -205,11 +215,13 @@ def main() -> None:
             sim,
             gw,
         )
-        args.out.write_text(json.dumps(results, indent=1))
     finally:
         if gw is not None:
-            stop(gw.proc)
+            stop(gw.proc)  # drains: the last ledger entries are written before it exits
         stop(sim.proc)
+    results["budgets"] = json.loads(tollway(data_dir, "gateway-budgets", "list", "--json"))
+    results["budgets_table"] = tollway(data_dir, "gateway-budgets", "list")
+    args.out.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

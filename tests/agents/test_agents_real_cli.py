@@ -203,3 +203,22 @@ def test_codex_builtin_provider_falls_back_from_websocket_at_once(runs: dict[str
     _codex_tool_turn(run)
     assert "Reconnecting" not in run["stderr"], _describe(run)
     assert run["stderr"].count("failed to connect to Responses WebSocket") <= 1, _describe(run)
+
+
+def test_agents_spend_cached_and_reasoning_tokens_in_budget_list(runs: dict[str, Any]) -> None:
+    """Both CLIs ran on the ``coding-agents`` key; its budget shows what they spent and why."""
+    (budget,) = [b for b in runs["budgets"] if b["scope"].startswith("virtual_key:")]
+    usage = budget["usage"]
+    accounted = sum(
+        1
+        for name in ("claude", "codex", "codex_gpt55", "codex_builtin")
+        for line in _completed(runs[name])
+        if line["status"] == "200"
+    )
+    assert usage["requests"] == accounted > 0
+    assert budget["spend_micro_usd"] > 0
+    assert usage["cache_read_input_tokens"] > 0  # the tool turn's second call reads the prompt
+    assert usage["reasoning_tokens"] > 0  # Codex asks for reasoning
+    table = runs["budgets_table"]
+    assert "CACHE READ" in table and "REASONING" in table
+    assert f"{usage['cache_read_input_tokens']:,}" in table
