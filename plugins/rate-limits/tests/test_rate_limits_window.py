@@ -25,7 +25,7 @@ from tollway_rate_limits._limits import (
     specs_for,
     success_headers,
 )
-from tollway_rate_limits._redis import RedisStore
+from tollway_rate_limits._redis import SETTLE_BATCH_SECONDS, RedisStore
 from tollway_rate_limits._window import DAY_MS, NEVER, LocalStore, Spec, member
 
 W = 60_000
@@ -294,5 +294,39 @@ def test_redis_uses_its_own_clock_when_none_is_given(redis_prefix: str) -> None:
             assert not d.admitted and W - 2_000 < d.retry_ms <= W
         finally:
             await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_batched_settlements_land_as_direct_ones_would(redis_prefix: str) -> None:
+    """``queue_settle`` (what ``account`` uses on a single Redis): one pipeline per batch, the
+    same outcome as settling each at once — also after Redis forgot its scripts."""
+
+    async def run() -> None:
+        client = Redis.from_url("redis://127.0.0.1:6379/0")
+        errors: list[BaseException] = []
+        store = RedisStore(client, 2.0, on_settle_error=errors.append)
+        local = LocalStore()
+        spec = log_spec(10_000, 100, f"{redis_prefix}:batch", "tpm")
+        try:
+            assert store.batching
+            for i in range(20):
+                a = local.acquire([spec], f"r{i}", W, T0 + i)
+                b = await store.acquire([spec], f"r{i}", W, T0 + i)
+                assert a == b and a.admitted
+            await client.script_flush()  # a Redis restart loses loaded scripts
+            for i in range(20):
+                args = (spec.keys, member(f"r{i}", 100), member(f"r{i}", i), i - 100)
+                local.settle(*args)
+                store.queue_settle(*args, W)
+            assert store._pending  # queued, not sent yet
+            await asyncio.sleep(SETTLE_BATCH_SECONDS * 4)
+            assert not store._pending and errors == []
+            probe = log_spec(10_000, 9_000, f"{redis_prefix}:batch", "tpm")
+            a = local.acquire([probe], "probe", W, T0 + 30)
+            b = await store.acquire([probe], "probe", W, T0 + 30)
+            assert a == b and a.admitted  # 190 settled tokens + 9,000 fit; 2,000 + 9,000 would not
+        finally:
+            await store.close()
 
     asyncio.run(run())

@@ -147,6 +147,8 @@ async def gateway_started(gateway: Gateway) -> None:
     state = _State(settings, store, round(settings.window_seconds * 1000))
     gateway.stash[_STATE] = state
     if isinstance(store, RedisStore):
+        store.on_settle_error = lambda exc: state.redis_failed(exc, "settlement")
+    if isinstance(store, RedisStore):
         try:
             await store.ping()
         except _BACKEND_ERRORS as exc:
@@ -401,6 +403,9 @@ async def account(ctx: RequestContext) -> None:
             continue
         if time.monotonic() < state.down_until:
             return  # the reservations expire with their window
+        if store.batching:
+            store.queue_settle(r.keys, old, new, actual - r.cost, state.window_ms)
+            continue
         try:
             await store.settle(r.keys, old, new, actual - r.cost, state.window_ms)
         except _BACKEND_ERRORS as exc:
