@@ -20,13 +20,31 @@ messages → chat) and plugins never import each other.
   event); :func:`reframe_sse` drives either over the upstream's byte chunks.
 - Shared shapes: stop-reason maps, :func:`chat_usage` / :func:`messages_usage` (upstream usage →
   :class:`~tollway.Usage`) and back (:func:`usage_to_chat`, :func:`usage_to_messages`), and the
-  SSE writers :func:`sse_data` / :func:`sse_event`.
+  SSE writers :func:`sse_data` / :func:`sse_event` / :func:`chat_chunk` /
+  :func:`chat_usage_chunk`.
+- Request helpers for provider plugins whose wire is neither (Gemini, Bedrock Converse, …) and
+  translate from the chat hub: :class:`DroppedParams` and :func:`dropped_chat_params`,
+  :func:`chat_messages`, :func:`content_parts`, :func:`text_of_parts`, :func:`part_text`,
+  :func:`image_part_url`, :func:`parse_data_url`, :func:`file_part_data`,
+  :func:`tool_functions`, :func:`assistant_tool_calls`, :func:`tool_call_arguments`,
+  :func:`require_object`, :func:`new_chat_completion_id`, :func:`new_tool_call_id`. They check
+  and report exactly as the core's own translators do (same messages, same ``param``).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Iterator,
+    Mapping,
+)
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
@@ -37,27 +55,47 @@ from tollway._sse import SSESplitter, event_fields
 from tollway._types import Usage
 
 __all__ = [
+    "CHAT_COMMON_PARAMS",
+    "CHAT_NOOP_DEFAULTS",
+    "CHAT_ROLES",
     "PARAMS_DROPPED_HEADER",
     "SSE_DONE",
     "ChatToMessagesStream",
+    "DroppedParams",
     "MessagesToChatStream",
     "Sampling",
     "StreamTranslator",
     "Translated",
     "TranslationError",
+    "assistant_tool_calls",
+    "chat_chunk",
+    "chat_messages",
     "chat_request_to_messages",
     "chat_response_to_messages",
     "chat_usage",
+    "chat_usage_chunk",
+    "content_parts",
+    "dropped_chat_params",
+    "file_part_data",
     "finish_reason_from_stop",
     "forget_dropped",
+    "image_part_url",
     "messages_request_to_chat",
     "messages_response_to_chat",
     "messages_usage",
+    "new_chat_completion_id",
+    "new_tool_call_id",
+    "parse_data_url",
+    "part_text",
     "reframe_sse",
     "report_dropped",
+    "require_object",
     "sse_data",
     "sse_event",
     "stop_reason_from_finish",
+    "text_of_parts",
+    "tool_call_arguments",
+    "tool_functions",
     "usage_to_chat",
     "usage_to_messages",
 ]
@@ -192,6 +230,45 @@ def sse_event(name: str, obj: Any) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
 
 
+def chat_chunk(
+    id: str,
+    created: int,
+    model: str,
+    delta: Mapping[str, Any],
+    finish_reason: str | None = None,
+    *,
+    index: int = 0,
+) -> bytes:
+    """One ``chat.completion.chunk`` SSE event: ``delta`` (and ``finish_reason``) of choice
+    ``index``."""
+    return sse_data(
+        {
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [
+                {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+    )
+
+
+def chat_usage_chunk(id: str, created: int, model: str, usage: Usage) -> bytes:
+    """The closing ``chat.completion.chunk`` SSE event of a stream that asked for
+    ``stream_options.include_usage``: no choices, the ``usage`` object."""
+    return sse_data(
+        {
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage_to_chat(usage),
+        }
+    )
+
+
 _DROPPED_KEY: StashKey[str] = StashKey("tollway.formats.params_dropped")
 
 
@@ -220,93 +297,27 @@ def forget_dropped(ctx: RequestContext) -> None:
 
 
 # --------------------------------------------------------------------------- request helpers
+#
+# The building blocks of a chat → <wire> request translator, public so that provider plugins
+# translating the chat hub to their own wire (Gemini, Bedrock Converse, …) validate and report
+# exactly as the core's translators do.
 
-
-class _Dropped:
-    """Names of parameters left out, in first-seen order."""
-
-    __slots__ = ("names",)
-
-    def __init__(self) -> None:
-        self.names: dict[str, None] = {}
-
-    def add(self, name: str) -> None:
-        self.names[name] = None
-
-    def result(self) -> tuple[str, ...]:
-        return tuple(self.names)
-
-
-def _parse_data_url(url: str, where: str) -> tuple[str, str] | None:
-    """``(media_type, base64 data)`` of a base64 ``data:`` URL, None for any other URL."""
-    if not url.startswith("data:"):
-        return None
-    header, sep, data = url[5:].partition(",")
-    params = header.split(";")
-    if not sep or "base64" not in params[1:]:
-        raise BadRequest(
-            f"{where}: only base64 data URLs (data:<media type>;base64,<data>) can be sent to "
-            "this provider",
-            param=where,
-        )
-    return params[0] or "application/octet-stream", data
-
-
-def _obj(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _require_object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadRequest(f"{where} must be a JSON object", param=where)
-    return value
-
-
-def _text_of_parts(content: Any, where: str) -> list[str]:
-    """The texts of a string or a list of text parts (system, developer and tool content)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, list):
-        raise BadRequest(f"{where} must be a string or an array of content parts", param=where)
-    texts = []
-    for i, raw in enumerate(content):
-        part = _require_object(raw, f"{where}[{i}]")
-        kind = part.get("type")
-        if kind == "refusal":
-            text = part.get("refusal")
-        elif kind in ("text", "input_text", "output_text"):
-            text = part.get("text")
-        else:
-            raise BadRequest(
-                f"{where}[{i}]: only text parts can be translated here (got {kind!r})",
-                param=where,
-            )
-        if not isinstance(text, str):
-            raise BadRequest(f"{where}[{i}].text must be a string", param=where)
-        texts.append(text)
-    return texts
-
-
-def _dumps_str(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-# --------------------------------------------------------------------------- chat → messages
-
-# Chat parameters that mean "default" at these values: leaving them out changes nothing, so
-# they are not reported as dropped.
-_CHAT_NOOP_DEFAULTS: dict[str, Any] = {
-    "n": 1,
-    "presence_penalty": 0,
-    "frequency_penalty": 0,
-    "logprobs": False,
-    "parallel_tool_calls": True,
-    "response_format": {"type": "text"},
-    "store": False,
-}
-_CHAT_HANDLED = frozenset(
+#: Chat parameters that mean "default" at these values: leaving them out changes nothing, so
+#: :func:`dropped_chat_params` does not report them.
+CHAT_NOOP_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "n": 1,
+        "presence_penalty": 0,
+        "frequency_penalty": 0,
+        "logprobs": False,
+        "parallel_tool_calls": True,
+        "response_format": {"type": "text"},
+        "store": False,
+    }
+)
+#: The chat request keys every chat → <wire> translator maps: model, messages, token limits,
+#: stop sequences, temperature and top_p, streaming and tools.
+CHAT_COMMON_PARAMS = frozenset(
     {
         "model",
         "messages",
@@ -315,15 +326,288 @@ _CHAT_HANDLED = frozenset(
         "stop",
         "temperature",
         "top_p",
-        "top_k",
         "stream",
         "stream_options",
         "tools",
         "tool_choice",
-        "parallel_tool_calls",
-        "user",
     }
 )
+
+
+class DroppedParams:
+    """Names of the request parameters a translation left out, in first-seen order.
+
+    ``names`` is an insertion-ordered dict (values unused); :meth:`result` is the tuple that
+    :class:`Translated` carries and :func:`report_dropped` puts in the response header.
+    """
+
+    __slots__ = ("names",)
+
+    def __init__(self) -> None:
+        self.names: dict[str, None] = {}
+
+    def add(self, name: str) -> None:
+        """Record ``name`` (again: no effect)."""
+        self.names[name] = None
+
+    def result(self) -> tuple[str, ...]:
+        """The names, in the order they were first added."""
+        return tuple(self.names)
+
+
+def dropped_chat_params(body: Mapping[str, Any], handled: Collection[str]) -> DroppedParams:
+    """The top-level keys of a chat request that a translator taking ``handled`` leaves out.
+
+    ``null`` values and :data:`CHAT_NOOP_DEFAULTS` at their default are not counted. The
+    translator adds what else it cannot carry (a part type, a tool option …) to the result.
+    """
+    dropped = DroppedParams()
+    for key, value in body.items():
+        if key in handled or value is None:
+            continue
+        if key in CHAT_NOOP_DEFAULTS and value == CHAT_NOOP_DEFAULTS[key]:
+            continue
+        dropped.add(key)
+    return dropped
+
+
+def require_object(value: Any, where: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else :class:`~tollway.BadRequest` naming ``where``."""
+    if not isinstance(value, dict):
+        raise BadRequest(f"{where} must be a JSON object", param=where)
+    return value
+
+
+def parse_data_url(
+    url: str, where: str, *, upstream: str = "this provider"
+) -> tuple[str, str] | None:
+    """``(media type, base64 data)`` of a base64 ``data:`` URL, None for any other URL.
+
+    A ``data:`` URL that is not base64 raises :class:`~tollway.BadRequest` naming ``where``
+    (``upstream`` names the receiver in the message). A missing media type is
+    ``application/octet-stream``; the data is returned as it is (not decoded or checked).
+    """
+    if not url.startswith("data:"):
+        return None
+    header, sep, data = url[5:].partition(",")
+    params = header.split(";")
+    if not sep or "base64" not in params[1:]:
+        raise BadRequest(
+            f"{where}: only base64 data URLs (data:<media type>;base64,<data>) can be sent to "
+            f"{upstream}",
+            param=where,
+        )
+    return params[0] or "application/octet-stream", data
+
+
+def text_of_parts(content: Any, where: str, *, upstream: str | None = None) -> list[str]:
+    """The texts of a string or an array of text parts (system, developer, tool content).
+
+    ``null`` is no text; ``text``, ``input_text``, ``output_text`` and ``refusal`` parts give
+    their text; any other part or shape raises :class:`~tollway.BadRequest` naming ``where``
+    (and ``upstream``, when given, as the receiver that takes text only).
+    """
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [content]
+    if not isinstance(content, list):
+        raise BadRequest(f"{where} must be a string or an array of content parts", param=where)
+    texts = []
+    for i, raw in enumerate(content):
+        part = require_object(raw, f"{where}[{i}]")
+        kind = part.get("type")
+        if kind == "refusal":
+            text = part.get("refusal")
+        elif kind in ("text", "input_text", "output_text"):
+            text = part.get("text")
+        else:
+            only = "translated here" if upstream is None else f"sent here to {upstream}"
+            raise BadRequest(
+                f"{where}[{i}]: only text parts can be {only} (got {kind!r})",
+                param=where,
+            )
+        if not isinstance(text, str):
+            raise BadRequest(f"{where}[{i}].text must be a string", param=where)
+        texts.append(text)
+    return texts
+
+
+#: The roles of chat messages (``function`` is the legacy form of ``tool``).
+CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def chat_messages(
+    messages: list[Any], dropped: DroppedParams
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(where, role, message)`` for each chat message, checked on the way.
+
+    Each message must be an object with one of the :data:`CHAT_ROLES` and a ``tool`` message
+    a ``tool_call_id`` (a non-empty string), else :class:`~tollway.BadRequest` names it; a
+    ``name`` is reported as ``messages.name`` in ``dropped``. Lazy: a message is checked when
+    iteration reaches it. Legacy ``function`` messages are passed on for the caller to refuse
+    or translate.
+    """
+    for i, raw in enumerate(messages):
+        where = f"messages[{i}]"
+        message = require_object(raw, where)
+        role = message.get("role")
+        if message.get("name") is not None:
+            dropped.add("messages.name")
+        if not isinstance(role, str) or role not in CHAT_ROLES:
+            raise BadRequest(f"{where}.role {role!r} is not a chat message role", param=where)
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise BadRequest(f"{where}.tool_call_id is required on a tool message", param=where)
+        yield where, role, message
+
+
+def content_parts(content: Any, where: str) -> Iterator[tuple[str, dict[str, Any], Any]]:
+    """``(where, part, type)`` for each part of a message's array ``content``.
+
+    ``where`` names the message; ``content`` that is not an array, or a part that is not an
+    object, raises :class:`~tollway.BadRequest` (a string content is the caller's to take
+    before). Lazy, like :func:`chat_messages`.
+    """
+    if not isinstance(content, list):
+        raise BadRequest(
+            f"{where}.content must be a string or an array of content parts", param=where
+        )
+    for j, raw in enumerate(content):
+        part_where = f"{where}.content[{j}]"
+        part = require_object(raw, part_where)
+        yield part_where, part, part.get("type")
+
+
+def part_text(part: Mapping[str, Any], where: str) -> str:
+    """The ``text`` of a text content part at ``where`` (a string, maybe empty)."""
+    text = part.get("text")
+    if not isinstance(text, str):
+        raise BadRequest(f"{where}.text must be a string", param=where)
+    return text
+
+
+def image_part_url(part: Mapping[str, Any], where: str, dropped: DroppedParams) -> str:
+    """The URL of a chat ``image_url`` content part at ``where``.
+
+    ``image_url`` may be an object or (leniently) the URL itself; a ``detail`` other than
+    ``auto`` is reported as ``image_url.detail`` in ``dropped``.
+    """
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        raise BadRequest(f"{where}.image_url.url must be a string", param=where)
+    if isinstance(image, dict) and image.get("detail") not in (None, "auto"):
+        dropped.add("image_url.detail")
+    return url
+
+
+def file_part_data(
+    part: Mapping[str, Any], where: str, *, upstream: str = "this provider"
+) -> tuple[str, str] | None:
+    """``(media type, base64 data)`` of a chat ``file`` part's inline ``file.file_data``.
+
+    None when the part has no inline data (a ``file_id``) or its data is not a ``data:`` URL;
+    a ``data:`` URL that is not base64 raises as in :func:`parse_data_url`.
+    """
+    data = _obj(part.get("file")).get("file_data")
+    if not isinstance(data, str):
+        return None
+    return parse_data_url(data, f"{where}.file.file_data", upstream=upstream)
+
+
+def tool_functions(tools: list[Any], dropped: DroppedParams) -> Iterator[dict[str, Any]]:
+    """The ``function`` objects of a chat request's function tools, checked on the way.
+
+    A tool of another type (``custom``, a hosted tool) is reported as ``tools.<type>`` in
+    ``dropped`` and skipped; a function tool needs a non-empty ``function.name``, else
+    :class:`~tollway.BadRequest` names it. ``function.strict`` is the caller's to report (after
+    what it reports about the function's schema). Lazy, like :func:`chat_messages`.
+    """
+    for j, raw in enumerate(tools):
+        where = f"tools[{j}]"
+        tool = require_object(raw, where)
+        if tool.get("type", "function") != "function":
+            dropped.add(f"tools.{tool.get('type')}")
+            continue
+        function = require_object(tool.get("function"), f"{where}.function")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise BadRequest(f"{where}.function.name is required", param=where)
+        yield function
+
+
+def assistant_tool_calls(
+    message: Mapping[str, Any], where: str
+) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """``(where, call, function)`` for each entry of an assistant message's ``tool_calls``.
+
+    Lazy: a ``tool_calls`` that is not an array, or an entry or its ``function`` that is not
+    an object, raises :class:`~tollway.BadRequest` when iteration reaches it. Checking the
+    id and name (and parsing the arguments, :func:`tool_call_arguments`) is the caller's.
+    """
+    calls = message.get("tool_calls")
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise BadRequest(f"{where}.tool_calls must be an array", param=where)
+    for k, raw in enumerate(calls):
+        call_where = f"{where}.tool_calls[{k}]"
+        call = require_object(raw, call_where)
+        yield call_where, call, require_object(call.get("function"), f"{call_where}.function")
+
+
+def tool_call_arguments(
+    arguments: Any, where: str, *, upstream: str = "this provider", strict: bool = False
+) -> dict[str, Any]:
+    """A chat tool call's ``function.arguments`` (a JSON string) as the object it encodes.
+
+    An object is taken as it is; a missing (``null``) or blank string is ``{}``; a string
+    that is not a JSON object raises :class:`~tollway.BadRequest` naming ``where`` (the tool
+    call) and ``upstream``. Arguments of another type count as none, unless ``strict``: then
+    they raise too.
+    """
+    if isinstance(arguments, dict):
+        return arguments
+    value: Any = {}
+    if isinstance(arguments, str):
+        if arguments.strip():
+            try:
+                value = orjson.loads(arguments)
+            except orjson.JSONDecodeError:
+                value = None
+    elif strict and arguments is not None:
+        value = None
+    if not isinstance(value, dict):
+        raise BadRequest(
+            f"{where}.function.arguments must be a JSON object to be sent to {upstream}",
+            param=where,
+        )
+    return value
+
+
+def new_chat_completion_id() -> str:
+    """A fresh ``chatcmpl-…`` id for a chat completion the upstream gave no id of this form."""
+    return "chatcmpl-" + os.urandom(12).hex()
+
+
+def new_tool_call_id() -> str:
+    """A fresh OpenAI-style ``call_…`` tool call id (for wires whose calls carry none)."""
+    return "call_" + os.urandom(12).hex()
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _dumps_str(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# --------------------------------------------------------------------------- chat → messages
+
+_CHAT_HANDLED = CHAT_COMMON_PARAMS | {"top_k", "parallel_tool_calls", "user"}
 
 
 def chat_request_to_messages(
@@ -341,14 +625,7 @@ def chat_request_to_messages(
     forms. ``max_completion_tokens`` (else ``max_tokens``, else ``default_max_tokens``) becomes
     ``max_tokens``; none of them → :class:`~tollway.BadRequest` naming ``max_tokens``.
     """
-    dropped = _Dropped()
-    for key, value in body.items():
-        if key in _CHAT_HANDLED or value is None:
-            continue
-        if key in _CHAT_NOOP_DEFAULTS and value == _CHAT_NOOP_DEFAULTS[key]:
-            continue
-        dropped.add(key)
-
+    dropped = dropped_chat_params(body, _CHAT_HANDLED)
     out: dict[str, Any] = {"model": model}
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
@@ -419,32 +696,24 @@ def chat_request_to_messages(
 
 
 def _chat_messages_to_anthropic(
-    messages: list[Any], dropped: _Dropped
+    messages: list[Any], dropped: DroppedParams
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
     tool_results: list[dict[str, Any]] | None = None  # the open merged tool-result message
-    for i, raw in enumerate(messages):
-        where = f"messages[{i}]"
-        message = _require_object(raw, where)
-        role = message.get("role")
+    for where, role, message in chat_messages(messages, dropped):
         content = message.get("content")
-        if message.get("name") is not None:
-            dropped.add("messages.name")
         if role in ("system", "developer"):
             system.extend(
                 {"type": "text", "text": text}
-                for text in _text_of_parts(content, f"{where}.content")
+                for text in text_of_parts(content, f"{where}.content")
                 if text
             )
             continue
         if role == "tool":
-            call_id = message.get("tool_call_id")
-            if not isinstance(call_id, str) or not call_id:
-                raise BadRequest(f"{where}.tool_call_id is required on a tool message", param=where)
             block = {
                 "type": "tool_result",
-                "tool_use_id": call_id,
+                "tool_use_id": message["tool_call_id"],
                 "content": _tool_content_to_anthropic(content, f"{where}.content"),
             }
             if tool_results is None:
@@ -462,14 +731,12 @@ def _chat_messages_to_anthropic(
             blocks = _assistant_to_anthropic(message, where)
             if blocks is not None:
                 out.append({"role": "assistant", "content": blocks})
-        elif role == "function":
+        else:  # function
             raise BadRequest(
                 f"{where}: legacy 'function' messages cannot be translated for this provider; "
                 "use tools and 'tool' messages",
                 param=where,
             )
-        else:
-            raise BadRequest(f"{where}.role {role!r} is not a chat message role", param=where)
     return system, out
 
 
@@ -478,49 +745,29 @@ def _tool_content_to_anthropic(content: Any, where: str) -> Any:
         return ""
     if isinstance(content, str):
         return content
-    return [{"type": "text", "text": t} for t in _text_of_parts(content, where) if t]
+    return [{"type": "text", "text": t} for t in text_of_parts(content, where) if t]
 
 
-def _user_content_to_anthropic(content: Any, where: str, dropped: _Dropped) -> Any:
+def _user_content_to_anthropic(content: Any, where: str, dropped: DroppedParams) -> Any:
     if isinstance(content, str):
         return content
-    if not isinstance(content, list):
-        raise BadRequest(
-            f"{where}.content must be a string or an array of content parts", param=where
-        )
     blocks: list[dict[str, Any]] = []
-    for j, raw in enumerate(content):
-        part_where = f"{where}.content[{j}]"
-        part = _require_object(raw, part_where)
-        kind = part.get("type")
+    for part_where, part, kind in content_parts(content, where):
         block: dict[str, Any] | None = None
         if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise BadRequest(f"{part_where}.text must be a string", param=part_where)
+            text = part_text(part, part_where)
             if text:
                 block = {"type": "text", "text": text}
         elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise BadRequest(f"{part_where}.image_url.url must be a string", param=part_where)
-            if isinstance(image, dict) and image.get("detail") not in (None, "auto"):
-                dropped.add("image_url.detail")
-            parsed = _parse_data_url(url, f"{part_where}.image_url.url")
+            url = image_part_url(part, part_where, dropped)
+            parsed = parse_data_url(url, f"{part_where}.image_url.url")
             if parsed is not None:
                 source = {"type": "base64", "media_type": parsed[0], "data": parsed[1]}
             else:
                 source = {"type": "url", "url": url}
             block = {"type": "image", "source": source}
         elif kind == "file":
-            file = _obj(part.get("file"))
-            data = file.get("file_data")
-            parsed = (
-                _parse_data_url(data, f"{part_where}.file.file_data")
-                if isinstance(data, str)
-                else None
-            )
+            parsed = file_part_data(part, part_where)
             if parsed is not None and parsed[0] == "application/pdf":
                 block = {
                     "type": "document",
@@ -544,57 +791,28 @@ def _assistant_to_anthropic(message: dict[str, Any], where: str) -> Any:
     if isinstance(content, str) and not tool_calls:
         return content or None
     blocks: list[dict[str, Any]] = [
-        {"type": "text", "text": t} for t in _text_of_parts(content, f"{where}.content") if t
+        {"type": "text", "text": t} for t in text_of_parts(content, f"{where}.content") if t
     ]
     if isinstance(message.get("refusal"), str) and message["refusal"] and not blocks:
         blocks.append({"type": "text", "text": message["refusal"]})
-    if tool_calls is not None:
-        if not isinstance(tool_calls, list):
-            raise BadRequest(f"{where}.tool_calls must be an array", param=where)
-        for k, raw in enumerate(tool_calls):
-            call_where = f"{where}.tool_calls[{k}]"
-            call = _require_object(raw, call_where)
-            function = _require_object(call.get("function"), f"{call_where}.function")
-            name, call_id = function.get("name"), call.get("id")
-            if not isinstance(name, str) or not isinstance(call_id, str):
-                raise BadRequest(f"{call_where} needs an id and function.name", param=call_where)
-            arguments = function.get("arguments")
-            tool_input: Any = {}
-            if isinstance(arguments, str) and arguments.strip():
-                try:
-                    tool_input = orjson.loads(arguments)
-                except orjson.JSONDecodeError:
-                    tool_input = None
-            elif isinstance(arguments, dict):
-                tool_input = arguments
-            if not isinstance(tool_input, dict):
-                raise BadRequest(
-                    f"{call_where}.function.arguments must be a JSON object to be sent to "
-                    "this provider",
-                    param=call_where,
-                )
-            blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": tool_input})
+    for call_where, call, function in assistant_tool_calls(message, where):
+        name, call_id = function.get("name"), call.get("id")
+        if not isinstance(name, str) or not isinstance(call_id, str):
+            raise BadRequest(f"{call_where} needs an id and function.name", param=call_where)
+        tool_input = tool_call_arguments(function.get("arguments"), call_where)
+        blocks.append({"type": "tool_use", "id": call_id, "name": name, "input": tool_input})
     return blocks or None
 
 
-def _chat_tools_to_anthropic(tools: list[Any], dropped: _Dropped) -> list[dict[str, Any]]:
+def _chat_tools_to_anthropic(tools: list[Any], dropped: DroppedParams) -> list[dict[str, Any]]:
     out = []
-    for j, raw in enumerate(tools):
-        where = f"tools[{j}]"
-        tool = _require_object(raw, where)
-        if tool.get("type", "function") != "function":
-            dropped.add(f"tools.{tool.get('type')}")
-            continue
-        function = _require_object(tool.get("function"), f"{where}.function")
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"{where}.function.name is required", param=where)
+    for function in tool_functions(tools, dropped):
         schema = function.get("parameters")
         if not isinstance(schema, dict):
             schema = {"type": "object", "properties": {}}
         elif "type" not in schema:
             schema = {"type": "object", **schema}
-        converted: dict[str, Any] = {"name": name}
+        converted: dict[str, Any] = {"name": function["name"]}
         if isinstance(function.get("description"), str):
             converted["description"] = function["description"]
         converted["input_schema"] = schema
@@ -604,7 +822,7 @@ def _chat_tools_to_anthropic(tools: list[Any], dropped: _Dropped) -> list[dict[s
     return out
 
 
-def _chat_tool_choice_to_anthropic(choice: Any, dropped: _Dropped) -> dict[str, Any] | None:
+def _chat_tool_choice_to_anthropic(choice: Any, dropped: DroppedParams) -> dict[str, Any] | None:
     if choice is None:
         return None
     if choice == "auto":
@@ -662,7 +880,7 @@ def messages_request_to_chat(
     ``message_delta`` can carry usage. ``thinking``, ``cache_control``, ``top_k`` and everything
     else OpenAI has no place for are dropped and reported.
     """
-    dropped = _Dropped()
+    dropped = DroppedParams()
     for key, value in body.items():
         if key in _MESSAGES_HANDLED or value is None:
             continue
@@ -678,7 +896,7 @@ def messages_request_to_chat(
             messages.append({"role": "system", "content": system})
     elif isinstance(system, list):
         for j, raw in enumerate(system):
-            block = _require_object(raw, f"system[{j}]")
+            block = require_object(raw, f"system[{j}]")
             if block.get("cache_control") is not None:
                 dropped.add("cache_control")
             text = block.get("text")
@@ -773,8 +991,10 @@ def _anthropic_source_to_url(source: Any, where: str) -> str | None:
     return None
 
 
-def _anthropic_message_to_chat(raw: Any, where: str, dropped: _Dropped) -> list[dict[str, Any]]:
-    message = _require_object(raw, where)
+def _anthropic_message_to_chat(
+    raw: Any, where: str, dropped: DroppedParams
+) -> list[dict[str, Any]]:
+    message = require_object(raw, where)
     role = message.get("role")
     content = message.get("content")
     if role == "system":  # Claude Code sends one inside messages
@@ -793,7 +1013,7 @@ def _anthropic_message_to_chat(raw: Any, where: str, dropped: _Dropped) -> list[
     parts: list[dict[str, Any]] = []
     for j, raw_block in enumerate(content):
         block_where = f"{where}.content[{j}]"
-        block = _require_object(raw_block, block_where)
+        block = require_object(raw_block, block_where)
         if block.get("cache_control") is not None:
             dropped.add("cache_control")
         kind = block.get("type")
@@ -810,7 +1030,7 @@ def _anthropic_message_to_chat(raw: Any, where: str, dropped: _Dropped) -> list[
             elif isinstance(result, list):
                 text_parts: list[dict[str, Any]] = []
                 for k, raw_inner in enumerate(result):
-                    inner = _require_object(raw_inner, f"{block_where}.content[{k}]")
+                    inner = require_object(raw_inner, f"{block_where}.content[{k}]")
                     if inner.get("cache_control") is not None:
                         dropped.add("cache_control")
                     if inner.get("type") == "text" and isinstance(inner.get("text"), str):
@@ -837,7 +1057,7 @@ def _anthropic_message_to_chat(raw: Any, where: str, dropped: _Dropped) -> list[
 
 
 def _anthropic_block_to_part(
-    block: dict[str, Any], where: str, dropped: _Dropped
+    block: dict[str, Any], where: str, dropped: DroppedParams
 ) -> dict[str, Any] | None:
     kind = block.get("type")
     if kind == "text":
@@ -873,14 +1093,14 @@ def _anthropic_block_to_part(
     return None
 
 
-def _blocks_text(content: Any, where: str, dropped: _Dropped) -> list[str]:
+def _blocks_text(content: Any, where: str, dropped: DroppedParams) -> list[str]:
     if isinstance(content, str):
         return [content]
     if not isinstance(content, list):
         raise BadRequest(f"{where}.content must be a string or an array of blocks", param=where)
     texts = []
     for j, raw in enumerate(content):
-        block = _require_object(raw, f"{where}.content[{j}]")
+        block = require_object(raw, f"{where}.content[{j}]")
         if block.get("cache_control") is not None:
             dropped.add("cache_control")
         if block.get("type") == "text" and isinstance(block.get("text"), str):
@@ -891,13 +1111,13 @@ def _blocks_text(content: Any, where: str, dropped: _Dropped) -> list[str]:
 
 
 def _anthropic_assistant_to_chat(
-    content: list[Any], where: str, dropped: _Dropped
+    content: list[Any], where: str, dropped: DroppedParams
 ) -> list[dict[str, Any]]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for j, raw in enumerate(content):
         block_where = f"{where}.content[{j}]"
-        block = _require_object(raw, block_where)
+        block = require_object(raw, block_where)
         if block.get("cache_control") is not None:
             dropped.add("cache_control")
         kind = block.get("type")
@@ -927,11 +1147,11 @@ def _anthropic_assistant_to_chat(
     return [message]
 
 
-def _anthropic_tools_to_chat(tools: list[Any], dropped: _Dropped) -> list[dict[str, Any]]:
+def _anthropic_tools_to_chat(tools: list[Any], dropped: DroppedParams) -> list[dict[str, Any]]:
     out = []
     for j, raw in enumerate(tools):
         where = f"tools[{j}]"
-        tool = _require_object(raw, where)
+        tool = require_object(raw, where)
         kind = tool.get("type")
         if kind not in (None, "custom"):
             dropped.add(f"tools.{kind}")  # a server tool (web_search_…, bash_…): Anthropic only
@@ -1005,16 +1225,11 @@ def messages_response_to_chat(
 
 
 def _tool_input(arguments: Any) -> dict[str, Any]:
-    if isinstance(arguments, dict):
-        return arguments
-    if isinstance(arguments, str) and arguments.strip():
-        try:
-            value = orjson.loads(arguments)
-        except orjson.JSONDecodeError:
-            return {}
-        if isinstance(value, dict):
-            return value
-    return {}
+    """Leniently: the arguments' JSON object, else ``{}`` (an upstream answer is not refused)."""
+    try:
+        return tool_call_arguments(arguments, "tool_call")
+    except BadRequest:
+        return {}
 
 
 def chat_response_to_messages(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -1131,17 +1346,7 @@ class MessagesToChatStream:
         self._finish: str | None = None
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse_data(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-        )
+        return chat_chunk(self.id, self.created, self.model, delta, finish)
 
     def _set_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
@@ -1220,16 +1425,7 @@ class MessagesToChatStream:
             if self._finish is None:
                 out = self._chunk({}, "stop")
             if self.include_usage:
-                out += sse_data(
-                    {
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.created,
-                        "model": self.model,
-                        "choices": [],
-                        "usage": usage_to_chat(self.usage or Usage()),
-                    }
-                )
+                out += chat_usage_chunk(self.id, self.created, self.model, self.usage or Usage())
             return out + SSE_DONE
         if kind == "error":
             self.done = True

@@ -14,6 +14,14 @@ then talk to them with the official SDKs::
     ...
     stop(gw.proc); stop(sim.proc)
 
+A provider's end-to-end suite usually wants the gateway and its simulators as one object, with
+what the upstream received at hand::
+
+    stack = start_simulated_gateway(tmp_path, sim, providers=default_providers(sim.url))
+    ...
+    assert stack.upstream()["json"]["max_tokens"] == 200   # the simulator's last request
+    stack.stop_all()
+
 Nothing here is imported by the gateway itself; the SDKs are imported lazily so the core does
 not depend on them.
 """
@@ -31,9 +39,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import attrs
 
@@ -41,6 +49,7 @@ from tollway.keys import mint_key
 
 __all__ = [
     "GatewayProcess",
+    "SimulatedGateway",
     "Simulator",
     "StaticKey",
     "cli_json",
@@ -48,6 +57,7 @@ __all__ = [
     "free_port",
     "plugin_allow_list",
     "start_gateway",
+    "start_simulated_gateway",
     "start_simulator",
     "stop",
     "toml_value",
@@ -116,6 +126,21 @@ class Simulator:
     def last_body(self) -> bytes:
         """The exact bytes of the last request body it received."""
         return base64.b64decode(self.last_request()["body"])
+
+    def recorded_request(
+        self, index: int = -1, *, skip_paths: Collection[str] = ()
+    ) -> dict[str, Any]:
+        """A recorded request (default: the last) with its JSON body parsed as ``json`` and
+        ``headers`` as a dict with lower-cased names.
+
+        Requests to ``skip_paths`` (a token endpoint, say) are passed over.
+        """
+        reqs = [r for r in self.requests() if r["path"] not in skip_paths]
+        assert reqs, "the simulator received no request"
+        req = reqs[index]
+        req["json"] = json.loads(base64.b64decode(req["body"]))
+        req["headers"] = {k.lower(): v for k, v in req["headers"]}
+        return req
 
     def clear(self) -> None:
         _http_json("DELETE", f"{self.url}/_sim/requests")
@@ -275,7 +300,31 @@ class GatewayProcess:
         return out
 
 
+class SimulatedGateway(GatewayProcess):
+    """A gateway in front of one or more simulators (see :func:`start_simulated_gateway`)."""
+
+    #: The simulators, in the order given; the first is :attr:`sim`.
+    sims: tuple[Simulator, ...] = ()
+
+    @property
+    def sim(self) -> Simulator:
+        """The first (main) simulator."""
+        return self.sims[0]
+
+    def upstream(self, sim: Simulator | None = None, index: int = -1) -> dict[str, Any]:
+        """What ``sim`` (default: :attr:`sim`) received, as :meth:`Simulator.recorded_request`
+        gives it (default: the last request)."""
+        return (sim or self.sim).recorded_request(index)
+
+    def stop_all(self) -> None:
+        """Stop the gateway, then every simulator."""
+        stop(self.proc)
+        for sim in self.sims:
+            stop(sim.proc)
+
+
 G = TypeVar("G", bound=GatewayProcess)
+S = TypeVar("S", bound=SimulatedGateway)
 
 
 def start_gateway(
@@ -361,3 +410,31 @@ def wait_ready(gw: GatewayProcess, timeout: float = 30) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"gateway not ready after {timeout}s:\n{gw.logs()}")
+
+
+@overload
+def start_simulated_gateway(tmp: Path, *sims: Simulator, cls: type[S], **kwargs: Any) -> S: ...
+
+
+@overload
+def start_simulated_gateway(tmp: Path, *sims: Simulator, **kwargs: Any) -> SimulatedGateway: ...
+
+
+def start_simulated_gateway(
+    tmp: Path,
+    *sims: Simulator,
+    cls: type[SimulatedGateway] = SimulatedGateway,
+    **kwargs: Any,
+) -> SimulatedGateway:
+    """:func:`start_gateway` (``kwargs`` passed on) in front of the running ``sims``; the first
+    is the main one. When the gateway does not start, the simulators are stopped too."""
+    if not sims:
+        raise ValueError("start_simulated_gateway needs at least one simulator")
+    try:
+        gw = start_gateway(tmp, cls=cls, **kwargs)
+    except BaseException:
+        for sim in sims:
+            stop(sim.proc)
+        raise
+    gw.sims = sims
+    return gw

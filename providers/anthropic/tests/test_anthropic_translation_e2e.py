@@ -13,12 +13,10 @@ import orjson
 import pytest
 
 from tollway.testing import (
-    GatewayProcess,
-    Simulator,
+    SimulatedGateway,
     default_providers,
-    start_gateway,
+    start_simulated_gateway,
     start_simulator,
-    stop,
 )
 
 MODEL = "claude-haiku-4-5"
@@ -41,31 +39,19 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really-an-image").decode()
 # --------------------------------------------------------------------------- processes
 
 
-class Stack(GatewayProcess):
-    """A gateway (one static key) in front of the simulator, with an OpenAI and an Anthropic
-    provider."""
-
-    def __init__(self, gw: GatewayProcess, sim: Simulator) -> None:
-        super().__init__(gw.proc, gw.url, gw.keys, gw.log, gw.config, gw.data_dir)
-        self.sim = sim
-
-    def upstream(self) -> dict[str, Any]:
-        """The last request the simulator received, with its body parsed."""
-        req = self.sim.last_request()
-        req["json"] = orjson.loads(base64.b64decode(req["body"]))
-        req["headers"] = {k.lower(): v for k, v in req["headers"]}
-        return req
+#: A gateway (one static key) in front of the simulator, with an OpenAI and an Anthropic
+#: provider; ``upstream()`` is the simulator's last request.
+Stack = SimulatedGateway
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     sim = start_simulator()
-    gw = start_gateway(
-        tmp_path_factory.mktemp("translation-anthropic"), providers=default_providers(sim.url)
+    stack = start_simulated_gateway(
+        tmp_path_factory.mktemp("translation-anthropic"), sim, providers=default_providers(sim.url)
     )
-    yield Stack(gw, sim)
-    stop(gw.proc)
-    stop(sim.proc)
+    yield stack
+    stack.stop_all()
 
 
 # --------------------------------------------------------------------------- tests

@@ -3,7 +3,6 @@ provider simulator's Azure wire (subprocess), with an OpenAI provider as the fal
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,13 +11,13 @@ from typing import Any
 import anthropic
 import httpx
 import openai
-import orjson
 import pytest
 
 from tollway.testing import (
-    GatewayProcess,
+    SimulatedGateway,
     Simulator,
     start_gateway,
+    start_simulated_gateway,
     start_simulator,
     stop,
 )
@@ -55,21 +54,13 @@ WEATHER_TOOL = {
 # --------------------------------------------------------------------------- processes
 
 
-class Stack(GatewayProcess):
+class Stack(SimulatedGateway):
     """A gateway in front of two simulators: ``sim`` (Azure, then OpenAI) and ``broken`` (an
     Azure resource answering 500 to everything, serving ``gpt-5`` first)."""
 
-    def __init__(self, gw: GatewayProcess, sim: Simulator, broken: Simulator) -> None:
-        super().__init__(gw.proc, gw.url, gw.keys, gw.log, gw.config, gw.data_dir)
-        self.sim = sim
-        self.broken = broken
-
-    def upstream(self, sim: Simulator | None = None, index: int = -1) -> dict[str, Any]:
-        """A request the simulator received (default: the last), body parsed."""
-        req = (sim or self.sim).requests()[index]
-        req["json"] = orjson.loads(base64.b64decode(req["body"]))
-        req["headers"] = {k.lower(): v for k, v in req["headers"]}
-        return req
+    @property
+    def broken(self) -> Simulator:
+        return self.sims[1]
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +93,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "models": ["gpt-4o", "gpt-4.1", "gpt-5"],
         },
     ]
-    gw = start_gateway(
+    stack = start_simulated_gateway(
         tmp_path_factory.mktemp("azure-e2e"),
+        sim,
+        broken,
+        cls=Stack,
         providers=providers,
         plugins=["tollway_static_keys", "tollway_provider_openai", "tollway_provider_azure"],
     )
-    yield Stack(gw, sim, broken)
-    stop(gw.proc)
-    stop(sim.proc)
-    stop(broken.proc)
+    yield stack
+    stack.stop_all()
 
 
 def _assert_azure_request(stack: Stack, req: dict[str, Any], path: str, query: str) -> None:

@@ -4,7 +4,6 @@ SigV4 signature of every request with botocore."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import orjson
 import pytest
 
 from tollway.config import ProviderConfig
-from tollway.testing import GatewayProcess, Simulator, start_gateway, start_simulator, stop
+from tollway.testing import SimulatedGateway, start_simulated_gateway, start_simulator
 from tollway_provider_bedrock import BedrockProvider
 from tollway_simulator.bedrock_wire import ACCESS_KEY_ID, API_KEY, SECRET_ACCESS_KEY
 
@@ -42,19 +41,9 @@ CREDENTIAL = f"{ACCESS_KEY_ID}:{SECRET_ACCESS_KEY}"
 REGION = {"region": "us-east-1"}
 
 
-class Stack(GatewayProcess):
-    """A gateway in front of a healthy simulator (and two failing ones for fallback)."""
-
-    def __init__(self, gw: GatewayProcess, sim: Simulator) -> None:
-        super().__init__(gw.proc, gw.url, gw.keys, gw.log, gw.config, gw.data_dir)
-        self.sim = sim
-
-    def upstream(self) -> dict[str, Any]:
-        """The last request the healthy simulator received, headers and JSON body parsed."""
-        req = self.sim.last_request()
-        req["json"] = orjson.loads(base64.b64decode(req["body"]))
-        req["headers"] = {k.lower(): v for k, v in req["headers"]}
-        return req
+#: A gateway in front of a healthy simulator (and two failing ones for fallback);
+#: ``upstream()`` is the healthy simulator's last request.
+Stack = SimulatedGateway
 
 
 @pytest.fixture(scope="module")
@@ -119,15 +108,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "priority": 10,
         },
     ]
-    gw = start_gateway(
+    stack = start_simulated_gateway(
         tmp_path_factory.mktemp("bedrock-e2e"),
+        sim,
+        sim500,
+        sim429,
         providers=providers,
         plugins=["tollway_static_keys", "tollway_provider_bedrock", "tollway_provider_openai"],
     )
-    yield Stack(gw, sim)
-    stop(gw.proc)
-    for s in (sim, sim500, sim429):
-        stop(s.proc)
+    yield stack
+    stack.stop_all()
 
 
 # --------------------------------------------------------------------------- chat (openai SDK)

@@ -15,12 +15,10 @@ import orjson
 import pytest
 
 from tollway.testing import (
-    GatewayProcess,
-    Simulator,
+    SimulatedGateway,
     default_providers,
-    start_gateway,
+    start_simulated_gateway,
     start_simulator,
-    stop,
 )
 
 MODEL = "gemini-2.5-flash"
@@ -58,20 +56,9 @@ WEATHER_ANTHROPIC = {
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really-an-image").decode()
 
 
-class Stack(GatewayProcess):
-    """A gateway in front of the simulator (Gemini, OpenAI and Anthropic providers) and two
-    failing simulators (500 and 429) whose Gemini providers fall back to OpenAI."""
-
-    def __init__(self, gw: GatewayProcess, sim: Simulator) -> None:
-        super().__init__(gw.proc, gw.url, gw.keys, gw.log, gw.config, gw.data_dir)
-        self.sim = sim
-
-    def upstream(self) -> dict[str, Any]:
-        """The last request the simulator received, with its body parsed."""
-        req = self.sim.last_request()
-        req["json"] = orjson.loads(base64.b64decode(req["body"]))
-        req["headers"] = {k.lower(): v for k, v in req["headers"]}
-        return req
+#: A gateway in front of the simulator (Gemini, OpenAI and Anthropic providers) and two
+#: failing simulators (500 and 429) whose Gemini providers fall back to OpenAI.
+Stack = SimulatedGateway
 
 
 @pytest.fixture(scope="module")
@@ -105,16 +92,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "priority": 5,
         },
     ]
-    try:
-        gw = start_gateway(tmp_path_factory.mktemp("gemini-e2e"), providers=providers)
-    except BaseException:
-        for s in (sim, down_500, down_429):
-            stop(s.proc)
-        raise
-    yield Stack(gw, sim)
-    stop(gw.proc)
-    for s in (sim, down_500, down_429):
-        stop(s.proc)
+    stack = start_simulated_gateway(
+        tmp_path_factory.mktemp("gemini-e2e"), sim, down_500, down_429, providers=providers
+    )
+    yield stack
+    stack.stop_all()
 
 
 # --------------------------------------------------------------------------- chat clients

@@ -18,12 +18,11 @@ import pytest
 
 from tollway.config import ProviderConfig
 from tollway.testing import (
-    GatewayProcess,
+    SimulatedGateway,
     Simulator,
     default_providers,
-    start_gateway,
+    start_simulated_gateway,
     start_simulator,
-    stop,
 )
 from tollway_provider_vertex import VertexProvider
 from tollway_provider_vertex.testing import service_account_json
@@ -48,17 +47,11 @@ WEATHER = {
 WEATHER_ANTHROPIC = {"name": "get_weather", "input_schema": WEATHER["function"]["parameters"]}
 
 
-class Stack(GatewayProcess):
-    def __init__(self, gw: GatewayProcess, sim: Simulator) -> None:
-        super().__init__(gw.proc, gw.url, gw.keys, gw.log, gw.config, gw.data_dir)
-        self.sim = sim
-
-    def upstream(self) -> dict[str, Any]:
-        """The last model request the simulator received (token requests skipped)."""
-        req = next(r for r in reversed(self.sim.requests()) if r["path"] != "/token")
-        req["json"] = orjson.loads(base64.b64decode(req["body"]))
-        req["headers"] = {k.lower(): v for k, v in req["headers"]}
-        return req
+class Stack(SimulatedGateway):
+    def upstream(self, sim: Simulator | None = None, index: int = -1) -> dict[str, Any]:
+        """A model request the simulator received (default: the last; token requests
+        skipped)."""
+        return (sim or self.sim).recorded_request(index, skip_paths={"/token"})
 
     def token_requests(self, email: str = EMAIL) -> int:
         count = 0
@@ -129,16 +122,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "priority": 5,
         },
     ]
-    try:
-        gw = start_gateway(tmp, providers=providers)
-    except BaseException:
-        stop(sim.proc)
-        stop(down.proc)
-        raise
-    yield Stack(gw, sim)
-    stop(gw.proc)
-    stop(sim.proc)
-    stop(down.proc)
+    stack = start_simulated_gateway(tmp, sim, down, cls=Stack, providers=providers)
+    yield stack
+    stack.stop_all()
 
 
 # --------------------------------------------------------------------------- tokens

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import orjson
 
 from tollway import RequestContext, RouteTarget
-from tollway._sse import event_fields
 from tollway.formats import (
-    MessagesToChatStream,
     Sampling,
-    TranslationError,
     chat_request_to_messages,
     forget_dropped,
-    messages_response_to_chat,
     messages_usage,
-    reframe_sse,
     report_dropped,
 )
 from tollway.provider import (
@@ -26,11 +21,9 @@ from tollway.provider import (
     UpstreamHTTP,
     forwardable_request_headers,
     raise_for_upstream_status,
-    read_body,
-    relay_sse,
-    response_headers,
     upstream_url,
 )
+from tollway_provider_anthropic.answers import messages_result, messages_to_chat_result
 
 __all__ = [
     "DEFAULT_VERSION",
@@ -145,18 +138,7 @@ class AnthropicProvider(Provider):
             payload = ctx.body_bytes()
         resp = await http.post(url, self._headers(ctx), payload)
         await raise_for_upstream_status(resp)
-        headers = response_headers(resp.headers.items())
-        if ctx.stream and resp.headers.get("content-type", "").startswith("text/event-stream"):
-            events = relay_sse(resp, self._inspector(ctx), b"event: message_")
-            return ProviderResult(resp.status, headers, events=events, close=resp.close)
-        data = await read_body(resp)
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            doc = None
-        if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
-            ctx.usage = messages_usage(doc["usage"])
-        return ProviderResult(resp.status, headers, body=data)
+        return await messages_result(ctx, resp)
 
     async def _send_chat(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
@@ -174,49 +156,6 @@ class AnthropicProvider(Provider):
         url = upstream_url(self.base_url, "/v1/messages", b"")
         resp = await http.post(url, headers, orjson.dumps(body))
         await raise_for_upstream_status(resp)
-        out_headers = response_headers(resp.headers.items())
-        if ctx.stream and resp.headers.get("content-type", "").startswith("text/event-stream"):
-            options = ctx.body.get("stream_options")
-            translator = MessagesToChatStream(
-                include_usage=isinstance(options, dict) and options.get("include_usage") is True,
-                on_usage=lambda usage: setattr(ctx, "usage", usage),
-                model=target.model,
-            )
-            events = reframe_sse(relay_sse(resp), translator)
-            return ProviderResult(resp.status, out_headers, events=events, close=resp.close)
-        data = await read_body(resp)
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            doc = None
-        if not isinstance(doc, dict):
-            raise TranslationError(
-                f"the Anthropic upstream answered HTTP {resp.status} with a body that is not a "
-                "JSON message, so it cannot be translated to a chat completion"
-            )
-        if isinstance(doc.get("usage"), dict):
-            ctx.usage = messages_usage(doc["usage"])
-        return ProviderResult(
-            resp.status, out_headers, body=orjson.dumps(messages_response_to_chat(doc))
+        return await messages_to_chat_result(
+            ctx, resp, model=target.model, upstream="the Anthropic upstream"
         )
-
-    @staticmethod
-    def _inspector(ctx: RequestContext) -> Any:
-        def inspect(event: bytes) -> bytes | None:
-            name, data = event_fields(event)
-            if name not in ("message_start", "message_delta"):
-                return None
-            try:
-                doc = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                return None
-            if not isinstance(doc, dict):
-                return None
-            usage = (doc.get("message") or {}).get("usage") if name == "message_start" else None
-            if name == "message_delta":
-                usage = doc.get("usage")
-            if isinstance(usage, dict):
-                ctx.usage = messages_usage(usage, ctx.usage)
-            return None
-
-        return inspect

@@ -16,7 +16,6 @@ translators.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -25,7 +24,28 @@ from typing import Any
 import orjson
 
 from tollway import BadRequest, Usage
-from tollway.formats import SSE_DONE, Translated, TranslationError, sse_data, usage_to_chat
+from tollway.formats import (
+    CHAT_COMMON_PARAMS,
+    SSE_DONE,
+    DroppedParams,
+    Translated,
+    TranslationError,
+    assistant_tool_calls,
+    chat_chunk,
+    chat_messages,
+    chat_usage_chunk,
+    content_parts,
+    dropped_chat_params,
+    finish_reason_from_stop,
+    image_part_url,
+    new_chat_completion_id,
+    parse_data_url,
+    part_text,
+    text_of_parts,
+    tool_call_arguments,
+    tool_functions,
+    usage_to_chat,
+)
 
 __all__ = [
     "ConverseToChatStream",
@@ -35,33 +55,7 @@ __all__ = [
     "finish_reason_from_converse",
 ]
 
-# Chat parameters that mean "default" at these values: leaving them out changes nothing.
-_NOOP_DEFAULTS: dict[str, Any] = {
-    "n": 1,
-    "presence_penalty": 0,
-    "frequency_penalty": 0,
-    "logprobs": False,
-    "parallel_tool_calls": True,
-    "response_format": {"type": "text"},
-    "store": False,
-}
-_HANDLED = frozenset(
-    {
-        "model",
-        "messages",
-        "max_tokens",
-        "max_completion_tokens",
-        "stop",
-        "temperature",
-        "top_p",
-        "top_k",
-        "stream",
-        "stream_options",
-        "tools",
-        "tool_choice",
-        "user",
-    }
-)
+_HANDLED = CHAT_COMMON_PARAMS | {"top_k", "user"}
 _IMAGE_FORMATS = {
     "image/png": "png",
     "image/jpeg": "jpeg",
@@ -69,16 +63,9 @@ _IMAGE_FORMATS = {
     "image/gif": "gif",
     "image/webp": "webp",
 }
-#: Converse's ``stopReason`` → OpenAI ``finish_reason``.
-_FINISH = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "guardrail_intervened": "content_filter",
-    "content_filtered": "content_filter",
-}
+#: Converse's own ``stopReason`` values; the others are Anthropic's (``end_turn``, ``tool_use``,
+#: ``max_tokens``, …) and map as in :func:`tollway.formats.finish_reason_from_stop`.
+_FINISH = {"guardrail_intervened": "content_filter", "content_filtered": "content_filter"}
 #: Bedrock caps ``requestMetadata`` values at this length.
 _MAX_METADATA_VALUE = 256
 _DOC_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9\-\(\)\[\] ]+")
@@ -86,7 +73,8 @@ _DOC_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9\-\(\)\[\] ]+")
 
 def finish_reason_from_converse(stop_reason: Any) -> str:
     """The OpenAI ``finish_reason`` for a Converse ``stopReason`` (unknown → ``stop``)."""
-    return _FINISH.get(stop_reason if isinstance(stop_reason, str) else "", "stop")
+    reason = stop_reason if isinstance(stop_reason, str) else None
+    return _FINISH.get(reason or "") or finish_reason_from_stop(reason)
 
 
 def _int(value: Any) -> int:
@@ -106,80 +94,34 @@ def converse_usage(usage: Mapping[str, Any]) -> Usage:
 # --------------------------------------------------------------------------- requests
 
 
-def _obj(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadRequest(f"{where} must be a JSON object", param=where)
-    return value
-
-
 def _texts(content: Any, where: str) -> list[str]:
     """The texts of a string or a list of text parts (system, tool and assistant content)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, list):
-        raise BadRequest(f"{where} must be a string or an array of content parts", param=where)
-    out = []
-    for i, raw in enumerate(content):
-        part = _obj(raw, f"{where}[{i}]")
-        kind = part.get("type")
-        text = part.get("refusal") if kind == "refusal" else part.get("text")
-        if kind not in ("text", "input_text", "output_text", "refusal"):
-            raise BadRequest(
-                f"{where}[{i}]: only text parts can be sent here to Bedrock (got {kind!r})",
-                param=where,
-            )
-        if not isinstance(text, str):
-            raise BadRequest(f"{where}[{i}].text must be a string", param=where)
-        out.append(text)
-    return out
+    return text_of_parts(content, where, upstream="Bedrock")
 
 
 def _data_url(url: str, where: str) -> tuple[str, str]:
     """``(media type, base64 data)`` of a base64 ``data:`` URL; anything else is a 400."""
-    if not url.startswith("data:"):
+    parsed = parse_data_url(url, where, upstream="Bedrock")
+    if parsed is None:
         raise BadRequest(
             f"{where}: Bedrock cannot fetch URLs ({url[:60]!r}); send the image inline as a "
             "base64 data URL (data:image/png;base64,…)",
             param=where,
         )
-    header, sep, data = url[5:].partition(",")
-    params = header.split(";")
-    if not sep or "base64" not in params[1:]:
-        raise BadRequest(
-            f"{where}: only base64 data URLs (data:<media type>;base64,<data>) can be sent to "
-            "Bedrock",
-            param=where,
-        )
-    return params[0].lower(), data
+    return parsed[0].lower(), parsed[1]
 
 
-def _user_blocks(content: Any, where: str, dropped: dict[str, None]) -> list[dict[str, Any]]:
+def _user_blocks(content: Any, where: str, dropped: DroppedParams) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise BadRequest(
-            f"{where}.content must be a string or an array of content parts", param=where
-        )
     blocks: list[dict[str, Any]] = []
-    for j, raw in enumerate(content):
-        part_where = f"{where}.content[{j}]"
-        part = _obj(raw, part_where)
-        kind = part.get("type")
+    for j, (part_where, part, kind) in enumerate(content_parts(content, where)):
         if kind == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise BadRequest(f"{part_where}.text must be a string", param=part_where)
+            text = part_text(part, part_where)
             if text:
                 blocks.append({"text": text})
         elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise BadRequest(f"{part_where}.image_url.url must be a string", param=part_where)
-            if isinstance(image, dict) and image.get("detail") not in (None, "auto"):
-                dropped["image_url.detail"] = None
+            url = image_part_url(part, part_where, dropped)
             media, data = _data_url(url, f"{part_where}.image_url.url")
             fmt = _IMAGE_FORMATS.get(media)
             if fmt is None:
@@ -206,9 +148,9 @@ def _user_blocks(content: Any, where: str, dropped: dict[str, None]) -> list[dic
                     }
                 )
             else:
-                dropped["content.file"] = None
+                dropped.add("content.file")
         else:
-            dropped[f"content.{kind}"] = None
+            dropped.add(f"content.{kind}")
     return blocks
 
 
@@ -219,32 +161,12 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
     refusal = message.get("refusal")
     if isinstance(refusal, str) and refusal and not blocks:
         blocks.append({"text": refusal})
-    calls = message.get("tool_calls")
-    if calls is None:
-        return blocks
-    if not isinstance(calls, list):
-        raise BadRequest(f"{where}.tool_calls must be an array", param=where)
-    for k, raw in enumerate(calls):
-        call_where = f"{where}.tool_calls[{k}]"
-        call = _obj(raw, call_where)
-        function = _obj(call.get("function"), f"{call_where}.function")
+    for call_where, call, function in assistant_tool_calls(message, where):
         name, call_id = function.get("name"), call.get("id")
         if not isinstance(name, str) or not isinstance(call_id, str):
             raise BadRequest(f"{call_where} needs an id and function.name", param=call_where)
         arguments = function.get("arguments")
-        tool_input: Any = {}
-        if isinstance(arguments, str) and arguments.strip():
-            try:
-                tool_input = orjson.loads(arguments)
-            except orjson.JSONDecodeError:
-                tool_input = None
-        elif isinstance(arguments, dict):
-            tool_input = arguments
-        if not isinstance(tool_input, dict):
-            raise BadRequest(
-                f"{call_where}.function.arguments must be a JSON object to be sent to Bedrock",
-                param=call_where,
-            )
+        tool_input = tool_call_arguments(arguments, call_where, upstream="Bedrock")
         blocks.append({"toolUse": {"toolUseId": call_id, "name": name, "input": tool_input}})
     return blocks
 
@@ -261,16 +183,11 @@ def _append(out: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]) 
 
 
 def _messages(
-    messages: list[Any], dropped: dict[str, None]
+    messages: list[Any], dropped: DroppedParams
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     system: list[dict[str, Any]] = []
     out: list[dict[str, Any]] = []
-    for i, raw in enumerate(messages):
-        where = f"messages[{i}]"
-        message = _obj(raw, where)
-        role = message.get("role")
-        if message.get("name") is not None:
-            dropped["messages.name"] = None
+    for where, role, message in chat_messages(messages, dropped):
         if role in ("system", "developer"):
             system.extend(
                 {"text": t} for t in _texts(message.get("content"), f"{where}.content") if t
@@ -280,53 +197,39 @@ def _messages(
         elif role == "assistant":
             _append(out, "assistant", _assistant_blocks(message, where))
         elif role == "tool":
-            call_id = message.get("tool_call_id")
-            if not isinstance(call_id, str) or not call_id:
-                raise BadRequest(f"{where}.tool_call_id is required on a tool message", param=where)
             texts = _texts(message.get("content"), f"{where}.content")
             result = {
-                "toolUseId": call_id,
+                "toolUseId": message["tool_call_id"],
                 "content": [{"text": t} for t in texts if t],
             }
             _append(out, "user", [{"toolResult": result}])
-        elif role == "function":
+        else:  # function
             raise BadRequest(
                 f"{where}: legacy 'function' messages cannot be sent to Bedrock; use tools and "
                 "'tool' messages",
                 param=where,
             )
-        else:
-            raise BadRequest(f"{where}.role {role!r} is not a chat message role", param=where)
     return system, out
 
 
-def _tools(tools: list[Any], dropped: dict[str, None]) -> list[dict[str, Any]]:
+def _tools(tools: list[Any], dropped: DroppedParams) -> list[dict[str, Any]]:
     out = []
-    for j, raw in enumerate(tools):
-        where = f"tools[{j}]"
-        tool = _obj(raw, where)
-        if tool.get("type", "function") != "function":
-            dropped[f"tools.{tool.get('type')}"] = None
-            continue
-        function = _obj(tool.get("function"), f"{where}.function")
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"{where}.function.name is required", param=where)
+    for function in tool_functions(tools, dropped):
         schema = function.get("parameters")
         if not isinstance(schema, dict):
             schema = {"type": "object", "properties": {}}
-        spec: dict[str, Any] = {"name": name}
+        spec: dict[str, Any] = {"name": function["name"]}
         description = function.get("description")
         if isinstance(description, str) and description:
             spec["description"] = description
         spec["inputSchema"] = {"json": schema}
         if function.get("strict"):
-            dropped["tools.function.strict"] = None
+            dropped.add("tools.function.strict")
         out.append({"toolSpec": spec})
     return out
 
 
-def _tool_choice(choice: Any, dropped: dict[str, None]) -> dict[str, Any] | None:
+def _tool_choice(choice: Any, dropped: DroppedParams) -> dict[str, Any] | None:
     """The Converse ``toolChoice`` (None: leave it out, which means auto)."""
     if choice is None or choice == "auto":
         return {"auto": {}} if choice == "auto" else None
@@ -337,7 +240,7 @@ def _tool_choice(choice: Any, dropped: dict[str, None]) -> dict[str, Any] | None
         name = function.get("name") if isinstance(function, dict) else None
         if isinstance(name, str) and name:
             return {"tool": {"name": name}}
-    dropped["tool_choice"] = None
+    dropped.add("tool_choice")
     return None
 
 
@@ -363,14 +266,7 @@ def chat_request_to_converse(
     ``requestMetadata.user``. ``top_k`` goes to ``additionalModelRequestFields`` when
     ``top_k_field`` is true (default: for Anthropic Claude model ids), else it is dropped.
     """
-    dropped: dict[str, None] = {}
-    for key, value in body.items():
-        if key in _HANDLED or value is None:
-            continue
-        if key in _NOOP_DEFAULTS and value == _NOOP_DEFAULTS[key]:
-            continue
-        dropped[key] = None
-
+    dropped = dropped_chat_params(body, _HANDLED)
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise BadRequest("'messages' must be an array", param="messages")
@@ -403,7 +299,7 @@ def chat_request_to_converse(
         if top_k_field:
             out["additionalModelRequestFields"] = {"top_k": top_k}
         else:
-            dropped["top_k"] = None
+            dropped.add("top_k")
 
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):
@@ -412,7 +308,7 @@ def chat_request_to_converse(
     if specs:
         choice = body.get("tool_choice")
         if choice == "none":
-            dropped["tool_choice"] = None
+            dropped.add("tool_choice")
             if _uses_tools(converted):
                 # Bedrock refuses toolUse/toolResult blocks without a toolConfig.
                 out["toolConfig"] = {"tools": specs}
@@ -423,22 +319,18 @@ def chat_request_to_converse(
                 config["toolChoice"] = converse_choice
             out["toolConfig"] = config
     elif body.get("tool_choice") not in (None, "none", "auto"):
-        dropped["tool_choice"] = None
+        dropped.add("tool_choice")
 
     user = body.get("user")
     if isinstance(user, str) and user:
         if len(user) <= _MAX_METADATA_VALUE:
             out["requestMetadata"] = {"user": user}
         else:
-            dropped["user"] = None
-    return Translated(out, tuple(dropped))
+            dropped.add("user")
+    return Translated(out, dropped.result())
 
 
 # --------------------------------------------------------------------------- responses
-
-
-def _chat_id() -> str:
-    return "chatcmpl-" + os.urandom(12).hex()
 
 
 def converse_response_to_chat(
@@ -484,7 +376,7 @@ def converse_response_to_chat(
         chat_message["tool_calls"] = calls
     usage = doc.get("usage")
     return {
-        "id": id_ or _chat_id(),
+        "id": id_ or new_chat_completion_id(),
         "object": "chat.completion",
         "created": created if created is not None else int(time.time()),
         "model": model,
@@ -526,7 +418,7 @@ class ConverseToChatStream:
         self.include_usage = include_usage
         self.on_usage = on_usage
         self.created = created if created is not None else int(time.time())
-        self.id = id_ or _chat_id()
+        self.id = id_ or new_chat_completion_id()
         self.usage: Usage | None = None
         self.done = False
         self._started = False
@@ -534,17 +426,7 @@ class ConverseToChatStream:
         self._tools: dict[Any, int] = {}  # contentBlockIndex → chat tool call index
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse_data(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-        )
+        return chat_chunk(self.id, self.created, self.model, delta, finish)
 
     def _start(self) -> bytes:
         if self._started:
@@ -619,16 +501,7 @@ class ConverseToChatStream:
         self.done = True
         out = b""
         if self.include_usage and self.usage is not None:
-            out = sse_data(
-                {
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": usage_to_chat(self.usage),
-                }
-            )
+            out = chat_usage_chunk(self.id, self.created, self.model, self.usage)
         return out + SSE_DONE
 
     def end(self) -> bytes:

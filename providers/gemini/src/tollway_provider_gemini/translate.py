@@ -24,7 +24,6 @@ prompt (+ tool-use prompt) - cached, ``cache_read_input_tokens`` = cached.
 from __future__ import annotations
 
 import mimetypes
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -34,13 +33,30 @@ import orjson
 from tollway import BadRequest, Usage
 from tollway._sse import SSESplitter, event_fields
 from tollway.formats import (
+    CHAT_COMMON_PARAMS,
     SSE_DONE,
+    DroppedParams,
     StreamTranslator,
     Translated,
     TranslationError,
+    assistant_tool_calls,
+    chat_chunk,
+    chat_messages,
+    chat_usage_chunk,
+    content_parts,
+    dropped_chat_params,
+    file_part_data,
+    image_part_url,
+    new_chat_completion_id,
+    parse_data_url,
+    part_text,
     sse_data,
+    text_of_parts,
+    tool_call_arguments,
+    tool_functions,
     usage_to_chat,
 )
+from tollway.formats import new_tool_call_id as new_call_id
 
 __all__ = [
     "ChainedStream",
@@ -68,35 +84,14 @@ _FINISH = {
     "IMAGE_PROHIBITED_CONTENT": "content_filter",
 }
 
-# Chat parameters at their default value: leaving them out changes nothing (not reported).
-_NOOP_DEFAULTS: dict[str, Any] = {
-    "n": 1,
-    "logprobs": False,
-    "parallel_tool_calls": True,
-    "response_format": {"type": "text"},
-    "store": False,
+_HANDLED = CHAT_COMMON_PARAMS | {
+    "top_k",
+    "n",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
 }
-_HANDLED = frozenset(
-    {
-        "model",
-        "messages",
-        "max_tokens",
-        "max_completion_tokens",
-        "temperature",
-        "top_p",
-        "top_k",
-        "stop",
-        "n",
-        "seed",
-        "presence_penalty",
-        "frequency_penalty",
-        "response_format",
-        "stream",
-        "stream_options",
-        "tools",
-        "tool_choice",
-    }
-)
 
 # JSON-schema keys Gemini's OpenAPI-subset ``Schema`` takes as they are.
 _SCHEMA_KEEP = frozenset(
@@ -143,37 +138,18 @@ _SCHEMA_SILENT = frozenset(
 _JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object", "null"})
 
 
-class _Dropped:
-    """Names of left-out parameters, in first-seen order."""
-
-    __slots__ = ("names",)
-
-    def __init__(self) -> None:
-        self.names: dict[str, None] = {}
-
-    def add(self, name: str) -> None:
-        self.names[name] = None
-
-
-def new_call_id() -> str:
-    """A fresh OpenAI-style tool call id (Gemini's function calls usually carry none)."""
-    return "call_" + os.urandom(12).hex()
+#: The old private name of :class:`~tollway.formats.DroppedParams` (kept for callers).
+_Dropped = DroppedParams
 
 
 def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _require_object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadRequest(f"{where} must be a JSON object", param=where)
-    return value
-
-
 # --------------------------------------------------------------------------- schemas
 
 
-def json_schema_to_gemini(schema: Any, dropped: _Dropped | None = None) -> dict[str, Any]:
+def json_schema_to_gemini(schema: Any, dropped: DroppedParams | None = None) -> dict[str, Any]:
     """A JSON schema as Gemini's OpenAPI-subset ``Schema``.
 
     Types become upper case (``["string", "null"]`` → ``STRING`` + ``nullable``), ``const``
@@ -185,10 +161,12 @@ def json_schema_to_gemini(schema: Any, dropped: _Dropped | None = None) -> dict[
     if not isinstance(schema, dict):
         return {"type": "OBJECT", "properties": {}}
     defs = {**_obj(schema.get("definitions")), **_obj(schema.get("$defs"))}
-    return _schema(schema, defs, dropped or _Dropped(), 0)
+    return _schema(schema, defs, dropped or DroppedParams(), 0)
 
 
-def _schema(schema: Any, defs: dict[str, Any], dropped: _Dropped, depth: int) -> dict[str, Any]:
+def _schema(
+    schema: Any, defs: dict[str, Any], dropped: DroppedParams, depth: int
+) -> dict[str, Any]:
     if not isinstance(schema, dict) or depth > 32:
         return {}
     ref = schema.get("$ref")
@@ -206,7 +184,7 @@ def _schema(schema: Any, defs: dict[str, Any], dropped: _Dropped, depth: int) ->
 
 
 def _schema_keys(
-    schema: dict[str, Any], defs: dict[str, Any], dropped: _Dropped, depth: int
+    schema: dict[str, Any], defs: dict[str, Any], dropped: DroppedParams, depth: int
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     kind = schema.get("type")
@@ -274,72 +252,20 @@ def _schema_keys(
 # --------------------------------------------------------------------------- requests
 
 
-def _parse_data_url(url: str, where: str) -> tuple[str, str] | None:
-    if not url.startswith("data:"):
-        return None
-    header, sep, data = url[5:].partition(",")
-    params = header.split(";")
-    if not sep or "base64" not in params[1:]:
-        raise BadRequest(
-            f"{where}: only base64 data URLs (data:<media type>;base64,<data>) can be sent to "
-            "Gemini",
-            param=where,
-        )
-    return params[0] or "application/octet-stream", data
-
-
-def _texts(content: Any, where: str) -> list[str]:
-    """Texts of a string or an array of text parts (system, developer and tool content)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [content]
-    if not isinstance(content, list):
-        raise BadRequest(f"{where} must be a string or an array of content parts", param=where)
-    out = []
-    for i, raw in enumerate(content):
-        part = _require_object(raw, f"{where}[{i}]")
-        kind = part.get("type")
-        text = part.get("refusal") if kind == "refusal" else part.get("text")
-        if kind not in ("text", "input_text", "output_text", "refusal"):
-            raise BadRequest(
-                f"{where}[{i}]: only text parts can be translated here (got {kind!r})",
-                param=where,
-            )
-        if not isinstance(text, str):
-            raise BadRequest(f"{where}[{i}].text must be a string", param=where)
-        out.append(text)
-    return out
-
-
-def _user_parts(content: Any, where: str, dropped: _Dropped) -> list[dict[str, Any]]:
+def _user_parts(content: Any, where: str, dropped: DroppedParams) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"text": content}]
     if content is None:
         return []
-    if not isinstance(content, list):
-        raise BadRequest(
-            f"{where}.content must be a string or an array of content parts", param=where
-        )
     parts: list[dict[str, Any]] = []
-    for j, raw in enumerate(content):
-        part_where = f"{where}.content[{j}]"
-        part = _require_object(raw, part_where)
-        kind = part.get("type")
+    for part_where, part, kind in content_parts(content, where):
         if kind in ("text", "input_text"):
-            text = part.get("text")
-            if not isinstance(text, str):
-                raise BadRequest(f"{part_where}.text must be a string", param=part_where)
+            text = part_text(part, part_where)
             if text:
                 parts.append({"text": text})
         elif kind == "image_url":
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            if not isinstance(url, str):
-                raise BadRequest(f"{part_where}.image_url.url must be a string", param=part_where)
-            if isinstance(image, dict) and image.get("detail") not in (None, "auto"):
-                dropped.add("image_url.detail")
-            parsed = _parse_data_url(url, f"{part_where}.image_url.url")
+            url = image_part_url(part, part_where, dropped)
+            parsed = parse_data_url(url, f"{part_where}.image_url.url", upstream="Gemini")
             if parsed is not None:
                 parts.append({"inlineData": {"mimeType": parsed[0], "data": parsed[1]}})
             else:
@@ -354,13 +280,7 @@ def _user_parts(content: Any, where: str, dropped: _Dropped) -> list[dict[str, A
                 )
             parts.append({"inlineData": {"mimeType": f"audio/{fmt or 'wav'}", "data": data}})
         elif kind == "file":
-            file = _obj(part.get("file"))
-            data = file.get("file_data")
-            parsed = (
-                _parse_data_url(data, f"{part_where}.file.file_data")
-                if isinstance(data, str)
-                else None
-            )
+            parsed = file_part_data(part, part_where, upstream="Gemini")
             if parsed is not None:
                 parts.append({"inlineData": {"mimeType": parsed[0], "data": parsed[1]}})
             else:
@@ -370,29 +290,12 @@ def _user_parts(content: Any, where: str, dropped: _Dropped) -> list[dict[str, A
     return parts
 
 
-def _arguments(raw: Any, where: str) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return {}
-    if isinstance(raw, str):
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            value = None
-        if isinstance(value, dict):
-            return value
-    raise BadRequest(
-        f"{where}.function.arguments must be a JSON object to be sent to Gemini", param=where
-    )
-
-
 def _tool_response(content: Any, where: str) -> dict[str, Any]:
     """A tool message's content as a ``functionResponse.response`` object.
 
     A JSON object is sent as it is; anything else as ``{"result": <text>}``.
     """
-    text = "".join(_texts(content, f"{where}.content"))
+    text = "".join(text_of_parts(content, f"{where}.content"))
     if text.startswith("{"):
         try:
             value = orjson.loads(text)
@@ -404,27 +307,20 @@ def _tool_response(content: Any, where: str) -> dict[str, Any]:
 
 
 def _contents(
-    messages: list[Any], dropped: _Dropped
+    messages: list[Any], dropped: DroppedParams
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(system instruction parts, contents)."""
     system: list[dict[str, Any]] = []
     contents: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool call id → function name
     responses: list[dict[str, Any]] | None = None  # the open merged function-response turn
-    for i, raw in enumerate(messages):
-        where = f"messages[{i}]"
-        message = _require_object(raw, where)
-        role = message.get("role")
+    for where, role, message in chat_messages(messages, dropped):
         content = message.get("content")
-        if message.get("name") is not None:
-            dropped.add("messages.name")
         if role in ("system", "developer"):
-            system.extend({"text": t} for t in _texts(content, f"{where}.content") if t)
+            system.extend({"text": t} for t in text_of_parts(content, f"{where}.content") if t)
             continue
         if role == "tool":
-            call_id = message.get("tool_call_id")
-            if not isinstance(call_id, str) or not call_id:
-                raise BadRequest(f"{where}.tool_call_id is required on a tool message", param=where)
+            call_id = message["tool_call_id"]
             name = names.get(call_id)
             if name is None:
                 raise BadRequest(
@@ -444,50 +340,35 @@ def _contents(
             parts = _user_parts(content, where, dropped)
             contents.append({"role": "user", "parts": parts or [{"text": ""}]})
         elif role == "assistant":
-            parts = [{"text": t} for t in _texts(content, f"{where}.content") if t]
+            parts = [{"text": t} for t in text_of_parts(content, f"{where}.content") if t]
             refusal = message.get("refusal")
             if not parts and isinstance(refusal, str) and refusal:
                 parts.append({"text": refusal})
-            calls = message.get("tool_calls")
-            if calls is not None and not isinstance(calls, list):
-                raise BadRequest(f"{where}.tool_calls must be an array", param=where)
-            for k, raw_call in enumerate(calls or ()):
-                call_where = f"{where}.tool_calls[{k}]"
-                call = _require_object(raw_call, call_where)
-                function = _require_object(call.get("function"), f"{call_where}.function")
+            for call_where, call, function in assistant_tool_calls(message, where):
                 name, call_id = function.get("name"), call.get("id")
                 if not isinstance(name, str) or not name:
                     raise BadRequest(f"{call_where}.function.name is required", param=call_where)
                 if isinstance(call_id, str):
                     names[call_id] = name
-                args = _arguments(function.get("arguments"), call_where)
+                args = tool_call_arguments(
+                    function.get("arguments"), call_where, upstream="Gemini", strict=True
+                )
                 parts.append({"functionCall": {"name": name, "args": args}})
             if parts:
                 contents.append({"role": "model", "parts": parts})
-        elif role == "function":
+        else:  # function
             raise BadRequest(
                 f"{where}: legacy 'function' messages cannot be translated for Gemini; use "
                 "tools and 'tool' messages",
                 param=where,
             )
-        else:
-            raise BadRequest(f"{where}.role {role!r} is not a chat message role", param=where)
     return system, contents
 
 
-def _tools(tools: list[Any], dropped: _Dropped) -> list[dict[str, Any]]:
+def _tools(tools: list[Any], dropped: DroppedParams) -> list[dict[str, Any]]:
     declarations = []
-    for j, raw in enumerate(tools):
-        where = f"tools[{j}]"
-        tool = _require_object(raw, where)
-        if tool.get("type", "function") != "function":
-            dropped.add(f"tools.{tool.get('type')}")
-            continue
-        function = _require_object(tool.get("function"), f"{where}.function")
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"{where}.function.name is required", param=where)
-        declaration: dict[str, Any] = {"name": name}
+    for function in tool_functions(tools, dropped):
+        declaration: dict[str, Any] = {"name": function["name"]}
         if isinstance(function.get("description"), str):
             declaration["description"] = function["description"]
         params = function.get("parameters")
@@ -502,7 +383,7 @@ def _tools(tools: list[Any], dropped: _Dropped) -> list[dict[str, Any]]:
     return declarations
 
 
-def _tool_config(choice: Any, dropped: _Dropped) -> dict[str, Any] | None:
+def _tool_config(choice: Any, dropped: DroppedParams) -> dict[str, Any] | None:
     if choice is None:
         return None
     mode: dict[str, Any]
@@ -548,16 +429,7 @@ def chat_request_to_gemini(body: Mapping[str, Any]) -> Translated:
     ``n``, ``seed``, penalties and ``response_format`` go in ``generationConfig``. Everything
     else is left out and returned in ``dropped``.
     """
-    dropped = _Dropped()
-    for key, value in body.items():
-        if value is None:
-            continue
-        if key in _NOOP_DEFAULTS and value == _NOOP_DEFAULTS[key]:
-            continue
-        if key in _HANDLED:
-            continue
-        dropped.add(key)
-
+    dropped = dropped_chat_params(body, _HANDLED)
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise BadRequest("'messages' must be an array", param="messages")
@@ -622,7 +494,7 @@ def chat_request_to_gemini(body: Mapping[str, Any]) -> Translated:
         dropped.add("response_format")
     if generation:
         out["generationConfig"] = generation
-    return Translated(out, tuple(dropped.names))
+    return Translated(out, dropped.result())
 
 
 # --------------------------------------------------------------------------- responses
@@ -734,7 +606,9 @@ def gemini_response_to_chat(
         )
     response_id = doc.get("responseId")
     out: dict[str, Any] = {
-        "id": f"chatcmpl-{response_id}" if isinstance(response_id, str) else new_chat_id(),
+        "id": f"chatcmpl-{response_id}"
+        if isinstance(response_id, str)
+        else new_chat_completion_id(),
         "object": "chat.completion",
         "created": created if created is not None else int(time.time()),
         "model": model,
@@ -744,10 +618,6 @@ def gemini_response_to_chat(
     if isinstance(meta, dict):
         out["usage"] = usage_to_chat(gemini_usage(meta))
     return out
-
-
-def new_chat_id() -> str:
-    return "chatcmpl-" + os.urandom(12).hex()
 
 
 # --------------------------------------------------------------------------- streams
@@ -785,17 +655,7 @@ class GeminiToChatStream:
         self._finished: dict[int, str] = {}
 
     def _chunk(self, index: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse_data(
-            {
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [
-                    {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
-                ],
-            }
-        )
+        return chat_chunk(self.id, self.created, self.model, delta, finish, index=index)
 
     def feed(self, block: bytes) -> bytes:
         _, data = event_fields(block)
@@ -820,7 +680,11 @@ class GeminiToChatStream:
         if not self._started:
             self._started = True
             response_id = doc.get("responseId")
-            self.id = f"chatcmpl-{response_id}" if isinstance(response_id, str) else new_chat_id()
+            self.id = (
+                f"chatcmpl-{response_id}"
+                if isinstance(response_id, str)
+                else new_chat_completion_id()
+            )
             out.append(self._chunk(0, {"role": "assistant", "content": ""}))
         meta = doc.get("usageMetadata")
         if isinstance(meta, dict):
@@ -868,16 +732,7 @@ class GeminiToChatStream:
         self.done = True
         out = b""
         if self.include_usage:
-            out = sse_data(
-                {
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": usage_to_chat(self.usage or Usage()),
-                }
-            )
+            out = chat_usage_chunk(self.id, self.created, self.model, self.usage or Usage())
         return out + SSE_DONE
 
 

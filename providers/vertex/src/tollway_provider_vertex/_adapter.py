@@ -21,27 +21,15 @@ from google.oauth2 import service_account
 
 from tollway import RequestContext, RouteTarget, UpstreamError
 from tollway._errors import UpstreamConnectError, UpstreamTimeoutError
-from tollway._sse import event_fields
-from tollway.formats import (
-    MessagesToChatStream,
-    TranslationError,
-    chat_request_to_messages,
-    forget_dropped,
-    messages_response_to_chat,
-    messages_usage,
-    reframe_sse,
-    report_dropped,
-)
+from tollway.formats import chat_request_to_messages, forget_dropped, report_dropped
 from tollway.provider import (
     ProviderResult,
     UpstreamHTTP,
     forwardable_request_headers,
     raise_for_upstream_status,
-    read_body,
-    relay_sse,
-    response_headers,
 )
-from tollway_provider_anthropic import claude_sampling  # type: ignore[import-untyped]
+from tollway_provider_anthropic import claude_sampling
+from tollway_provider_anthropic.answers import messages_result, messages_to_chat_result
 from tollway_provider_gemini import GeminiProvider
 
 __all__ = ["ANTHROPIC_VERSION", "SCOPE", "ServiceAccountRefused", "TokenSource", "VertexProvider"]
@@ -350,58 +338,8 @@ class VertexProvider(GeminiProvider):
         url = self._model_url("anthropic", target.model, method)
         resp = await http.post(url, headers, orjson.dumps(body))
         await raise_for_upstream_status(resp)
-        out_headers = response_headers(resp.headers.items())
-        if ctx.stream and resp.headers.get("content-type", "").startswith("text/event-stream"):
-            if chat:
-                options = ctx.body.get("stream_options")
-                translator = MessagesToChatStream(
-                    include_usage=isinstance(options, dict)
-                    and options.get("include_usage") is True,
-                    on_usage=lambda usage: setattr(ctx, "usage", usage),
-                    model=target.model,
-                )
-                events = reframe_sse(relay_sse(resp), translator)
-            else:
-                events = relay_sse(resp, _usage_inspector(ctx), b"event: message_")
-            return ProviderResult(resp.status, out_headers, events=events, close=resp.close)
-        data = await read_body(resp)
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            doc = None
-        if isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
-            ctx.usage = messages_usage(doc["usage"])
         if not chat:
-            return ProviderResult(resp.status, out_headers, body=data)
-        if not isinstance(doc, dict):
-            raise TranslationError(
-                f"Claude on Vertex answered HTTP {resp.status} with a body that is not a JSON "
-                "message, so it cannot be translated to a chat completion"
-            )
-        answer = messages_response_to_chat(doc)
-        answer["model"] = target.model
-        return ProviderResult(resp.status, out_headers, body=orjson.dumps(answer))
-
-
-def _usage_inspector(ctx: RequestContext) -> Any:
-    """Reads usage from ``message_start`` / ``message_delta`` as they pass (nothing changed)."""
-
-    def inspect(event: bytes) -> bytes | None:
-        name, data = event_fields(event)
-        if name not in ("message_start", "message_delta"):
-            return None
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return None
-        if not isinstance(doc, dict):
-            return None
-        if name == "message_start":
-            usage = (doc.get("message") or {}).get("usage")
-        else:
-            usage = doc.get("usage")
-        if isinstance(usage, dict):
-            ctx.usage = messages_usage(usage, ctx.usage)
-        return None
-
-    return inspect
+            return await messages_result(ctx, resp)
+        return await messages_to_chat_result(
+            ctx, resp, model=target.model, upstream="Claude on Vertex", set_model=True
+        )
