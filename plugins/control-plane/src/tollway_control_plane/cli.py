@@ -154,6 +154,75 @@ def _json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
 
 
+def _show(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
+    """Print an operation's result: JSON with ``--json``, else ``human(data)``."""
+    if as_json:
+        _print_json(data)
+    else:
+        human(data)
+
+
+def _list_command(
+    group: click.Group,
+    op: str,
+    doc: str,
+    rows: Callable[[Any], None],
+    empty: str | None = None,
+) -> None:
+    """Add ``list [--json]`` to ``group``: ``op``'s result as ``rows(data)``, or the ``empty``
+    hint when there is nothing yet."""
+
+    def command(as_json: bool) -> None:
+        data = _call(op)
+        if as_json:
+            _print_json(data)
+        elif empty is not None and not data:
+            click.echo(empty)
+        else:
+            rows(data)
+
+    group.command(op.split(".")[1], help=doc)(_json_option(command))
+
+
+def _id_commands(
+    group: click.Group, id_name: str, *specs: tuple[str, str, Callable[[Any, str], None]]
+) -> None:
+    """Add ``VERB ID [--json]`` commands to ``group``, one per ``(op, help, human)``: the verb is
+    the op's (``keys.get`` → ``get``); it runs the op on the id and prints ``human(data, id)``.
+    ``id_name`` names the argument for click."""
+    for op, doc, human in specs:
+        _id_command(group, id_name, op, doc, human)
+
+
+def _id_command(
+    group: click.Group, id_name: str, op: str, doc: str, human: Callable[[Any, str], None]
+) -> None:
+    def command(as_json: bool, **ident: str) -> None:
+        (item_id,) = ident.values()
+        _show(_call(op, item_id), as_json, lambda data: human(data, item_id))
+
+    with_params = click.argument(id_name, metavar="ID")(_json_option(command))
+    group.command(op.split(".")[1], help=doc)(with_params)
+
+
+def _changes(hint: str, **options: Any) -> dict[str, Any]:
+    """An update's body: the options that were given (not None); none given is a usage error
+    (``nothing to change: give`` ``hint``)."""
+    body = {name: value for name, value in options.items() if value is not None}
+    if not body:
+        raise click.UsageError(f"nothing to change: give {hint}")
+    return body
+
+
+def _deleted(data: Any, item_id: str) -> None:
+    click.echo(f"deleted {item_id}")
+
+
+def _updated(data: dict[str, Any], order: Sequence[str] = ()) -> None:
+    click.echo(f"updated {data['id']} (revision {data['revision']})")
+    _details(data, order)
+
+
 def _limit(value: int | None) -> int | None:
     """``--rpm 0`` means no limit."""
     return None if value in (None, 0) else value
@@ -230,24 +299,10 @@ def vk_create(
         body["expires_at"] = expires_at
     if principal_id:
         body["principal_id"] = principal_id
-    data = _call("keys.create", body=body)
-    if as_json:
-        _print_json(data)
-    else:
-        _secret_banner(data, "created")
+    _show(_call("keys.create", body=body), as_json, lambda data: _secret_banner(data, "created"))
 
 
-@virtual_keys.command("list")
-@_json_option
-def vk_list(as_json: bool) -> None:
-    """List keys (never their secrets)."""
-    data = _call("keys.list")
-    if as_json:
-        _print_json(data)
-        return
-    if not data:
-        click.echo("no virtual keys yet: tollway virtual-keys create --name NAME")
-        return
+def _key_rows(data: list[dict[str, Any]]) -> None:
     _table(
         [
             (
@@ -266,16 +321,18 @@ def vk_list(as_json: bool) -> None:
     )
 
 
-@virtual_keys.command("get")
-@click.argument("key_id", metavar="ID")
-@_json_option
-def vk_get(key_id: str, as_json: bool) -> None:
-    """Show one key (not its secret)."""
-    data = _call("keys.get", key_id)
-    if as_json:
-        _print_json(data)
-    else:
-        _details(data, _KEY_ORDER)
+_list_command(
+    virtual_keys,
+    "keys.list",
+    "List keys (never their secrets).",
+    _key_rows,
+    empty="no virtual keys yet: tollway virtual-keys create --name NAME",
+)
+_id_commands(
+    virtual_keys,
+    "key_id",
+    ("keys.get", "Show one key (not its secret).", lambda data, _: _details(data, _KEY_ORDER)),
+)
 
 
 @virtual_keys.command("update")
@@ -319,62 +376,34 @@ def vk_update(
             "nothing to change: give --config-json, --name, --routing-policy, --expires-at or "
             "--principal-id"
         )
-    data = _call("keys.update", key_id, body)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(f"updated {data['id']} (revision {data['revision']})")
-        _details(data, _KEY_ORDER)
+    _show(_call("keys.update", key_id, body), as_json, lambda data: _updated(data, _KEY_ORDER))
 
 
-@virtual_keys.command("rotate")
-@click.argument("key_id", metavar="ID")
-@_json_option
-def vk_rotate(key_id: str, as_json: bool) -> None:
-    """Give a key a new secret (printed once); the old one keeps working for 24 h."""
-    data = _call("keys.rotate", key_id)
-    if as_json:
-        _print_json(data)
-    else:
-        _secret_banner(data, "rotated")
-        click.echo(f"The previous secret keeps working until {data['previous_valid_until']}.")
+def _rotated(data: dict[str, Any], key_id: str) -> None:
+    _secret_banner(data, "rotated")
+    click.echo(f"The previous secret keeps working until {data['previous_valid_until']}.")
 
 
-def _status_command(verb: str, op: str, doc: str) -> click.Command:
-    @click.argument("key_id", metavar="ID")
-    @_json_option
-    def command(key_id: str, as_json: bool) -> None:
-        data = _call(op, key_id)
-        if as_json:
-            _print_json(data)
-        else:
-            click.echo(f"{verb} {data['id']} ({data['name']}): status {data['status']}")
+def _status_line(verb: str) -> Callable[[dict[str, Any], str], None]:
+    def human(data: dict[str, Any], key_id: str) -> None:
+        click.echo(f"{verb} {data['id']} ({data['name']}): status {data['status']}")
 
-    command.__doc__ = doc
-    return click.command(op.split(".")[1])(command)
+    return human
 
 
-virtual_keys.add_command(
-    _status_command("revoked", "keys.revoke", "Revoke a key, at once and for good.")
+_id_commands(
+    virtual_keys,
+    "key_id",
+    (
+        "keys.rotate",
+        "Give a key a new secret (printed once); the old one keeps working for 24 h.",
+        _rotated,
+    ),
+    ("keys.revoke", "Revoke a key, at once and for good.", _status_line("revoked")),
+    ("keys.disable", "Refuse a key until it is enabled again.", _status_line("disabled")),
+    ("keys.enable", "Let a disabled key work again.", _status_line("enabled")),
+    ("keys.delete", "Delete a key (its secret stops working at once).", _deleted),
 )
-virtual_keys.add_command(
-    _status_command("disabled", "keys.disable", "Refuse a key until it is enabled again.")
-)
-virtual_keys.add_command(
-    _status_command("enabled", "keys.enable", "Let a disabled key work again.")
-)
-
-
-@virtual_keys.command("delete")
-@click.argument("key_id", metavar="ID")
-@_json_option
-def vk_delete(key_id: str, as_json: bool) -> None:
-    """Delete a key (its secret stops working at once)."""
-    data = _call("keys.delete", key_id)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(f"deleted {key_id}")
 
 
 # --- model-providers --------------------------------------------------------------------------
@@ -409,6 +438,7 @@ def _provider_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _provider_body(
+    *,
     api_key: str | None,
     base_url: str | None,
     config_json: str | None,
@@ -459,6 +489,11 @@ def _provider_rows(data: list[dict[str, Any]]) -> None:
     )
 
 
+def _provider_created(data: dict[str, Any]) -> None:
+    click.echo(f"created model provider {data['id']} ({data['name']}, {data['type']})")
+    _details(data)
+
+
 @click.group("model-providers")
 def model_providers() -> None:
     """Provider credentials (OpenAI, Anthropic, Azure, Bedrock, Vertex, Gemini, custom)."""
@@ -475,56 +510,27 @@ def model_providers() -> None:
 )
 @_provider_options
 @_json_option
-def mp_create(
-    ptype: str,
-    name: str,
-    scope: str | None,
-    api_key: str | None,
-    base_url: str | None,
-    config_json: str | None,
-    rpm: int | None,
-    tpm: int | None,
-    rpd: int | None,
-    priority: int | None,
-    models: str | None,
-    as_json: bool,
-) -> None:
+def mp_create(ptype: str, name: str, scope: str | None, as_json: bool, **provider: Any) -> None:
     """Add a provider credential; keys in its scope inherit it."""
     body = {"type": ptype, "name": name}
-    body.update(_provider_body(api_key, base_url, config_json, rpm, tpm, rpd, priority, models))
+    body.update(_provider_body(**provider))
     if scope is not None:
         body["scope"] = scope
-    data = _call("providers.create", body=body)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(f"created model provider {data['id']} ({data['name']}, {data['type']})")
-        _details(data)
+    _show(_call("providers.create", body=body), as_json, _provider_created)
 
 
-@model_providers.command("list")
-@_json_option
-def mp_list(as_json: bool) -> None:
-    """List providers (credentials masked), by fallback priority."""
-    data = _call("providers.list")
-    if as_json:
-        _print_json(data)
-    elif not data:
-        click.echo("no model providers yet: tollway model-providers create --type … --name …")
-    else:
-        _provider_rows(data)
-
-
-@model_providers.command("get")
-@click.argument("provider_id", metavar="ID")
-@_json_option
-def mp_get(provider_id: str, as_json: bool) -> None:
-    """Show one provider (credential masked)."""
-    data = _call("providers.get", provider_id)
-    if as_json:
-        _print_json(data)
-    else:
-        _details(data)
+_list_command(
+    model_providers,
+    "providers.list",
+    "List providers (credentials masked), by fallback priority.",
+    _provider_rows,
+    empty="no model providers yet: tollway model-providers create --type … --name …",
+)
+_id_commands(
+    model_providers,
+    "provider_id",
+    ("providers.get", "Show one provider (credential masked).", lambda data, _: _details(data)),
+)
 
 
 @model_providers.command("update")
@@ -532,43 +538,21 @@ def mp_get(provider_id: str, as_json: bool) -> None:
 @click.option("--name", default=None)
 @_provider_options
 @_json_option
-def mp_update(
-    provider_id: str,
-    name: str | None,
-    api_key: str | None,
-    base_url: str | None,
-    config_json: str | None,
-    rpm: int | None,
-    tpm: int | None,
-    rpd: int | None,
-    priority: int | None,
-    models: str | None,
-    as_json: bool,
-) -> None:
+def mp_update(provider_id: str, name: str | None, as_json: bool, **provider: Any) -> None:
     """Change a provider (config merged; --rpm 0 removes a limit)."""
-    body = _provider_body(api_key, base_url, config_json, rpm, tpm, rpd, priority, models)
+    body = _provider_body(**provider)
     if name is not None:
         body["name"] = name
     if not body:
         raise click.UsageError("nothing to change: give at least one option (see --help)")
-    data = _call("providers.update", provider_id, body)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(f"updated {data['id']} (revision {data['revision']})")
-        _details(data)
+    _show(_call("providers.update", provider_id, body), as_json, _updated)
 
 
-@model_providers.command("delete")
-@click.argument("provider_id", metavar="ID")
-@_json_option
-def mp_delete(provider_id: str, as_json: bool) -> None:
-    """Delete a provider (refused while a routing policy lists it)."""
-    data = _call("providers.delete", provider_id)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(f"deleted {provider_id}")
+_id_commands(
+    model_providers,
+    "provider_id",
+    ("providers.delete", "Delete a provider (refused while a routing policy lists it).", _deleted),
+)
 
 
 # --- routing-policies -------------------------------------------------------------------------
@@ -578,6 +562,12 @@ def _policy_line(p: dict[str, Any]) -> str:
     return ",".join(
         f"{e['provider_id']}:{e['model']}" if e["model"] else e["provider_id"] for e in p["entries"]
     )
+
+
+def _policy_created(data: dict[str, Any]) -> None:
+    suffix = " (the organization's default)" if data["is_default"] else ""
+    click.echo(f"created routing policy {data['id']} ({data['name']}){suffix}")
+    click.echo(f"providers: {_policy_line(data)}")
 
 
 @click.group("routing-policies")
@@ -597,45 +587,29 @@ def routing_policies() -> None:
 @_json_option
 def rp_create(name: str, providers: str, is_default: bool, as_json: bool) -> None:
     """Create a routing policy."""
-    data = _call(
-        "policies.create", body={"name": name, "providers": providers, "is_default": is_default}
-    )
-    if as_json:
-        _print_json(data)
-    else:
-        suffix = " (the organization's default)" if data["is_default"] else ""
-        click.echo(f"created routing policy {data['id']} ({data['name']}){suffix}")
-        click.echo(f"providers: {_policy_line(data)}")
+    body = {"name": name, "providers": providers, "is_default": is_default}
+    _show(_call("policies.create", body=body), as_json, _policy_created)
 
 
-@routing_policies.command("list")
-@_json_option
-def rp_list(as_json: bool) -> None:
-    """List routing policies."""
-    data = _call("policies.list")
-    if as_json:
-        _print_json(data)
-    elif not data:
-        click.echo(
-            "no routing policies yet: tollway routing-policies create --name … --providers …"
-        )
-    else:
-        _table(
-            [(p["id"], p["name"], p["is_default"], _policy_line(p)) for p in data],
-            ("ID", "NAME", "DEFAULT", "PROVIDERS"),
-        )
-
-
-@routing_policies.command("get")
-@click.argument("policy_id", metavar="ID")
-@_json_option
-def rp_get(policy_id: str, as_json: bool) -> None:
-    """Show one routing policy."""
-    data = _call("policies.get", policy_id)
-    if as_json:
-        _print_json(data)
-    else:
-        _details({**data, "entries": _policy_line(data)})
+_list_command(
+    routing_policies,
+    "policies.list",
+    "List routing policies.",
+    lambda data: _table(
+        [(p["id"], p["name"], p["is_default"], _policy_line(p)) for p in data],
+        ("ID", "NAME", "DEFAULT", "PROVIDERS"),
+    ),
+    empty="no routing policies yet: tollway routing-policies create --name … --providers …",
+)
+_id_commands(
+    routing_policies,
+    "policy_id",
+    (
+        "policies.get",
+        "Show one routing policy.",
+        lambda data, _: _details({**data, "entries": _policy_line(data)}),
+    ),
+)
 
 
 @routing_policies.command("update")
@@ -648,32 +622,21 @@ def rp_update(
     policy_id: str, name: str | None, providers: str | None, is_default: bool | None, as_json: bool
 ) -> None:
     """Change a routing policy's name, providers or default flag."""
-    body: dict[str, Any] = {}
-    if name is not None:
-        body["name"] = name
-    if providers is not None:
-        body["providers"] = providers
-    if is_default is not None:
-        body["is_default"] = is_default
-    if not body:
-        raise click.UsageError("nothing to change: give --name, --providers or --default")
-    data = _call("policies.update", policy_id, body)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(f"updated {data['id']}: {_policy_line(data)}")
+    body = _changes(
+        "--name, --providers or --default", name=name, providers=providers, is_default=is_default
+    )
+    _show(
+        _call("policies.update", policy_id, body),
+        as_json,
+        lambda data: click.echo(f"updated {data['id']}: {_policy_line(data)}"),
+    )
 
 
-@routing_policies.command("delete")
-@click.argument("policy_id", metavar="ID")
-@_json_option
-def rp_delete(policy_id: str, as_json: bool) -> None:
-    """Delete a routing policy (refused while keys point at it)."""
-    data = _call("policies.delete", policy_id)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(f"deleted {policy_id}")
+_id_commands(
+    routing_policies,
+    "policy_id",
+    ("policies.delete", "Delete a routing policy (refused while keys point at it).", _deleted),
+)
 
 
 # --- gateway-budgets --------------------------------------------------------------------------
@@ -769,41 +732,34 @@ def budget_create(
         body["name"] = name
     if organization_id:
         body["organization_id"] = organization_id
-    data = _call("budgets.create", body=body)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(
+    _show(
+        _call("budgets.create", body=body),
+        as_json,
+        lambda data: click.echo(
             f"created budget {data['id']}: {data['scope']} ${data['limit_usd']} per "
             f"{data['window']} ({data['on_breach']})"
-        )
+        ),
+    )
 
 
-@gateway_budgets.command("list")
-@_json_option
-def budget_list(as_json: bool) -> None:
-    """List budgets with their spend so far."""
-    data = _call("budgets.list")
-    if as_json:
-        _print_json(data)
-    elif not data:
-        click.echo("no budgets yet: tollway gateway-budgets create --scope … --limit USD")
-    else:
-        _budget_rows(data)
-
-
-@gateway_budgets.command("get")
-@click.argument("budget_id", metavar="ID")
-@_json_option
-def budget_get(budget_id: str, as_json: bool) -> None:
-    """Show one budget with its spend so far."""
-    data = _call("budgets.get", budget_id)
-    if as_json:
-        _print_json(data)
-        return
+def _budget_details(data: dict[str, Any], budget_id: str) -> None:
     _details(data)
     if not data["spend_accounting"]:
         click.echo(_NO_LEDGER)
+
+
+_list_command(
+    gateway_budgets,
+    "budgets.list",
+    "List budgets with their spend so far.",
+    _budget_rows,
+    empty="no budgets yet: tollway gateway-budgets create --scope … --limit USD",
+)
+_id_commands(
+    gateway_budgets,
+    "budget_id",
+    ("budgets.get", "Show one budget with its spend so far.", _budget_details),
+)
 
 
 @gateway_budgets.command("update")
@@ -816,44 +772,28 @@ def budget_update(
     budget_id: str, limit_usd: str | None, on_breach: str | None, name: str | None, as_json: bool
 ) -> None:
     """Change a budget's limit, breach action or name."""
-    body: dict[str, Any] = {}
-    if limit_usd is not None:
-        body["limit_usd"] = limit_usd
-    if on_breach is not None:
-        body["on_breach"] = on_breach
+    body = _changes(
+        "--limit, --on-breach or --name", limit_usd=limit_usd, on_breach=on_breach, name=name
+    )
     if name is not None:
-        body["name"] = name or None
-    if not body:
-        raise click.UsageError("nothing to change: give --limit, --on-breach or --name")
-    data = _call("budgets.update", budget_id, body)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(f"updated {data['id']}: ${data['limit_usd']} per {data['window']}")
+        body["name"] = name or None  # an empty name clears it
+    _show(
+        _call("budgets.update", budget_id, body),
+        as_json,
+        lambda data: click.echo(f"updated {data['id']}: ${data['limit_usd']} per {data['window']}"),
+    )
 
 
-@gateway_budgets.command("reset")
-@click.argument("budget_id", metavar="ID")
-@_json_option
-def budget_reset(budget_id: str, as_json: bool) -> None:
-    """Count a budget's spend afresh from now."""
-    data = _call("budgets.reset", budget_id)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(f"reset {data['id']}: spend counted from {data['reset_at']}")
-
-
-@gateway_budgets.command("delete")
-@click.argument("budget_id", metavar="ID")
-@_json_option
-def budget_delete(budget_id: str, as_json: bool) -> None:
-    """Delete a budget."""
-    data = _call("budgets.delete", budget_id)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(f"deleted {budget_id}")
+_id_commands(
+    gateway_budgets,
+    "budget_id",
+    (
+        "budgets.reset",
+        "Count a budget's spend afresh from now.",
+        lambda data, _: click.echo(f"reset {data['id']}: spend counted from {data['reset_at']}"),
+    ),
+    ("budgets.delete", "Delete a budget.", _deleted),
+)
 
 
 # --- scopes -----------------------------------------------------------------------------------
@@ -864,18 +804,14 @@ def scopes() -> None:
     """Organizations, teams and projects (keys, providers and budgets live in one)."""
 
 
-@scopes.command("list")
-@_json_option
-def scopes_list(as_json: bool) -> None:
-    """List organizations, teams and projects."""
-    data = _call("scopes.list")
-    if as_json:
-        _print_json(data)
-        return
+def _scope_rows(data: dict[str, Any]) -> None:
     rows = [("organization", o["id"], o["name"], "-") for o in data["organizations"]]
     rows += [("team", t["id"], t["name"], t["organization_id"]) for t in data["teams"]]
     rows += [("project", p["id"], p["name"], p["team_id"]) for p in data["projects"]]
     _table(rows, ("TYPE", "ID", "NAME", "PARENT"))
+
+
+_list_command(scopes, "scopes.list", "List organizations, teams and projects.", _scope_rows)
 
 
 @scopes.command("create")
@@ -895,11 +831,11 @@ def scopes_create(kind: str, name: str, parent: str | None, as_json: bool) -> No
     body: dict[str, Any] = {"type": kind, "name": name}
     if parent:
         body["parent_id"] = parent
-    data = _call("scopes.create", body=body)
-    if as_json:
-        _print_json(data)
-    else:
-        click.echo(f"created {kind} {data['id']} ({data['name']})")
+    _show(
+        _call("scopes.create", body=body),
+        as_json,
+        lambda data: click.echo(f"created {kind} {data['id']} ({data['name']})"),
+    )
 
 
 # --- control-plane ----------------------------------------------------------------------------
