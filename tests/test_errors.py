@@ -210,6 +210,25 @@ def test_upstream_timeout_is_504(sim: Simulator, gateway_factory) -> None:
     assert_envelope(r, 504, "upstream_timeout")
 
 
+@pytest.mark.parametrize(("status", "retry"), [(400, "false"), (401, "false"), (403, "false")])
+def test_upstream_refusals_pass_through_marked_not_retryable(
+    gateway: Gateway, status: int, retry: str
+) -> None:
+    """The provider's own status and body, plus ``x-should-retry: false`` (SPEC §2): the SDKs
+    would otherwise not retry these anyway, but other clients learn it too."""
+    r = post(gateway, CHAT, {"x-simulator-fault": str(status)})
+    assert r.status_code == status
+    assert r.headers["x-should-retry"] == retry
+    assert r.headers["x-langwatch-provider"] == "openai"
+    assert r.headers["x-simulator-fault"] == str(status)  # the upstream's headers pass too
+
+
+def test_upstream_server_errors_keep_their_own_retry_signal(gateway: Gateway) -> None:
+    r = post(gateway, CHAT, {"x-simulator-fault": "429"})
+    assert r.status_code == 429
+    assert "x-should-retry" not in r.headers and r.headers["retry-after"] == "1"
+
+
 def test_html_error_page_passes_through(gateway: Gateway) -> None:
     r = post(gateway, CHAT, {"x-simulator-fault": "html"})
     assert r.status_code == 502

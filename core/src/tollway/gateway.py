@@ -26,6 +26,7 @@ from tollway._body import BadEncoding, BodyReader, BodyTooLarge, decode_body, ef
 from tollway._breaker import Breaker
 from tollway._context import CHAT, EMBEDDINGS, MESSAGES, MODELS, RESPONSES, RequestContext, Stash
 from tollway._errors import (
+    _NO_RETRY_STATUSES,
     BadRequest,
     GatewayError,
     GuardrailBlocked,
@@ -724,6 +725,11 @@ class Gateway:
         headers = self.base_headers(ctx)
         headers.update(self.routed_headers(ctx))
         headers.update(ctx.response_headers)
+        if err.status in _NO_RETRY_STATUSES and not any(
+            k.lower() == "x-should-retry" for k, _ in err.headers
+        ):
+            # A provider's refusal is no more retryable through us than ours (SPEC §2).
+            headers["x-should-retry"] = "false"
         return Reply(ctx, err.status, _merge(err.headers, headers), err.body)
 
     async def list_models(self) -> Response:
