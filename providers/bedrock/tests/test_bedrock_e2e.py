@@ -46,6 +46,10 @@ REGION = {"region": "us-east-1"}
 Stack = SimulatedGateway
 
 
+MAPPED = "claude-sonnet-4-5"
+MAPPED_ID = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     sim = start_simulator()
@@ -98,6 +102,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "api_key": CREDENTIAL,
             "models": [FALLBACK_EXCEPTION],
             "config": REGION,
+        },
+        {
+            "name": "bedrock-mapped",
+            "type": "bedrock",
+            "base_url": sim.url,
+            "api_key": CREDENTIAL,
+            "models": [],  # only what model_ids maps (the other tests keep one Bedrock lane)
+            "config": {**REGION, "model_ids": {MAPPED: MAPPED_ID}},
         },
         {
             "name": "openai-backup",
@@ -479,3 +491,32 @@ def test_inference_profile_arn_travels_as_one_signed_segment(stack: Stack) -> No
         "us.anthropic.claude-x-v1%3A0/converse-stream"
     )
     assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+
+
+def test_model_ids_map_a_client_model_to_a_bedrock_id(stack: Stack) -> None:
+    """``config.model_ids``: Claude Code's ``claude-sonnet-4-5`` reaches Bedrock as its inference
+    profile; the client sees the name it asked for."""
+    raw = stack.anthropic().messages.with_raw_response.create(
+        model=MAPPED, max_tokens=64, messages=HELLO
+    )
+    message = raw.parse()
+    assert message.model == MAPPED and message.content[0].type == "text"
+    assert raw.headers["x-langwatch-provider"] == "bedrock"
+    assert raw.headers["x-simulator-raw-path"] == (
+        "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse"
+    )
+    listed = [m.id for m in stack.openai().models.list()]
+    assert MAPPED in listed
+
+
+def test_model_ids_problems_are_named() -> None:
+    def problems(model_ids: Any) -> list[str]:
+        cfg = ProviderConfig(
+            name="b", type="bedrock", api_key=CREDENTIAL, config={**REGION, "model_ids": model_ids}
+        )
+        return BedrockProvider(cfg).validate()
+
+    assert problems({MAPPED: MAPPED_ID}) == []
+    assert problems(["claude"])[0].startswith("config.model_ids: must be a table")
+    assert problems({"claude-*": MAPPED_ID})[0].startswith("config.model_ids.claude-*")
+    assert problems({MAPPED: 7})[0].startswith(f"config.model_ids.{MAPPED}")

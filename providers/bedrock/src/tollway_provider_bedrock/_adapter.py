@@ -116,6 +116,14 @@ class BedrockProvider(Provider):
         self.auth = str(settings.get("auth") or "sigv4")
         if not config.base_url and self.region:
             self.base_url = f"https://bedrock-runtime.{self.region}.amazonaws.com"
+        raw_ids = settings.get("model_ids")
+        #: Client model id → Bedrock model id or inference profile (``claude-sonnet-4-5`` →
+        #: ``us.anthropic.claude-sonnet-4-5-20250929-v1:0``): the map's keys are served too.
+        self.model_ids: dict[str, str] = (
+            {str(k): v for k, v in raw_ids.items() if isinstance(v, str) and v}
+            if isinstance(raw_ids, dict)
+            else {}
+        )
         self._credentials: Any = None
         if self.auth == "sigv4":
             parts = self.api_key.split(":")
@@ -148,7 +156,30 @@ class BedrockProvider(Provider):
             )
         elif self.auth == "bearer" and not self.api_key:
             problems.append('api_key: missing; config.auth = "bearer" sends it as a Bearer token')
+        raw_ids = self.config.config.get("model_ids")
+        if raw_ids is not None and not isinstance(raw_ids, dict):
+            problems.append(
+                "config.model_ids: must be a table mapping the model ids clients send to Bedrock "
+                'model ids, e.g. { "claude-sonnet-4-5" = '
+                '"us.anthropic.claude-sonnet-4-5-20250929-v1:0" }'
+            )
+        for name, bedrock_id in (raw_ids if isinstance(raw_ids, dict) else {}).items():
+            if not isinstance(bedrock_id, str) or not bedrock_id or "*" in str(name):
+                problems.append(
+                    f"config.model_ids.{name}: {bedrock_id!r} must be a Bedrock model id or "
+                    "inference profile (a string), keyed by an exact client model id (no globs)"
+                )
         return problems
+
+    def serves(self, model: str) -> bool:
+        return model in self.model_ids or super().serves(model)
+
+    def models(self) -> list[str]:
+        return [*self.model_ids, *(m for m in super().models() if m not in self.model_ids)]
+
+    def bedrock_model(self, model: str) -> str:
+        """The Bedrock model id the client's ``model`` is sent as (``config.model_ids``)."""
+        return self.model_ids.get(model, model)
 
     # --- the upstream request ------------------------------------------------------------
 
@@ -184,13 +215,14 @@ class BedrockProvider(Provider):
         dropped: tuple[str, ...] = ()
         if messages:
             chat_body, dropped = messages_request_to_chat(ctx.body, model=target.model)
-        body, more = chat_request_to_converse(chat_body, model=target.model)
+        upstream_model = self.bedrock_model(target.model)
+        body, more = chat_request_to_converse(chat_body, model=upstream_model)
         report_dropped(ctx, dict.fromkeys((*dropped, *more)))
         # Anthropic clients get message ids of their own format.
         answer_id = ("msg_bdrk_" if messages else "chatcmpl-") + os.urandom(12).hex()
         payload = orjson.dumps(body)
         stream = ctx.stream
-        url = converse_url(self.base_url, target.model, stream=stream)
+        url = converse_url(self.base_url, upstream_model, stream=stream)
         accept = EVENTSTREAM_CT if stream else "application/json"
         # Sent exactly as signed (yarl would decode the model id's ``%3A`` otherwise).
         signed = self._headers(ctx, url, payload, accept)
