@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tollway.config import ProviderConfig
 
 __all__ = [
+    "ModelIds",
     "Provider",
     "ProviderResult",
     "UpstreamHTTP",
@@ -276,6 +277,52 @@ async def relay_sse(
         raise UpstreamConnectError(f"upstream connection lost mid-stream: {exc!r}") from exc
     finally:
         resp.close()
+
+
+class ModelIds:
+    """``config.model_ids``: the model ids clients send → the upstream's own ids.
+
+    For adapters whose upstream names models differently (Bedrock's
+    ``us.anthropic.claude-sonnet-4-5-20250929-v1:0``, Vertex's ``claude-sonnet-4-5@20250929``):
+    the keys are served and listed besides ``models``, the value goes upstream, and the client
+    keeps seeing the name it asked for.
+    """
+
+    KEY = "model_ids"
+
+    def __init__(self, config: ProviderConfig, example: str = "") -> None:
+        self._raw = config.config.get(self.KEY)
+        self._example = example
+        raw = self._raw
+        self.map: dict[str, str] = (
+            {str(k): v for k, v in raw.items() if isinstance(v, str) and v and "*" not in k}
+            if isinstance(raw, dict)
+            else {}
+        )
+
+    def __contains__(self, model: object) -> bool:
+        return model in self.map
+
+    def upstream(self, model: str) -> str:
+        """The id ``model`` is sent upstream as."""
+        return self.map.get(model, model)
+
+    def problems(self) -> list[str]:
+        raw = self._raw
+        if raw is None:
+            return []
+        example = f" (e.g. {self._example})" if self._example else ""
+        if not isinstance(raw, dict):
+            return [
+                f"config.{self.KEY}: must be a table mapping the model ids clients send to the "
+                f"provider's model ids{example}"
+            ]
+        return [
+            f"config.{self.KEY}.{name}: {value!r} must be the provider's model id (a string), "
+            "keyed by an exact client model id (no globs)"
+            for name, value in raw.items()
+            if not isinstance(value, str) or not value or "*" in str(name)
+        ]
 
 
 class Provider:

@@ -29,6 +29,8 @@ from tollway_provider_vertex.testing import service_account_json
 
 GEMINI = "gemini-2.5-flash"
 CLAUDE = "claude-haiku-4-5@20251001"
+#: config.model_ids of the main provider: client names → Vertex ids.
+MODEL_IDS = {"claude-sonnet-4-5": "claude-sonnet-4-5@20250929", "fast-model": "gemini-2.5-flash"}
 PROJECT = "tollway-test"
 EMAIL = "tollway-test@tollway-test.iam.gserviceaccount.com"
 PREFIX = f"/v1/projects/{PROJECT}/locations/us-central1/publishers"
@@ -85,7 +87,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "type": "vertex",
             "base_url": sim.url,
             "api_key": service_account_json(token_uri, EMAIL),
-            "config": location,
+            "config": {**location, "model_ids": MODEL_IDS},
         },
         {
             "name": "vertex-from-file",
@@ -367,3 +369,17 @@ def test_base_url_follows_the_location() -> None:
         "models/gemini-2.5-pro:streamGenerateContent?alt=sse"
     )
     assert "BEGIN" not in repr(_provider(api_key=service_account_json("https://x/token")))
+
+
+def test_model_ids_send_vertex_ids_and_answer_under_the_client_name(stack: Stack) -> None:
+    message = stack.anthropic().messages.create(
+        model="claude-sonnet-4-5", max_tokens=50, messages=HELLO
+    )
+    assert message.content[0].type == "text"
+    assert stack.upstream()["path"] == (
+        f"{PREFIX}/anthropic/models/claude-sonnet-4-5@20250929:rawPredict"
+    )
+    reply = stack.openai().chat.completions.create(model="fast-model", messages=HELLO)
+    assert reply.model == "fast-model" and reply.choices[0].message.content
+    assert stack.upstream()["path"] == f"{PREFIX}/google/models/gemini-2.5-flash:generateContent"
+    assert "fast-model" in [m.id for m in stack.openai().models.list()]

@@ -36,6 +36,7 @@ from tollway.formats import (
     report_dropped,
 )
 from tollway.provider import (
+    ModelIds,
     Provider,
     ProviderResult,
     UpstreamHTTP,
@@ -116,13 +117,10 @@ class BedrockProvider(Provider):
         self.auth = str(settings.get("auth") or "sigv4")
         if not config.base_url and self.region:
             self.base_url = f"https://bedrock-runtime.{self.region}.amazonaws.com"
-        raw_ids = settings.get("model_ids")
         #: Client model id → Bedrock model id or inference profile (``claude-sonnet-4-5`` →
         #: ``us.anthropic.claude-sonnet-4-5-20250929-v1:0``): the map's keys are served too.
-        self.model_ids: dict[str, str] = (
-            {str(k): v for k, v in raw_ids.items() if isinstance(v, str) and v}
-            if isinstance(raw_ids, dict)
-            else {}
+        self.model_ids = ModelIds(
+            config, '{ "claude-sonnet-4-5" = "us.anthropic.claude-sonnet-4-5-20250929-v1:0" }'
         )
         self._credentials: Any = None
         if self.auth == "sigv4":
@@ -156,30 +154,15 @@ class BedrockProvider(Provider):
             )
         elif self.auth == "bearer" and not self.api_key:
             problems.append('api_key: missing; config.auth = "bearer" sends it as a Bearer token')
-        raw_ids = self.config.config.get("model_ids")
-        if raw_ids is not None and not isinstance(raw_ids, dict):
-            problems.append(
-                "config.model_ids: must be a table mapping the model ids clients send to Bedrock "
-                'model ids, e.g. { "claude-sonnet-4-5" = '
-                '"us.anthropic.claude-sonnet-4-5-20250929-v1:0" }'
-            )
-        for name, bedrock_id in (raw_ids if isinstance(raw_ids, dict) else {}).items():
-            if not isinstance(bedrock_id, str) or not bedrock_id or "*" in str(name):
-                problems.append(
-                    f"config.model_ids.{name}: {bedrock_id!r} must be a Bedrock model id or "
-                    "inference profile (a string), keyed by an exact client model id (no globs)"
-                )
+        problems.extend(self.model_ids.problems())
         return problems
 
     def serves(self, model: str) -> bool:
         return model in self.model_ids or super().serves(model)
 
     def models(self) -> list[str]:
-        return [*self.model_ids, *(m for m in super().models() if m not in self.model_ids)]
-
-    def bedrock_model(self, model: str) -> str:
-        """The Bedrock model id the client's ``model`` is sent as (``config.model_ids``)."""
-        return self.model_ids.get(model, model)
+        mapped = self.model_ids.map
+        return [*mapped, *(m for m in super().models() if m not in mapped)]
 
     # --- the upstream request ------------------------------------------------------------
 
@@ -215,7 +198,7 @@ class BedrockProvider(Provider):
         dropped: tuple[str, ...] = ()
         if messages:
             chat_body, dropped = messages_request_to_chat(ctx.body, model=target.model)
-        upstream_model = self.bedrock_model(target.model)
+        upstream_model = self.model_ids.upstream(target.model)
         body, more = chat_request_to_converse(chat_body, model=upstream_model)
         report_dropped(ctx, dict.fromkeys((*dropped, *more)))
         # Anthropic clients get message ids of their own format.

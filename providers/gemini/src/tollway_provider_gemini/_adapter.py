@@ -8,6 +8,7 @@ from urllib.parse import quote
 import orjson
 
 from tollway import RequestContext, RouteTarget
+from tollway.config import ProviderConfig
 from tollway.formats import (
     ChatToMessagesStream,
     StreamTranslator,
@@ -18,6 +19,7 @@ from tollway.formats import (
     report_dropped,
 )
 from tollway.provider import (
+    ModelIds,
     Provider,
     ProviderResult,
     UpstreamHTTP,
@@ -91,8 +93,21 @@ class GeminiProvider(Provider):
         "gemini-2.5-flash-lite",
     )
 
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        #: Client model id → the upstream's (``gemini-pro`` → ``gemini-2.5-pro``; on Vertex
+        #: ``claude-sonnet-4-5`` → ``claude-sonnet-4-5@20250929``).
+        self.model_ids = ModelIds(config, '{ "claude-sonnet-4-5" = "claude-sonnet-4-5@20250929" }')
+
+    def serves(self, model: str) -> bool:
+        return model in self.model_ids or super().serves(model)
+
+    def models(self) -> list[str]:
+        mapped = self.model_ids.map
+        return [*mapped, *(m for m in super().models() if m not in mapped)]
+
     def validate(self) -> list[str]:
-        problems = []
+        problems = self.model_ids.problems()
         if not self.api_key:
             problems.append(
                 "api_key: a gemini provider needs the Gemini API key (sent as x-goog-api-key); "
@@ -142,7 +157,7 @@ class GeminiProvider(Provider):
         report_dropped(ctx, dropped)
         headers = self._headers(ctx)
         headers.update(await self.auth_headers())
-        url = self.gemini_url(target.model, ctx.stream)
+        url = self.gemini_url(self.model_ids.upstream(target.model), ctx.stream)
         resp = await http.post(url, headers, orjson.dumps(body))
         await raise_for_upstream_status(resp)
         out_headers = response_headers(resp.headers.items())

@@ -255,7 +255,7 @@ class VertexProvider(GeminiProvider):
             ) from None
 
     def validate(self) -> list[str]:
-        problems = []
+        problems = self.model_ids.problems()
         if not self.project:
             problems.append(
                 "config.project: a vertex provider needs the Google Cloud project id "
@@ -304,7 +304,7 @@ class VertexProvider(GeminiProvider):
     async def send(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
-        if is_claude(target.model):
+        if is_claude(self.model_ids.upstream(target.model)):
             return await self._send_claude(ctx, target, http)
         return await self.send_gemini(ctx, target, http)
 
@@ -320,12 +320,13 @@ class VertexProvider(GeminiProvider):
         headers["content-type"] = "application/json"
         headers.update(await self.auth_headers())
         chat = ctx.endpoint != "messages"
+        upstream_model = self.model_ids.upstream(target.model)
         if chat:
             default_max = self.config.config.get("default_max_tokens")
             body, dropped = chat_request_to_messages(
                 ctx.body,
                 model=target.model,
-                sampling=claude_sampling(target.model),
+                sampling=claude_sampling(upstream_model),
                 default_max_tokens=default_max if isinstance(default_max, int) else None,
             )
             report_dropped(ctx, dropped)
@@ -335,7 +336,7 @@ class VertexProvider(GeminiProvider):
         body.pop("model", None)
         body["anthropic_version"] = self.anthropic_version
         method = "streamRawPredict" if ctx.stream else "rawPredict"
-        url = self._model_url("anthropic", target.model, method)
+        url = self._model_url("anthropic", upstream_model, method)
         resp = await http.post(url, headers, orjson.dumps(body))
         await raise_for_upstream_status(resp)
         if not chat:
