@@ -285,6 +285,22 @@ class GatewayProcess:
         kw.setdefault("timeout", 20)
         return anthropic.Anthropic(base_url=self.url, api_key=self.secret(key), **kw)
 
+    def post(
+        self,
+        key: str | None,
+        path: str,
+        body: bytes | Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """A raw ``POST`` (an ``httpx.Response``) as ``key`` (a key name or a secret; ``None``:
+        the first key), for bodies and headers an SDK would not send as they are."""
+        import httpx
+
+        h = {"authorization": f"Bearer {self.secret(key)}", "content-type": "application/json"}
+        h.update(headers or {})
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return httpx.post(self.url + path, content=content, headers=h, timeout=20)
+
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
 

@@ -10,12 +10,27 @@ from typing import Any
 import anthropic
 import openai
 import pytest
-from model_access_harness import MODULES, Gateway, start_gateway
 
-from tollway.testing import Simulator, start_simulator, stop
+from tollway.testing import GatewayProcess as Gateway
+from tollway.testing import (
+    Simulator,
+    StaticKey,
+    default_providers,
+    start_gateway,
+    start_simulator,
+    stop,
+)
 
 HELLO = [{"role": "user", "content": "Say hello"}]
 HAS_POLICY_RULES = importlib.util.find_spec("tollway_policy_rules") is not None
+
+#: Only these plugins load, so other installed plugins cannot change what these tests see.
+MODULES = (
+    "tollway_static_keys",
+    "tollway_provider_openai",
+    "tollway_provider_anthropic",
+    "tollway_model_access",
+)
 
 KEYS: dict[str, dict[str, Any]] = {
     "plain": {},
@@ -102,7 +117,12 @@ def sim() -> Iterator[Simulator]:
 @pytest.fixture(scope="module")
 def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     modules = (*MODULES, "tollway_policy_rules") if HAS_POLICY_RULES else MODULES
-    g = start_gateway(tmp_path_factory.mktemp("model-access-gw"), sim.url, KEYS, modules)
+    g = start_gateway(
+        tmp_path_factory.mktemp("model-access-gw"),
+        providers=default_providers(sim.url),
+        keys=[StaticKey(name=name, config=config) for name, config in KEYS.items()],
+        plugins=modules,
+    )
     yield g
     stop(g.proc)
 

@@ -12,13 +12,28 @@ import anthropic
 import httpx
 import openai
 import pytest
-from policy_rules_harness import Gateway, start_gateway
 
-from tollway.testing import Simulator, start_simulator, stop
+from tollway.testing import GatewayProcess as Gateway
+from tollway.testing import (
+    Simulator,
+    StaticKey,
+    default_providers,
+    start_gateway,
+    start_simulator,
+    stop,
+)
 
 DATA = Path(__file__).parent / "data"
 HELLO = [{"role": "user", "content": "Say hello"}]
 SCHEMA = {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}
+
+#: Only these plugins load, so other installed plugins cannot change what these tests see.
+MODULES = (
+    "tollway_static_keys",
+    "tollway_provider_openai",
+    "tollway_provider_anthropic",
+    "tollway_policy_rules",
+)
 
 KEYS: dict[str, dict[str, Any]] = {
     "plain": {},
@@ -66,7 +81,12 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture(scope="module")
 def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    g = start_gateway(tmp_path_factory.mktemp("policy-gw"), sim.url, KEYS)
+    g = start_gateway(
+        tmp_path_factory.mktemp("policy-gw"),
+        providers=default_providers(sim.url),
+        keys=[StaticKey(name=name, config=config) for name, config in KEYS.items()],
+        plugins=MODULES,
+    )
     yield g
     stop(g.proc)
 
