@@ -25,6 +25,7 @@ __all__ = [
     "ProviderConfig",
     "ServerSettings",
     "Settings",
+    "json_type",
     "load_settings",
 ]
 
@@ -283,6 +284,27 @@ def structure_plugin_settings(settings: Settings, registered: Mapping[str, type[
 
 
 _PRIVATE_HOSTS = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def json_type(value: Any) -> str:
+    """What a JSON value is, for "must be …, not <this>" messages in config validation
+    (``"null"``, ``"a boolean"``, ``"an integer"``, ``"a number"``, ``"a string"``,
+    ``"an object"``, ``"an array"``)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
 
 
 def is_private_host(host: str) -> bool:

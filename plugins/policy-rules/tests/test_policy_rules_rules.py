@@ -70,7 +70,7 @@ class FakeGateway:
         ),
         (
             {"policy_rules": {"tools": {"deny": [1]}}},
-            ["policy_rules.tools.deny[0]: must be a string (an RE2 pattern), not a number"],
+            ["policy_rules.tools.deny[0]: must be a string (an RE2 pattern), not an integer"],
         ),
         (
             {"policy_rules": {"tool": {"deny": []}}},

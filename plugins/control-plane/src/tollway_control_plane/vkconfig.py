@@ -13,6 +13,8 @@ from typing import Any
 
 import re2
 
+from tollway.config import json_type
+
 __all__ = ["KNOWN_KEYS", "merge_patch", "validate_key_config"]
 
 KNOWN_KEYS = (
@@ -50,24 +52,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
-def _type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "an array"
-    return type(value).__name__
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -84,7 +68,7 @@ class _Checker:
         if value is None:
             return None
         if not isinstance(value, Mapping):
-            self.add(path, f"must be an object or null, not {_type(value)}")
+            self.add(path, f"must be an object or null, not {json_type(value)}")
             return None
         known = tuple(known)
         for key in value:
@@ -96,12 +80,12 @@ class _Checker:
         if value is None:
             return []
         if not isinstance(value, list):
-            self.add(path, f"must be an array of strings or null, not {_type(value)}")
+            self.add(path, f"must be an array of strings or null, not {json_type(value)}")
             return []
         good: list[str] = []
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                self.add(f"{path}[{i}]", f"must be {what}, not {_type(item)}")
+                self.add(f"{path}[{i}]", f"must be {what}, not {json_type(item)}")
             elif not item:
                 self.add(f"{path}[{i}]", f"must be {what}, not an empty string")
             else:
@@ -112,7 +96,7 @@ class _Checker:
         if value is None:
             return
         if not _is_int(value) or value < minimum:
-            shown = repr(value) if _is_int(value) else _type(value)
+            shown = repr(value) if _is_int(value) else json_type(value)
             self.add(
                 path,
                 f"must be an integer >= {minimum}{what} or null, not {shown}",
@@ -120,7 +104,7 @@ class _Checker:
 
     def boolean(self, path: str, value: Any) -> None:
         if value is not None and not isinstance(value, bool):
-            self.add(path, f"must be true, false or null, not {_type(value)}")
+            self.add(path, f"must be true, false or null, not {json_type(value)}")
 
 
 def validate_key_config(
@@ -133,7 +117,7 @@ def validate_key_config(
     """
     c = _Checker()
     if not isinstance(config, Mapping):
-        return [f"config: must be a JSON object, not {_type(config)}"]
+        return [f"config: must be a JSON object, not {json_type(config)}"]
     extra: set[str] | None = None
     for key, value in config.items():
         if key in KNOWN_KEYS:
@@ -142,7 +126,7 @@ def validate_key_config(
             extra = set(plugin_sections()) if plugin_sections is not None else set()
         if key in extra:
             if value is not None and not isinstance(value, Mapping):
-                c.add(key, f"a plugin's section must be an object or null, not {_type(value)}")
+                c.add(key, f"a plugin's section must be an object or null, not {json_type(value)}")
             continue
         known = ", ".join((*KNOWN_KEYS, *sorted(extra)))
         c.add(key, f"unknown key (known: {known})")
@@ -161,7 +145,8 @@ def validate_key_config(
     if aliases is not None:
         if not isinstance(aliases, Mapping):
             c.add(
-                "model_aliases", f"must be an object (alias → model) or null, not {_type(aliases)}"
+                "model_aliases",
+                f"must be an object (alias → model) or null, not {json_type(aliases)}",
             )
         else:
             for alias, target in aliases.items():
@@ -170,7 +155,8 @@ def validate_key_config(
                 if not isinstance(target, str) or not target:
                     c.add(
                         f"model_aliases.{alias}",
-                        f"must be the model id to use (a non-empty string), not {_type(target)}",
+                        "must be the model id to use (a non-empty string), "
+                        f"not {json_type(target)}",
                     )
 
     limits = c.obj("rate_limits", config.get("rate_limits"), _RATE_LIMITS)
@@ -182,7 +168,7 @@ def validate_key_config(
     if cache is not None:
         mode = cache.get("mode")
         if mode is not None and mode not in _CACHE_MODES:
-            shown = repr(mode) if isinstance(mode, str) else _type(mode)
+            shown = repr(mode) if isinstance(mode, str) else json_type(mode)
             c.add("cache.mode", f"must be one of {', '.join(_CACHE_MODES)}, not {shown}")
         c.positive_int("cache.ttl_s", cache.get("ttl_s"), minimum=0, what=" (seconds)")
 
@@ -200,13 +186,13 @@ def validate_key_config(
                 path = f"policy_rules.{dim}.{which}"
                 value = lists.get(which)
                 if value is not None and not isinstance(value, list):
-                    c.add(path, f"must be an array of RE2 patterns or null, not {_type(value)}")
+                    c.add(path, f"must be an array of RE2 patterns or null, not {json_type(value)}")
                     continue
                 for i, pattern in enumerate(value or ()):
                     if not isinstance(pattern, str):
                         c.add(
                             f"{path}[{i}]",
-                            f"must be a string (an RE2 pattern), not {_type(pattern)}",
+                            f"must be a string (an RE2 pattern), not {json_type(pattern)}",
                         )
                         continue
                     try:
@@ -231,7 +217,7 @@ def validate_key_config(
             if value is None:
                 continue
             if not isinstance(value, list):
-                c.add(path, f"must be an array of evaluators or null, not {_type(value)}")
+                c.add(path, f"must be an array of evaluators or null, not {json_type(value)}")
                 continue
             for i, item in enumerate(value):
                 if isinstance(item, str) and item:
@@ -242,13 +228,13 @@ def validate_key_config(
                         c.add(
                             f"{path}[{i}].evaluator",
                             "an inline evaluator object needs 'evaluator' (the evaluator's "
-                            f'name, e.g. "webhook"), not {_type(evaluator)}',
+                            f'name, e.g. "webhook"), not {json_type(evaluator)}',
                         )
                     continue
                 c.add(
                     f"{path}[{i}]",
                     'must be an evaluator name or an object {"evaluator": …, settings…}, '
-                    f"not {_type(item)}",
+                    f"not {json_type(item)}",
                 )
         fail_open = c.obj("guardrails.fail_open", guardrails.get("fail_open"), ("pre", "post"))
         if fail_open is not None:
@@ -263,9 +249,9 @@ def validate_key_config(
     if isinstance(tags, Mapping):
         for name, value in tags.items():
             if not isinstance(value, str):
-                c.add(f"tags.{name}", f"a tag value must be a string, not {_type(value)}")
+                c.add(f"tags.{name}", f"a tag value must be a string, not {json_type(value)}")
     elif tags is not None and not isinstance(tags, list):
-        c.add("tags", f"must be an array of tags or an object of tag values, not {_type(tags)}")
+        c.add("tags", f"must be an array of tags or an object of tag values, not {json_type(tags)}")
     else:
         c.str_list("tags", tags, "a non-empty string (a tag)")
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from tollway.config import json_type
 from tollway.guardrails import DIRECTIONS, Direction
 from tollway_guardrails._webhook import validate_webhook_settings
 
@@ -34,24 +35,6 @@ DEFAULT_TIMEOUT_MS = 2000
 MAX_TIMEOUT_MS = 60_000
 _KEYS = (*DIRECTIONS, "fail_open")
 _FAIL_OPEN_KEYS = ("pre", "post")
-
-
-def _type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
 
 
 def _installed_text(names: Iterable[str]) -> str:
@@ -87,13 +70,13 @@ def _evaluator_problems(
         if not isinstance(name, str) or not name:
             return [
                 f"{path}.evaluator: an inline evaluator object needs 'evaluator' (the "
-                f'evaluator\'s name, e.g. "webhook"), not {_type(name)}'
+                f'evaluator\'s name, e.g. "webhook"), not {json_type(name)}'
             ]
         settings = item
     else:
         return [
             f'{path}: must be an evaluator name or an object {{"evaluator": …, settings…}}, '
-            f"not {_type(item)}"
+            f"not {json_type(item)}"
         ]
     if name not in installed:
         return [
@@ -137,7 +120,7 @@ def validate_guardrails_config(
     if not isinstance(config, Mapping):
         return [
             "guardrails: must be an object with pre, post, stream_chunk, fail_open, not "
-            f"{_type(config)}"
+            f"{json_type(config)}"
         ]
     out: list[str] = []
     for key in config:
@@ -149,7 +132,7 @@ def validate_guardrails_config(
         if value is None:
             continue
         if not isinstance(value, list):
-            out.append(f"{path}: must be an array of evaluators or null, not {_type(value)}")
+            out.append(f"{path}: must be an array of evaluators or null, not {json_type(value)}")
             continue
         for i, item in enumerate(value):
             out.extend(_evaluator_problems(f"{path}[{i}]", item, installed, checks))
@@ -158,7 +141,7 @@ def validate_guardrails_config(
         if not isinstance(fail_open, Mapping):
             out.append(
                 'guardrails.fail_open: must be an object like {"pre": false, "post": false}, '
-                f"not {_type(fail_open)}"
+                f"not {json_type(fail_open)}"
             )
         else:
             for key, value in fail_open.items():
@@ -171,7 +154,7 @@ def validate_guardrails_config(
                 elif key not in _FAIL_OPEN_KEYS:
                     out.append(f"{path}: unknown key (known: pre, post)")
                 elif value is not None and not isinstance(value, bool):
-                    out.append(f"{path}: must be true, false or null, not {_type(value)}")
+                    out.append(f"{path}: must be true, false or null, not {json_type(value)}")
     return out
 
 
@@ -275,7 +258,7 @@ def compile_plan(config: Any, registry: Mapping[str, Any], default_timeout_ms: i
         elif not isinstance(value, list):
             problem = (
                 f"the key's guardrails config is invalid: {path}: must be an array of "
-                f"evaluators, not {_type(value)}"
+                f"evaluators, not {json_type(value)}"
             )
             lists[direction] = (
                 EvaluatorRef("?", path, None, {}, default_timeout_ms / 1000, problem=problem),

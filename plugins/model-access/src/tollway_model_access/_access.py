@@ -7,6 +7,8 @@ from typing import Any
 
 import attrs
 
+from tollway.config import json_type
+
 __all__ = ["AccessCache", "ModelAccess", "compile_access", "glob_matches", "validate_config"]
 
 
@@ -15,22 +17,6 @@ def glob_matches(rule: str, model: str) -> bool:
     if rule.endswith("*"):
         return model.startswith(rule[:-1])
     return model == rule
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "an array"
-    return type(value).__name__
 
 
 def validate_config(config: Any) -> list[str]:
@@ -53,20 +39,20 @@ def _problems(config: Any, *, strict: bool) -> list[str]:
     the control plane's write-time validation for the rest (a mid-``*`` entry then matches only
     itself literally, a chained alias resolves one hop)."""
     if not isinstance(config, Mapping):
-        return [f"config: must be an object, not {_json_type(config)}"]
+        return [f"config: must be an object, not {json_type(config)}"]
     errors: list[str] = []
     allowed = config.get("models_allowed")
     if allowed is not None:
         if not isinstance(allowed, list | tuple):
             errors.append(
                 "models_allowed: must be null (every model) or a list of model ids and "
-                f"trailing-* globs, not {_json_type(allowed)}"
+                f"trailing-* globs, not {json_type(allowed)}"
             )
         else:
             for i, rule in enumerate(allowed):
                 path = f"models_allowed[{i}]"
                 if not isinstance(rule, str):
-                    errors.append(f"{path}: must be a model id (a string), not {_json_type(rule)}")
+                    errors.append(f"{path}: must be a model id (a string), not {json_type(rule)}")
                 elif strict and not rule:
                     errors.append(f"{path}: must not be empty")
                 elif strict and "*" in rule[:-1]:
@@ -79,7 +65,7 @@ def _problems(config: Any, *, strict: bool) -> list[str]:
         if not isinstance(aliases, Mapping):
             errors.append(
                 "model_aliases: must be null or an object mapping alias to model id, not "
-                f"{_json_type(aliases)}"
+                f"{json_type(aliases)}"
             )
         else:
             for alias, target in aliases.items():
@@ -87,9 +73,7 @@ def _problems(config: Any, *, strict: bool) -> list[str]:
                 if not isinstance(alias, str) or not alias:
                     errors.append(f"model_aliases: alias {alias!r} must be a non-empty string")
                 elif not isinstance(target, str):
-                    errors.append(
-                        f"{path}: must be a model id (a string), not {_json_type(target)}"
-                    )
+                    errors.append(f"{path}: must be a model id (a string), not {json_type(target)}")
                 elif not target:
                     errors.append(f"{path}: must not be empty")
                 elif strict and target != alias and target in aliases:

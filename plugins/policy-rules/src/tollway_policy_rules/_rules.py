@@ -19,6 +19,7 @@ import attrs
 import orjson
 import re2
 
+from tollway.config import json_type
 from tollway_policy_rules._extract import Candidate, Candidates, extract
 
 __all__ = [
@@ -165,22 +166,6 @@ class CompiledRules:
         return None
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "an array"
-    return type(value).__name__
-
-
 def _re2_error(exc: Exception) -> str:
     detail = exc.args[0] if exc.args else str(exc)
     if isinstance(detail, bytes):
@@ -198,7 +183,7 @@ def _compile_list(
         out.append(
             PolicyProblem(
                 path,
-                f"must be a list of RE2 patterns or null, not {_json_type(value)}",
+                f"must be a list of RE2 patterns or null, not {json_type(value)}",
                 dimension,
             )
         )
@@ -210,7 +195,7 @@ def _compile_list(
             out.append(
                 PolicyProblem(
                     f"{path}[{i}]",
-                    f"must be a string (an RE2 pattern), not {_json_type(pattern)}",
+                    f"must be a string (an RE2 pattern), not {json_type(pattern)}",
                     dimension,
                 )
             )
@@ -260,7 +245,7 @@ def _compile(rules: Any) -> tuple[CompiledRules, list[PolicyProblem]]:
         out.append(
             PolicyProblem(
                 "policy_rules",
-                f"must be an object with tools, mcp, urls and/or models, not {_json_type(rules)}",
+                f"must be an object with tools, mcp, urls and/or models, not {json_type(rules)}",
             )
         )
         return CompiledRules(broken=out[0]), out
@@ -281,7 +266,7 @@ def _compile(rules: Any) -> tuple[CompiledRules, list[PolicyProblem]]:
             out.append(
                 PolicyProblem(
                     f"policy_rules.{name}",
-                    f"must be an object with deny and/or allow lists, not {_json_type(spec)}",
+                    f"must be an object with deny and/or allow lists, not {json_type(spec)}",
                     name,
                 )
             )
@@ -334,7 +319,7 @@ def validate_policy_rules(config: Any) -> list[str]:
     empty list means the value is valid (or absent).
     """
     if not isinstance(config, Mapping):
-        return [f"config: must be an object, not {_json_type(config)}"]
+        return [f"config: must be an object, not {json_type(config)}"]
     return [str(p) for p in problems(config.get("policy_rules"))]
 
 
