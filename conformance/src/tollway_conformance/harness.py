@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +25,7 @@ import httpx
 
 from tollway.config import ProviderConfig
 from tollway.keys import mint_key
+from tollway.testing import free_port, stop
 
 __all__ = [
     "GatewayProcess",
@@ -42,27 +41,6 @@ __all__ = [
 
 #: The static-keys plugin's entry-point name (the suites' gateways authenticate with it).
 STATIC_KEYS = "tollway-static-keys"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM, wait up to 10 s, then SIGKILL; close the pipes."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,10 +72,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
-    """SIGTERM, wait, then SIGKILL; close the pipes."""
+def stop(proc: subprocess.Popen[Any], timeout: float = 10, sig: int = signal.SIGTERM) -> None:
+    """``sig`` (SIGTERM: a graceful drain), wait ``timeout`` s, then SIGKILL; close the pipes."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,9 @@ from typing import Any
 import httpx
 import orjson
 import redis
+
+from tollway import testing as _testing
+from tollway.testing import free_port as free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 SECRETS = {
@@ -48,23 +50,9 @@ PRICES = {"gpt-4o": {"input_per_mtok": 20, "output_per_mtok": 100}}
 PRICE_IN, PRICE_OUT = Fraction(20), Fraction(100)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
+    """Stop a gateway, giving its outbox drain 15 s."""
+    _testing.stop(proc, timeout=15, sig=sig)
 
 
 def cost_of(prompt_tokens: int, completion_tokens: int) -> int:

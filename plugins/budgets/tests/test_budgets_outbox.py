@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,17 +15,12 @@ import orjson
 from aiohttp import web
 
 from tollway.signing import SignatureError, signed_headers, verify
+from tollway.testing import free_port
 from tollway_budgets._client import ControlPlaneClient
 from tollway_budgets._outbox import Outbox
 from tollway_budgets._windows import format_us
 
 SECRET = b"test-internal-secret-0123456789ab"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class FakeLedger:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,8 @@ import orjson
 import pytest
 
 from tollway.signing import signed_headers, verify
+from tollway.testing import free_port as free_port
+from tollway.testing import stop
 
 PG_BASE = os.environ.get("TOLLWAY_TEST_PG_URL", "postgresql://{user}@127.0.0.1:5432/test")
 PEPPER = b"test-pepper-0123456789abcdef0123"
@@ -30,12 +30,6 @@ SECRETS_ENV = {
 }
 INTERNAL = SECRETS_ENV["LW_GATEWAY_INTERNAL_SECRET"].encode()
 JWT_SECRET = SECRETS_ENV["LW_GATEWAY_JWT_SECRET"].encode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------
@@ -200,16 +194,6 @@ def start_control_plane(
         time.sleep(0.05)
     stop(proc)
     raise AssertionError(f"control plane not ready after {timeout}s:\n{cp.logs()}")
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def verify_response(response: httpx.Response, method: str, path: str) -> None:

@@ -28,6 +28,8 @@ import httpx
 import openai
 import pytest
 
+from tollway.testing import free_port, stop
+
 pytest.importorskip(
     "tollway_control_plane",
     reason="tollway-control-plane is not installed: these tests need the real control plane "
@@ -40,25 +42,6 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 # --- processes (after tests/conftest.py) ----------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def stop(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
 class Proc:

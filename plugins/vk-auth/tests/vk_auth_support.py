@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,15 +19,10 @@ from aiohttp import web
 
 from tollway.keys import hash_key, mint_key
 from tollway.signing import SignatureError, signed_headers, verify
+from tollway.testing import free_port as free_port
 
 PEPPER = b"test-pepper-0123456789abcdef0123"
 INTERNAL = b"test-internal-0123456789abcdef012"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def until(predicate: Callable[[], bool], within: float) -> None:
