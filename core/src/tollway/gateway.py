@@ -13,6 +13,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import orjson
@@ -56,6 +57,8 @@ __all__ = ["Gateway", "ResponseView", "create_app"]
 
 log = logging.getLogger("tollway.gateway")
 
+#: Printable ASCII kept as is in a header value; anything else is percent-encoded.
+_HEADER_SAFE = " !#$&'()*+,/:;=?@[]~"
 _KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _REQUIRED: dict[str, tuple[str, ...]] = {
@@ -514,10 +517,12 @@ class Gateway:
         raise _exhausted(failures)
 
     def routed_headers(self, ctx: RequestContext) -> dict[str, str]:
-        failed = sum(1 for a in ctx.attempts if a.outcome == "error")
-        out = {"X-LangWatch-Fallback-Count": str(failed)}
+        out = {"X-LangWatch-Fallback-Count": str(ctx.fallback_count)}
         if ctx.provider_type:
             out["X-LangWatch-Provider"] = ctx.provider_type
+        if ctx.provider:
+            # Which credential of that type (two OpenAI accounts look alike in the header above).
+            out["X-LangWatch-Provider-Name"] = quote(ctx.provider, safe=_HEADER_SAFE)
         if ctx.resolved_model:
             out["X-LangWatch-Model"] = ctx.resolved_model
         return out
