@@ -31,6 +31,7 @@ from control_plane_helpers import (
     ControlPlaneProcess,
     cli_env,
     start_control_plane,
+    tollway,
     tollway_json,
 )
 
@@ -237,3 +238,34 @@ def test_a_static_key_reaches_the_config_file_as_before(setup: Setup) -> None:
     assert msg.content
     with pytest.raises(openai.PermissionDeniedError):
         setup.openai(setup.static).chat.completions.create(model="gpt-4o", messages=HI)
+
+
+def test_listings_show_the_config_file_provider_read_only(setup: Setup) -> None:
+    rows = tollway_json(setup.cp.data_dir, "model-providers", "list", env=setup.env)
+    assert [(r["name"], r["source"]) for r in rows] == [
+        ("store-openai", "store"),
+        ("cfg-anthropic", "config"),
+    ]
+    assert rows[1]["read_only"] is True and rows[1]["api_key"] == "sk-…file"
+    table = tollway(setup.cp.data_dir, "model-providers", "list", env=setup.env).stdout
+    assert "config file (read-only)" in table
+    refused = tollway(
+        setup.cp.data_dir,
+        *("model-providers", "update", "cfg-anthropic", "--priority", "3"),
+        env=setup.env,
+        check=False,
+    )
+    assert refused.returncode == 1 and "edit the config file" in refused.stderr
+    admin = httpx.get(
+        f"{setup.cp.url}/api/admin/model-providers",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    assert admin.status_code == 200, admin.text
+    listed = admin.json()
+    rows = listed["data"] if isinstance(listed, dict) else listed
+    assert [(r["name"], r["source"]) for r in rows] == [
+        ("store-openai", "store"),
+        ("cfg-anthropic", "config"),
+    ]
+    assert "sk-ant-config-file" not in admin.text
