@@ -131,6 +131,15 @@ class RequestContext:
     _body_dirty: bool = False
     _encoded: bytes | None = None
 
+    @property
+    def fallback_count(self) -> int:
+        """Fallbacks taken: provider attempts made after the first one (each moved to the next
+        entry of the chain). Entries skipped without an attempt (open breaker, provider rate
+        limit) don't count, and neither does a lone failed attempt: 0 means the first provider
+        tried gave the answer the client got (``X-LangWatch-Fallback-Count``)."""
+        made = sum(1 for a in self.attempts if a.outcome in ("ok", "error"))
+        return max(0, made - 1)
+
     def set_body(self, body: dict[str, Any]) -> None:
         """Replace the parsed body; the upstream then receives its re-serialisation."""
         self.body = body

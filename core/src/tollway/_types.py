@@ -49,13 +49,18 @@ class Principal:
     #: Treat it as read-only.
     config: Mapping[str, Any] = attrs.field(factory=dict)
     revision: int = 0
-    #: The key's provider chain in dispatch order (routing policy, else fallback priority).
-    #: Empty: the gateway's configured providers.
+    #: The key's own provider chain in dispatch order (its routing policy's entries, else the
+    #: providers it inherits, by fallback priority). See :attr:`routing_policy` for what the
+    #: gateway adds to it.
     chain: tuple[ChainEntry, ...] = ()
     #: The key's owner, for ``principal`` budgets.
     principal_id: str | None = None
     #: Anything else the key's bundle carries for plugins (e.g. ``otel_auth_token``).
     extras: Mapping[str, Any] = attrs.field(factory=dict)
+    #: The routing policy :attr:`chain` came from (its id), or None. With a policy the key
+    #: reaches exactly :attr:`chain`; without one it reaches :attr:`chain`, then the gateway's
+    #: config-file providers by priority (:meth:`tollway.gateway.Gateway.chain`).
+    routing_policy: str | None = None
 
 
 @attrs.frozen

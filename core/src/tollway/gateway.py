@@ -13,6 +13,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import orjson
@@ -47,7 +48,7 @@ from tollway._logging import request_id_var
 from tollway._markers import hookimpl
 from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager, provider_classes
 from tollway._sse import error_event
-from tollway._types import Attempt, Credential, RouteTarget
+from tollway._types import Attempt, Credential, Principal, RouteTarget
 from tollway.config import ProviderConfig, Settings, structure_plugin_settings
 from tollway.keys import KeyFormatError, check_key_format
 from tollway.provider import Provider, ProviderResult, UpstreamHTTP
@@ -56,6 +57,8 @@ __all__ = ["Gateway", "ResponseView", "create_app"]
 
 log = logging.getLogger("tollway.gateway")
 
+#: Printable ASCII kept as is in a header value; anything else is percent-encoded.
+_HEADER_SAFE = " !#$&'()*+,/:;=?@[]~"
 _KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _REQUIRED: dict[str, tuple[str, ...]] = {
@@ -95,7 +98,8 @@ class ResponseView:
 
 
 class _Router:
-    """Built-in ``route``: configured providers that serve the model, by priority."""
+    """Built-in ``route``: the key's chain (:meth:`Gateway.chain`) filtered to the providers that
+    serve the model on this endpoint."""
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -103,27 +107,13 @@ class _Router:
     @hookimpl(trylast=True)
     def route(self, ctx: RequestContext) -> list[RouteTarget]:
         model = ctx.model
-        gateway = self.gateway
-        principal = ctx.principal
-        entries: list[tuple[Provider, str | None]]
-        if principal is not None and principal.chain:
-            entries = [(gateway.provider_for(e.provider), e.model) for e in principal.chain]
-        else:
-            # Same priority: a provider speaking the client's format natively goes first.
-            endpoint = ctx.endpoint
-            entries = [
-                (p, None)
-                for p in sorted(
-                    gateway.providers_in_order,
-                    key=lambda p: (p.config.priority, endpoint not in p.native),
-                )
-            ]
+        endpoint = ctx.endpoint
+        entries = self.gateway.chain(ctx.principal, endpoint)
         first, sep, rest = model.partition("/")
         if sep and rest:
             qualified = [(p, m) for p, m in entries if first in (p.type, p.name)]
             if qualified:
                 entries, model = qualified, rest
-        endpoint = ctx.endpoint
         return [
             RouteTarget(p.key, pinned or model)
             for p, pinned in entries
@@ -228,6 +218,34 @@ class Gateway:
         provider = cls(config)
         self.instances[config.key] = provider
         return provider
+
+    def chain(
+        self, principal: Principal | None, endpoint: str | None = None
+    ) -> list[tuple[Provider, str | None]]:
+        """The providers a key reaches, in dispatch order, each with the model it pins (or None).
+
+        One precedence for store and config-file providers (docs/operator-guide.md):
+
+        * a key whose chain came from a routing policy (``principal.routing_policy``) reaches
+          exactly that chain;
+        * any other key reaches its own chain (the store providers it inherits, by their
+          priority), then this gateway's config-file providers by ``priority`` — of equal
+          priority, those speaking ``endpoint``'s format natively first.
+
+        A key without a principal or a chain (static keys) reaches the config-file providers.
+        """
+        own: list[tuple[Provider, str | None]] = []
+        if principal is not None:
+            own = [(self.provider_for(e.provider), e.model) for e in principal.chain]
+            if principal.routing_policy is not None:
+                return own
+        configured = self.providers_in_order
+        if endpoint is not None:
+            configured = sorted(
+                configured, key=lambda p: (p.config.priority, endpoint not in p.native)
+            )
+        own.extend((p, None) for p in configured)
+        return own
 
     async def startup(self) -> None:
         await self.hooks.gateway_started(self)
@@ -389,13 +407,8 @@ class Gateway:
     async def route(self, ctx: RequestContext) -> list[RouteTarget]:
         targets = await self.hooks.route(ctx) or []
         if not targets:
-            principal = ctx.principal
-            pool = (
-                [self.provider_for(e.provider) for e in principal.chain]
-                if principal is not None and principal.chain
-                else self.providers_in_order
-            )
-            reachable = sorted({p.type for p in pool if ctx.endpoint in p.endpoints})
+            pool = self.chain(ctx.principal, ctx.endpoint)
+            reachable = sorted({p.type for p, _ in pool if ctx.endpoint in p.endpoints})
             names = ", ".join(reachable) if reachable else "none"
             raise ModelNotAllowed(
                 f"model {ctx.model!r} is not served by any provider this key can reach on "
@@ -514,10 +527,12 @@ class Gateway:
         raise _exhausted(failures)
 
     def routed_headers(self, ctx: RequestContext) -> dict[str, str]:
-        failed = sum(1 for a in ctx.attempts if a.outcome == "error")
-        out = {"X-LangWatch-Fallback-Count": str(failed)}
+        out = {"X-LangWatch-Fallback-Count": str(ctx.fallback_count)}
         if ctx.provider_type:
             out["X-LangWatch-Provider"] = ctx.provider_type
+        if ctx.provider:
+            # Which credential of that type (two OpenAI accounts look alike in the header above).
+            out["X-LangWatch-Provider-Name"] = quote(ctx.provider, safe=_HEADER_SAFE)
         if ctx.resolved_model:
             out["X-LangWatch-Model"] = ctx.resolved_model
         return out
@@ -738,15 +753,13 @@ class Gateway:
         self.in_flight += 1
         try:
             await self.authenticate(ctx)
-            models: list[str] = []
-            seen: set[str] = set()
+            # What a call with this key can route to: its chain (routing policy, inherited and
+            # config-file providers, as for a call), a pinned model as itself.
             owners: dict[str, str] = {}
-            for p in self.providers_in_order:
-                for m in p.models():
-                    if m not in seen:
-                        seen.add(m)
-                        models.append(m)
-                        owners[m] = p.type
+            for p, pinned in self.chain(ctx.principal):
+                for m in (pinned,) if pinned is not None else p.models():
+                    owners.setdefault(m, p.type)
+            models = list(owners)
             await self.hooks.filter_models(ctx, models)
             created = int(time.time())
             data = [

@@ -251,9 +251,10 @@ def _ctx(endpoint: str = "chat") -> RequestContext:
     )
 
 
-def _sample(direction: str, verdict: str) -> float:
+def _sample(direction: str, verdict: str, cause: str = "verdict") -> float:
     value = prometheus_client.REGISTRY.get_sample_value(
-        "gateway_guardrail_verdicts_total", {"direction": direction, "verdict": verdict}
+        "gateway_guardrail_verdicts_total",
+        {"direction": direction, "verdict": verdict, "cause": cause},
     )
     return value or 0.0
 
@@ -277,22 +278,35 @@ def test_block_is_counted_and_wins_over_a_failure() -> None:
     registry = {"boom": _Fixed(RuntimeError("down")), "no": _Fixed(Verdict("block", "nope"), 0.01)}
     plan = compile_plan({"pre": ["boom", "no"]}, registry, 2000)
     before = _sample("pre", "block")
+    outage = _sample("pre", "block", "evaluator_failure")
     ctx = _ctx()
     decision = asyncio.run(run_direction(ctx, plan, "pre", _content(["hi"]), ["hi"]))
     assert decision.verdict == Verdict("block", "nope", "no")
     assert _sample("pre", "block") == before + 1
+    assert _sample("pre", "block", "evaluator_failure") == outage + 1
     assert ctx.span_attributes["langwatch.guardrail.pre.decision"] == "block"
 
 
-def test_failure_fails_closed_and_counts_error() -> None:
+def test_failure_fails_closed_and_counts_a_block_caused_by_the_failure() -> None:
+    # The reference's alert watches {verdict="block"} during an evaluator outage (fail-closed);
+    # cause tells it from a block the evaluator decided.
     plan = compile_plan({"post": ["boom"]}, {"boom": _Fixed(RuntimeError("down"))}, 2000)
-    before = _sample("post", "error")
+    before = _sample("post", "block", "evaluator_failure")
+    decided = _sample("post", "block")
     with pytest.raises(ServiceUnavailable) as info:
         asyncio.run(run_direction(_ctx(), plan, "post", {"output": "x"}, ["x"]))
     assert info.value.code == "guardrail_unavailable"
     assert "'boom' (guardrails.post[0])" in info.value.message
     assert "RuntimeError: down" in info.value.message
-    assert _sample("post", "error") == before + 1
+    assert _sample("post", "block", "evaluator_failure") == before + 1
+    assert _sample("post", "block") == decided
+    assert (
+        prometheus_client.REGISTRY.get_sample_value(
+            "gateway_guardrail_verdicts_total",
+            {"direction": "post", "verdict": "error", "cause": "evaluator_failure"},
+        )
+        is None
+    )
 
 
 def test_timeout_with_fail_open_passes_and_marks_the_span(caplog: pytest.LogCaptureFixture) -> None:
@@ -302,11 +316,11 @@ def test_timeout_with_fail_open_passes_and_marks_the_span(caplog: pytest.LogCapt
         registry,
         2000,
     )
-    before = _sample("pre", "fail_open")
+    before = _sample("pre", "fail_open", "evaluator_failure")
     ctx = _ctx()
     decision = asyncio.run(run_direction(ctx, plan, "pre", _content(["hi"]), ["hi"]))
     assert decision.verdict is None
-    assert _sample("pre", "fail_open") == before + 1
+    assert _sample("pre", "fail_open", "evaluator_failure") == before + 1
     assert ctx.span_attributes["langwatch.guardrail.pre_fail_open"].startswith("slow: timeout")
     (record,) = [r for r in caplog.records if r.getMessage().startswith("guardrail_fail_open")]
     assert record.levelname == "WARNING"

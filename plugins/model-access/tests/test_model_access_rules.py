@@ -30,6 +30,9 @@ class FakeGateway:
         self.providers = {p.name: p for p in self.providers_in_order}
         self.provider_classes = {"openai": object, "anthropic": object}
 
+    def chain(self, principal: Any, endpoint: str | None = None) -> list[tuple[Any, None]]:
+        return [(p, None) for p in self.providers_in_order]
+
 
 def ctx_for(config: dict[str, Any], model: str = "gpt-4o", gateway: Any = None) -> RequestContext:
     ctx = RequestContext(

@@ -120,7 +120,7 @@ def test_upstream_500_sets_error_type_and_the_attempt_event(
     a = span["attributes"]
     assert a["error.type"] == "upstream_error"
     assert a["http.response.status_code"] == 500
-    assert a["langwatch.fallback.count"] == 1
+    assert a["langwatch.fallback.count"] == 0  # one provider: no fallback taken
     assert span["status_code"] == 2  # ERROR
     [event] = span["events"]
     assert event["attributes"]["langwatch.attempt.outcome"] == "error"

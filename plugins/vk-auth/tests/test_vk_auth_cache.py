@@ -111,6 +111,10 @@ def test_principal_from_bundle_maps_every_field() -> None:
     assert second.provider.config == {"anthropic_version": "2023-06-01"}
     assert (second.provider.rpm, second.provider.rpd, second.provider.revision) == (10, 100, 3)
     assert second.model == "claude-haiku"
+    # No routing_policy_id (no policy, or a control plane older than the field): the gateway
+    # adds its config-file providers after this chain.
+    assert p.routing_policy is None
+    assert principal_from_bundle({**b, "routing_policy_id": "rp_1"}).routing_policy == "rp_1"
 
 
 def test_bundle_budgets_become_principal_extras() -> None:

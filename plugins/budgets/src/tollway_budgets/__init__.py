@@ -461,9 +461,7 @@ def estimate_micros(
 
 
 def _chain_configs(ctx: RequestContext, principal: Principal) -> list[ProviderConfig]:
-    if principal.chain:
-        return [entry.provider for entry in principal.chain]
-    return [p.config for p in ctx.gateway.providers_in_order]
+    return [p.config for p, _ in ctx.gateway.chain(principal, ctx.endpoint)]
 
 
 def _estimate(ctx: RequestContext, state: _State, principal: Principal) -> int:

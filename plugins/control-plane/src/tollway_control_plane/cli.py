@@ -49,6 +49,17 @@ def _settings() -> tuple[str, str]:
         )
 
 
+def _config_providers() -> list[Any]:
+    """The config file's ``[[providers]]`` (``TOLLWAY_CONFIG``), listed read-only next to the
+    store's; none when there is no config file or it does not load."""
+    try:
+        from tollway.config import load_settings
+
+        return list(load_settings().providers)
+    except Exception:
+        return []
+
+
 def _open_backend() -> _Backend:
     url = os.environ.get("TOLLWAY_ADMIN_URL", "").strip()
     token = os.environ.get("TOLLWAY_ADMIN_TOKEN", "").strip()
@@ -72,7 +83,7 @@ def _open_backend() -> _Backend:
         store, _ = open_store(data_dir, environment=environment)
     except (SecretsError, DatabaseError) as exc:
         raise click.ClickException(str(exc)) from None
-    return Service(store)
+    return Service(store, _config_providers())
 
 
 @contextmanager
@@ -476,7 +487,7 @@ def _provider_rows(data: list[dict[str, Any]]) -> None:
                 p["id"],
                 p["name"],
                 p["type"],
-                p["scope"],
+                "config file (read-only)" if p.get("source") == "config" else p["scope"],
                 p["priority"],
                 p["api_key"],
                 p["base_url"],
@@ -859,7 +870,9 @@ def control_plane(host: str, port: int) -> None:
     data_dir, environment = _settings()
     configure_logging(os.environ.get("LOG_FORMAT") or "json", os.environ.get("LOG_LEVEL") or "INFO")
     try:
-        cp = ControlPlane.open(data_dir, environment=environment)
+        cp = ControlPlane.open(
+            data_dir, environment=environment, config_providers=_config_providers()
+        )
     except (SecretsError, DatabaseError) as exc:
         raise click.ClickException(str(exc)) from None
     run(cp, host, port)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from tollway.config import ProviderConfig
 from tollway.secrets import GatewaySecrets, SecretsError, load_gateway_secrets
 from tollway_control_plane.service import Service
 from tollway_control_plane.store import Store, store_target
@@ -101,9 +102,11 @@ class ControlPlane:
     stopping: Callable[[], bool] = lambda: False
     service: Service = attrs.field(init=False)
     extras: dict[str, Any] = attrs.field(factory=dict)
+    #: The config file's providers, listed read-only by the admin API.
+    config_providers: Sequence[ProviderConfig] = ()
 
     def __attrs_post_init__(self) -> None:
-        self.service = Service(self.store)
+        self.service = Service(self.store, self.config_providers)
 
     @classmethod
     def open(
@@ -112,11 +115,12 @@ class ControlPlane:
         env: Mapping[str, str] | None = None,
         *,
         environment: str | None = None,
+        config_providers: Sequence[ProviderConfig] = (),
     ) -> ControlPlane:
         env = os.environ if env is None else env
         store, secrets = open_store(data_dir, env, environment=environment)
         token = env.get("TOLLWAY_ADMIN_TOKEN", "").strip() or None
-        return cls(store, secrets, token)
+        return cls(store, secrets, token, config_providers=config_providers)
 
     def close(self) -> None:
         self.store.close()

@@ -10,11 +10,13 @@ values are checked by the store.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from tollway.config import ProviderConfig
+from tollway_control_plane._crypto import mask_secret
 from tollway_control_plane._db import IntegrityError
 from tollway_control_plane._util import UNSET, Unset
 from tollway_control_plane.store import (
@@ -76,6 +78,26 @@ _BY_NAME = {op.name: op for op in OPERATIONS}
 
 def operation(name: str) -> Operation:
     return _BY_NAME[name]
+
+
+def _config_provider_json(p: ProviderConfig) -> dict[str, Any]:
+    """A config-file provider as ``providers.list`` shows it (read-only; its ``config`` table is
+    left out, it may hold credentials)."""
+    return {
+        "id": p.key,
+        "name": p.name,
+        "type": p.type,
+        "scope": "config",
+        "source": "config",
+        "read_only": True,
+        "base_url": p.base_url,
+        "api_key": mask_secret(p.api_key) if p.api_key else None,
+        "models": p.models,
+        "priority": p.priority,
+        "rpm": p.rpm,
+        "tpm": p.tpm,
+        "rpd": p.rpd,
+    }
 
 
 # --- body field helpers ---------------------------------------------------------------------
@@ -143,10 +165,15 @@ def _models(value: Any) -> Any:
 
 
 class Service:
-    """Runs :data:`OPERATIONS` on a local store."""
+    """Runs :data:`OPERATIONS` on a local store.
 
-    def __init__(self, store: Store) -> None:
+    ``config_providers`` are the config file's ``[[providers]]`` (when this process knows the
+    file): ``providers.list`` shows them after the store's, read-only, with ``source: config``.
+    """
+
+    def __init__(self, store: Store, config_providers: Sequence[ProviderConfig] = ()) -> None:
         self.store = store
+        self.config_providers = tuple(config_providers)
 
     def close(self) -> None:
         self.store.close()
@@ -257,12 +284,24 @@ class Service:
         ).to_json()
 
     def providers_list(self) -> list[dict[str, Any]]:
-        return [p.to_json() for p in self.store.list_providers()]
+        stored = [{**p.to_json(), "source": "store"} for p in self.store.list_providers()]
+        return stored + [_config_provider_json(p) for p in self.config_providers]
 
     def providers_get(self, provider_id: str) -> dict[str, Any]:
-        return self.store.get_provider(provider_id).to_json()
+        for p in self.config_providers:
+            if p.key == provider_id:
+                return _config_provider_json(p)
+        return {**self.store.get_provider(provider_id).to_json(), "source": "store"}
+
+    def _refuse_config_provider(self, provider_id: str) -> None:
+        if any(p.key == provider_id for p in self.config_providers):
+            raise ValidationError(
+                f"provider {provider_id!r} comes from the config file ([[providers]]), which "
+                "the control plane cannot change; edit the config file and restart the gateway"
+            )
 
     def providers_update(self, provider_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._refuse_config_provider(provider_id)
         _check_fields(body, self._PROVIDER_FIELDS)
         return self.store.update_provider(
             provider_id,
@@ -278,6 +317,7 @@ class Service:
         ).to_json()
 
     def providers_delete(self, provider_id: str) -> dict[str, Any]:
+        self._refuse_config_provider(provider_id)
         self.store.delete_provider(provider_id)
         return {"id": provider_id, "deleted": True}
 

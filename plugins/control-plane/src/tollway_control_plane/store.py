@@ -1405,6 +1405,13 @@ class Store:
         )
         return [ModelProvider.from_row(r) for r in rows]
 
+    def key_routing_policy(self, key: VirtualKey) -> RoutingPolicy | None:
+        """The routing policy that orders a key's providers: its own, else its organization's
+        default, else None (the key inherits every visible provider)."""
+        if key.routing_policy_id:
+            return self.get_routing_policy(key.routing_policy_id)
+        return self.default_routing_policy(key.organization_id)
+
     def provider_chain(self, key: VirtualKey) -> list[tuple[ModelProvider, str | None]]:
         """A key's providers in dispatch order, each with its pinned model (or None).
 
@@ -1413,11 +1420,7 @@ class Store:
         first), then creation time (older first).
         """
         visible = self._visible_providers(key.scope)
-        policy: RoutingPolicy | None = None
-        if key.routing_policy_id:
-            policy = self.get_routing_policy(key.routing_policy_id)
-        else:
-            policy = self.default_routing_policy(key.organization_id)
+        policy = self.key_routing_policy(key)
         if policy is None:
             return [(p, None) for p in visible]
         by_id = {p.id: p for p in visible}
@@ -1620,6 +1623,7 @@ class Store:
     def bundle(self, key_id: str) -> dict[str, Any]:
         """The config bundle a gateway caches for a key (decrypted credentials included)."""
         key = self.get_key(key_id)
+        policy = self.key_routing_policy(key)
         providers = []
         for provider, model in self.provider_chain(key):
             providers.append(
@@ -1651,6 +1655,9 @@ class Store:
             "project_id": key.project_id,
             "principal_id": key.principal_id,
             "config": key.config,
+            # Set when a routing policy ordered "providers": the gateway then routes to exactly
+            # them; null: it adds its own config-file providers after them.
+            "routing_policy_id": policy.id if policy is not None else None,
             "providers": providers,
             "budgets": [b.to_bundle() for b in self.key_budgets(key)],
             "extras": {"otel_auth_token": None},

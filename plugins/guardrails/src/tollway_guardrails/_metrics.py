@@ -1,9 +1,12 @@
-"""``gateway_guardrail_verdicts_total{direction,verdict}`` (SPEC §6, §7).
+"""``gateway_guardrail_verdicts_total{direction,verdict,cause}`` (SPEC §6, §7).
 
 Recorded in prometheus-client's default registry, which the telemetry plugin exposes on
-``/metrics``. One count per evaluator outcome: ``allow``, ``block``, ``modify``, ``fail_open``
-(the evaluator failed and the direction passed anyway) and ``error`` (it failed and the request
-was refused, fail-closed).
+``/metrics``. One count per evaluator outcome. ``verdict`` is what happened to the call:
+``allow``, ``block``, ``modify``, or ``fail_open`` (the evaluator failed and the direction passed
+anyway). An evaluator failure on a fail-closed direction refuses the call, so it counts as
+``block`` — the reference's alert on ``{verdict="block"}`` fires during an evaluator outage.
+``cause`` tells the two kinds of block apart: ``verdict`` (the evaluator answered) or
+``evaluator_failure`` (it timed out, raised or answered nonsense; ``fail_open`` always has it).
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import prometheus_client
 
 from tollway.guardrails import DIRECTIONS
 
-__all__ = ["VERDICTS", "count", "counter"]
+__all__ = ["CAUSES", "VERDICTS", "count", "counter"]
 
-VERDICTS = ("allow", "block", "modify", "fail_open", "error")
+VERDICTS = ("allow", "block", "modify", "fail_open")
+CAUSES = ("verdict", "evaluator_failure")
 _NAME = "gateway_guardrail_verdicts"
 
 
@@ -24,9 +28,10 @@ def _make() -> Any:
     try:
         return prometheus_client.Counter(
             _NAME,
-            "Guardrail evaluator outcomes, by direction (pre, post, stream_chunk) and verdict "
-            "(allow, block, modify, fail_open, error).",
-            ["direction", "verdict"],
+            "Guardrail evaluator outcomes, by direction (pre, post, stream_chunk), verdict "
+            "(allow, block, modify, fail_open) and cause (verdict: the evaluator's answer; "
+            "evaluator_failure: it failed, and the call was refused or passed).",
+            ["direction", "verdict", "cause"],
         )
     except ValueError:  # already registered in this process (a second import path)
         return prometheus_client.REGISTRY._names_to_collectors[_NAME]
@@ -34,11 +39,14 @@ def _make() -> Any:
 
 counter = _make()
 # Children resolved once: counting on the per-chunk path is one attribute call.
-_CHILDREN: dict[tuple[str, str], Any] = {
-    (d, v): counter.labels(direction=d, verdict=v) for d in DIRECTIONS for v in VERDICTS
+_CHILDREN: dict[tuple[str, str, str], Any] = {
+    (d, v, c): counter.labels(direction=d, verdict=v, cause=c)
+    for d in DIRECTIONS
+    for v in VERDICTS
+    for c in CAUSES
 }
 
 
-def count(direction: str, verdict: str, n: int = 1) -> None:
+def count(direction: str, verdict: str, n: int = 1, *, cause: str = "verdict") -> None:
     """Count ``n`` evaluator outcomes."""
-    _CHILDREN[(direction, verdict)].inc(n)
+    _CHILDREN[(direction, verdict, cause)].inc(n)

@@ -221,7 +221,9 @@ async def run_direction(
 
 def _count(direction: Direction, outcome: Outcome, plan: Plan) -> None:
     if outcome.failure is not None:
-        _metrics.count(direction, "fail_open" if plan.fail_open(direction) else "error")
+        # Fail-closed, a failure refuses the call: a block, as the reference counts it.
+        verdict = "fail_open" if plan.fail_open(direction) else "block"
+        _metrics.count(direction, verdict, cause="evaluator_failure")
     elif outcome.verdict is not None:
         _metrics.count(direction, outcome.verdict.decision)
 

@@ -204,7 +204,7 @@ class StreamGuard:
 
     def fail_open(self, ctx: RequestContext, ref: EvaluatorRef, reason: str) -> None:
         """Pass, count and note a failed evaluation (fail-open by contract)."""
-        _metrics.count(_DIRECTION, "fail_open")
+        _metrics.count(_DIRECTION, "fail_open", cause="evaluator_failure")
         self.fail_open_count += 1
         attrs = ctx.span_attributes
         attrs.setdefault("langwatch.guardrail.stream_chunk_fail_open", f"{ref.name}: {reason}")

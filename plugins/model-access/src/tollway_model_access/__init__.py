@@ -157,8 +157,9 @@ def filter_models(ctx: RequestContext, models: list[str]) -> None:
     gateway = ctx.gateway
     if access.rules is not None:
         listed_by: dict[str, list[Any]] = {}
-        for provider in getattr(gateway, "providers_in_order", ()):
-            for m in provider.models():
+        # The key's chain, as GET /v1/models lists it (routing policy, store, config file).
+        for provider, pinned in gateway.chain(principal) if gateway is not None else ():
+            for m in (pinned,) if pinned is not None else provider.models():
                 listed_by.setdefault(m, []).append(provider)
         kept: list[str] = []
         seen: set[str] = set()

@@ -167,7 +167,7 @@ def _log_request(ctx: RequestContext) -> None:
         ctx.resolved_model or "-",
         (end - ctx.started) * 1000,
         f"{overhead * 1000:.2f}" if overhead is not None else "-",
-        sum(1 for a in ctx.attempts if a.outcome == "error"),
+        ctx.fallback_count,
         usage.input_tokens if usage is not None else "-",
         usage.output_tokens if usage is not None else "-",
         ctx.stream_chunks if ctx.stream else "-",

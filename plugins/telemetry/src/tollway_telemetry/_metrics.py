@@ -89,7 +89,7 @@ RECORDED_METRICS: tuple[str, ...] = (
 OTHER_PLUGIN_METRICS: dict[str, tuple[str, ...]] = {
     "gateway_rate_limit_denied_total": ("dimension",),
     "gateway_budget_blocks_total": ("scope",),
-    "gateway_guardrail_verdicts_total": ("direction", "verdict"),
+    "gateway_guardrail_verdicts_total": ("direction", "verdict", "cause"),
     "gateway_cache_hits_total": ("outcome",),
     "gateway_auth_cache_hits_total": ("tier",),
 }

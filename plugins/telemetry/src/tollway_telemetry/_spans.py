@@ -174,7 +174,7 @@ def span_attributes(ctx: RequestContext) -> dict[str, AttrValue]:
     if cost is not None:
         a["langwatch.cost_usd"] = float(cost)
     if ctx.attempts:
-        a["langwatch.fallback.count"] = sum(1 for x in ctx.attempts if x.outcome == "error")
+        a["langwatch.fallback.count"] = ctx.fallback_count
     if ctx.stream:
         a["langwatch.stream"] = True
         a["langwatch.stream.chunk_count"] = ctx.stream_chunks

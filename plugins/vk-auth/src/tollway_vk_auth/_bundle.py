@@ -20,6 +20,10 @@ def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _opt_str(value: Any) -> str | None:
+    return str(value) if value else None
+
+
 def principal_from_bundle(bundle: dict[str, Any]) -> Principal:
     """The principal a bundle describes; its provider chain in dispatch order."""
     chain = tuple(
@@ -60,6 +64,9 @@ def principal_from_bundle(bundle: dict[str, Any]) -> Principal:
         chain=chain,
         principal_id=bundle.get("principal_id"),
         extras=extras,
+        # Set: the chain is exactly the routing policy's; absent (older control planes, or no
+        # policy): the gateway adds its config-file providers after the chain.
+        routing_policy=_opt_str(bundle.get("routing_policy_id")),
     )
 
 
