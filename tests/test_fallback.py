@@ -97,7 +97,7 @@ def test_all_failed_is_502_summarising_attempts(failing_sim: Simulator, gateway_
     err = r.json()["error"]
     assert err["type"] == "provider_error"
     assert "primary" in err["message"] and "secondary" in err["message"]
-    assert r.headers["x-langwatch-fallback-count"] == "1"  # two attempts: one fallback taken
+    assert r.headers["x-langwatch-fallback-count"] == "2"  # exhausted: both attempts failed
     assert r.headers["x-langwatch-provider-name"] == "secondary"  # the last one tried
 
 

@@ -128,17 +128,20 @@ class RequestContext:
     stream_listeners: list[Any] = attrs.field(factory=list)
     #: Guardrail decisions: (direction ``pre``/``post``/``stream_chunk``, plugin, verdict).
     verdicts: list[tuple[str, str, Any]] = attrs.field(factory=list)
+    #: Every attempt failed and the gateway answers with its own error (see fallback_count).
+    attempts_exhausted: bool = False
     _body_dirty: bool = False
     _encoded: bytes | None = None
 
     @property
     def fallback_count(self) -> int:
-        """Fallbacks taken: provider attempts made after the first one (each moved to the next
-        entry of the chain). Entries skipped without an attempt (open breaker, provider rate
-        limit) don't count, and neither does a lone failed attempt: 0 means the first provider
-        tried gave the answer the client got (``X-LangWatch-Fallback-Count``)."""
+        """``X-LangWatch-Fallback-Count``: provider attempts that failed before the one whose
+        answer the client got (a success, or an upstream error passed through as it is): 0 means
+        the first provider tried answered. When every attempt failed and the gateway answers
+        with its own error (502/504), it is the number of attempts made. Entries skipped without
+        an attempt (open breaker, provider rate limit) never count."""
         made = sum(1 for a in self.attempts if a.outcome in ("ok", "error"))
-        return max(0, made - 1)
+        return made if self.attempts_exhausted else max(0, made - 1)
 
     def set_body(self, body: dict[str, Any]) -> None:
         """Replace the parsed body; the upstream then receives its re-serialisation."""

@@ -524,7 +524,9 @@ class Gateway:
                 code="circuit_open",
                 retry_after=5,
             )
-        raise _exhausted(failures)
+        error = _exhausted(failures)
+        ctx.attempts_exhausted = not isinstance(error, _PassThrough)
+        raise error
 
     def routed_headers(self, ctx: RequestContext) -> dict[str, str]:
         out = {"X-LangWatch-Fallback-Count": str(ctx.fallback_count)}
