@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from tollway.egress import PROVIDER_KEY as PROXY_KEY
+from tollway.egress import mask_url, proxy_problem
 from tollway.keys import check_key_format, display_prefix, hash_key, keys_equal
 from tollway_control_plane._crypto import CredentialBox, mask_secret
 from tollway_control_plane._db import Database, DatabaseError, IntegrityError, Transaction
@@ -360,6 +362,10 @@ class ModelProvider:
         data = attrs.asdict(self)
         data["api_key"] = data.pop("api_key_hint")
         data["scope"] = f"{self.scope_type}:{self.scope_id}"
+        proxy = data["config"].get(PROXY_KEY)
+        if isinstance(proxy, str):
+            # The proxy URL's credentials are secrets, like the API key: shown masked.
+            data["config"][PROXY_KEY] = mask_url(proxy)
         return data
 
     @classmethod
@@ -1212,6 +1218,9 @@ class Store:
         if not isinstance(config, Mapping):
             raise ValidationError("config: the provider config must be a JSON object")
         problems = check_prices(config.get("prices"))
+        proxy = proxy_problem(config.get(PROXY_KEY))
+        if proxy is not None:
+            problems.append(f"config.{PROXY_KEY}: {proxy}")
         if problems:
             raise ValidationError(problems)
         cleaned = merge_patch({}, config)
