@@ -1178,6 +1178,32 @@ class Store:
             )
         return key
 
+    def active_key_page(
+        self, after: str = "", limit: int = 100, at: datetime | None = None
+    ) -> tuple[list[tuple[VirtualKey, list[str]]], str | None]:
+        """One page of the keys a gateway may warm its auth cache with (the auth cache
+        bootstrap): active, unexpired keys in id order after ``after``, each with the hashes of
+        the secrets that work now (the current one, and the previous one in its rotation grace).
+        Returns (page, cursor of the next page or None)."""
+        at = at or now()
+        rows = self.db.query(
+            "SELECT * FROM virtual_keys WHERE status = 'active' AND id > ? ORDER BY id LIMIT ?",
+            (after, limit + 1),
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        page: list[tuple[VirtualKey, list[str]]] = []
+        for row in rows:
+            key = VirtualKey.from_row(row)
+            if key.effective_status(at) != "active":
+                continue
+            hashes = [row["secret_hash"]]
+            until = row["previous_valid_until"]
+            if row["previous_secret_hash"] and until is not None and parse_time(until) > at:
+                hashes.append(row["previous_secret_hash"])
+            page.append((key, hashes))
+        return page, (rows[-1]["id"] if more and rows else None)
+
     # --- model providers ----------------------------------------------------------------
 
     def _check_base_url(self, base_url: str | None, ptype: str) -> str | None:
