@@ -18,9 +18,12 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn
 
+from tollway.egress import mask_url, proxy_problem, standard_from_env
+
 __all__ = [
     "ConfigError",
     "LogSettings",
+    "OutboundSettings",
     "PluginSelection",
     "ProviderConfig",
     "ServerSettings",
@@ -50,6 +53,27 @@ class ServerSettings:
     upstream_connect_timeout_seconds: float = 10.0
     #: Time allowed for an upstream to answer (headers) and between two body reads.
     upstream_timeout_seconds: float = 300.0
+    #: ``host[:port]`` list the start-up netcheck dials (None: every configured provider's
+    #: host, or its proxy's; ``[]``: skip the netcheck).
+    netcheck_hosts: list[str] | None = None
+    #: Bound on the netcheck of one host (DNS + TCP connect); hosts are checked concurrently.
+    netcheck_timeout_seconds: float = 5.0
+    #: A failed netcheck is run again after this long (``/startupz`` stays 503 meanwhile).
+    netcheck_retry_seconds: float = 5.0
+
+
+@attrs.frozen
+class OutboundSettings:
+    """Outbound proxies (see :mod:`tollway.egress` for the precedence)."""
+
+    #: ``LW_GATEWAY_OUTBOUND_PROXY``: one proxy for every outbound call.
+    proxy: str | None = attrs.field(default=None, repr=False)
+    #: ``HTTPS_PROXY`` / ``https_proxy``.
+    https_proxy: str | None = attrs.field(default=None, repr=False)
+    #: ``HTTP_PROXY`` / ``http_proxy``.
+    http_proxy: str | None = attrs.field(default=None, repr=False)
+    #: ``NO_PROXY`` / ``no_proxy``: hosts the standard variables do not apply to.
+    no_proxy: str | None = None
 
 
 @attrs.frozen
@@ -102,6 +126,7 @@ class ProviderConfig:
 class Settings:
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
+    outbound: OutboundSettings = OutboundSettings()
     plugins: PluginSelection = PluginSelection()
     data_dir: str = ".tollway"
     environment: str = "production"
@@ -127,6 +152,12 @@ class Settings:
         for p in data["providers"]:
             if p.get("api_key"):
                 p["api_key"] = p["api_key"][:4] + "…"
+            config = p.get("config")
+            if isinstance(config, dict) and isinstance(config.get("proxy"), str):
+                config["proxy"] = mask_url(config["proxy"])
+        for name in ("proxy", "https_proxy", "http_proxy"):
+            if data["outbound"].get(name):
+                data["outbound"][name] = mask_url(data["outbound"][name])
         masked: dict[str, Any] = _mask(data)
         return masked
 
@@ -174,6 +205,10 @@ _ENV: dict[str, tuple[str, ...]] = {
     "SERVER_HEARTBEAT_SECONDS": ("server", "heartbeat_seconds"),
     "SERVER_UPSTREAM_TIMEOUT_SECONDS": ("server", "upstream_timeout_seconds"),
     "SERVER_UPSTREAM_CONNECT_TIMEOUT_SECONDS": ("server", "upstream_connect_timeout_seconds"),
+    "SERVER_NETCHECK_HOSTS": ("server", "netcheck_hosts"),
+    "SERVER_NETCHECK_TIMEOUT_SECONDS": ("server", "netcheck_timeout_seconds"),
+    "SERVER_NETCHECK_RETRY_SECONDS": ("server", "netcheck_retry_seconds"),
+    "LW_GATEWAY_OUTBOUND_PROXY": ("outbound", "proxy"),
     "LOG_FORMAT": ("log", "format"),
     "LOG_LEVEL": ("log", "level"),
     "LW_LOG_MESSAGE_BODY": ("log", "message_body"),
@@ -185,14 +220,21 @@ _ENV: dict[str, tuple[str, ...]] = {
     "GATEWAY_REDIS_URL": ("redis_url",),
     "GATEWAY_REDIS_CLUSTER": ("redis_cluster",),
 }
-_LIST_ENV = {"TOLLWAY_PLUGINS", "TOLLWAY_DISABLE_PLUGINS", "TOLLWAY_OPTIONAL_PLUGINS"}
+_LIST_ENV = {
+    "TOLLWAY_PLUGINS",
+    "TOLLWAY_DISABLE_PLUGINS",
+    "TOLLWAY_OPTIONAL_PLUGINS",
+    "SERVER_NETCHECK_HOSTS",
+}
+#: Set to the empty string, these mean an empty list rather than "unset".
+_EMPTY_MEANS_NONE = {"SERVER_NETCHECK_HOSTS"}
 _BOOL_ENV = {"LW_LOG_MESSAGE_BODY", "GATEWAY_REDIS_CLUSTER"}
 
 
 def _from_env(env: Mapping[str, str], data: dict[str, Any]) -> None:
     for var, path in _ENV.items():
         raw = env.get(var)
-        if raw is None or raw == "":
+        if raw is None or (raw.strip() == "" and var not in _EMPTY_MEANS_NONE):
             continue
         value: Any = raw
         if var in _LIST_ENV:
@@ -205,6 +247,11 @@ def _from_env(env: Mapping[str, str], data: dict[str, Any]) -> None:
             if not isinstance(node, dict):
                 raise ConfigError([f"{'.'.join(path[:-1])}: must be a table (set by {var})"])
         node[path[-1]] = value
+    # The standard proxy variables (either case; urllib's rule: lower-case wins).
+    for field, (value, _) in standard_from_env(env).items():
+        outbound = data.setdefault("outbound", {})
+        if isinstance(outbound, dict):
+            outbound[field] = value
 
 
 def load_settings(
@@ -337,6 +384,20 @@ def _validate(settings: Settings) -> list[str]:
         problems.append("server.max_request_body_bytes: must be >= 0 (0 means the 32 MiB default)")
     if settings.server.upstream_timeout_seconds <= 0:
         problems.append("server.upstream_timeout_seconds: must be > 0")
+    if settings.server.netcheck_timeout_seconds <= 0:
+        problems.append("server.netcheck_timeout_seconds: must be > 0")
+    if settings.server.netcheck_retry_seconds <= 0:
+        problems.append("server.netcheck_retry_seconds: must be > 0")
+    for host in settings.server.netcheck_hosts or ():
+        if not _hostport_ok(host):
+            problems.append(
+                f"server.netcheck_hosts (SERVER_NETCHECK_HOSTS): {host!r} must be host or "
+                "host:port (e.g. api.openai.com:443)"
+            )
+    for name, var in _PROXY_VARS.items():
+        problem = proxy_problem(getattr(settings.outbound, name))
+        if problem:
+            problems.append(f"outbound.{name} ({var}): {problem}")
     seen: set[str] = set()
     for i, p in enumerate(settings.providers):
         where = f"providers[{i}]"
@@ -352,4 +413,23 @@ def _validate(settings: Settings) -> list[str]:
                     f"{where}.base_url: {parts.hostname} is a loopback/private address; refused "
                     "outside ENVIRONMENT=local (SSRF guard)"
                 )
+        problem = proxy_problem(p.config.get("proxy"))
+        if problem:
+            problems.append(f"{where}.config.proxy: {problem}")
     return problems
+
+
+_PROXY_VARS = {
+    "proxy": "LW_GATEWAY_OUTBOUND_PROXY",
+    "https_proxy": "HTTPS_PROXY",
+    "http_proxy": "HTTP_PROXY",
+}
+
+
+def _hostport_ok(text: str) -> bool:
+    try:
+        parts = urlsplit(f"//{text}")
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError:
+        return False
+    return bool(parts.hostname) and not parts.path

@@ -13,7 +13,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import attrs
 import orjson
@@ -46,10 +46,12 @@ from tollway._hooks import Hooks
 from tollway._ids import new_span_id, new_trace_id, parse_traceparent, request_id
 from tollway._logging import request_id_var
 from tollway._markers import hookimpl
+from tollway._netcheck import Netcheck, NetTarget, parse_hostport
 from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager, provider_classes
 from tollway._sse import error_event
 from tollway._types import Attempt, Credential, Principal, RouteTarget
 from tollway.config import ProviderConfig, Settings, structure_plugin_settings
+from tollway.egress import Egress
 from tollway.keys import KeyFormatError, check_key_format
 from tollway.provider import Provider, ProviderResult, UpstreamHTTP
 
@@ -138,6 +140,7 @@ class Gateway:
         self.started = False
         self.draining = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._daemons: set[asyncio.Task[Any]] = set()
         self.in_flight = 0
         self.streaming_active = 0
         #: Circuit breakers by provider key.
@@ -156,10 +159,24 @@ class Gateway:
         #: Every adapter instance by :attr:`Provider.key`, including ones built from key bundles.
         self.instances: dict[str, Provider] = {p.key: p for p in self.providers.values()}
         server = settings.server
+        outbound = settings.outbound
+        #: The outbound proxy settings; plugins calling the outside world use them too.
+        self.egress = Egress(
+            proxy=outbound.proxy or None,
+            https_proxy=outbound.https_proxy or None,
+            http_proxy=outbound.http_proxy or None,
+            no_proxy=outbound.no_proxy or None,
+        )
         self.http = UpstreamHTTP(
             server.upstream_connect_timeout_seconds,
             server.upstream_timeout_seconds,
             public_only=settings.environment != "local",
+            egress=self.egress,
+        )
+        self.netcheck = Netcheck.of(
+            self._netcheck_targets(),
+            server.netcheck_timeout_seconds,
+            server.netcheck_retry_seconds,
         )
         self.max_body = effective_limit(server.max_request_body_bytes)
         #: ``LW_LOG_MESSAGE_BODY``: request and non-streaming response bodies go to the log.
@@ -202,6 +219,26 @@ class Gateway:
         if errors:
             raise ConfigError(errors)
         return providers
+
+    def _netcheck_targets(self) -> list[NetTarget]:
+        """``SERVER_NETCHECK_HOSTS``, else every configured provider's host — or the host of
+        the proxy it is reached through."""
+        hosts = self.settings.server.netcheck_hosts
+        if hosts is not None:
+            return [NetTarget(*parse_hostport(h), why="SERVER_NETCHECK_HOSTS") for h in hosts]
+        targets = []
+        for p in self.providers_in_order:
+            if not p.base_url:
+                continue
+            choice = self.egress.for_provider(p.base_url, p.config.config)
+            proxy = choice.hostport()
+            if proxy is not None:
+                targets.append(NetTarget(*proxy, why=f"proxy of provider {p.name}"))
+                continue
+            url = urlsplit(p.base_url)
+            port = url.port or (443 if url.scheme == "https" else 80)
+            targets.append(NetTarget(url.hostname or "", port, why=f"provider {p.name}"))
+        return targets
 
     def provider_for(self, config: ProviderConfig) -> Provider:
         """The adapter instance for a provider credential (cached per id and revision)."""
@@ -247,17 +284,28 @@ class Gateway:
         own.extend((p, None) for p in configured)
         return own
 
+    @property
+    def booted(self) -> bool:
+        """``/startupz``: start-up finished and the netcheck passed."""
+        return self.started and self.netcheck.passed
+
     async def startup(self) -> None:
+        if not self.netcheck.passed:
+            # In the background: the gateway serves (and /healthz answers) meanwhile; only
+            # /startupz waits for it.
+            self.spawn_daemon(self.netcheck.run())
         await self.hooks.gateway_started(self)
         self.checks = self.hooks.readiness_checks(self)
         self.started = True
         for callback in self.on_started:
             callback()
         log.info(
-            "gateway_started version=%s providers=%s plugins=%s",
+            "gateway_started version=%s providers=%s plugins=%s %s netcheck=%s",
             __version__,
             ",".join(self.providers) or "-",
             ",".join(i.name for i in self.plugin_infos if not i.builtin) or "-",
+            self.egress.summary(),
+            ",".join(t.label for t in self.netcheck.targets) or "skipped",
         )
         if self.log_bodies:
             log.warning(
@@ -267,10 +315,19 @@ class Gateway:
             )
 
     async def shutdown(self) -> None:
+        for task in list(self._daemons):
+            task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.settings.server.graceful_seconds)
         await self.hooks.gateway_stopping(self)
         await self.http.close()
+
+    def spawn_daemon(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background until it ends or the gateway stops (cancelled)."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._daemons.add(task)
+        task.add_done_callback(self._daemons.discard)
+        return task
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` in the background; shutdown waits for it."""
@@ -472,7 +529,7 @@ class Gateway:
             )
             t0 = time.perf_counter()
             try:
-                result = await provider.send(ctx, target, self.http)
+                result = await provider.send(ctx, target, self.http.for_provider(provider.config))
                 if result.events is not None:
                     result.events = await _prime(result.events)
             except UpstreamError as exc:
@@ -781,6 +838,25 @@ class Gateway:
             self.finish(ctx)
             request_id_var.reset(token)
 
+    def startup_status(self) -> tuple[int, dict[str, Any]]:
+        """``/startupz``: 503 until start-up finished and the netcheck passed; the body names
+        each netcheck host's state (``error: dns resolution failed: …``)."""
+        netcheck = self.netcheck
+        checks: dict[str, Any] = {"netcheck": netcheck.report() if netcheck.targets else "skipped"}
+        if self.booted:
+            return 200, {"status": "ok", "checks": checks}
+        if not self.started:
+            return 503, {"status": "starting", "checks": checks}
+        if netcheck.status == "failed":
+            lines = list(netcheck.failures.values())
+            return 503, {
+                "status": "netcheck_failed",
+                "error": "; ".join(lines),
+                "checks": checks,
+                "retry_seconds": netcheck.retry,
+            }
+        return 503, {"status": "netcheck_running", "checks": checks}
+
     async def readiness(self) -> tuple[int, dict[str, Any]]:
         if self.draining:
             return 503, {"status": "draining", "checks": {"draining": "error: shutting down"}}
@@ -1010,9 +1086,8 @@ def create_app(gateway: Gateway) -> Quart:
 
     @app.get("/startupz")
     async def startupz() -> Response:
-        if gateway.started:
-            return _json(200, {"status": "ok"})
-        return _json(503, {"status": "starting"})
+        status, body = gateway.startup_status()
+        return _json(status, body)
 
     @app.get("/readyz")
     async def readyz() -> Response:

@@ -8,10 +8,12 @@ own) and reports usage on the context.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import functools
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 import attrs
@@ -20,6 +22,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from tollway._errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeoutError
 from tollway._sse import SSESplitter
+from tollway.egress import PROVIDER_KEY, Egress, ProxyChoice, redact
 
 if TYPE_CHECKING:
     from tollway._context import RequestContext
@@ -107,41 +110,164 @@ class ProviderResult:
     close: Callable[[], None] | None = None
 
 
+class _Pool:
+    """What every view of one :class:`UpstreamHTTP` shares: its sessions and caches."""
+
+    def __init__(self) -> None:
+        self.direct: aiohttp.ClientSession | None = None
+        #: For calls through a proxy: it only ever resolves proxy hosts (the operator's own,
+        #: often on a private network), so it uses the default resolver.
+        self.proxied: aiohttp.ClientSession | None = None
+        self.resolver: PublicOnlyResolver | None = None
+        #: host → monotonic expiry of its last passed SSRF check (proxied calls).
+        self.guarded: dict[str, float] = {}
+
+
+#: How long a proxied target host's SSRF check is trusted (as the connector's DNS cache).
+_GUARD_TTL = 300.0
+
+
 class UpstreamHTTP:
-    """One keep-alive aiohttp session per process, with the gateway's timeouts.
+    """One keep-alive aiohttp session per process, with the gateway's timeouts and proxies.
 
     Errors become :class:`UpstreamConnectError` / :class:`UpstreamTimeoutError`; error statuses
-    are left to the provider, which knows the body's shape.
+    are left to the provider, which knows the body's shape. Calls go through the proxy that
+    :class:`~tollway.egress.Egress` chooses; :meth:`for_provider` gives a view that applies a
+    provider's own ``config.proxy``.
     """
 
     def __init__(
-        self, connect_timeout: float, timeout: float, *, public_only: bool = False
+        self,
+        connect_timeout: float,
+        timeout: float,
+        *,
+        public_only: bool = False,
+        egress: Egress | None = None,
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=timeout
         )
-        self._session: aiohttp.ClientSession | None = None
+        self._pool = _Pool()
         #: Refuse host names that resolve to loopback/private/link-local addresses (the SSRF
         #: guard outside ``ENVIRONMENT=local``; literal addresses are refused by the config).
+        #: Through a proxy, the target host is checked the same way before the call.
         self.public_only = public_only
+        self.egress = egress or Egress()
+        #: A provider's ``config`` when it sets ``proxy`` (see :meth:`for_provider`).
+        self._provider_config: Mapping[str, Any] = {}
+
+    def for_provider(self, config: ProviderConfig) -> UpstreamHTTP:
+        """A view for one provider: same sessions, plus the provider's ``config.proxy``."""
+        if PROVIDER_KEY not in config.config:
+            return self
+        view = copy.copy(self)
+        view._provider_config = config.config
+        return view
+
+    def proxy_for(self, url: str | yarl.URL) -> ProxyChoice:
+        """The proxy a call to ``url`` goes through (its ``url`` None: direct)."""
+        return self.egress.for_provider(str(url), self._provider_config)
+
+    def _new_session(self, resolver: AbstractResolver | None) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=0, ttl_dns_cache=300, enable_cleanup_closed=True, resolver=resolver
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Content-Type"),
+            raise_for_status=False,
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=0,
-                ttl_dns_cache=300,
-                enable_cleanup_closed=True,
-                resolver=PublicOnlyResolver() if self.public_only else None,
+        """The session for direct calls."""
+        pool = self._pool
+        if pool.direct is None:
+            pool.direct = self._new_session(PublicOnlyResolver() if self.public_only else None)
+        return pool.direct
+
+    def _proxied_session(self) -> aiohttp.ClientSession:
+        pool = self._pool
+        if pool.proxied is None:
+            pool.proxied = self._new_session(None)
+        return pool.proxied
+
+    async def _guard_target(self, url: str | yarl.URL) -> None:
+        """The SSRF guard for a proxied call: the proxy resolves the target, not us, so check
+        the target host here the way the direct session's resolver would."""
+        host = yarl.URL(str(url)).host or ""
+        pool = self._pool
+        loop = asyncio.get_running_loop()
+        if pool.guarded.get(host, 0.0) > loop.time():
+            return
+        if pool.resolver is None:
+            pool.resolver = PublicOnlyResolver()
+        try:
+            await pool.resolver.resolve(host, 0, socket.AF_UNSPEC)
+        except OSError as exc:
+            raise UpstreamConnectError(
+                f"refusing to call {host} through the outbound proxy: {exc}"
+            ) from None
+        pool.guarded[host] = loop.time() + _GUARD_TTL
+
+    async def _send(
+        self,
+        method: str,
+        url: str | yarl.URL,
+        headers: dict[str, str],
+        body: bytes | None,
+    ) -> aiohttp.ClientResponse:
+        choice = self.proxy_for(url)
+        host = _host(url)
+        if choice.url is None:
+            session, proxy = self.session, None
+        else:
+            if self.public_only:
+                await self._guard_target(url)
+            session, proxy = self._proxied_session(), choice.url
+        try:
+            resp = await session.request(
+                method, url, data=body, headers=headers, allow_redirects=False, proxy=proxy
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Content-Type"),
-                raise_for_status=False,
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            via = f" through the outbound proxy {choice.describe()}" if proxy else ""
+            raise UpstreamTimeoutError(
+                redact(f"no answer from {host}{via} in time ({exc!r})", proxy)
+            ) from exc
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise UpstreamConnectError(
+                redact(
+                    f"cannot connect to the outbound proxy {choice.describe()} to reach {host}: "
+                    f"{exc.os_error}",
+                    proxy,
+                )
+            ) from None
+        except aiohttp.ClientHttpProxyError as exc:
+            raise UpstreamConnectError(
+                redact(
+                    f"the outbound proxy {choice.describe()} refused to tunnel to {host}: "
+                    f"HTTP {exc.status} {exc.message}",
+                    proxy,
+                )
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamConnectError(
+                redact(f"cannot connect to {host}: {exc.os_error}", proxy)
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamConnectError(
+                redact(f"connection to {host} failed: {type(exc).__name__}: {exc}", proxy)
+            ) from exc
+        if proxy is not None and resp.status == 407:
+            # A plain-HTTP proxy answers for itself: never relay that as the provider's answer.
+            resp.release()
+            raise UpstreamConnectError(
+                f"the outbound proxy {choice.describe()} asked for credentials (HTTP 407) to "
+                f"reach {host}; put them in the proxy URL (http://user:password@host:port)"
             )
-        return self._session
+        return resp
 
     async def post(
         self, url: str | yarl.URL, headers: dict[str, str], body: bytes
@@ -150,29 +276,17 @@ class UpstreamHTTP:
         exactly as given (a signed path such as Bedrock's ``%3A`` must not be re-encoded)."""
         # We relay bodies as they are: ask for them uncompressed.
         headers["accept-encoding"] = "identity"
-        try:
-            return await self.session.post(url, data=body, headers=headers, allow_redirects=False)
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeoutError(f"no answer from {_host(url)} in time ({exc!r})") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise UpstreamConnectError(f"cannot connect to {_host(url)}: {exc.os_error}") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(
-                f"connection to {_host(url)} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        return await self._send("POST", url, headers, body)
 
     async def get(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        try:
-            return await self.session.get(url, headers=headers, allow_redirects=False)
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeoutError(f"no answer from {_host(url)} in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamConnectError(f"connection to {_host(url)} failed: {exc}") from exc
+        return await self._send("GET", url, headers, None)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        pool = self._pool
+        for session in (pool.direct, pool.proxied):
+            if session is not None:
+                await session.close()
+        pool.direct = pool.proxied = None
 
 
 class PublicOnlyResolver(AbstractResolver):

@@ -285,6 +285,21 @@ def test_provider_validation(store: Store) -> None:
         store.create_provider(type="anthropic", name="x")
 
 
+def test_provider_proxy_is_validated_and_shown_masked(store: Store) -> None:
+    with pytest.raises(ValidationError, match=r"config.proxy: .*SOCKS"):
+        store.create_provider(type="openai", name="x", config={"proxy": "socks5://p:1080"})
+    p = store.create_provider(
+        type="openai", name="x", config={"proxy": "http://user:s3cret@proxy.internal:3128"}
+    )
+    shown = p.to_json()
+    assert shown["config"]["proxy"] == "http://user:****@proxy.internal:3128"
+    assert "s3cret" not in str(shown)
+    # The gateway gets the real URL in the key's bundle (as it gets the API key).
+    assert p.config["proxy"] == "http://user:s3cret@proxy.internal:3128"
+    direct = store.create_provider(type="anthropic", name="y", config={"proxy": ""})
+    assert direct.to_json()["config"]["proxy"] == ""
+
+
 def test_scope_inheritance_of_providers(store: Store) -> None:
     team_a, team_b = store.create_team("a"), store.create_team("b")
     proj_a1, proj_a2 = store.create_project("a1", team_a.id), store.create_project("a2", team_a.id)

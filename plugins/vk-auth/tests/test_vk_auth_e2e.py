@@ -384,3 +384,53 @@ def test_standalone_control_plane_outage_and_recovery(sim: str, tmp_path: Path) 
         if leftover:
             client.delete(*leftover)
         client.close()
+
+
+def test_bootstrap_all_keys_serves_first_requests_from_l1(sim: str, tmp_path: Path) -> None:
+    """GATEWAY_CACHE_BOOTSTRAP_ALL_KEYS=true: every active key is in L1 before readiness, so a
+    key's first request makes no resolve-key call, and keeps working with the control plane
+    gone. Revoked keys are not warmed."""
+    shared = {
+        "LW_VIRTUAL_KEY_PEPPER": secrets.token_urlsafe(32),
+        "LW_GATEWAY_INTERNAL_SECRET": secrets.token_urlsafe(32),
+        "LW_GATEWAY_JWT_SECRET": secrets.token_urlsafe(32),
+    }
+    cp_port = free_port()
+    cp_url = f"http://127.0.0.1:{cp_port}"
+    cp_env = base_env(tmp_path / "cp-data", **shared)
+    add_provider(cp_env, sim)
+    keys = new_keys(cp_env, "first", "second", "gone")
+    tollway(cp_env, "virtual-keys", "revoke", keys["gone"][0])
+    cp = launch(
+        ["control-plane", "--host", "127.0.0.1", "--port", str(cp_port)],
+        cp_env,
+        tmp_path / "control-plane.log",
+        cp_url,
+    )
+    gw_env = base_env(
+        tmp_path / "gw-data",
+        **shared,
+        LW_GATEWAY_BASE_URL=cp_url,
+        GATEWAY_CACHE_BOOTSTRAP_ALL_KEYS="true",
+    )
+    gw = launch_gateway(tmp_path, "gateway", gw_env)
+    try:
+        wait_up(cp, "/api/health")
+        wait_up(gw, "/readyz")
+        checks = httpx.get(f"{gw.url}/readyz", timeout=5).json()["checks"]
+        assert checks["auth_cache_bootstrap"] == "ok: 2 key(s) warmed", checks
+        first_vk, first = keys["first"]
+        assert gw.chat(first).status_code == 200
+        served = [line for line in cp.logs().splitlines() if "resolve_key_served" in line]
+        assert not [line for line in served if first_vk in line], served
+        assert "keys_page_served keys=2" in cp.logs()
+
+        stop(cp.proc, signal.SIGKILL)
+        _, second = keys["second"]
+        assert gw.chat(second).status_code == 200  # first use, control plane down
+        assert gw.chat(first).status_code == 200
+        # The revoked key was not warmed: with the control plane down it cannot be checked.
+        assert gw.chat(keys["gone"][1]).status_code == 503
+    finally:
+        stop(gw.proc)
+        stop(cp.proc)

@@ -1,6 +1,7 @@
 """The internal gateway protocol (control-plane side), as a Quart blueprint.
 
-``/api/internal/gateway/…``: ``resolve-key``, ``config/<vk_id>``, ``changes``, and for the
+``/api/internal/gateway/…``: ``resolve-key``, ``config/<vk_id>``, ``changes``, ``keys`` (the
+auth cache bootstrap's pages of active keys), and for the
 budgets plugin ``ledger`` (a gateway outbox's batch of spend entries) and ``spend`` (ledger sums
 for the budget counters a gateway starts). Every request
 must carry a fresh HMAC signature (:mod:`tollway.signing`, ``LW_GATEWAY_INTERNAL_SECRET``);
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -42,6 +44,8 @@ __all__ = [
     "blueprint",
     "state",
 ]
+
+log = logging.getLogger("tollway.control_plane")
 
 PREFIX = "/api/internal/gateway"
 JWT_ISSUER = "tollway-control-plane"
@@ -166,12 +170,26 @@ async def resolve_key() -> Response:
         key = await asyncio.to_thread(cp.store.resolve_secret, presented)
     except KeyRejected as exc:
         return _error(401, "invalid_api_key", exc.message, exc.code)
-    issued = int(time.time())
+    token, expires = _issue_jwt(cp, key.id, key.revision, int(time.time()))
+    node = payload.get("gateway_node_id") if isinstance(payload, dict) else None
+    log.info(
+        "resolve_key_served vk_id=%s gateway_node_id=%s",
+        key.id,
+        node,
+        extra={"vk_id": key.id, "gateway_node_id": node},
+    )
+    return _json(
+        200, {"vk_id": key.id, "revision": key.revision, "jwt": token, "expires_at": expires}
+    )
+
+
+def _issue_jwt(cp: ControlPlane, vk_id: str, revision: int, issued: int) -> tuple[str, int]:
+    """The key's JWT (HS256, ``LW_GATEWAY_JWT_SECRET``, 15 min) and its expiry."""
     expires = issued + JWT_TTL_SECONDS
     token = jwt.encode(
         {
-            "sub": key.id,
-            "rev": key.revision,
+            "sub": vk_id,
+            "rev": revision,
             "iat": issued,
             "exp": expires,
             "iss": JWT_ISSUER,
@@ -180,9 +198,7 @@ async def resolve_key() -> Response:
         cp.secrets.jwt,
         algorithm="HS256",
     )
-    return _json(
-        200, {"vk_id": key.id, "revision": key.revision, "jwt": token, "expires_at": expires}
-    )
+    return token, expires
 
 
 def _bearer() -> str | None:
@@ -270,6 +286,66 @@ async def changes() -> Response:
         if remaining <= 0 or cp.stopping():
             return _json(200, {"cursor": since, "events": []})
         await asyncio.sleep(min(POLL_INTERVAL_SECONDS, remaining))
+
+
+#: Keys per page of ``keys`` (the auth cache bootstrap); a page carries their full bundles.
+KEYS_PAGE_DEFAULT = 100
+KEYS_PAGE_MAX = 500
+
+
+@blueprint.get("/keys")
+async def active_keys() -> Response:
+    """The auth cache bootstrap: one page of active keys with their bundles.
+
+    ``GET keys?cursor=&limit=`` → ``{"keys": [{"vk_id", "revision", "secret_hashes", "jwt",
+    "expires_at", "etag", "bundle"}, …], "next_cursor": <id> | null}``. ``secret_hashes`` are
+    the stored ``hex(HMAC-SHA256(pepper, secret))`` of the secrets that work now — what a
+    gateway's auth cache is keyed by — so no secret ever travels. Signed like every internal
+    call; the JWT is the one ``resolve-key`` would issue.
+    """
+    cp = state()
+    cursor = request.args.get("cursor", "")
+    try:
+        limit = int(request.args.get("limit", str(KEYS_PAGE_DEFAULT)))
+    except ValueError:
+        return _error(400, "bad_request", "limit must be an integer")
+    limit = min(max(limit, 1), KEYS_PAGE_MAX)
+
+    def page() -> tuple[list[dict[str, Any]], str | None]:
+        keys, next_cursor = cp.store.active_key_page(cursor, limit)
+        out = []
+        for key, hashes in keys:
+            try:
+                bundle = cp.store.bundle(key.id)
+            except NotFound:  # deleted meanwhile
+                continue
+            out.append((key, hashes, bundle))
+        docs = []
+        issued = int(time.time())
+        for key, hashes, bundle in out:
+            token, expires = _issue_jwt(cp, key.id, key.revision, issued)
+            body = orjson.dumps(bundle)
+            docs.append(
+                {
+                    "vk_id": key.id,
+                    "revision": key.revision,
+                    "secret_hashes": hashes,
+                    "jwt": token,
+                    "expires_at": expires,
+                    "etag": etag_for(key.id, bundle["revision"], body),
+                    "bundle": bundle,
+                }
+            )
+        return docs, next_cursor
+
+    docs, next_cursor = await asyncio.to_thread(page)
+    log.info(
+        "keys_page_served keys=%d cursor=%s next_cursor=%s",
+        len(docs),
+        cursor or "-",
+        next_cursor or "-",
+    )
+    return _json(200, {"keys": docs, "next_cursor": next_cursor})
 
 
 def _json_body() -> Any:

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from tollway.egress import PROVIDER_KEY as PROXY_KEY
+from tollway.egress import mask_url, proxy_problem
 from tollway.keys import check_key_format, display_prefix, hash_key, keys_equal
 from tollway_control_plane._crypto import CredentialBox, mask_secret
 from tollway_control_plane._db import Database, DatabaseError, IntegrityError, Transaction
@@ -360,6 +362,10 @@ class ModelProvider:
         data = attrs.asdict(self)
         data["api_key"] = data.pop("api_key_hint")
         data["scope"] = f"{self.scope_type}:{self.scope_id}"
+        proxy = data["config"].get(PROXY_KEY)
+        if isinstance(proxy, str):
+            # The proxy URL's credentials are secrets, like the API key: shown masked.
+            data["config"][PROXY_KEY] = mask_url(proxy)
         return data
 
     @classmethod
@@ -1172,6 +1178,32 @@ class Store:
             )
         return key
 
+    def active_key_page(
+        self, after: str = "", limit: int = 100, at: datetime | None = None
+    ) -> tuple[list[tuple[VirtualKey, list[str]]], str | None]:
+        """One page of the keys a gateway may warm its auth cache with (the auth cache
+        bootstrap): active, unexpired keys in id order after ``after``, each with the hashes of
+        the secrets that work now (the current one, and the previous one in its rotation grace).
+        Returns (page, cursor of the next page or None)."""
+        at = at or now()
+        rows = self.db.query(
+            "SELECT * FROM virtual_keys WHERE status = 'active' AND id > ? ORDER BY id LIMIT ?",
+            (after, limit + 1),
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        page: list[tuple[VirtualKey, list[str]]] = []
+        for row in rows:
+            key = VirtualKey.from_row(row)
+            if key.effective_status(at) != "active":
+                continue
+            hashes = [row["secret_hash"]]
+            until = row["previous_valid_until"]
+            if row["previous_secret_hash"] and until is not None and parse_time(until) > at:
+                hashes.append(row["previous_secret_hash"])
+            page.append((key, hashes))
+        return page, (rows[-1]["id"] if more and rows else None)
+
     # --- model providers ----------------------------------------------------------------
 
     def _check_base_url(self, base_url: str | None, ptype: str) -> str | None:
@@ -1212,6 +1244,9 @@ class Store:
         if not isinstance(config, Mapping):
             raise ValidationError("config: the provider config must be a JSON object")
         problems = check_prices(config.get("prices"))
+        proxy = proxy_problem(config.get(PROXY_KEY))
+        if proxy is not None:
+            problems.append(f"config.{PROXY_KEY}: {proxy}")
         if problems:
             raise ValidationError(problems)
         cleaned = merge_patch({}, config)

@@ -192,6 +192,8 @@ async def gateway_started(gateway: Any) -> None:
     evaluators = collect_evaluators(gateway.pm)
     state = GuardrailsState(evaluators, gateway.settings.plugin(NAME))
     for name, evaluator in evaluators.items():
+        if isinstance(evaluator, WebhookEvaluator):
+            evaluator.egress = gateway.egress
         start = getattr(evaluator, "start", None)
         if callable(start):
             try:

@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 
 from tollway import Verdict
+from tollway.egress import Egress
 from tollway.guardrails import GuardrailRequest
 
 __all__ = [
@@ -79,6 +80,8 @@ class WebhookEvaluator:
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        #: The gateway's outbound proxy settings (set by the guardrails plugin at start).
+        self.egress: Egress = Egress()
 
     def validate_settings(self, settings: Mapping[str, Any]) -> list[str]:
         return validate_webhook_settings(settings)
@@ -122,15 +125,31 @@ class WebhookEvaluator:
         assert self._session is not None
         host = urlsplit(url).netloc
         timeout = aiohttp.ClientTimeout(total=request.timeout_s)
+        proxy = self.egress.choose(url)
         try:
             async with self._session.post(
-                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+                url,
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+                proxy=proxy.url,
             ) as resp:
                 if not 200 <= resp.status < 300:
                     raise WebhookError(f"the webhook at {host} answered HTTP {resp.status}")
                 raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
         except TimeoutError:
             raise  # the guardrails plugin reports it as a timeout
+        except aiohttp.ClientProxyConnectionError as exc:
+            raise WebhookError(
+                f"cannot connect to the outbound proxy {proxy.describe()} to reach the webhook "
+                f"at {host}: {exc.os_error}"
+            ) from None
+        except aiohttp.ClientHttpProxyError as exc:
+            raise WebhookError(
+                f"the outbound proxy {proxy.describe()} refused to tunnel to the webhook at "
+                f"{host}: HTTP {exc.status}"
+            ) from None
         except aiohttp.ClientConnectorError as exc:
             raise WebhookError(f"cannot connect to the webhook at {host}: {exc.os_error}") from exc
         except aiohttp.ClientError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -107,9 +107,18 @@ def register_routes(app: Quart, gateway: Gateway) -> None:
     )
 
 
+def _sdk_endpoint(env: Mapping[str, str]) -> str | None:
+    """The endpoint the OpenTelemetry SDK will use when the gateway names none (its scheme
+    decides between HTTPS_PROXY and HTTP_PROXY)."""
+    return env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
 @hookimpl
 def gateway_started(gateway: Gateway) -> None:
     config = resolve(gateway.settings.plugin(NAME), os.environ)
+    endpoint = config.endpoint or _sdk_endpoint(os.environ)
+    if endpoint:
+        config = attrs.evolve(config, proxy=gateway.egress.choose(endpoint).url)
     state = telemetry_state(gateway)
     state.config = config
     if config.export:

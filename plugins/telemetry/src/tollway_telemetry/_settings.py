@@ -77,6 +77,8 @@ class TelemetryConfig:
     shutdown_timeout_seconds: float
     request_log: bool
     metrics_path: str
+    #: The outbound proxy for the OTLP endpoint (the gateway's proxy settings; None: direct).
+    proxy: str | None = attrs.field(default=None, repr=False)
 
 
 def traces_endpoint(url: str) -> str:

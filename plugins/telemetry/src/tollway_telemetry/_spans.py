@@ -417,6 +417,11 @@ class _Sink:
         self.on_drop = on_drop
         self.capacity = config.max_queue_size
         self.session = _RecordingSession()
+        # The gateway's proxy choice, not requests' own reading of the environment (which
+        # knows no LW_GATEWAY_OUTBOUND_PROXY and would override the session's proxies).
+        self.session.trust_env = False
+        if config.proxy:
+            self.session.proxies = {"http": config.proxy, "https": config.proxy}
         headers = {"X-Auth-Token": token} if token else None
         inner = OTLPSpanExporter(endpoint=config.endpoint, headers=headers, session=self.session)
         self.exporter = _GuardedExporter(self, inner)

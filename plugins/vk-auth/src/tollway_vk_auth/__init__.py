@@ -15,6 +15,7 @@ mine". See docs/plugins/vk-auth.md.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -70,6 +71,10 @@ class VKAuthState:
     feed: ChangeFeed
     l2: L2 | None
     embedded: bool
+    #: The auth cache bootstrap (``GATEWAY_CACHE_BOOTSTRAP_ALL_KEYS``), while it runs.
+    bootstrap: asyncio.Task[None] | None = None
+    #: How it ended: "" (not run / running), "ok: …" or "degraded: …".
+    bootstrap_outcome: str = ""
 
 
 _STATE: StashKey[VKAuthState | None] = StashKey("vk-auth.state")
@@ -138,7 +143,12 @@ async def gateway_started(gateway: Gateway) -> None:
         draining=lambda: bool(gateway.draining),
     )
     feed.start()
-    gateway.stash[_STATE] = VKAuthState(settings, cache, client, feed, l2, embedded)
+    state = VKAuthState(settings, cache, client, feed, l2, embedded)
+    gateway.stash[_STATE] = state
+    if settings.bootstrap_all_keys:
+        # In the background: the listener must be up first in the embedded mode, where the
+        # control plane is this very process. Readiness waits for it, bounded by its timeout.
+        state.bootstrap = asyncio.ensure_future(_bootstrap(state))
     log.info(
         "vk_auth_started base_url=%s embedded=%s l2=%s soft_ttl=%s soft_bump=%s hard_grace=%s",
         base_url,
@@ -151,11 +161,51 @@ async def gateway_started(gateway: Gateway) -> None:
     )
 
 
+async def _bootstrap(state: VKAuthState) -> None:
+    settings = state.settings
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        async with asyncio.timeout(settings.bootstrap_timeout):
+            while True:
+                try:
+                    warmed = await state.cache.bootstrap()
+                    break
+                except ControlPlaneUnavailable as exc:
+                    # The embedded control plane may not listen yet: retry within the bound.
+                    log.debug("auth_cache_bootstrap_retry error=%s", exc.reason)
+                    await asyncio.sleep(0.2)
+    except TimeoutError:
+        bound = format_duration(settings.bootstrap_timeout)
+        state.bootstrap_outcome = (
+            f"degraded: the bootstrap did not finish within {bound} "
+            f"({len(state.cache.l1)} key(s) cached); the rest load on first use"
+        )
+        log.warning(
+            "auth_cache_bootstrap_incomplete timeout=%s cached=%d",
+            format_duration(settings.bootstrap_timeout),
+            len(state.cache.l1),
+        )
+        return
+    finally:
+        state.bootstrap = None
+    state.bootstrap_outcome = f"ok: {warmed} key(s) warmed"
+    log.info(
+        "auth_cache_bootstrap_done keys=%d elapsed_ms=%d max_keys=%d",
+        warmed,
+        (loop.time() - started) * 1000,
+        settings.bootstrap_max_keys,
+        extra={"keys": warmed},
+    )
+
+
 @hookimpl
 async def gateway_stopping(gateway: Gateway) -> None:
     state = gateway.stash.get(_STATE)
     if state is None:
         return
+    if state.bootstrap is not None:
+        state.bootstrap.cancel()
     await state.feed.stop()
     await state.cache.drain()
     await state.client.close()
@@ -222,6 +272,11 @@ def readiness_checks(gateway: Gateway) -> dict[str, Callable[[], Any]] | None:
                 f"error: the change-feed task stopped ({why}); revocations no longer reach this "
                 "gateway, restart it"
             )
-        return "ok"
+        if state.bootstrap is not None:
+            return (
+                f"error: warming the auth cache with every active key ({len(state.cache.l1)} so "
+                f"far, at most {format_duration(state.settings.bootstrap_timeout)})"
+            )
+        return state.bootstrap_outcome or "ok"
 
     return {"control_plane": control_plane, "auth_cache_bootstrap": auth_cache_bootstrap}

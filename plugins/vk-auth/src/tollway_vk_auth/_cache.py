@@ -433,6 +433,62 @@ class AuthCache:
             return None  # too old to serve, even stale
         return entry
 
+    # --- the bootstrap (GATEWAY_CACHE_BOOTSTRAP_ALL_KEYS) -----------------------------------
+
+    async def bootstrap(self) -> int:
+        """Warm L1 (and L2) with every active key's bundle, page by page, up to
+        ``bootstrap_max_keys``; the caller bounds the time. Returns the keys warmed."""
+        settings = self.settings
+        warmed = 0
+        cursor = ""
+        now = self.clock()
+        start = self._seq
+        while warmed < settings.bootstrap_max_keys:
+            limit = min(500, settings.bootstrap_max_keys - warmed)
+            docs, next_cursor = await self.client.active_keys(cursor, limit)
+            now = self.clock()
+            for doc in docs:
+                if warmed >= settings.bootstrap_max_keys:
+                    break
+                warmed += self._warm(doc, now, start)
+            if next_cursor is None:
+                break
+            cursor = next_cursor
+        self.note_reachable()
+        return warmed
+
+    def _warm(self, doc: dict[str, Any], now: float, start: int) -> int:
+        """One key of a bootstrap page into L1 (each of its working secrets); 1 if warmed."""
+        try:
+            bundle = doc["bundle"]
+            hashes = [str(h) for h in doc["secret_hashes"]]
+            jwt_expires_at = float(doc["expires_at"])
+            jwt = str(doc["jwt"])
+            etag = doc.get("etag")
+        except (KeyError, TypeError, ValueError):
+            return 0
+        if status_code(bundle, now) is not None:
+            return 0
+        stored = False
+        for key_hash in hashes:
+            if key_hash in self.l1:  # a request fetched it meanwhile: that one is newer
+                continue
+            entry = self._entry(
+                key_hash,
+                bundle,
+                etag,
+                jwt=jwt,
+                jwt_expires_at=jwt_expires_at,
+                fetched_at=now,
+                last_success=now,
+            )
+            if self._evicted_since(start, entry):
+                continue  # changed since the bootstrap began: fetch it on demand
+            self.l1.put(key_hash, entry)
+            self._spawn_l2_put(entry)
+            stored = True
+        return int(stored)
+
     # --- L2 writes (off the request path) -------------------------------------------------
 
     def _spawn(self, coro: Any) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 import attrs
@@ -214,6 +214,24 @@ class ControlPlaneClient:
                 f"changes answered 200 with an unexpected body ({exc!r})", "protocol"
             ) from None
         return cursor, events
+
+    async def active_keys(self, cursor: str, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """``GET keys?cursor=&limit=``: one page of active keys with their bundles (the auth
+        cache bootstrap) and the next page's cursor (None: last page)."""
+        query = urlencode({"cursor": cursor, "limit": limit})
+        timeout = aiohttp.ClientTimeout(total=10, sock_connect=self._connect_timeout)
+        status, _, data = await self._call("GET", "/keys", query=query, client_timeout=timeout)
+        if status != 200:
+            raise self._unexpected("keys", status, data)
+        try:
+            doc = orjson.loads(data)
+            keys = [k for k in doc["keys"] if isinstance(k, dict)]
+            next_cursor = doc.get("next_cursor")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ControlPlaneUnavailable(
+                f"keys answered 200 with an unexpected body ({exc!r})", "protocol"
+            ) from None
+        return keys, (str(next_cursor) if next_cursor else None)
 
     async def probe(self) -> None:
         """A quick signed round trip (``changes?since=-1``), for readiness: raises

@@ -178,6 +178,12 @@ class VKAuthSettings:
     feed_timeout: int = 25
     #: Whether GATEWAY_REDIS_CLUSTER asks for a Redis Cluster client.
     redis_cluster: bool = False
+    #: ``GATEWAY_CACHE_BOOTSTRAP_ALL_KEYS``: warm L1 with every active key at start.
+    bootstrap_all_keys: bool = False
+    #: At most this many keys are warmed (never more than the L1 holds).
+    bootstrap_max_keys: int = 10_000
+    #: The bootstrap gives up after this long; readiness waits for it at most that long.
+    bootstrap_timeout: float = 10.0
 
     @property
     def stale_serving(self) -> bool:
@@ -214,13 +220,30 @@ class VKAuthSettings:
         negative_ttl, _ = _duration_var(env, "LW_GATEWAY_AUTH_CACHE_NEGATIVE_TTL", 5.0)
         prefix = env.get("LW_GATEWAY_AUTH_CACHE_REDIS_PREFIX", "").strip() or "tollway:vkauth:"
         cluster = env.get("GATEWAY_REDIS_CLUSTER", "").strip().lower() in ("1", "true", "yes")
+        bootstrap = env.get("GATEWAY_CACHE_BOOTSTRAP_ALL_KEYS", "").strip().lower()
+        if bootstrap not in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise SettingsError(
+                f"GATEWAY_CACHE_BOOTSTRAP_ALL_KEYS={bootstrap!r} must be true or false"
+            )
+        bootstrap_timeout, _ = _duration_var(env, "GATEWAY_CACHE_BOOTSTRAP_TIMEOUT", 10.0)
+        if bootstrap_timeout <= 0:
+            raise SettingsError(
+                "GATEWAY_CACHE_BOOTSTRAP_TIMEOUT must be positive (e.g. 10s): how long the auth "
+                "cache bootstrap may hold readiness"
+            )
+        l1_size = _positive_int(env, "LW_GATEWAY_AUTH_CACHE_SIZE", 10_000)
         return cls(
             base_url=base,
             soft_ttl=soft_ttl,
             soft_bump=soft_bump,
             hard_grace=hard_grace,
-            l1_size=_positive_int(env, "LW_GATEWAY_AUTH_CACHE_SIZE", 10_000),
+            l1_size=l1_size,
             redis_prefix=prefix,
             negative_ttl=max(0.0, negative_ttl),
             redis_cluster=cluster,
+            bootstrap_all_keys=bootstrap in ("1", "true", "yes", "on"),
+            bootstrap_max_keys=min(
+                l1_size, _positive_int(env, "GATEWAY_CACHE_BOOTSTRAP_MAX_KEYS", 10_000)
+            ),
+            bootstrap_timeout=bootstrap_timeout,
         )

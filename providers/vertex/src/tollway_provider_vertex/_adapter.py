@@ -93,6 +93,12 @@ class TokenSource:
         self.token_host = urlsplit(str(info.get("token_uri") or "")).netloc
         self.timeout = timeout
         self._session = requests.Session()
+        # The gateway decides the proxy (see :attr:`proxy`), not requests' reading of the
+        # environment, which knows no LW_GATEWAY_OUTBOUND_PROXY or provider config.proxy.
+        self._session.trust_env = False
+        self.token_uri = str(info.get("token_uri") or "")
+        #: The outbound proxy for the token endpoint (None: direct); set per attempt.
+        self.proxy: str | None = None
         self._lock = asyncio.Lock()
         self._token: str | None = None
         self._expires_at = 0.0  # time.monotonic()
@@ -134,6 +140,7 @@ class TokenSource:
             return token
 
     def _refresh(self) -> tuple[str, float]:
+        self._session.proxies = {"http": self.proxy, "https": self.proxy} if self.proxy else {}
         credentials = self._credentials
         credentials.refresh(_TimeoutRequest(self._session, self.timeout))
         self.refreshes += 1
@@ -304,6 +311,9 @@ class VertexProvider(GeminiProvider):
     async def send(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
+        tokens = self.tokens()
+        # The token endpoint goes through the same proxy as this provider's calls.
+        tokens.proxy = http.proxy_for(tokens.token_uri).url
         if is_claude(self.model_ids.upstream(target.model)):
             return await self._send_claude(ctx, target, http)
         return await self.send_gemini(ctx, target, http)
