@@ -20,6 +20,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from tollway._errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeoutError
 from tollway._sse import SSESplitter
+from tollway.outbound import OutboundPolicy
 
 if TYPE_CHECKING:
     from tollway._context import RequestContext
@@ -115,15 +116,22 @@ class UpstreamHTTP:
     """
 
     def __init__(
-        self, connect_timeout: float, timeout: float, *, public_only: bool = False
+        self,
+        connect_timeout: float,
+        timeout: float,
+        *,
+        public_only: bool = False,
+        policy: OutboundPolicy | None = None,
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=timeout
         )
         self._session: aiohttp.ClientSession | None = None
         #: Refuse host names that resolve to loopback/private/link-local addresses (the SSRF
-        #: guard outside ``ENVIRONMENT=local``; literal addresses are refused by the config).
-        self.public_only = public_only
+        #: guard outside ``ENVIRONMENT=local``; literal addresses are refused per provider, when
+        #: its adapter is built). ``policy`` adds the operator's allowlist.
+        self.public_only = public_only or (policy is not None and policy.guard)
+        self.policy = policy
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -132,7 +140,7 @@ class UpstreamHTTP:
                 limit=0,
                 ttl_dns_cache=300,
                 enable_cleanup_closed=True,
-                resolver=PublicOnlyResolver() if self.public_only else None,
+                resolver=PublicOnlyResolver(self.policy) if self.public_only else None,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -160,6 +168,10 @@ class UpstreamHTTP:
             raise UpstreamConnectError(
                 f"connection to {_host(url)} failed: {type(exc).__name__}: {exc}"
             ) from exc
+        except ValueError as exc:  # a URL aiohttp cannot send (e.g. credentials in it)
+            raise UpstreamConnectError(
+                f"the upstream URL cannot be used ({exc}); fix the provider's base_url"
+            ) from exc
 
     async def get(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
         try:
@@ -176,23 +188,29 @@ class UpstreamHTTP:
 
 
 class PublicOnlyResolver(AbstractResolver):
-    """The default resolver, minus loopback, private, link-local and unspecified addresses.
+    """The default resolver, minus the addresses the SSRF guard refuses (loopback, private,
+    link-local, unspecified, … — :meth:`OutboundPolicy.refused_address`, which honours the
+    operator's allowlist).
 
     A provider host name that resolves only to such addresses (an internal name, a DNS record
     pointing at the cloud metadata address) fails to connect with a message saying why, the
-    same as a literal private address in the configuration.
+    same as a literal private address in the configuration. The host names in
+    ``policy.private_names`` (config-file providers with ``allow_private_network``) are not
+    filtered.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, policy: OutboundPolicy | None = None) -> None:
         self._inner = aiohttp.DefaultResolver()
+        self._policy = policy or OutboundPolicy()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        from tollway.config import is_private_host
-
+        policy = self._policy
         found = await self._inner.resolve(host, port, family)
-        public = [r for r in found if not is_private_host(r["host"])]
+        if host.lower().rstrip(".") in policy.private_names:
+            return found
+        public = [r for r in found if not policy.refused_address(r["host"])]
         if not public:
             addresses = ", ".join(sorted({r["host"] for r in found}))
             raise OSError(
@@ -363,6 +381,13 @@ class Provider:
 
     def validate(self) -> list[str]:
         """Configuration problems, one line each (checked at start-up)."""
+        return []
+
+    def outbound_urls(self) -> list[tuple[str, str]]:
+        """Every URL this adapter calls besides its upstream requests' host, as ``(field,
+        url)`` — e.g. a token endpoint. The core checks each, with :attr:`base_url`, against
+        the SSRF guard when the adapter is built; an adapter that calls other hosts overrides
+        this (and may raise nothing: a URL it cannot read is left to :meth:`validate`)."""
         return []
 
     def serves(self, model: str) -> bool:
