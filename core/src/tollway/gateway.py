@@ -52,7 +52,7 @@ from tollway._types import Attempt, Credential, RouteTarget
 from tollway.config import PROVIDER_HINT, ProviderConfig, Settings, structure_plugin_settings
 from tollway.keys import KeyFormatError, check_key_format
 from tollway.outbound import ALLOW_CIDRS_ENV, OutboundPolicy
-from tollway.provider import Provider, ProviderResult, UpstreamHTTP
+from tollway.provider import Provider, ProviderResult, UpstreamHTTP, outbound_problems
 
 __all__ = ["Gateway", "ResponseView", "create_app"]
 
@@ -246,19 +246,12 @@ class Gateway:
         :meth:`Provider.outbound_urls`), each ``<field>: <why>``. Checked once per adapter
         instance, never per request. ``allow_private_network`` counts only for the config
         file's providers (``operator_owned``), never for one from a key's bundle."""
-        allow = operator_owned and provider.config.allow_private_network
-        urls = [("base_url", provider.base_url)] if provider.base_url else []
-        try:
-            urls.extend(provider.outbound_urls())
-        except Exception as exc:  # an adapter bug must not hide the other checks
-            return [f"outbound URLs: the {provider.type} adapter could not list them: {exc!r}"]
-        hint = PROVIDER_HINT if operator_owned else _STORE_HINT
-        out = []
-        for field, url in urls:
-            problem = self.outbound.url_problem(url, allow_private=allow, hint=hint)
-            if problem is not None:
-                out.append(f"{field}: {problem}")
-        return out
+        return outbound_problems(
+            provider,
+            self.outbound,
+            operator_owned=operator_owned,
+            hint=PROVIDER_HINT if operator_owned else _STORE_HINT,
+        )
 
     async def startup(self) -> None:
         await self.hooks.gateway_started(self)

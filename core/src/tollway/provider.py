@@ -34,6 +34,7 @@ __all__ = [
     "UpstreamHTTP",
     "adapter_problems",
     "forwardable_request_headers",
+    "outbound_problems",
     "relay_sse",
     "response_headers",
 ]
@@ -429,9 +430,44 @@ def _installed_classes() -> dict[str, type[Provider]]:
     return provider_classes(pm)
 
 
-def adapter_problems(config: ProviderConfig) -> list[str] | None:
+def outbound_problems(
+    provider: Provider,
+    policy: OutboundPolicy,
+    *,
+    operator_owned: bool = False,
+    hint: str | None = None,
+) -> list[str]:
+    """What ``policy`` refuses among the URLs ``provider`` calls — its :attr:`~Provider.base_url`
+    and :meth:`Provider.outbound_urls` — each ``<field>: <why>``.
+
+    ``allow_private_network`` counts only for an ``operator_owned`` provider (the config
+    file's), never for one from a store or a key's bundle. ``hint`` ends a refusal with what to
+    do instead.
+    """
+    allow = operator_owned and provider.config.allow_private_network
+    urls = [("base_url", provider.base_url)] if provider.base_url else []
+    try:
+        urls.extend(provider.outbound_urls())
+    except Exception as exc:  # an adapter bug must not hide the other checks
+        return [f"outbound URLs: the {provider.type} adapter could not list them: {exc!r}"]
+    out = []
+    for field, url in urls:
+        problem = (
+            policy.url_problem(url, allow_private=allow)
+            if hint is None
+            else policy.url_problem(url, allow_private=allow, hint=hint)
+        )
+        if problem is not None:
+            out.append(f"{field}: {problem}")
+    return out
+
+
+def adapter_problems(
+    config: ProviderConfig, outbound: OutboundPolicy | None = None, hint: str | None = None
+) -> list[str] | None:
     """What the installed adapter of ``config.type`` finds wrong with ``config`` (its
-    :meth:`Provider.validate`), or ``None`` when no adapter of that type is installed here.
+    :meth:`Provider.validate`, and with ``outbound`` the URLs it would call:
+    :func:`outbound_problems`), or ``None`` when no adapter of that type is installed here.
 
     For stores that accept provider credentials (the control plane checks them on write, so a
     bad deployment map or region is refused with a 400 instead of silently serving nothing).
@@ -440,6 +476,10 @@ def adapter_problems(config: ProviderConfig) -> list[str] | None:
     if cls is None:
         return None
     try:
-        return cls(config).validate()
+        provider = cls(config)
+        problems = provider.validate()
     except Exception as exc:  # an adapter that cannot even be built from this config
         return [f"the {config.type} adapter cannot use this configuration: {exc}"]
+    if outbound is not None:
+        problems.extend(outbound_problems(provider, outbound, hint=hint))
+    return problems

@@ -112,7 +112,11 @@ async def gateway_started(gateway: Gateway) -> None:
 
     settings = gateway.settings
     cp = await asyncio.to_thread(
-        ControlPlane.open, settings.data_dir, None, environment=settings.environment
+        ControlPlane.open,
+        settings.data_dir,
+        None,
+        environment=settings.environment,
+        outbound=getattr(gateway, "outbound", None),
     )
     cp.stopping = lambda: gateway.draining
     gateway.stash[_CONTROL_PLANE] = cp

@@ -70,7 +70,7 @@ def _open_backend() -> _Backend:
     data_dir, environment = _settings()
     try:
         store, _ = open_store(data_dir, environment=environment)
-    except (SecretsError, DatabaseError) as exc:
+    except (SecretsError, DatabaseError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     return Service(store)
 
@@ -860,7 +860,7 @@ def control_plane(host: str, port: int) -> None:
     configure_logging(os.environ.get("LOG_FORMAT") or "json", os.environ.get("LOG_LEVEL") or "INFO")
     try:
         cp = ControlPlane.open(data_dir, environment=environment)
-    except (SecretsError, DatabaseError) as exc:
+    except (SecretsError, DatabaseError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     run(cp, host, port)
 
