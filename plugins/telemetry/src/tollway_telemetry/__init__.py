@@ -28,6 +28,7 @@ from tollway_telemetry._metrics import (
 from tollway_telemetry._settings import (
     TelemetryConfig,
     TelemetrySettings,
+    check_endpoint,
     redact_url,
     resolve,
 )
@@ -110,6 +111,9 @@ def register_routes(app: Quart, gateway: Gateway) -> None:
 @hookimpl
 def gateway_started(gateway: Gateway) -> None:
     config = resolve(gateway.settings.plugin(NAME), os.environ)
+    policy = getattr(gateway, "outbound", None)
+    if policy is not None:
+        config = check_endpoint(config, policy, os.environ)
     state = telemetry_state(gateway)
     state.config = config
     if config.export:
