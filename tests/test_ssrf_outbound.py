@@ -104,11 +104,23 @@ def _chat(url: str, secret: str) -> httpx.Response:
 
 
 @pytest.fixture(scope="module")
+def sim3() -> Iterator[Simulator]:
+    """A simulator on 127.0.0.3, the one loopback address the production gateway's operator
+    allowlist lets through (the guarded listener is on 127.0.0.1)."""
+    try:
+        s = start_simulator("--host", "127.0.0.3")
+    except AssertionError:
+        pytest.skip("cannot bind 127.0.0.3 here")
+    yield s
+    stop(s.proc)
+
+
+@pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     tmp = tmp_path_factory.mktemp("production")
     gw = start_gateway(
         tmp,
-        env={"ENVIRONMENT": "production"},
+        env={"ENVIRONMENT": "production", "GATEWAY_OUTBOUND_ALLOW_CIDRS": "127.0.0.3/32"},
         keys=[],
         plugins=[
             "tollway-control-plane",
@@ -193,6 +205,53 @@ def test_guardrail_webhooks_on_guarded_addresses_are_never_called(
         assert "refused by the SSRF guard" in error["message"], (name, error)
         assert "internal service answer" not in r.text
     assert listener.connections == 0 and listener.received == b""
+
+
+def test_a_refused_provider_is_a_failed_attempt_and_the_chain_goes_on(
+    production: GatewayProcess, listener: Listener, sim3: Simulator
+) -> None:
+    """User info in a stored base URL (a row written before the store refused it) and a guarded
+    address each fail one attempt; the next provider — on the operator's allowlist — answers."""
+    store, _ = open_store(production.data_dir, {}, environment="local")
+    try:
+        project = store.create_project("chain-ok")
+        scope = f"project:{project.id}"
+        userinfo = store.create_provider(
+            type="openai",
+            name="with-password",
+            base_url="https://api.example.com/v1",
+            scope=scope,
+            priority=0,
+        )
+        with store.db.transaction() as tx:
+            tx.execute(
+                "UPDATE model_providers SET base_url = ? WHERE id = ?",
+                (f"http://bob:hunter2@127.0.0.3:{sim3.url.rsplit(':', 1)[1]}/v1", userinfo.id),
+            )
+        store.create_provider(
+            type="openai",
+            name="internal",
+            base_url=f"http://127.1:{listener.port}/v1",
+            scope=scope,
+            priority=1,
+        )
+        store.create_provider(
+            type="openai",
+            name="allowed",
+            api_key="sk-allowed",
+            base_url=f"{sim3.url}/v1",
+            scope=scope,
+            priority=2,
+        )
+        _, secret = store.create_key(name="chain-ok", scope=scope)
+    finally:
+        store.close()
+    before = len(sim3.requests())
+    r = _chat(production.url, secret)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-langwatch-fallback-count"] == "2"
+    assert len(sim3.requests()) == before + 1  # only the allowed provider's call
+    assert listener.connections == 0
 
 
 # --- the ways through ------------------------------------------------------------------------
