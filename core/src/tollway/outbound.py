@@ -208,7 +208,7 @@ def redact_userinfo(url: str) -> str:
 _TO_ALLOW = "list its network in GATEWAY_OUTBOUND_ALLOW_CIDRS"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a key of the URL-check cache
 class OutboundPolicy:
     """Which outbound URLs and addresses may be called. Immutable; build one per process with
     :meth:`from_env` (or the gateway's settings) and share it."""
