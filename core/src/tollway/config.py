@@ -6,7 +6,6 @@ environment variable, and unknown keys are refused rather than ignored.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -19,6 +18,13 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn
 
 from tollway.egress import mask_url, proxy_problem, standard_from_env
+from tollway.outbound import (
+    ALLOW_CIDRS_ENV,
+    OutboundPolicy,
+    normalise_host,
+    parse_cidrs,
+    redact_userinfo,
+)
 
 __all__ = [
     "ConfigError",
@@ -115,6 +121,9 @@ class ProviderConfig:
     rpm: int | None = None
     tpm: int | None = None
     rpd: int | None = None
+    #: Config file only: this provider may call a loopback/private address (a self-hosted model
+    #: server on the operator's network) outside ``ENVIRONMENT=local``. Never set by a store.
+    allow_private_network: bool = False
 
     @property
     def key(self) -> str:
@@ -133,6 +142,9 @@ class Settings:
     redis_url: str | None = None
     #: ``GATEWAY_REDIS_URL`` names a Redis Cluster (SPEC §1).
     redis_cluster: bool = False
+    #: ``GATEWAY_OUTBOUND_ALLOW_CIDRS``: networks every outbound URL may reach despite the SSRF
+    #: guard (see :mod:`tollway.outbound`).
+    outbound_allow_cidrs: list[str] = attrs.field(factory=list)
     providers: list[ProviderConfig] = attrs.field(factory=list)
     #: Raw ``[plugin.<name>]`` sections, structured by :meth:`plugin` once plugins registered.
     plugin_sections: dict[str, dict[str, Any]] = attrs.field(factory=dict)
@@ -142,6 +154,24 @@ class Settings:
         """The structured settings a plugin registered under ``name``."""
         return self._plugin_values[name]
 
+    def outbound_policy(self) -> OutboundPolicy:
+        """The SSRF guard of this configuration (:class:`tollway.outbound.OutboundPolicy`):
+        ``environment``, ``outbound_allow_cidrs``, and the host names of the providers with
+        ``allow_private_network``."""
+        names = set()
+        for p in self.providers:
+            if p.allow_private_network and p.base_url:
+                host = urlsplit(p.base_url).hostname
+                if host:
+                    found = normalise_host(host)
+                    if isinstance(found, str):
+                        names.add(found)
+        return OutboundPolicy(
+            guard=self.environment != "local",
+            allow_cidrs=parse_cidrs(self.outbound_allow_cidrs, "outbound_allow_cidrs"),
+            private_names=frozenset(names),
+        )
+
     def masked(self) -> dict[str, Any]:
         """The effective configuration with secrets masked (for ``tollway config show``)."""
         data: dict[str, Any] = dict(converter.unstructure(self))
@@ -150,6 +180,8 @@ class Settings:
         for name, value in self._plugin_values.items():
             data["plugin"][name] = converter.unstructure(value)
         for p in data["providers"]:
+            if p.get("base_url"):
+                p["base_url"] = redact_userinfo(p["base_url"])
             if p.get("api_key"):
                 p["api_key"] = p["api_key"][:4] + "…"
             config = p.get("config")
@@ -219,12 +251,14 @@ _ENV: dict[str, tuple[str, ...]] = {
     "ENVIRONMENT": ("environment",),
     "GATEWAY_REDIS_URL": ("redis_url",),
     "GATEWAY_REDIS_CLUSTER": ("redis_cluster",),
+    ALLOW_CIDRS_ENV: ("outbound_allow_cidrs",),
 }
 _LIST_ENV = {
     "TOLLWAY_PLUGINS",
     "TOLLWAY_DISABLE_PLUGINS",
     "TOLLWAY_OPTIONAL_PLUGINS",
     "SERVER_NETCHECK_HOSTS",
+    ALLOW_CIDRS_ENV,
 }
 #: Set to the empty string, these mean an empty list rather than "unset".
 _EMPTY_MEANS_NONE = {"SERVER_NETCHECK_HOSTS"}
@@ -330,9 +364,6 @@ def structure_plugin_settings(settings: Settings, registered: Mapping[str, type[
     return attrs.evolve(settings, _plugin_values=values)
 
 
-_PRIVATE_HOSTS = {"localhost", "localhost.localdomain", "ip6-localhost"}
-
-
 def json_type(value: Any) -> str:
     """What a JSON value is, for "must be …, not <this>" messages in config validation
     (``"null"``, ``"a boolean"``, ``"an integer"``, ``"a number"``, ``"a string"``,
@@ -355,15 +386,9 @@ def json_type(value: Any) -> str:
 
 
 def is_private_host(host: str) -> bool:
-    """True for loopback, private, link-local and unspecified addresses (SSRF guard)."""
-    host = host.strip("[]").lower()
-    if host in _PRIVATE_HOSTS or host.endswith(".localhost"):
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
+    """True for a ``localhost`` name or an address, in any spelling, that the SSRF guard refuses
+    without an allowlist (see :func:`tollway.outbound.guarded_address`)."""
+    return OutboundPolicy().host_problem(host) is not None
 
 
 def _validate(settings: Settings) -> list[str]:
@@ -384,6 +409,11 @@ def _validate(settings: Settings) -> list[str]:
         problems.append("server.max_request_body_bytes: must be >= 0 (0 means the 32 MiB default)")
     if settings.server.upstream_timeout_seconds <= 0:
         problems.append("server.upstream_timeout_seconds: must be > 0")
+    try:
+        policy = settings.outbound_policy()
+    except ValueError as exc:
+        problems.append(f"{exc} (from {ALLOW_CIDRS_ENV} or outbound_allow_cidrs)")
+        policy = OutboundPolicy(guard=settings.environment != "local")
     if settings.server.netcheck_timeout_seconds <= 0:
         problems.append("server.netcheck_timeout_seconds: must be > 0")
     if settings.server.netcheck_retry_seconds <= 0:
@@ -405,14 +435,11 @@ def _validate(settings: Settings) -> list[str]:
             problems.append(f"{where}.name: {p.name!r} is used twice; provider names are unique")
         seen.add(p.name)
         if p.base_url:
-            parts = urlsplit(p.base_url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                problems.append(f"{where}.base_url: {p.base_url!r} is not an http(s) URL")
-            elif settings.environment != "local" and is_private_host(parts.hostname):
-                problems.append(
-                    f"{where}.base_url: {parts.hostname} is a loopback/private address; refused "
-                    "outside ENVIRONMENT=local (SSRF guard)"
-                )
+            problem = policy.url_problem(
+                p.base_url, allow_private=p.allow_private_network, hint=PROVIDER_HINT
+            )
+            if problem is not None:
+                problems.append(f"{where}.base_url: {problem}")
         problem = proxy_problem(p.config.get("proxy"))
         if problem:
             problems.append(f"{where}.config.proxy: {problem}")
@@ -433,3 +460,10 @@ def _hostport_ok(text: str) -> bool:
     except ValueError:
         return False
     return bool(parts.hostname) and not parts.path
+
+
+#: What a config-file provider's SSRF refusal suggests.
+PROVIDER_HINT = (
+    "for a model server on your own network set allow_private_network = true on this provider, "
+    f"or list its network in {ALLOW_CIDRS_ENV}"
+)

@@ -37,6 +37,7 @@ from tollway._errors import (
     PayloadTooLarge,
     ProviderError,
     ServiceUnavailable,
+    UpstreamConnectError,
     UpstreamError,
     UpstreamHTTPError,
     UpstreamTimeout,
@@ -50,10 +51,11 @@ from tollway._netcheck import Netcheck, NetTarget, parse_hostport
 from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager, provider_classes
 from tollway._sse import error_event
 from tollway._types import Attempt, Credential, Principal, RouteTarget
-from tollway.config import ProviderConfig, Settings, structure_plugin_settings
+from tollway.config import PROVIDER_HINT, ProviderConfig, Settings, structure_plugin_settings
 from tollway.egress import Egress
 from tollway.keys import KeyFormatError, check_key_format
-from tollway.provider import Provider, ProviderResult, UpstreamHTTP
+from tollway.outbound import ALLOW_CIDRS_ENV, OutboundPolicy
+from tollway.provider import Provider, ProviderResult, UpstreamHTTP, outbound_problems
 
 __all__ = ["Gateway", "ResponseView", "create_app"]
 
@@ -152,6 +154,8 @@ class Gateway:
             load_installed=load_installed,
         )
         self.settings = self._plugin_settings(self.pm, settings)
+        #: The SSRF guard of every outbound URL (providers, and plugins' webhooks/endpoints).
+        self.outbound: OutboundPolicy = settings.outbound_policy()
         self.hooks = Hooks(self.pm)
         self.provider_classes = provider_classes(self.pm)
         self.providers = self._build_providers()
@@ -172,6 +176,7 @@ class Gateway:
             server.upstream_timeout_seconds,
             public_only=settings.environment != "local",
             egress=self.egress,
+            policy=self.outbound,
         )
         self.netcheck = Netcheck.of(
             self._netcheck_targets(),
@@ -215,6 +220,10 @@ class Gateway:
                 continue
             provider = cls(cfg)
             errors.extend(f"providers[{i}]: {line}" for line in provider.validate())
+            errors.extend(
+                f"providers[{i}].{line}"
+                for line in self.outbound_problems(provider, operator_owned=True)
+            )
             providers[cfg.name] = provider
         if errors:
             raise ConfigError(errors)
@@ -253,6 +262,9 @@ class Gateway:
                 code="provider_not_installed",
             )
         provider = cls(config)
+        problems = self.outbound_problems(provider)
+        if problems:
+            provider = _refused(provider, problems)
         self.instances[config.key] = provider
         return provider
 
@@ -288,6 +300,18 @@ class Gateway:
     def booted(self) -> bool:
         """``/startupz``: start-up finished and the netcheck passed."""
         return self.started and self.netcheck.passed
+
+    def outbound_problems(self, provider: Provider, *, operator_owned: bool = False) -> list[str]:
+        """What the SSRF guard refuses among the URLs ``provider`` calls (its base URL and
+        :meth:`Provider.outbound_urls`), each ``<field>: <why>``. Checked once per adapter
+        instance, never per request. ``allow_private_network`` counts only for the config
+        file's providers (``operator_owned``), never for one from a key's bundle."""
+        return outbound_problems(
+            provider,
+            self.outbound,
+            operator_owned=operator_owned,
+            hint=PROVIDER_HINT if operator_owned else _STORE_HINT,
+        )
 
     async def startup(self) -> None:
         if not self.netcheck.passed:
@@ -981,6 +1005,48 @@ def _max_attempts(ctx: RequestContext) -> int:
             if isinstance(value, int) and value > 0:
                 return value
     return len(ctx.targets)
+
+
+_STORE_HINT = (
+    f"the gateway operator can list its network in {ALLOW_CIDRS_ENV}; a stored provider "
+    "cannot set allow_private_network"
+)
+
+
+class _RefusedMixin:
+    """An adapter whose URLs the SSRF guard refuses: every attempt fails before connecting
+    (a failed attempt, so the fallback chain goes on), saying what to fix."""
+
+    name: str
+    refused_because: str
+
+    async def send(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        raise OutboundRefusedError(
+            f"provider {self.name!r} is refused by the SSRF guard: {self.refused_because}"
+        )
+
+
+class OutboundRefusedError(UpstreamConnectError):
+    """An attempt refused by the SSRF guard before any connection was made."""
+
+    reason = "outbound_refused"
+
+
+_REFUSED_CLASSES: dict[type[Provider], type[Provider]] = {}
+
+
+def _refused(provider: Provider, problems: list[str]) -> Provider:
+    cls = type(provider)
+    refused_cls = _REFUSED_CLASSES.get(cls)
+    if refused_cls is None:
+        refused_cls = type(f"Refused{cls.__name__}", (_RefusedMixin, cls), {})
+        _REFUSED_CLASSES[cls] = refused_cls
+    refused = refused_cls(provider.config)
+    refused.refused_because = "; ".join(problems)  # type: ignore[attr-defined]
+    log.warning("provider_refused_by_ssrf_guard provider=%s reason=%s", provider.name, problems[0])
+    return refused
 
 
 def _exhausted(failures: list[tuple[Provider, UpstreamError]]) -> Exception:

@@ -23,6 +23,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from tollway._errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeoutError
 from tollway._sse import SSESplitter
 from tollway.egress import PROVIDER_KEY, Egress, ProxyChoice, redact
+from tollway.outbound import OutboundPolicy
 
 if TYPE_CHECKING:
     from tollway._context import RequestContext
@@ -36,6 +37,7 @@ __all__ = [
     "UpstreamHTTP",
     "adapter_problems",
     "forwardable_request_headers",
+    "outbound_problems",
     "relay_sse",
     "response_headers",
 ]
@@ -143,15 +145,18 @@ class UpstreamHTTP:
         *,
         public_only: bool = False,
         egress: Egress | None = None,
+        policy: OutboundPolicy | None = None,
     ) -> None:
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=connect_timeout, sock_connect=connect_timeout, sock_read=timeout
         )
         self._pool = _Pool()
         #: Refuse host names that resolve to loopback/private/link-local addresses (the SSRF
-        #: guard outside ``ENVIRONMENT=local``; literal addresses are refused by the config).
-        #: Through a proxy, the target host is checked the same way before the call.
-        self.public_only = public_only
+        #: guard outside ``ENVIRONMENT=local``; literal addresses are refused per provider, when
+        #: its adapter is built). ``policy`` adds the operator's allowlist. Through a proxy, the
+        #: target host is checked the same way before the call.
+        self.public_only = public_only or (policy is not None and policy.guard)
+        self.policy = policy
         self.egress = egress or Egress()
         #: A provider's ``config`` when it sets ``proxy`` (see :meth:`for_provider`).
         self._provider_config: Mapping[str, Any] = {}
@@ -185,7 +190,9 @@ class UpstreamHTTP:
         """The session for direct calls."""
         pool = self._pool
         if pool.direct is None:
-            pool.direct = self._new_session(PublicOnlyResolver() if self.public_only else None)
+            pool.direct = self._new_session(
+                PublicOnlyResolver(self.policy) if self.public_only else None
+            )
         return pool.direct
 
     def _proxied_session(self) -> aiohttp.ClientSession:
@@ -203,7 +210,7 @@ class UpstreamHTTP:
         if pool.guarded.get(host, 0.0) > loop.time():
             return
         if pool.resolver is None:
-            pool.resolver = PublicOnlyResolver()
+            pool.resolver = PublicOnlyResolver(self.policy)
         try:
             await pool.resolver.resolve(host, 0, socket.AF_UNSPEC)
         except OSError as exc:
@@ -260,6 +267,10 @@ class UpstreamHTTP:
             raise UpstreamConnectError(
                 redact(f"connection to {host} failed: {type(exc).__name__}: {exc}", proxy)
             ) from exc
+        except ValueError as exc:  # a URL aiohttp cannot send (e.g. credentials in it)
+            raise UpstreamConnectError(
+                f"the upstream URL cannot be used ({exc}); fix the provider's base_url"
+            ) from exc
         if proxy is not None and resp.status == 407:
             # A plain-HTTP proxy answers for itself: never relay that as the provider's answer.
             resp.release()
@@ -290,23 +301,29 @@ class UpstreamHTTP:
 
 
 class PublicOnlyResolver(AbstractResolver):
-    """The default resolver, minus loopback, private, link-local and unspecified addresses.
+    """The default resolver, minus the addresses the SSRF guard refuses (loopback, private,
+    link-local, unspecified, … — :meth:`OutboundPolicy.refused_address`, which honours the
+    operator's allowlist).
 
     A provider host name that resolves only to such addresses (an internal name, a DNS record
     pointing at the cloud metadata address) fails to connect with a message saying why, the
-    same as a literal private address in the configuration.
+    same as a literal private address in the configuration. The host names in
+    ``policy.private_names`` (config-file providers with ``allow_private_network``) are not
+    filtered.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, policy: OutboundPolicy | None = None) -> None:
         self._inner = aiohttp.DefaultResolver()
+        self._policy = policy or OutboundPolicy()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        from tollway.config import is_private_host
-
+        policy = self._policy
         found = await self._inner.resolve(host, port, family)
-        public = [r for r in found if not is_private_host(r["host"])]
+        if host.lower().rstrip(".") in policy.private_names:
+            return found
+        public = [r for r in found if not policy.refused_address(r["host"])]
         if not public:
             addresses = ", ".join(sorted({r["host"] for r in found}))
             raise OSError(
@@ -479,6 +496,13 @@ class Provider:
         """Configuration problems, one line each (checked at start-up)."""
         return []
 
+    def outbound_urls(self) -> list[tuple[str, str]]:
+        """Every URL this adapter calls besides its upstream requests' host, as ``(field,
+        url)`` — e.g. a token endpoint. The core checks each, with :attr:`base_url`, against
+        the SSRF guard when the adapter is built; an adapter that calls other hosts overrides
+        this (and may raise nothing: a URL it cannot read is left to :meth:`validate`)."""
+        return []
+
     def serves(self, model: str) -> bool:
         """Whether this provider serves ``model`` (exact id or trailing-``*`` glob)."""
         return model in self._exact or model.startswith(self._prefixes)
@@ -518,9 +542,44 @@ def _installed_classes() -> dict[str, type[Provider]]:
     return provider_classes(pm)
 
 
-def adapter_problems(config: ProviderConfig) -> list[str] | None:
+def outbound_problems(
+    provider: Provider,
+    policy: OutboundPolicy,
+    *,
+    operator_owned: bool = False,
+    hint: str | None = None,
+) -> list[str]:
+    """What ``policy`` refuses among the URLs ``provider`` calls — its :attr:`~Provider.base_url`
+    and :meth:`Provider.outbound_urls` — each ``<field>: <why>``.
+
+    ``allow_private_network`` counts only for an ``operator_owned`` provider (the config
+    file's), never for one from a store or a key's bundle. ``hint`` ends a refusal with what to
+    do instead.
+    """
+    allow = operator_owned and provider.config.allow_private_network
+    urls = [("base_url", provider.base_url)] if provider.base_url else []
+    try:
+        urls.extend(provider.outbound_urls())
+    except Exception as exc:  # an adapter bug must not hide the other checks
+        return [f"outbound URLs: the {provider.type} adapter could not list them: {exc!r}"]
+    out = []
+    for field, url in urls:
+        problem = (
+            policy.url_problem(url, allow_private=allow)
+            if hint is None
+            else policy.url_problem(url, allow_private=allow, hint=hint)
+        )
+        if problem is not None:
+            out.append(f"{field}: {problem}")
+    return out
+
+
+def adapter_problems(
+    config: ProviderConfig, outbound: OutboundPolicy | None = None, hint: str | None = None
+) -> list[str] | None:
     """What the installed adapter of ``config.type`` finds wrong with ``config`` (its
-    :meth:`Provider.validate`), or ``None`` when no adapter of that type is installed here.
+    :meth:`Provider.validate`, and with ``outbound`` the URLs it would call:
+    :func:`outbound_problems`), or ``None`` when no adapter of that type is installed here.
 
     For stores that accept provider credentials (the control plane checks them on write, so a
     bad deployment map or region is refused with a 400 instead of silently serving nothing).
@@ -529,6 +588,10 @@ def adapter_problems(config: ProviderConfig) -> list[str] | None:
     if cls is None:
         return None
     try:
-        return cls(config).validate()
+        provider = cls(config)
+        problems = provider.validate()
     except Exception as exc:  # an adapter that cannot even be built from this config
         return [f"the {config.type} adapter cannot use this configuration: {exc}"]
+    if outbound is not None:
+        problems.extend(outbound_problems(provider, outbound, hint=hint))
+    return problems

@@ -117,6 +117,7 @@ async def gateway_started(gateway: Gateway) -> None:
         None,
         environment=settings.environment,
         config_providers=settings.providers,
+        outbound=getattr(gateway, "outbound", None),
     )
     cp.stopping = lambda: gateway.draining
     gateway.stash[_CONTROL_PLANE] = cp

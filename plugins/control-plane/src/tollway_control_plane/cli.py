@@ -81,7 +81,7 @@ def _open_backend() -> _Backend:
     data_dir, environment = _settings()
     try:
         store, _ = open_store(data_dir, environment=environment)
-    except (SecretsError, DatabaseError) as exc:
+    except (SecretsError, DatabaseError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     return Service(store, _config_providers())
 
@@ -873,7 +873,7 @@ def control_plane(host: str, port: int) -> None:
         cp = ControlPlane.open(
             data_dir, environment=environment, config_providers=_config_providers()
         )
-    except (SecretsError, DatabaseError) as exc:
+    except (SecretsError, DatabaseError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     run(cp, host, port)
 

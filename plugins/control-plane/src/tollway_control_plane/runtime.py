@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from tollway.config import ProviderConfig
+from tollway.outbound import OutboundPolicy
 from tollway.secrets import GatewaySecrets, SecretsError, load_gateway_secrets
 from tollway_control_plane.service import Service
 from tollway_control_plane.store import Store, store_target
@@ -63,11 +64,14 @@ def open_store(
     env: Mapping[str, str] | None = None,
     *,
     environment: str | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> tuple[Store, GatewaySecrets]:
     """The store for ``data_dir`` (or ``TOLLWAY_DATABASE_URL``) and the gateway secrets.
 
     With PostgreSQL the secrets must come from the environment (several control planes share
-    the store, so a secret generated into one machine's data dir would be wrong).
+    the store, so a secret generated into one machine's data dir would be wrong). ``outbound``
+    is the SSRF guard writes are checked with; by default ``ENVIRONMENT`` (or
+    ``environment``) and ``GATEWAY_OUTBOUND_ALLOW_CIDRS`` (a bad list raises ``ValueError``).
     """
     env = os.environ if env is None else env
     target = store_target(data_dir, env)
@@ -81,12 +85,13 @@ def open_store(
                 "LW_GATEWAY_INTERNAL_SECRET and LW_GATEWAY_JWT_SECRET explicitly"
             ) from None
         raise
-    environment = environment or env.get("ENVIRONMENT", "production")
+    if outbound is None:  # raises ValueError naming GATEWAY_OUTBOUND_ALLOW_CIDRS
+        outbound = OutboundPolicy.from_env(env, environment=environment)
     store = Store.open(
         target,
         secrets.pepper,
-        allow_private_base_urls=environment == "local",
         plugin_sections=installed_plugin_sections,
+        outbound=outbound,
     )
     return store, secrets
 
@@ -116,9 +121,10 @@ class ControlPlane:
         *,
         environment: str | None = None,
         config_providers: Sequence[ProviderConfig] = (),
+        outbound: OutboundPolicy | None = None,
     ) -> ControlPlane:
         env = os.environ if env is None else env
-        store, secrets = open_store(data_dir, env, environment=environment)
+        store, secrets = open_store(data_dir, env, environment=environment, outbound=outbound)
         token = env.get("TOLLWAY_ADMIN_TOKEN", "").strip() or None
         return cls(store, secrets, token, config_providers=config_providers)
 

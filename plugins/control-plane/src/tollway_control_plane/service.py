@@ -21,6 +21,7 @@ from tollway_control_plane._db import IntegrityError
 from tollway_control_plane._util import UNSET, Unset
 from tollway_control_plane.store import (
     PER_END_USER,
+    PRIVATE_NETWORK_REFUSED,
     USAGE_SUMS,
     Budget,
     Conflict,
@@ -112,6 +113,8 @@ def _body(body: Any) -> Mapping[str, Any]:
 
 
 def _check_fields(body: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    if "allow_private_network" in body and "allow_private_network" not in allowed:
+        raise ValidationError(f"allow_private_network: {PRIVATE_NETWORK_REFUSED}")
     unknown = [k for k in body if k not in allowed]
     if unknown:
         raise ValidationError(

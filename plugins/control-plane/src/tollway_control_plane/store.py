@@ -24,13 +24,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
 from tollway.egress import PROVIDER_KEY as PROXY_KEY
 from tollway.egress import mask_url, proxy_problem
 from tollway.keys import check_key_format, display_prefix, hash_key, keys_equal
+from tollway.outbound import ALLOW_CIDRS_ENV, OutboundPolicy, redact_userinfo
 from tollway_control_plane._crypto import CredentialBox, mask_secret
 from tollway_control_plane._db import Database, DatabaseError, IntegrityError, Transaction
 from tollway_control_plane._util import (
@@ -46,6 +46,18 @@ from tollway_control_plane._util import (
 )
 from tollway_control_plane.vkconfig import merge_patch, validate_key_config
 
+#: What a stored provider's SSRF refusal suggests.
+STORED_PROVIDER_HINT = (
+    f"if it is a model server on your own network, the operator can list its network in "
+    f"{ALLOW_CIDRS_ENV} on the gateway and the control plane"
+)
+#: Why a stored provider cannot set ``allow_private_network``.
+PRIVATE_NETWORK_REFUSED = (
+    "a stored provider cannot allow private networks (only the gateway's config file can); "
+    f"ask the operator to list the provider's network in {ALLOW_CIDRS_ENV} on the gateway and "
+    "the control plane"
+)
+
 __all__ = [
     "BUDGET_SCOPES",
     "BUDGET_WINDOWS",
@@ -56,8 +68,10 @@ __all__ = [
     "LEDGER_COLUMNS",
     "PER_END_USER",
     "PRICE_FIELDS",
+    "PRIVATE_NETWORK_REFUSED",
     "PROVIDER_TYPES",
     "ROTATION_GRACE",
+    "STORED_PROVIDER_HINT",
     "Budget",
     "ChangeEvent",
     "Conflict",
@@ -360,6 +374,8 @@ class ModelProvider:
 
     def to_json(self) -> dict[str, Any]:
         data = attrs.asdict(self)
+        if self.base_url:  # never show a password written into an old row's URL
+            data["base_url"] = redact_userinfo(self.base_url)
         data["api_key"] = data.pop("api_key_hint")
         data["scope"] = f"{self.scope_type}:{self.scope_id}"
         proxy = data["config"].get(PROXY_KEY)
@@ -672,8 +688,9 @@ class Store:
     """The control-plane store. Open with :meth:`open`; thread-safe; close with :meth:`close`.
 
     ``pepper`` hashes key secrets and derives the credential-encryption key: it must be the
-    same for the life of the store. ``allow_private_base_urls`` lets provider base URLs point at
-    loopback/private hosts (``ENVIRONMENT=local`` only, the SSRF guard of SPEC §8).
+    same for the life of the store. ``outbound`` is the SSRF guard every URL written here is
+    checked with (provider base URLs and token endpoints, guardrail webhook URLs in key configs);
+    ``allow_private_base_urls=True`` is the guard of ``ENVIRONMENT=local`` (off).
     ``plugin_sections`` returns the names of installed plugins' key-config sections.
     """
 
@@ -684,12 +701,22 @@ class Store:
         *,
         allow_private_base_urls: bool = False,
         plugin_sections: Callable[[], Iterable[str]] | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.db = db
         self._pepper = pepper
         self._box: CredentialBox | None = None
-        self.allow_private_base_urls = allow_private_base_urls
+        self.outbound = outbound or OutboundPolicy(guard=not allow_private_base_urls)
         self.plugin_sections = plugin_sections
+
+    @property
+    def allow_private_base_urls(self) -> bool:
+        """True when the SSRF guard is off (``ENVIRONMENT=local``)."""
+        return not self.outbound.guard
+
+    @allow_private_base_urls.setter
+    def allow_private_base_urls(self, value: bool) -> None:
+        self.outbound = attrs.evolve(self.outbound, guard=not value)
 
     @classmethod
     def open(
@@ -699,6 +726,7 @@ class Store:
         *,
         allow_private_base_urls: bool = False,
         plugin_sections: Callable[[], Iterable[str]] | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> Store:
         """Open (creating if needed) and migrate the store at ``target``: a SQLite file path or
         a ``postgresql://`` URL."""
@@ -713,6 +741,7 @@ class Store:
             pepper,
             allow_private_base_urls=allow_private_base_urls,
             plugin_sections=plugin_sections,
+            outbound=outbound,
         )
 
     def close(self) -> None:
@@ -887,7 +916,7 @@ class Store:
     def _checked_config(self, config: Any) -> dict[str, Any]:
         if config is None:
             return {}
-        problems = validate_key_config(config, self.plugin_sections)
+        problems = validate_key_config(config, self.plugin_sections, outbound=self.outbound)
         if problems:
             raise ValidationError(problems)
         cleaned = merge_patch({}, config)  # drops null fields: null means "not set"
@@ -1211,17 +1240,9 @@ class Store:
             if ptype == "custom":
                 raise ValidationError("base_url: a custom (OpenAI-compatible) provider needs one")
             return None
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValidationError(f"base_url: {base_url!r} is not an http(s) URL")
-        if not self.allow_private_base_urls:
-            from tollway.config import is_private_host
-
-            if is_private_host(parts.hostname):
-                raise ValidationError(
-                    f"base_url: {parts.hostname} is a loopback/private address; refused outside "
-                    "ENVIRONMENT=local (SSRF guard)"
-                )
+        problem = self.outbound.url_problem(base_url, hint=STORED_PROVIDER_HINT)
+        if problem is not None:
+            raise ValidationError(f"base_url: {problem}")
         return base_url
 
     @staticmethod
@@ -1243,6 +1264,8 @@ class Store:
             return {}
         if not isinstance(config, Mapping):
             raise ValidationError("config: the provider config must be a JSON object")
+        if "allow_private_network" in config:
+            raise ValidationError(f"config.allow_private_network: {PRIVATE_NETWORK_REFUSED}")
         problems = check_prices(config.get("prices"))
         proxy = proxy_problem(config.get(PROXY_KEY))
         if proxy is not None:
@@ -1281,7 +1304,7 @@ class Store:
             raise ValidationError("priority: must be an integer (lower is tried first)")
         checked_models = self._check_models(models)
         checked_config = self._check_provider_config(config)
-        _check_adapter(type, name, api_key, url, checked_config, checked_models)
+        _check_adapter(type, name, api_key, url, checked_config, checked_models, self.outbound)
         provider_id = new_id("mp")
         credential = hint = None
         if api_key:
@@ -1388,6 +1411,7 @@ class Store:
             sets.get("base_url", current.base_url),
             loads(sets["config"]) if "config" in sets else current.config,
             current.models if isinstance(models, Unset) else checked,
+            self.outbound,
         )
         sets["updated_at"] = format_time(now())
         assignments = ", ".join(f"{k} = ?" for k in sets)
@@ -1957,10 +1981,11 @@ def _check_adapter(
     base_url: str | None,
     config: Mapping[str, Any],
     models: Sequence[str] | None,
+    outbound: OutboundPolicy | None = None,
 ) -> None:
     """Refuse what the installed adapter of ``type_`` would refuse at a gateway's start-up (a
-    missing region, an empty deployment map, …). Where no adapter of that type is installed,
-    only the store's own checks apply."""
+    missing region, an empty deployment map, a token endpoint the SSRF guard refuses, …).
+    Where no adapter of that type is installed, only the store's own checks apply."""
     from tollway.config import ProviderConfig
     from tollway.provider import adapter_problems
 
@@ -1972,7 +1997,9 @@ def _check_adapter(
             api_key=api_key,
             models=None if models is None else list(models),
             config=dict(config),
-        )
+        ),
+        outbound,
+        STORED_PROVIDER_HINT,
     )
     if problems:
         raise ValidationError(f"the {type_} adapter refuses this provider: " + "; ".join(problems))

@@ -14,6 +14,7 @@ from typing import Any
 import re2
 
 from tollway.config import json_type
+from tollway.outbound import ALLOW_CIDRS_ENV, OutboundPolicy
 
 __all__ = ["KNOWN_KEYS", "merge_patch", "validate_key_config"]
 
@@ -33,6 +34,8 @@ _CACHE_MODES = ("respect", "disable", "force")
 _POLICY_DIMENSIONS = ("tools", "mcp", "urls", "models")
 _POLICY_LISTS = ("deny", "allow")
 _GUARDRAIL_DIRECTIONS = ("pre", "post", "stream_chunk")
+
+_WEBHOOK_HINT = f"a webhook on your own network needs its network in {ALLOW_CIDRS_ENV}"
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
@@ -108,13 +111,19 @@ class _Checker:
 
 
 def validate_key_config(
-    config: Any, plugin_sections: Callable[[], Iterable[str]] | None = None
+    config: Any,
+    plugin_sections: Callable[[], Iterable[str]] | None = None,
+    *,
+    outbound: OutboundPolicy | None = None,
 ) -> list[str]:
     """Every problem in ``config``, one line each with its path (empty: valid).
 
     ``plugin_sections`` returns the names of installed plugins' settings sections, accepted as
     extra top-level keys; it is only called when an unknown top-level key is found.
+    ``outbound``: the SSRF guard the ``url`` of every ``webhook`` guardrail must pass (user info
+    is refused in any case).
     """
+    outbound = outbound or OutboundPolicy()
     c = _Checker()
     if not isinstance(config, Mapping):
         return [f"config: must be a JSON object, not {json_type(config)}"]
@@ -230,6 +239,11 @@ def validate_key_config(
                             "an inline evaluator object needs 'evaluator' (the evaluator's "
                             f'name, e.g. "webhook"), not {json_type(evaluator)}',
                         )
+                    url = item.get("url")
+                    if evaluator == "webhook" and isinstance(url, str) and url:
+                        problem = outbound.url_problem(url, hint=_WEBHOOK_HINT)
+                        if problem is not None:
+                            c.add(f"{path}[{i}].url", problem)
                     continue
                 c.add(
                     f"{path}[{i}]",

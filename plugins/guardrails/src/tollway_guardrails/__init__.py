@@ -191,6 +191,10 @@ def register_guardrail_evaluators(register: Callable[[str, Any], None]) -> None:
 async def gateway_started(gateway: Any) -> None:
     evaluators = collect_evaluators(gateway.pm)
     state = GuardrailsState(evaluators, gateway.settings.plugin(NAME))
+    policy = getattr(gateway, "outbound", None)
+    webhook = evaluators.get("webhook")
+    if policy is not None and isinstance(webhook, WebhookEvaluator):
+        webhook.policy = policy  # before start(): the session's resolver uses it
     for name, evaluator in evaluators.items():
         if isinstance(evaluator, WebhookEvaluator):
             evaluator.egress = gateway.egress

@@ -7,6 +7,12 @@ Answer: a 2xx JSON object ``{"decision": "allow"|"block"|"modify", "reason": "�
 "modified_content": {…same shape as content…}}``. Anything else — another status, a body that
 is not such an object, no answer within the timeout — is a failure of the evaluator, which the
 guardrails plugin turns into fail-closed or fail-open as the key says.
+
+The URL goes through the gateway's SSRF guard (:mod:`tollway.outbound`): outside
+``ENVIRONMENT=local`` a loopback/private address (in any spelling) is refused when the key's
+guardrails are compiled, before anything is sent, and a host name is refused at connect time
+when it resolves only to such addresses. Redirects are never followed. A refusal is reported as
+"refused by the SSRF guard", never with anything the address answered.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import orjson
 from tollway import Verdict
 from tollway.egress import Egress
 from tollway.guardrails import GuardrailRequest
+from tollway.outbound import ALLOW_CIDRS_ENV, OutboundPolicy
+from tollway.provider import PublicOnlyResolver
 
 __all__ = [
     "MAX_ANSWER_BYTES",
@@ -50,8 +58,17 @@ def sign(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def validate_webhook_settings(settings: Mapping[str, Any]) -> list[str]:
-    """Problems with a webhook evaluator object, each ``<key>: <what to fix>``."""
+#: The SSRF guard's check when none is given: URL shape and no user info, any address.
+_SHAPE_ONLY = OutboundPolicy(guard=False)
+_HINT = f"a webhook on your own network needs its network in {ALLOW_CIDRS_ENV}"
+
+
+def validate_webhook_settings(
+    settings: Mapping[str, Any], policy: OutboundPolicy | None = None
+) -> list[str]:
+    """Problems with a webhook evaluator object, each ``<key>: <what to fix>``. With ``policy``
+    (the gateway's SSRF guard) the URL's address is checked too; without, only its shape and
+    that it carries no user info."""
     out: list[str] = []
     for key in settings:
         if key not in WEBHOOK_KEYS:
@@ -62,9 +79,9 @@ def validate_webhook_settings(settings: Mapping[str, Any]) -> list[str]:
             'url: the webhook evaluator needs "url", the http(s) address to POST each evaluation to'
         )
     else:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            out.append(f"url: {url!r} is not an http:// or https:// URL with a host")
+        problem = (policy or _SHAPE_ONLY).url_problem(url, hint=_HINT)
+        if problem is not None:
+            out.append(f"url: {problem}")
     secret = settings.get("secret")
     if secret is not None and (not isinstance(secret, str) or not secret):
         out.append("secret: must be a non-empty string (the HMAC-SHA256 signing key) or absent")
@@ -75,21 +92,26 @@ class WebhookEvaluator:
     """POSTs each evaluation to the URL of the key's inline settings.
 
     One aiohttp session per gateway, opened by :meth:`start` (the guardrails plugin calls it in
-    ``gateway_started``) and closed by :meth:`aclose`.
+    ``gateway_started``, after setting :attr:`policy` to the gateway's SSRF guard) and closed by
+    :meth:`aclose`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, policy: OutboundPolicy | None = None) -> None:
         self._session: aiohttp.ClientSession | None = None
         #: The gateway's outbound proxy settings (set by the guardrails plugin at start).
         self.egress: Egress = Egress()
+        #: The SSRF guard URLs are checked with (the gateway's; production rules by default).
+        self.policy = policy or OutboundPolicy()
 
     def validate_settings(self, settings: Mapping[str, Any]) -> list[str]:
-        return validate_webhook_settings(settings)
+        return validate_webhook_settings(settings, self.policy)
 
     async def start(self) -> None:
         if self._session is None:
+            policy = self.policy
+            resolver = PublicOnlyResolver(policy) if policy.guard else None
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, resolver=resolver),
                 skip_auto_headers=("User-Agent",),
                 raise_for_status=False,
             )
@@ -104,6 +126,9 @@ class WebhookEvaluator:
         url = settings.get("url")
         if not isinstance(url, str):
             raise WebhookError('the webhook evaluator has no "url" setting')
+        refused = self.policy.url_problem(url, hint=_HINT)  # cached: a dict lookup
+        if refused is not None:
+            raise WebhookError(f"the webhook URL is refused: {refused}")
         body = orjson.dumps(
             {
                 "direction": request.direction,
@@ -151,6 +176,7 @@ class WebhookEvaluator:
                 f"{host}: HTTP {exc.status}"
             ) from None
         except aiohttp.ClientConnectorError as exc:
+            # The resolver's SSRF refusal, or a plain connection failure.
             raise WebhookError(f"cannot connect to the webhook at {host}: {exc.os_error}") from exc
         except aiohttp.ClientError as exc:
             raise WebhookError(

@@ -28,6 +28,7 @@ from tollway_telemetry._metrics import (
 from tollway_telemetry._settings import (
     TelemetryConfig,
     TelemetrySettings,
+    check_endpoint,
     redact_url,
     resolve,
 )
@@ -119,6 +120,9 @@ def gateway_started(gateway: Gateway) -> None:
     endpoint = config.endpoint or _sdk_endpoint(os.environ)
     if endpoint:
         config = attrs.evolve(config, proxy=gateway.egress.choose(endpoint).url)
+    policy = getattr(gateway, "outbound", None)
+    if policy is not None:
+        config = check_endpoint(config, policy, os.environ)
     state = telemetry_state(gateway)
     state.config = config
     if config.export:

@@ -13,10 +13,13 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from tollway.outbound import ALLOW_CIDRS_ENV, OutboundPolicy
+
 __all__ = [
     "DEFAULT_MAX_QUEUE_SIZE",
     "TelemetryConfig",
     "TelemetrySettings",
+    "check_endpoint",
     "redact_url",
     "resolve",
     "traces_endpoint",
@@ -79,6 +82,33 @@ class TelemetryConfig:
     metrics_path: str
     #: The outbound proxy for the OTLP endpoint (the gateway's proxy settings; None: direct).
     proxy: str | None = attrs.field(default=None, repr=False)
+    #: The SSRF guard the exporter checks each export's URL with (None: no check). Unset for
+    #: the control plane's own endpoint (``LW_GATEWAY_BASE_URL``), which the operator runs.
+    outbound: OutboundPolicy | None = None
+
+
+def check_endpoint(
+    config: TelemetryConfig, policy: OutboundPolicy, env: Mapping[str, str]
+) -> TelemetryConfig:
+    """Check the OTLP endpoint with the gateway's SSRF guard (start-up: raises ``ValueError``
+    naming the setting) and return ``config`` with :attr:`TelemetryConfig.outbound` set so the
+    exporter checks again when it connects. The control plane's endpoint
+    (``LW_GATEWAY_BASE_URL``) is trusted like the control plane itself."""
+    if not config.export or config.endpoint_source == "LW_GATEWAY_BASE_URL":
+        return config
+    url = config.endpoint
+    where = config.endpoint_source
+    if url is None:  # the SDK resolves OTEL_EXPORTER_OTLP_*: check what it will use
+        for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+            if env.get(name, "").strip():
+                url, where = env[name].strip(), name
+                break
+    if url is not None:
+        hint = f"a collector on your own network needs its network in {ALLOW_CIDRS_ENV}"
+        problem = policy.url_problem(url, hint=hint)
+        if problem is not None:
+            raise ValueError(f"{where}: {problem}")
+    return attrs.evolve(config, outbound=policy if policy.guard else None)
 
 
 def traces_endpoint(url: str) -> str:
@@ -114,6 +144,11 @@ def _check_url(url: str, where: str) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         shown = redact_url(url) if "@" in url else url
         raise ValueError(f"{where}: {shown!r} is not an http(s) URL (e.g. http://collector:4318)")
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"{where}: {redact_url(url)!r} has a user name or password in it (user:pass@); put "
+            "the credential in a header (GATEWAY_OTEL_DEFAULT_AUTH_TOKEN), not the URL"
+        )
 
 
 def _bool(raw: str) -> bool:

@@ -51,6 +51,7 @@ from opentelemetry.trace import (
 )
 
 from tollway import RequestContext, StashKey, __version__
+from tollway.outbound import OutboundPolicy, OutboundRefused
 from tollway_telemetry._metrics import overhead_seconds, route_label
 from tollway_telemetry._settings import TelemetryConfig, redact_url
 
@@ -336,6 +337,8 @@ def classify(status: int | None, error: BaseException | None) -> tuple[str, str]
         return "auth", f"status={status}"
     if status is not None and status >= 300:
         return "http", f"status={status}"
+    if isinstance(error, OutboundRefused):
+        return "refused", f"error={error}"
     if isinstance(error, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return "connection", f"error={type(error).__name__}"
     if error is not None:
@@ -344,16 +347,37 @@ def classify(status: int | None, error: BaseException | None) -> tuple[str, str]
 
 
 class _RecordingSession(requests.Session):
-    """The exporter's HTTP session; remembers how the last request ended, for :func:`classify`."""
+    """The exporter's HTTP session; remembers how the last request ended, for :func:`classify`.
 
-    def __init__(self) -> None:
+    Never follows a redirect. With ``policy`` (the SSRF guard), the URL and the addresses its
+    host resolves to are checked before sending (again at most every
+    :data:`RECHECK_SECONDS`, in the exporter's thread).
+    """
+
+    RECHECK_SECONDS = 30.0
+
+    def __init__(self, policy: OutboundPolicy | None = None) -> None:
         super().__init__()
         self.last_status: int | None = None
         self.last_error: BaseException | None = None
+        self.policy = policy
+        self._checked: dict[str, float] = {}
+
+    def _check(self, url: str) -> None:
+        policy = self.policy
+        if policy is None:
+            return
+        at = time.monotonic()
+        if at - self._checked.get(url, -self.RECHECK_SECONDS) < self.RECHECK_SECONDS:
+            return
+        policy.check_resolved(url, "OTLP endpoint")
+        self._checked[url] = at
 
     def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
         self.last_status, self.last_error = None, None
+        kwargs["allow_redirects"] = False
         try:
+            self._check(str(url))
             response = super().request(method, url, *args, **kwargs)
         except BaseException as exc:
             self.last_error = exc
@@ -416,7 +440,7 @@ class _Sink:
         self.health = health
         self.on_drop = on_drop
         self.capacity = config.max_queue_size
-        self.session = _RecordingSession()
+        self.session = _RecordingSession(config.outbound)
         # The gateway's proxy choice, not requests' own reading of the environment (which
         # knows no LW_GATEWAY_OUTBOUND_PROXY and would override the session's proxies).
         self.session.trust_env = False

@@ -22,6 +22,7 @@ from google.oauth2 import service_account
 from tollway import RequestContext, RouteTarget, UpstreamError
 from tollway._errors import UpstreamConnectError, UpstreamTimeoutError
 from tollway.formats import chat_request_to_messages, forget_dropped, report_dropped
+from tollway.outbound import OutboundPolicy, OutboundRefused
 from tollway.provider import (
     ProviderResult,
     UpstreamHTTP,
@@ -77,22 +78,45 @@ class _TimeoutRequest(google.auth.transport.requests.Request):
         )
 
 
+class _GuardedSession(requests.Session):
+    """The token endpoint's session: never follows a redirect (the signed assertion must not
+    travel on), and with ``policy`` checks the URL and the addresses its host resolves to with
+    the gateway's SSRF guard before sending (in the refresh's worker thread)."""
+
+    def __init__(self, policy: OutboundPolicy | None = None) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs["allow_redirects"] = False
+        if self.policy is not None:
+            self.policy.check_resolved(str(url), "token_uri")
+        return super().request(method, url, *args, **kwargs)
+
+
 class TokenSource:
     """OAuth2 access tokens for one service account.
 
     A token is cached until :data:`REFRESH_MARGIN_S` before it expires; refreshing runs in a
     worker thread (google-auth's transport is blocking) under a lock, so concurrent requests
     share one refresh. The private key never leaves the google-auth credentials object.
+    ``policy``: the SSRF guard the token endpoint is checked with when connecting.
     """
 
-    def __init__(self, info: Mapping[str, Any], *, timeout: float = TOKEN_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        info: Mapping[str, Any],
+        *,
+        timeout: float = TOKEN_TIMEOUT_S,
+        policy: OutboundPolicy | None = None,
+    ) -> None:
         self._credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
             dict(info), scopes=[SCOPE]
         )
         self.email = str(info.get("client_email") or "")
         self.token_host = urlsplit(str(info.get("token_uri") or "")).netloc
         self.timeout = timeout
-        self._session = requests.Session()
+        self._session = _GuardedSession(policy)
         # The gateway decides the proxy (see :attr:`proxy`), not requests' reading of the
         # environment, which knows no LW_GATEWAY_OUTBOUND_PROXY or provider config.proxy.
         self._session.trust_env = False
@@ -124,6 +148,10 @@ class TokenSource:
                     f"Google's token endpoint refused the service account {self.email} "
                     f"({_first_line(exc)}); check that the key is current and the account "
                     "is enabled"
+                ) from None
+            except OutboundRefused as exc:
+                raise UpstreamConnectError(
+                    f"the token endpoint of the service account {self.email} is refused: {exc}"
                 ) from None
             except (TimeoutError, requests.Timeout):
                 raise UpstreamTimeoutError(
@@ -203,6 +231,8 @@ class VertexProvider(GeminiProvider):
             )
         self.anthropic_version = str(settings.get("anthropic_version") or ANTHROPIC_VERSION)
         self._tokens: TokenSource | None = None
+        #: The gateway's SSRF guard, from the first attempt's :class:`UpstreamHTTP`.
+        self._outbound: OutboundPolicy | None = None
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -250,10 +280,18 @@ class VertexProvider(GeminiProvider):
             )
         return where, info
 
+    def outbound_urls(self) -> list[tuple[str, str]]:
+        """The service account's ``token_uri`` (it receives the signed assertion)."""
+        try:
+            where, info = self._service_account_info()
+        except ValueError:
+            return []  # validate() reports it
+        return [(f"{where}.token_uri", str(info["token_uri"]))]
+
     def _token_source(self) -> TokenSource:
         where, info = self._service_account_info()
         try:
-            return TokenSource(info)
+            return TokenSource(info, policy=self._outbound)
         except Exception as exc:  # google-auth / cryptography could not load the key
             # Name the error type only: the message could quote key material.
             raise ValueError(
@@ -311,6 +349,11 @@ class VertexProvider(GeminiProvider):
     async def send(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
+        if self._tokens is None:
+            policy = getattr(http, "policy", None)
+            # The token endpoint was checked as a URL when this adapter was built; a host name
+            # is checked when connecting, unless the operator allowed private networks here.
+            self._outbound = None if self.config.allow_private_network else policy
         tokens = self.tokens()
         # The token endpoint goes through the same proxy as this provider's calls.
         tokens.proxy = http.proxy_for(tokens.token_uri).url
