@@ -101,11 +101,21 @@ def register_span_sinks(register: Callable[[Any], None], gateway: Gateway) -> No
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
+    import click
+
     from tollway_control_plane.cli import add_commands
-    from tollway_control_plane.cli_requests import requests_group
+    from tollway_control_plane.cli_requests import (
+        ingest_token_command,
+        requests_group,
+        rotate_ingest_token_command,
+    )
 
     add_commands(cli)
     cli.add_command(requests_group)
+    scopes = cli.commands.get("scopes")
+    if isinstance(scopes, click.Group):
+        scopes.add_command(ingest_token_command)
+        scopes.add_command(rotate_ingest_token_command)
 
 
 @hookimpl

@@ -339,3 +339,56 @@ def requests_tail(as_json: bool, interval: float, **options: Any) -> None:
                 time.sleep(interval)
     except KeyboardInterrupt:
         pass
+
+
+# --- ingest tokens (added to ``tollway scopes``) --------------------------------------------------
+
+
+def _project_arg(scope: str) -> str:
+    kind, _, project_id = scope.partition(":")
+    if kind != "project" or not project_id:
+        raise click.BadParameter("give a project scope: project:ID", param_hint="SCOPE")
+    return project_id
+
+
+def _local_store() -> Any:
+    if os.environ.get("TOLLWAY_ADMIN_URL", "").strip():
+        raise click.ClickException(
+            "ingest tokens are managed on the control plane's store: run this where "
+            "TOLLWAY_DATA_DIR / TOLLWAY_DATABASE_URL reach it (unset TOLLWAY_ADMIN_URL)"
+        )
+    return _Local().store
+
+
+@click.command("ingest-token")
+@click.argument("scope", metavar="SCOPE")
+def ingest_token_command(scope: str) -> None:
+    """Print the OTLP ingest token of SCOPE (project:ID): the X-Auth-Token its gateways send to
+    /api/otel/v1/traces (the bundle of a project-scoped key carries it)."""
+    from tollway_control_plane.ingest import ingest_token
+    from tollway_control_plane.store import StoreError
+
+    store = _local_store()
+    try:
+        click.echo(ingest_token(store, _project_arg(scope)))
+    except StoreError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        store.close()
+
+
+@click.command("rotate-ingest-token")
+@click.argument("scope", metavar="SCOPE")
+def rotate_ingest_token_command(scope: str) -> None:
+    """Replace the OTLP ingest token of SCOPE (project:ID) and print the new one. The old token
+    is refused at once; gateways pick the new one up with their next key bundle."""
+    from tollway_control_plane.ingest import rotate_ingest_token
+    from tollway_control_plane.store import StoreError
+
+    store = _local_store()
+    try:
+        click.echo(rotate_ingest_token(store, _project_arg(scope)))
+    except StoreError as exc:
+        raise click.ClickException(exc.message) from None
+    finally:
+        store.close()

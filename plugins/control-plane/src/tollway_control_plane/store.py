@@ -1653,7 +1653,7 @@ class Store:
             "config": key.config,
             "providers": providers,
             "budgets": [b.to_bundle() for b in self.key_budgets(key)],
-            "extras": {"otel_auth_token": None},
+            "extras": {"otel_auth_token": _ingest_token(self, key)},
         }
 
     # --- budgets ------------------------------------------------------------------------
@@ -1956,3 +1956,10 @@ def _no_key(key_id: str) -> str:
 
 def _revoked(key_id: str) -> str:
     return f"virtual key {key_id} is revoked"
+
+
+def _ingest_token(store: Store, key: VirtualKey) -> str:
+    """The per-project OTLP ingest token a key's bundle carries (see :mod:`.ingest`)."""
+    from tollway_control_plane.ingest import bundle_token
+
+    return bundle_token(store, key)
