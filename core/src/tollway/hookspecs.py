@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from tollway._types import Credential, Principal, RouteTarget, Verdict
     from tollway.gateway import Gateway, ResponseView
     from tollway.provider import Provider
+    from tollway.spans import SpanSink
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,6 +98,18 @@ def register_routes(app: Quart, gateway: Gateway) -> None:
 
     Routes must not shadow ``/v1/*``, ``/healthz``, ``/startupz`` or ``/readyz`` (start-up
     fails if they do). Errors should use the SPEC envelope (``gateway.error_response``).
+    """
+
+
+@hookspec
+def register_span_sinks(register: Callable[[SpanSink], None], gateway: Gateway) -> None:
+    """Offer an in-process destination for this gateway's own request spans.
+
+    Called once, on first use of :func:`tollway.spans.span_sinks` (the telemetry plugin calls it
+    from ``gateway_started``; ``gateway.stash`` may not hold your started state yet, so look it
+    up when a batch arrives). ``register(sink)`` with a :class:`tollway.spans.SpanSink`. A span
+    producer uses the first registered sink when no OTLP endpoint is configured (the embedded
+    control plane registers one, so ``tollway serve`` keeps its own spans).
     """
 
 

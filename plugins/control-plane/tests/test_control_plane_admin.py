@@ -77,7 +77,9 @@ def test_openapi_document(cp: ControlPlaneProcess) -> None:
     doc = httpx.get(f"{cp.url}/api/admin/openapi.json").json()
     assert doc["openapi"].startswith("3.1")
     operations = {(method.upper(), path) for path, item in doc["paths"].items() for method in item}
-    assert len(operations) == len(OPERATIONS)
+    # The table's operations, and the request explorer's two reads.
+    assert len(operations) == len(OPERATIONS) + 2
+    assert ("GET", "/api/admin/requests/{id}") in operations
     assert ("POST", "/api/admin/virtual-keys/{id}/rotate") in operations
     create = doc["paths"]["/api/admin/virtual-keys"]["post"]
     assert create["requestBody"]["content"]["application/json"]["schema"]["required"] == ["name"]

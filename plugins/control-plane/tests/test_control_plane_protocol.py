@@ -172,7 +172,9 @@ def test_config_bundle_etag_and_304(cp: ControlPlaneProcess, store: Store) -> No
     )
     assert bundle["principal_id"] == "user-7" and bundle["expires_at"] is None
     assert bundle["config"] == {"models_allowed": ["gpt-4o*"], "rate_limits": {"rpm": 5}}
-    assert bundle["extras"] == {"otel_auth_token": None}
+    # The key's project's OTLP ingest token (derived; only its hash is stored).
+    assert set(bundle["extras"]) == {"otel_auth_token"}
+    assert bundle["extras"]["otel_auth_token"].startswith("lw_it_")
     # Ordered by a routing policy: the gateway adds none of its config-file providers.
     assert bundle["routing_policy_id"] == policy.id
     assert [(p["id"], p["api_key"], p["model"], p["rpm"]) for p in bundle["providers"]] == [

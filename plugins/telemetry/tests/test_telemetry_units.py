@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -502,3 +503,76 @@ def test_redact_url_drops_credentials() -> None:
         "https://c.example:4318/v1/traces"
     )
     assert redact_url("http://[::1]:4318/v1/traces") == "http://[::1]:4318/v1/traces"
+
+
+# --- the in-process span sink (tollway.spans) ------------------------------------------------
+
+
+class RecordingSink:
+    """A :class:`tollway.spans.SpanSink` that keeps what it is given (and can fail)."""
+
+    name = "recording"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[tuple[bytes, str | None]] = []
+        self.fail = fail
+
+    def export(self, body: bytes, auth_token: str | None) -> None:
+        if self.fail:
+            raise RuntimeError("store closed")
+        self.batches.append((body, auth_token))
+
+
+def _decoded(body: bytes) -> list[Any]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    message = ExportTraceServiceRequest()
+    message.ParseFromString(body)
+    return [s for rs in message.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+def test_in_process_sink_gets_otlp_protobuf_with_the_attempts() -> None:
+    sink = RecordingSink()
+    config = resolve(TelemetrySettings(), {})
+    assert not config.export and config.endpoint_source == "unset"
+    config = attrs.evolve(config, export=True, endpoint_source="in-process")
+    tracing = Tracing(config, lambda reason, n: None, span_sink=sink)
+    try:
+        ctx = principal_ctx("p1", "tok-p1")
+        ctx.attempts = [Attempt("mp_1", "openai", "gpt-4o", "ok", 200, "", 0.02)]
+        ctx.upstream_wait_s = 0.02
+        assert tracing.record(ctx)
+        tracing.flush()
+        [(body, token)] = sink.batches
+        assert token == "tok-p1"
+        [span] = _decoded(body)
+        assert span.span_id.hex() == ctx.span_id
+        attributes = {kv.key: kv.value for kv in span.attributes}
+        assert attributes["langwatch.gateway_request_id"].string_value == ctx.request_id
+        assert attributes["langwatch.upstream.duration_ms"].double_value == 20.0
+        assert attributes["langwatch.attempt.count"].int_value == 1
+        [event] = span.events
+        event_attributes = {kv.key: kv.value for kv in event.attributes}
+        assert event_attributes["langwatch.credential.id"].string_value == "mp_1"
+        assert "x" not in [v.string_value for v in attributes.values()]  # no display prefix
+    finally:
+        asyncio.run(tracing.shutdown(2))
+
+
+def test_a_failing_in_process_sink_counts_the_drop() -> None:
+    dropped: dict[str, int] = {}
+
+    def on_drop(reason: str, n: int) -> None:
+        dropped[reason] = dropped.get(reason, 0) + n
+
+    config = attrs.evolve(resolve(TelemetrySettings(), {}), export=True)
+    tracing = Tracing(config, on_drop, span_sink=RecordingSink(fail=True))
+    try:
+        assert tracing.record(principal_ctx("p1", None))
+        tracing.flush()
+        assert dropped == {"export_failed": 1}
+        assert tracing.health.endpoint == "in-process:recording"
+    finally:
+        asyncio.run(tracing.shutdown(2))

@@ -89,10 +89,33 @@ def embedded_ledger(gateway: Gateway) -> EmbeddedLedger | None:
 
 
 @hookimpl
+def register_span_sinks(register: Callable[[Any], None], gateway: Gateway) -> None:
+    # The embedded default keeps this gateway's request spans in its own store (no HTTP to
+    # itself): the telemetry plugin uses this sink when no OTLP endpoint is configured.
+    if not embedded():
+        return
+    from tollway_control_plane.traces import EmbeddedSpanSink
+
+    register(EmbeddedSpanSink(lambda: gateway.stash.get(_CONTROL_PLANE)))
+
+
+@hookimpl
 def register_commands(cli: click.Group) -> None:
+    import click
+
     from tollway_control_plane.cli import add_commands
+    from tollway_control_plane.cli_requests import (
+        ingest_token_command,
+        requests_group,
+        rotate_ingest_token_command,
+    )
 
     add_commands(cli)
+    cli.add_command(requests_group)
+    scopes = cli.commands.get("scopes")
+    if isinstance(scopes, click.Group):
+        scopes.add_command(ingest_token_command)
+        scopes.add_command(rotate_ingest_token_command)
 
 
 @hookimpl

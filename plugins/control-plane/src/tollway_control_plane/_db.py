@@ -210,6 +210,25 @@ class Database:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_ID,))
             yield Transaction(self, conn)
 
+    @contextmanager
+    def side_transaction(self) -> Iterator[Transaction]:
+        """A write transaction outside the change-feed order, for tables no change event
+        describes (request spans): on PostgreSQL it takes no advisory lock, so it never waits
+        for (or holds up) the store's other writers; on SQLite it is ``BEGIN IMMEDIATE`` like
+        every write (one writer at a time; keep it short)."""
+        conn = self.conn()
+        if self.dialect == "sqlite":
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self, conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return
+        with conn.transaction():
+            yield Transaction(self, conn)
+
     # --- migrations ---------------------------------------------------------------------
 
     def applied_versions(self) -> set[int] | None:

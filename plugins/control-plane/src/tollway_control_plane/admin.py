@@ -15,6 +15,8 @@ import orjson
 from quart import Blueprint, Response, request
 
 from tollway_control_plane._crypto import CredentialError
+from tollway_control_plane.admin_requests import add_routes as add_request_routes
+from tollway_control_plane.admin_requests import openapi_paths as request_paths
 from tollway_control_plane.protocol import BodyTooLarge, read_body, state
 from tollway_control_plane.service import OPERATIONS, Operation
 from tollway_control_plane.store import DatabaseError, StoreError, ValidationError
@@ -99,6 +101,9 @@ for _op in OPERATIONS:
         _view(_op),
         methods=[_op.method],
     )
+
+
+add_request_routes(blueprint)
 
 
 @blueprint.get("/openapi.json")
@@ -252,12 +257,14 @@ def openapi() -> dict[str, Any]:
                 "content": {"application/json": {"schema": schema}},
             }
         paths.setdefault(PREFIX + op.path, {})[op.method.lower()] = entry
+    paths.update(request_paths(PREFIX))
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Tollway control plane admin API",
             "version": __version__,
-            "description": "Virtual keys, model providers, routing policies and budgets. "
+            "description": "Virtual keys, model providers, routing policies, budgets, and the "
+            "request explorer (gateway requests by their X-LangWatch-Request-Id). "
             "Secrets (a key's secret) are returned once, by create and rotate; provider "
             "credentials are write-only (shown masked).",
         },

@@ -15,6 +15,7 @@ from hypercorn.config import Config
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
+from tollway_control_plane.ingest import blueprint as otel_blueprint
 from tollway_control_plane.protocol import mount
 from tollway_control_plane.runtime import ControlPlane
 
@@ -28,6 +29,7 @@ def create_app(cp: ControlPlane) -> Quart:
     app = Quart("tollway_control_plane")
     app.config.update(MAX_CONTENT_LENGTH=4 * 1024 * 1024, PROVIDE_AUTOMATIC_OPTIONS=False)
     mount(app, cp)
+    app.register_blueprint(otel_blueprint)  # /api/otel/v1/traces: the trace receiver
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:

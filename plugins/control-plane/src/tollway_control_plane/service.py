@@ -226,7 +226,11 @@ class Service:
         return [k.to_json() for k in self.store.list_keys()]
 
     def keys_get(self, key_id: str) -> dict[str, Any]:
-        return self.store.get_key(key_id).to_json()
+        from tollway_control_plane.ingest import trace_project
+
+        key = self.store.get_key(key_id)
+        # Where its spans are filed (an org/team key: the organization's internal_governance).
+        return {**key.to_json(), "trace_project_id": trace_project(self.store, key).id}
 
     def keys_update(self, key_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         _check_fields(body, ("name", "config", "routing_policy_id", "expires_at", "principal_id"))

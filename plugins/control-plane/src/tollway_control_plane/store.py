@@ -1719,7 +1719,7 @@ class Store:
             "routing_policy_id": policy.id if policy is not None else None,
             "providers": providers,
             "budgets": [b.to_bundle() for b in self.key_budgets(key)],
-            "extras": {"otel_auth_token": None},
+            "extras": {"otel_auth_token": _ingest_token(self, key)},
         }
 
     # --- budgets ------------------------------------------------------------------------
@@ -2025,3 +2025,10 @@ def _no_key(key_id: str) -> str:
 
 def _revoked(key_id: str) -> str:
     return f"virtual key {key_id} is revoked"
+
+
+def _ingest_token(store: Store, key: VirtualKey) -> str:
+    """The per-project OTLP ingest token a key's bundle carries (see :mod:`.ingest`)."""
+    from tollway_control_plane.ingest import bundle_token
+
+    return bundle_token(store, key)

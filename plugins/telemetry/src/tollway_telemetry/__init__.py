@@ -18,6 +18,7 @@ import attrs
 from quart import Response
 
 from tollway import RequestContext, StashKey, hookimpl
+from tollway.spans import span_sinks
 from tollway_telemetry._metrics import (
     CONTENT_TYPE,
     OTHER_PLUGIN_METRICS,
@@ -124,14 +125,26 @@ def gateway_started(gateway: Gateway) -> None:
     if policy is not None:
         config = check_endpoint(config, policy, os.environ)
     state = telemetry_state(gateway)
+    sink = None
+    if not config.export and config.endpoint_source == "unset":
+        # No endpoint anywhere: keep the spans in-process when a plugin offers a sink (the
+        # embedded control plane does).
+        sinks = span_sinks(gateway)
+        if sinks:
+            sink = sinks[0]
+            config = attrs.evolve(config, export=True, endpoint_source="in-process")
     state.config = config
     if config.export:
         dropped = state.metrics.spans_dropped
-        state.tracing = Tracing(config, lambda reason, n: dropped.labels(reason).inc(n))
+        state.tracing = Tracing(
+            config, lambda reason, n: dropped.labels(reason).inc(n), span_sink=sink
+        )
     log.info(
         "telemetry_started export=%s endpoint=%s endpoint_source=%s auth_token=%s sampler=%s",
         "on" if config.export else "off",
-        redact_url(config.endpoint)
+        f"in-process:{sink.name}"
+        if sink is not None
+        else redact_url(config.endpoint)
         if config.endpoint
         else ("OTEL_EXPORTER_OTLP_*" if config.export else "-"),
         config.endpoint_source,

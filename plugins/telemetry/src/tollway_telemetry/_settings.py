@@ -166,7 +166,9 @@ def resolve(settings: TelemetrySettings, env: Mapping[str, str]) -> TelemetryCon
     3. ``<LW_GATEWAY_BASE_URL>/api/otel/v1/traces`` when a standalone control plane is set;
     4. ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``, resolved by the
        OpenTelemetry SDK as it defines them;
-    5. otherwise no export (the embedded default).
+    5. otherwise ``endpoint_source="unset"`` and no OTLP export: at start-up the plugin then
+       hands spans to an in-process sink when one is offered (``tollway.spans``; the embedded
+       control plane offers one), else builds none.
     """
     endpoint: str | None
     source: str

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from typing import Any
 
 import requests
 from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -52,6 +54,7 @@ from opentelemetry.trace import (
 
 from tollway import RequestContext, StashKey, __version__
 from tollway.outbound import OutboundPolicy, OutboundRefused
+from tollway.spans import SpanSink
 from tollway_telemetry._metrics import overhead_seconds, route_label
 from tollway_telemetry._settings import TelemetryConfig, redact_url
 
@@ -86,6 +89,7 @@ _OPERATIONS = {
 _EVENT = "langwatch.provider_attempt"
 _MAX_DESCRIPTION = 512
 _MAX_BATCH = 512  # the SDK's default OTEL_BSP_MAX_EXPORT_BATCH_SIZE
+_IN_PROCESS_DELAY_MS = 250
 
 # The OTLP exporter logs one ERROR per failed batch and one WARNING per retry; ExportHealth
 # reports failures instead (rate-limited, with the start-up grace).
@@ -176,6 +180,8 @@ def span_attributes(ctx: RequestContext) -> dict[str, AttrValue]:
         a["langwatch.cost_usd"] = float(cost)
     if ctx.attempts:
         a["langwatch.fallback.count"] = ctx.fallback_count
+        a["langwatch.attempt.count"] = len(ctx.attempts)
+        a["langwatch.upstream.duration_ms"] = round(ctx.upstream_wait_s * 1000, 3)
     if ctx.stream:
         a["langwatch.stream"] = True
         a["langwatch.stream.chunk_count"] = ctx.stream_chunks
@@ -236,6 +242,7 @@ def attempt_events(
     spent before dispatch is not known, so they are slightly early)."""
     out: list[tuple[str, dict[str, AttrValue], int]] = []
     elapsed = 0.0
+    instances = ctx.gateway.instances if ctx.gateway is not None else {}
     for i, attempt in enumerate(ctx.attempts):
         elapsed += attempt.duration_s
         attrs: dict[str, AttrValue] = {
@@ -246,6 +253,12 @@ def attempt_events(
             "langwatch.attempt.outcome": attempt.outcome,
             "langwatch.attempt.duration_ms": round(attempt.duration_s * 1000, 3),
         }
+        # The credential: its stable id (the store's ``mp_…``, or the configured name) and the
+        # name an operator gave it. Never its secret.
+        instance = instances.get(attempt.provider)
+        attrs["langwatch.credential.id"] = attempt.provider
+        if instance is not None:
+            attrs["langwatch.credential.name"] = instance.config.name
         if attempt.status is not None:
             attrs["http.response.status_code"] = attempt.status
         if attempt.outcome != "ok":
@@ -392,7 +405,7 @@ class _RecordingSession(requests.Session):
 class _GuardedExporter(SpanExporter):
     """Wraps the OTLP exporter: never raises, counts what it loses, reports to the health."""
 
-    def __init__(self, sink: _Sink, inner: OTLPSpanExporter) -> None:
+    def __init__(self, sink: _Sink, inner: SpanExporter) -> None:
         self._sink = sink
         self._inner = inner
         self._closed = False
@@ -410,7 +423,10 @@ class _GuardedExporter(SpanExporter):
             sink.health.success()
             return result
         session = sink.session
-        kind, detail = classify(session.last_status, session.last_error or error)
+        if session is None:  # in-process: the sink raised
+            kind, detail = classify(None, error)
+        else:
+            kind, detail = classify(session.last_status, session.last_error or error)
         sink.on_drop("export_failed", len(spans))
         sink.health.failure(kind, detail, len(spans))
         return result
@@ -420,14 +436,33 @@ class _GuardedExporter(SpanExporter):
             if self._closed:
                 return
             self._closed = True
-        self._inner.shutdown()  # type: ignore[no-untyped-call]
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class _InProcessExporter(SpanExporter):
+    """Hands each batch, OTLP-encoded, to an in-process :class:`~tollway.spans.SpanSink`."""
+
+    def __init__(self, target: SpanSink, token: str | None) -> None:
+        self._target = target
+        self._token = token
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self._target.export(encode_spans(spans).SerializeToString(), self._token)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
 
 
 class _Sink:
-    """One OTLP exporter (one ``X-Auth-Token``) and its batch processor."""
+    """One exporter (one ``X-Auth-Token``) and its batch processor. The exporter is OTLP/HTTP,
+    or, with ``target``, an in-process :class:`~tollway.spans.SpanSink`."""
 
     def __init__(
         self,
@@ -436,23 +471,37 @@ class _Sink:
         health: ExportHealth,
         on_drop: Callable[[str, int], None],
         batch_size: int,
+        target: SpanSink | None = None,
     ) -> None:
         self.health = health
         self.on_drop = on_drop
         self.capacity = config.max_queue_size
-        self.session = _RecordingSession(config.outbound)
-        # The gateway's proxy choice, not requests' own reading of the environment (which
-        # knows no LW_GATEWAY_OUTBOUND_PROXY and would override the session's proxies).
-        self.session.trust_env = False
-        if config.proxy:
-            self.session.proxies = {"http": config.proxy, "https": config.proxy}
-        headers = {"X-Auth-Token": token} if token else None
-        inner = OTLPSpanExporter(endpoint=config.endpoint, headers=headers, session=self.session)
+        inner: SpanExporter
+        if target is not None:
+            self.session: _RecordingSession | None = None
+            inner = _InProcessExporter(target, token)
+        else:
+            self.session = _RecordingSession(config.outbound)
+            # The gateway's proxy choice, not requests' own reading of the environment (which
+            # knows no LW_GATEWAY_OUTBOUND_PROXY and would override the session's proxies).
+            self.session.trust_env = False
+            if config.proxy:
+                self.session.proxies = {"http": config.proxy, "https": config.proxy}
+            headers = {"X-Auth-Token": token} if token else None
+            inner = OTLPSpanExporter(
+                endpoint=config.endpoint, headers=headers, session=self.session
+            )
         self.exporter = _GuardedExporter(self, inner)
+        # In-process, a batch costs no round trip: store spans within a quarter second (so a
+        # request can be looked up right after it ended) unless OTEL_BSP_SCHEDULE_DELAY says.
+        delay = _IN_PROCESS_DELAY_MS if target is not None else None
+        if os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "").strip():
+            delay = None
         self.processor = BatchSpanProcessor(
             self.exporter,
             max_queue_size=config.max_queue_size,
             max_export_batch_size=min(batch_size, config.max_queue_size),
+            schedule_delay_millis=delay,
         )
         # Spans handed to the processor and not yet given to the exporter: the processor's
         # queue length, tracked through public calls. It can run a batch ahead while the worker
@@ -540,14 +589,21 @@ class Tracing:
         *,
         resource: Resource | None = None,
         batch_size: int = _MAX_BATCH,
+        span_sink: SpanSink | None = None,
     ) -> None:
         self.config = config
         self._on_drop = on_drop
         self._batch_size = batch_size
+        #: Set: spans go to this in-process sink instead of an OTLP endpoint.
+        self.span_sink = span_sink
+        if span_sink is not None:
+            shown = f"in-process:{span_sink.name}"
+        elif config.endpoint:
+            shown = redact_url(config.endpoint)
+        else:
+            shown = "OTEL_EXPORTER_OTLP_*"
         self.health = ExportHealth(
-            config.startup_grace_seconds,
-            config.warn_interval_seconds,
-            redact_url(config.endpoint) if config.endpoint else "OTEL_EXPORTER_OTLP_*",
+            config.startup_grace_seconds, config.warn_interval_seconds, shown
         )
         self._ids = _ContextIds()
         self._router = _Router()
@@ -576,7 +632,9 @@ class Tracing:
         if sink is not None:
             sinks.move_to_end(token)
             return sink
-        sink = _Sink(token, self.config, self.health, self._on_drop, self._batch_size)
+        sink = _Sink(
+            token, self.config, self.health, self._on_drop, self._batch_size, self.span_sink
+        )
         sinks[token] = sink
         while len(sinks) > self.config.max_exporters:
             _, old = sinks.popitem(last=False)
