@@ -17,6 +17,7 @@ in an allowlist below, with the reason.
 from __future__ import annotations
 
 import re
+import tomllib
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -52,7 +53,7 @@ _FENCE = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.M | re.S)
 _INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.S)
 # `tollway` as a command: not `tollway-simulator`, `tollway.toml`, `tollway_budgets`, a Python
 # `from tollway import …`, a quoted string or a `tollway:` key prefix.
-_TOLLWAY = re.compile(r"(?<![\w./\"'=-])(?<!from )(?<!import )tollway(?![\w.:\"'-])")
+_TOLLWAY = re.compile(r"(?<![\w./\"'=-])(?<!from )(?<!import )tollway(?![\w.:\"'[-])")
 _END = re.compile(r"[|;&#>)`]")  # what ends a command line in a shell snippet
 
 
@@ -193,3 +194,23 @@ def test_invocations_found() -> None:
 def test_documented_command_and_flags_exist(where: str, invocation: str) -> None:
     _, problems = _check(invocation.split())
     assert not problems, f"{where} writes `tollway {invocation}`: " + "; ".join(problems)
+
+
+# --- the sample `tollway plugins` output -------------------------------------------------------
+
+
+def test_operator_guide_plugins_sample_lists_the_repositorys_plugins() -> None:
+    """The sample in the operator guide is the real list: a new plugin updates it."""
+    text = (ROOT / "docs" / "operator-guide.md").read_text()
+    match = re.search(r"^\$ tollway plugins\nNAME .*?\n(.*?)^```", text, re.M | re.S)
+    assert match, "docs/operator-guide.md has no sample output of `$ tollway plugins`"
+    shown = [line.split()[0] for line in match.group(1).splitlines() if line.strip()]
+    entry_points: set[str] = set()
+    for path in [*ROOT.glob("plugins/*/pyproject.toml"), *ROOT.glob("providers/*/pyproject.toml")]:
+        project = tomllib.loads(path.read_text())["project"]
+        entry_points.update(project.get("entry-points", {}).get("tollway", {}))
+    assert shown == sorted(entry_points), (
+        "the `tollway plugins` sample in docs/operator-guide.md should list the repository's "
+        "plugins, in name order (run `tollway plugins` and paste its output): "
+        f"{sorted(entry_points)}"
+    )
