@@ -7,7 +7,7 @@
   list is the spec's, and docs/hooks.md documents no hook that does not exist;
 - every environment variable the configuration reads is in docs/operator-guide.md;
 - every ``tollway`` command is mentioned in docs/operator-guide.md;
-- every relative link in docs/*.md points at an existing file (and heading, for Markdown);
+- every relative link in docs/**/*.md points at an existing file (and heading, for Markdown);
 - every check of the conformance suites is explained in docs/testing-plugins.md.
 """
 
@@ -182,7 +182,7 @@ def _links(path: Path) -> list[str]:
     return _LINK.findall(text)
 
 
-DOC_FILES = sorted(DOCS.glob("*.md"))
+DOC_FILES = sorted(DOCS.rglob("*.md"))
 
 
 def test_docs_exist() -> None:
@@ -197,7 +197,7 @@ def test_docs_exist() -> None:
     } <= names
 
 
-@pytest.mark.parametrize("doc", DOC_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", DOC_FILES, ids=lambda p: str(p.relative_to(DOCS)))
 def test_relative_links_resolve(doc: Path) -> None:
     broken: list[str] = []
     for target in _links(doc):
@@ -210,7 +210,7 @@ def test_relative_links_resolve(doc: Path) -> None:
             continue
         if fragment and dest.suffix == ".md" and fragment not in _anchors(dest):
             broken.append(f"{target} (no heading with anchor #{fragment} in {dest.name})")
-    assert not broken, f"broken links in docs/{doc.name}:\n  " + "\n  ".join(broken)
+    assert not broken, f"broken links in docs/{doc.relative_to(DOCS)}:\n  " + "\n  ".join(broken)
 
 
 def _suite_checks() -> list[str]:
