@@ -52,8 +52,8 @@ _ENV_NAME = re.compile(
 _FENCE = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.M | re.S)
 _INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.S)
 # `tollway` as a command: not `tollway-simulator`, `tollway.toml`, `tollway_budgets`, a Python
-# `from tollway import …`, a quoted string or a `tollway:` key prefix.
-_TOLLWAY = re.compile(r"(?<![\w./\"'=-])(?<!from )(?<!import )tollway(?![\w.:\"'[-])")
+# `from tollway import …`, a `pip install tollway`, a quoted string or a `tollway:` key prefix.
+_TOLLWAY = re.compile(r"(?<![\w./\"'=-])(?<!from )(?<!import )(?<!install )tollway(?![\w.:\"'[-])")
 _END = re.compile(r"[|;&#>)`]")  # what ends a command line in a shell snippet
 
 
