@@ -3,12 +3,13 @@
 Over docs/**/*.md and README.md:
 
 - every environment variable of the families the gateway reads (``TOLLWAY_*``, ``GATEWAY_*``,
-  ``SERVER_*``, ``LW_*``, ``LOG_*``, ``ENVIRONMENT``, ``OTEL_*``, the proxy variables) is read
+  ``SERVER_*``, ``LW_*``, ``LOG_*``, ``ENVIRONMENT``, ``OTEL_*``) is read
   somewhere: its exact name appears in the sources of a first-party package (``OTEL_*`` names:
   or of the OpenTelemetry SDK, which reads them for the telemetry plugin);
 - every ``tollway <command> [<sub-command>]`` written in code (inline or in a block) exists in
   the CLI, plugin commands included (added as ``tollway``'s ``main()`` adds them);
-- every ``--flag`` written after such a command is an option of that command.
+- every ``--flag`` written after such a command is an option of that command;
+- the sample ``tollway plugins`` output in docs/operator-guide.md lists the repository's plugins.
 
 A name documented on purpose although nothing reads it (it belongs to another program, say) goes
 in an allowlist below, with the reason.
@@ -43,11 +44,10 @@ ENV_ALLOWLIST = {
     "LW_GATEWAY_AUTH_CACHE_HARD_GRACE_SECONDS",
 }
 
+# The standard HTTPS_PROXY / HTTP_PROXY / NO_PROXY are left out: HTTP libraries read them
+# generically (every `*_proxy` variable), so their names need not appear in any source.
 _ENV_NAME = re.compile(
-    r"(?<!\w)("
-    r"(?:TOLLWAY|GATEWAY|SERVER|LW|LOG|OTEL)_[A-Z0-9_]*[A-Z0-9]"
-    r"|ENVIRONMENT|HTTPS?_PROXY|NO_PROXY"
-    r")(?![\w])"
+    r"(?<!\w)((?:TOLLWAY|GATEWAY|SERVER|LW|LOG|OTEL)_[A-Z0-9_]*[A-Z0-9]|ENVIRONMENT)(?!\w)"
 )
 _FENCE = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.M | re.S)
 _INLINE_CODE = re.compile(r"(`+)(.+?)\1", re.S)
