@@ -1,15 +1,19 @@
 """Meta-tests: the documentation in docs/ keeps up with the code.
 
-- every hook specification has a docstring and a ``## name(params)`` section in docs/hooks.md
-  whose parameter list is the spec's, and docs/hooks.md documents no hook that does not exist;
+- docs/hooks.md is exactly what docs/gen_hooks.py generates from the hook specifications'
+  docstrings (``./run docs`` regenerates it), and every docstring documents each parameter
+  (``:param name:``), the result, what may be raised and the call mode;
+- every hook specification has a ``### name(params)`` section in docs/hooks.md whose parameter
+  list is the spec's, and docs/hooks.md documents no hook that does not exist;
 - every environment variable the configuration reads is in docs/operator-guide.md;
 - every ``tollway`` command is mentioned in docs/operator-guide.md;
-- every relative link in docs/*.md points at an existing file (and heading, for Markdown);
+- every relative link in docs/**/*.md points at an existing file (and heading, for Markdown);
 - every check of the conformance suites is explained in docs/testing-plugins.md.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
 from collections.abc import Callable, Iterator
@@ -35,7 +39,7 @@ PLUGIN_COMMANDS = ("tollway simulate",)
 _FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.M | re.S)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
-_HOOK_HEADING = re.compile(r"^##[ \t]+(\w+)\(([^)]*)\)[ \t]*$", re.M)
+_HOOK_HEADING = re.compile(r"^#{2,3}[ \t]+(\w+)\(([^)]*)\)[ \t]*$", re.M)
 _LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 
 
@@ -75,14 +79,49 @@ def test_hookspec_has_docstring(name: str) -> None:
     assert doc and doc.strip(), f"hookspec {name} has no docstring"
 
 
+def _gen_hooks() -> Any:
+    spec = importlib.util.spec_from_file_location("gen_hooks", DOCS / "gen_hooks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hooks_md_is_generated_from_the_hookspecs() -> None:
+    gen = _gen_hooks()
+    assert HOOKS_MD.read_text() == gen.generate(), (
+        "docs/hooks.md differs from the docstrings of core/src/tollway/hookspecs.py: edit the "
+        f"docstrings (not docs/hooks.md), then run `{gen.COMMAND}` "
+        "(or `.venv/bin/python docs/gen_hooks.py`) and commit the result"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_hookspec_docstring_is_complete(name: str) -> None:
+    gen = _gen_hooks()
+    doc = inspect.getdoc(SPECS[name]) or ""
+    gen.call_mode(name, doc)  # raises when the docstring states no call mode
+    _, fields = gen.split_fields(doc)
+    documented = [n for kind, n, _ in fields if kind == "param"]
+    params = list(inspect.signature(SPECS[name]).parameters)
+    assert documented == params, (
+        f"hookspec {name}: the docstring's :param: fields are {documented}, its parameters "
+        f"{params} (one `:param name:` each, in order)"
+    )
+    kinds = {kind for kind, _, _ in fields}
+    assert {"returns", "raises"} <= kinds, (
+        f"hookspec {name}: the docstring needs a `:returns:` and a `:raises:` field"
+    )
+
+
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_hook_documented_with_its_signature(name: str) -> None:
     params = list(inspect.signature(SPECS[name]).parameters)
     headings = _hook_headings()
-    expected = f"## {name}({', '.join(params)})"
+    expected = f"### {name}({', '.join(params)})"
     assert name in headings, f"docs/hooks.md has no section `{expected}`"
     assert headings[name] == params, (
-        f"docs/hooks.md documents {name}({', '.join(headings[name])}); the spec is {expected[3:]}"
+        f"docs/hooks.md documents {name}({', '.join(headings[name])}); the spec is {expected[4:]}"
     )
 
 
@@ -143,7 +182,7 @@ def _links(path: Path) -> list[str]:
     return _LINK.findall(text)
 
 
-DOC_FILES = sorted(DOCS.glob("*.md"))
+DOC_FILES = sorted(DOCS.rglob("*.md"))
 
 
 def test_docs_exist() -> None:
@@ -158,7 +197,7 @@ def test_docs_exist() -> None:
     } <= names
 
 
-@pytest.mark.parametrize("doc", DOC_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", DOC_FILES, ids=lambda p: str(p.relative_to(DOCS)))
 def test_relative_links_resolve(doc: Path) -> None:
     broken: list[str] = []
     for target in _links(doc):
@@ -171,7 +210,7 @@ def test_relative_links_resolve(doc: Path) -> None:
             continue
         if fragment and dest.suffix == ".md" and fragment not in _anchors(dest):
             broken.append(f"{target} (no heading with anchor #{fragment} in {dest.name})")
-    assert not broken, f"broken links in docs/{doc.name}:\n  " + "\n  ".join(broken)
+    assert not broken, f"broken links in docs/{doc.relative_to(DOCS)}:\n  " + "\n  ".join(broken)
 
 
 def _suite_checks() -> list[str]:
