@@ -11,7 +11,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -280,5 +279,5 @@ def test_messages_never_5xx(stack: SimulatedGateway, body: dict[str, Any]) -> No
     assert r.status_code < 500, (body, r.status_code, r.text[:500])
 
 
-def test_no_internal_errors_logged(stack: SimulatedGateway, tmp_path: Path) -> None:
+def test_no_internal_errors_logged(stack: SimulatedGateway) -> None:
     assert "internal_error" not in stack.logs()
