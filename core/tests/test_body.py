@@ -199,7 +199,7 @@ def test_unknown_coding() -> None:
         decode_body(b"abc", "compress", MiB)
     assert info.value.encoding == "compress"
     assert "gzip, deflate, br, zstd" in str(info.value)
-    assert "'compress'" in str(info.value)
+    assert '"compress"' in str(info.value)
 
 
 def test_empty_body_with_a_coding() -> None:
@@ -348,7 +348,7 @@ def test_messages_name_the_cap() -> None:
     assert "gzip" in str(BodyTooLarge(1536, "gzip")) and "1.5 KiB" in str(BodyTooLarge(1536))
     assert BodyTooLarge(5).message == str(BodyTooLarge(5))
     err = BadEncoding("br", "the data is corrupt")
-    assert err.message == str(err) and "'br'" in str(err) and "corrupt" in str(err)
+    assert err.message == str(err) and '"br"' in str(err) and "corrupt" in str(err)
 
 
 def test_errors_pickle() -> None:

@@ -216,7 +216,7 @@ def test_chat_messages_checks_and_reports() -> None:
         ("messages[3]", "function"),
     ]
     assert dropped.result() == ("messages.name",)
-    with pytest.raises(BadRequest, match=r"messages\[1\].role 'robot' is not a chat"):
+    with pytest.raises(BadRequest, match=r'messages\[1\].role "robot" is not a chat'):
         list(formats.chat_messages([{"role": "user"}, {"role": "robot"}], formats.DroppedParams()))
     with pytest.raises(BadRequest, match=r"messages\[0\].role \['user'\]"):
         list(formats.chat_messages([{"role": ["user"]}], formats.DroppedParams()))

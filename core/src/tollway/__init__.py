@@ -20,6 +20,7 @@ from tollway._errors import (
     PayloadTooLarge,
     ProviderError,
     RateLimitExceeded,
+    RequestHeadersTooLarge,
     ServiceUnavailable,
     ToolNotAllowed,
     UpstreamConnectError,
@@ -28,6 +29,7 @@ from tollway._errors import (
     UpstreamTimeout,
     UpstreamTimeoutError,
 )
+from tollway._input import quote_input
 from tollway._markers import hookimpl, hookspec
 from tollway._types import Attempt, ChainEntry, Credential, Principal, RouteTarget, Usage, Verdict
 
@@ -47,6 +49,7 @@ __all__ = [
     "ProviderError",
     "RateLimitExceeded",
     "RequestContext",
+    "RequestHeadersTooLarge",
     "RouteTarget",
     "ServiceUnavailable",
     "Stash",
@@ -62,4 +65,5 @@ __all__ = [
     "__version__",
     "hookimpl",
     "hookspec",
+    "quote_input",
 ]

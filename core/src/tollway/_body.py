@@ -21,6 +21,8 @@ from collections.abc import Callable
 import brotli
 import zstandard
 
+from tollway._input import quote_input
+
 __all__ = [
     "DEFAULT_MAX_BODY",
     "BadEncoding",
@@ -102,7 +104,8 @@ class BadEncoding(Exception):
         self.encoding = encoding
         self.reason = reason
         self.message = (
-            f"could not decode the request body as Content-Encoding {encoding!r}: {reason}"
+            f"could not decode the request body as Content-Encoding {quote_input(encoding)}: "
+            f"{reason}"
         )
         super().__init__(self.message)
 

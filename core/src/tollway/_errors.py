@@ -10,6 +10,7 @@ Exception tree::
     ├── GuardrailBlocked              403 guardrail_blocked
     ├── PayloadTooLarge               413 payload_too_large
     ├── BadRequest                    400 bad_request
+    ├── RequestHeadersTooLarge        431 bad_request (too many or too large request headers)
     ├── RateLimitExceeded             429 rate_limit_exceeded
     ├── ProviderError                 502 provider_error
     ├── UpstreamTimeout               504 upstream_timeout
@@ -44,6 +45,7 @@ __all__ = [
     "PayloadTooLarge",
     "ProviderError",
     "RateLimitExceeded",
+    "RequestHeadersTooLarge",
     "ServiceUnavailable",
     "ToolNotAllowed",
     "UpstreamConnectError",
@@ -53,7 +55,7 @@ __all__ = [
     "UpstreamTimeoutError",
 ]
 
-_NO_RETRY_STATUSES = frozenset({400, 401, 402, 403, 413})
+_NO_RETRY_STATUSES = frozenset({400, 401, 402, 403, 413, 431})
 # The openai SDK ignores Retry-After over 120 s and the anthropic SDK sleeps for any value:
 # past this, tell clients not to retry rather than let them sleep for hours (SPEC §2).
 _MAX_SLEEPABLE_RETRY_AFTER = 60
@@ -156,6 +158,13 @@ class PayloadTooLarge(GatewayError):
 class BadRequest(GatewayError):
     type = "bad_request"
     status = 400
+
+
+class RequestHeadersTooLarge(GatewayError):
+    """Too many request headers, or too many bytes of them (HTTP 431, type ``bad_request``)."""
+
+    type = "bad_request"
+    status = 431
 
 
 class RateLimitExceeded(GatewayError):

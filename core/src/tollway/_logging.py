@@ -40,15 +40,26 @@ class JSONFormatter(logging.Formatter):
 
 
 class PrettyFormatter(logging.Formatter):
+    """One line per event for humans. Characters that are not printable (CR, LF, NUL, …) in
+    the message are escaped, so client input in it can never start a forged line."""
+
     def format(self, record: logging.LogRecord) -> str:
         rid = request_id_var.get()
         head = time.strftime("%H:%M:%S", time.localtime(record.created))
-        line = f"{head} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        message = record.getMessage()
+        if not message.isprintable():
+            message = "".join(c if c.isprintable() else _escape(c) for c in message)
+        line = f"{head} {record.levelname:<7} {record.name}: {message}"
         if rid:
             line += f" request_id={rid}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def configure_logging(fmt: str = "json", level: str = "INFO") -> None:

@@ -12,10 +12,14 @@ from typing import Any, cast
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from tollway import __version__
 from tollway._asgi import GatewayASGI
+from tollway._errors import BadRequest, GatewayError, RequestHeadersTooLarge
+from tollway._ids import request_id
+from tollway._input import MAX_REQUEST_HEADER_BYTES
 from tollway.gateway import Gateway, create_app
 
-__all__ = ["bind_address", "run_gateway"]
+__all__ = ["bind_address", "envelope_protocol_errors", "protocol_error_reply", "run_gateway"]
 
 log = logging.getLogger("tollway.server")
 
@@ -26,6 +30,75 @@ def bind_address(addr: str) -> str:
     if not port.isdigit():
         raise ValueError(f"SERVER_ADDR {addr!r} must look like ':5563' or 'host:5563'")
     return f"{host or '0.0.0.0'}:{port}"
+
+
+def protocol_error_reply(status: int) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """Body and headers for a request Hypercorn refuses before the app sees it (h11's
+    ``RemoteProtocolError``): 431 for a request head over the cap, 400 for anything else
+    malformed. The body is the SPEC §2 envelope with the top-level ``"type": "error"`` too,
+    since the path (and so the client's SDK) may be unknown."""
+    err: GatewayError
+    if status == 431:
+        err = RequestHeadersTooLarge(
+            f"the request line and headers are larger than this gateway's limit of "
+            f"{MAX_REQUEST_HEADER_BYTES} bytes; send fewer or shorter headers",
+            code="request_headers_too_large",
+        )
+    else:
+        err = BadRequest(
+            "the request is not valid HTTP/1.1 (a malformed request line, header or framing); "
+            "check the client or any proxy in between",
+            code="malformed_http_request",
+        )
+    rid = request_id()
+    body = err.envelope(anthropic=True)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        (b"x-langwatch-request-id", rid.encode()),
+        (b"x-request-id", rid.encode()),
+        (b"x-langwatch-gateway-request-id", rid.encode()),
+        (b"x-langwatch-gateway-version", __version__.encode()),
+    ]
+    headers.extend((k.lower().encode(), v.encode()) for k, v in err.headers().items())
+    log.info("http_protocol_error status=%d code=%s request_id=%s", status, err.code, rid)
+    return body, headers
+
+
+def envelope_protocol_errors() -> bool:
+    """Make Hypercorn's own HTTP/1.1 refusals (malformed request → 400, request head over
+    ``h11_max_incomplete_size`` → 431) carry the SPEC §2 envelope instead of an empty body.
+
+    Hypercorn answers those from ``H11Protocol._send_error_response`` without calling the app,
+    so this replaces that method (process-wide, idempotent). False when this Hypercorn has no
+    such method (the bare answer stays; the start-up log says so).
+    """
+    try:
+        import h11
+        from hypercorn.protocol.h11 import H11Protocol
+    except ImportError:  # pragma: no cover - both are dependencies
+        return False
+    current = getattr(H11Protocol, "_send_error_response", None)
+    if current is None:
+        return False
+    if getattr(current, "_tollway", False):
+        return True
+
+    async def _send_error_response(self: Any, status_code: int) -> None:
+        body, headers = protocol_error_reply(status_code)
+        await self._send_h11_event(
+            h11.Response(
+                status_code=status_code,
+                headers=[*headers, *self.config.response_headers("h11")],
+            )
+        )
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
+
+    _send_error_response._tollway = True  # type: ignore[attr-defined]
+    H11Protocol._send_error_response = _send_error_response  # type: ignore[method-assign]
+    return True
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -45,6 +118,14 @@ def run_gateway(gateway: Gateway, *, on_ready: Callable[[str], None] | None = No
     app = create_app(gateway)
     config = Config()
     config.bind = [bind_address(gateway.settings.server.addr)]
+    # A larger request head is refused by Hypercorn itself (431, enveloped below).
+    config.h11_max_incomplete_size = MAX_REQUEST_HEADER_BYTES
+    if not envelope_protocol_errors():
+        log.warning(
+            "protocol_error_envelope_unavailable: this Hypercorn version has no "
+            "H11Protocol._send_error_response; malformed requests and oversized header blocks "
+            "get Hypercorn's bare 400/431 with an empty body"
+        )
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = gateway.settings.server.graceful_seconds

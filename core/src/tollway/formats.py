@@ -51,6 +51,7 @@ import orjson
 
 from tollway._context import RequestContext, StashKey
 from tollway._errors import BadRequest, UpstreamError
+from tollway._input import quote_input
 from tollway._sse import SSESplitter, event_fields
 from tollway._types import Usage
 
@@ -424,7 +425,7 @@ def text_of_parts(content: Any, where: str, *, upstream: str | None = None) -> l
         else:
             only = "translated here" if upstream is None else f"sent here to {upstream}"
             raise BadRequest(
-                f"{where}[{i}]: only text parts can be {only} (got {kind!r})",
+                f"{where}[{i}]: only text parts can be {only} (got {quote_input(kind)})",
                 param=where,
             )
         if not isinstance(text, str):
@@ -455,7 +456,9 @@ def chat_messages(
         if message.get("name") is not None:
             dropped.add("messages.name")
         if not isinstance(role, str) or role not in CHAT_ROLES:
-            raise BadRequest(f"{where}.role {role!r} is not a chat message role", param=where)
+            raise BadRequest(
+                f"{where}.role {quote_input(role)} is not a chat message role", param=where
+            )
         if role == "tool":
             call_id = message.get("tool_call_id")
             if not isinstance(call_id, str) or not call_id:
@@ -1001,7 +1004,7 @@ def _anthropic_message_to_chat(
         texts = _blocks_text(content, where, dropped)
         return [{"role": "system", "content": t} for t in texts if t]
     if role not in ("user", "assistant"):
-        raise BadRequest(f"{where}.role {role!r} is not a messages role", param=where)
+        raise BadRequest(f"{where}.role {quote_input(role)} is not a messages role", param=where)
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if not isinstance(content, list):

@@ -36,6 +36,7 @@ from tollway._errors import (
     ModelNotAllowed,
     PayloadTooLarge,
     ProviderError,
+    RequestHeadersTooLarge,
     ServiceUnavailable,
     UpstreamConnectError,
     UpstreamError,
@@ -45,6 +46,14 @@ from tollway._errors import (
 )
 from tollway._hooks import Hooks
 from tollway._ids import new_span_id, new_trace_id, parse_traceparent, request_id
+from tollway._input import (
+    MAX_MODEL_CHARS,
+    duplicate_key,
+    header_problem,
+    header_value,
+    model_problem,
+    quote_input,
+)
 from tollway._logging import request_id_var
 from tollway._markers import hookimpl
 from tollway._netcheck import Netcheck, NetTarget, parse_hostport
@@ -432,6 +441,18 @@ class Gateway:
             raise BadRequest(
                 f"the request body must be a JSON object, not a JSON {type(body).__name__}"
             )
+        # The gateway must judge exactly what the provider will act on (SPEC §2).
+        try:
+            duplicate = duplicate_key(raw, body)
+        except ValueError as exc:
+            raise BadRequest(str(exc), code="duplicate_key") from None
+        if duplicate is not None:
+            raise BadRequest(
+                f"the request body names the key {quote_input(duplicate)} twice in one JSON "
+                "object; parsers disagree on which value wins, so this gateway refuses "
+                "duplicate keys. Send each key once",
+                code="duplicate_key",
+            )
         ctx.body = body
         for field in _REQUIRED[ctx.endpoint]:
             if field not in body:
@@ -439,6 +460,9 @@ class Gateway:
         model = body["model"]
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' must be a non-empty string", param="model")
+        problem = model_problem(model)
+        if problem is not None:
+            raise BadRequest(f"'model' {problem}", code="invalid_model", param="model")
         ctx.model = model
         stream = body.get("stream", False)
         if not isinstance(stream, bool) and stream is not None:
@@ -492,8 +516,9 @@ class Gateway:
             reachable = sorted({p.type for p, _ in pool if ctx.endpoint in p.endpoints})
             names = ", ".join(reachable) if reachable else "none"
             raise ModelNotAllowed(
-                f"model {ctx.model!r} is not served by any provider this key can reach on "
-                f"{ctx.path} (providers: {names}); use a model those providers serve, or "
+                f"model {quote_input(ctx.model, MAX_MODEL_CHARS)} is not served by any "
+                f"provider this key can reach on {ctx.path} (providers: {names}); use a model "
+                "those providers serve, or "
                 "attach a provider that serves it",
                 code="model_not_routable",
             )
@@ -617,7 +642,7 @@ class Gateway:
             # Which credential of that type (two OpenAI accounts look alike in the header above).
             out["X-LangWatch-Provider-Name"] = quote(ctx.provider, safe=_HEADER_SAFE)
         if ctx.resolved_model:
-            out["X-LangWatch-Model"] = ctx.resolved_model
+            out["X-LangWatch-Model"] = header_value(ctx.resolved_model)
         return out
 
     async def handle(
@@ -647,6 +672,9 @@ class Gateway:
                     code="draining",
                     retry_after=1,
                 )
+            problem = header_problem(headers.items())
+            if problem is not None:
+                raise RequestHeadersTooLarge(problem, code="request_headers_too_large")
             await self.authenticate(ctx)
             await self.read_body(ctx, chunks)
             self.parse_body(ctx)

@@ -16,11 +16,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
-import orjson
 import re2
 
+from tollway import quote_input
 from tollway.config import json_type
 from tollway_policy_rules._extract import Candidate, Candidates, extract
+from tollway_policy_rules._urls import canonical_forms
 
 __all__ = [
     "DIMENSIONS",
@@ -160,10 +161,27 @@ class CompiledRules:
             if refusal is not None:
                 return refusal
         if urls is not None and found.urls:
-            refusal = urls.judge_all([(u,) for u in found.urls])
+            return _judge_urls(urls, found.urls)
+        return None
+
+
+def _judge_urls(urls: Dimension, found: Sequence[str]) -> Refusal | None:
+    """URLs by their canonical forms (:mod:`._urls`): deny patterns see the URL as sent and
+    its canonical forms, allow patterns only the canonical forms. Every URL is judged against
+    the deny list first, as :meth:`Dimension.judge_all` does."""
+    judged = [(url, canonical_forms(url)) for url in found]
+    if urls.deny_set is not None:
+        for url, canon in judged:
+            refusal = urls.judge_deny(canon if canon[0] == url else (url, *canon))
             if refusal is not None:
                 return refusal
-        return None
+    if urls.allow_set is not None:
+        for url, canon in judged:
+            refusal = urls.judge_allow(canon)
+            if refusal is not None:
+                forms = canon if canon[0] == url else (url, *canon)
+                return attrs.evolve(refusal, value=url, forms=forms)
+    return None
 
 
 def _re2_error(exc: Exception) -> str:
@@ -324,7 +342,5 @@ def validate_policy_rules(config: Any) -> list[str]:
 
 
 def _quote(value: str, limit: int = 200) -> str:
-    """A value as a JSON string for messages, cut to ``limit`` characters."""
-    if len(value) > limit:
-        value = value[:limit] + "…"
-    return orjson.dumps(value).decode()
+    """A value as a JSON string for messages and log lines, cut to ``limit`` characters."""
+    return quote_input(value, limit)

@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from tollway import BadRequest, RequestContext, RouteTarget, StashKey, hookimpl
+from tollway import BadRequest, RequestContext, RouteTarget, StashKey, hookimpl, quote_input
 from tollway._sse import SSESplitter
 from tollway.config import ProviderConfig
 from tollway_response_cache._entry import Entry, decode, encode
@@ -222,7 +222,7 @@ async def route(ctx: RequestContext) -> list[RouteTarget] | None:
         if asked != "force":
             raise BadRequest(
                 f"the {HEADER} request header must be 'bypass' (skip the response cache) or "
-                f"'force' (cache even with temperature > 0), not {asked!r}",
+                f"'force' (cache even with temperature > 0), not {quote_input(asked)}",
                 param=HEADER,
             )
         force = True

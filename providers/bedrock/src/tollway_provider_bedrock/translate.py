@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from tollway import BadRequest, Usage
+from tollway import BadRequest, Usage, quote_input
 from tollway.formats import (
     CHAT_COMMON_PARAMS,
     SSE_DONE,
@@ -127,7 +127,7 @@ def _user_blocks(content: Any, where: str, dropped: DroppedParams) -> list[dict[
             if fmt is None:
                 raise BadRequest(
                     f"{part_where}.image_url.url: Bedrock takes png, jpeg, gif or webp images, "
-                    f"not {media!r}",
+                    f"not {quote_input(media)}",
                     param=part_where,
                 )
             blocks.append({"image": {"format": fmt, "source": {"bytes": data}}})

@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from tollway import BadRequest, Usage
+from tollway import BadRequest, Usage, quote_input
 from tollway._sse import SSESplitter, event_fields
 from tollway.formats import (
     CHAT_COMMON_PARAMS,
@@ -324,8 +324,8 @@ def _contents(
             name = names.get(call_id)
             if name is None:
                 raise BadRequest(
-                    f"{where}.tool_call_id {call_id!r} matches no earlier assistant tool call; "
-                    "Gemini needs the function's name for each tool result",
+                    f"{where}.tool_call_id {quote_input(call_id)} matches no earlier "
+                    "assistant tool call; Gemini needs the function's name for each tool result",
                     param=where,
                 )
             part = {"functionResponse": {"name": name, "response": _tool_response(content, where)}}
