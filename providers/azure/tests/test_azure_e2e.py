@@ -310,7 +310,7 @@ def test_unknown_model_is_the_gateway_model_error(stack: Stack) -> None:
     err = info.value.body
     assert isinstance(err, dict)
     assert err["code"] == "model_not_routable"
-    assert "'o4-mini'" in err["message"] and "azure" in err["message"]
+    assert '"o4-mini"' in err["message"] and "azure" in err["message"]
 
 
 def test_deployment_not_found_falls_back_to_openai(stack: Stack) -> None:
