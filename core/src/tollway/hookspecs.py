@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from tollway._types import Credential, Principal, RouteTarget, Verdict
     from tollway.gateway import Gateway, ResponseView
     from tollway.provider import Provider
+    from tollway.state import StateLocation
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,6 +130,20 @@ def readiness_checks(gateway: Gateway) -> dict[str, Callable[[], Any]] | None:
     Called once at start-up (sync). Each value is a callable (sync or async) returning ``None``
     or ``"ok"`` when healthy, or raising / returning a string starting ``error:`` or ``stale``
     when not; ``/readyz`` answers 503 naming the failing check.
+    """
+
+
+@hookspec
+def describe_state(state: StateLocation, gateway: Gateway | None) -> dict[str, Any] | None:
+    """Say where this plugin keeps its state, for ``tollway status`` and ``/readyz``.
+
+    Called (sync) by ``tollway status`` with ``gateway=None``, and once by a gateway at start-up
+    (after ``gateway_started``) with the gateway. ``state`` is the resolved
+    :class:`tollway.state.StateLocation` (config file, data dir, their sources). Return a
+    JSON-able ``dict`` (merged with other plugins'; prefix or nest under your own name) or
+    ``None``. With ``gateway=None`` it must not create anything (no store, no file); with a
+    gateway, what it returns is served on ``/readyz`` under ``"state"``: no secrets and no
+    paths — an id or a kind, enough to compare with what ``tollway status`` finds locally.
     """
 
 
