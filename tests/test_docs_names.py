@@ -128,7 +128,7 @@ def test_env_allowlist_is_needed() -> None:
 def _cli() -> click.Group:
     """The ``tollway`` command with every installed plugin's commands, as ``main()`` builds it
     (on a copy: the module-level group is left alone)."""
-    root = click.Group(name="tollway", commands=dict(cli.commands), params=list(cli.params))
+    root = type(cli)(name="tollway", commands=dict(cli.commands), params=list(cli.params))
     pm, _ = build_plugin_manager(PluginSelection(), skip_broken=True)
     pm.hook.register_commands(cli=root)
     return root
@@ -170,7 +170,8 @@ def _check(tokens: list[str]) -> tuple[str, list[str]]:
             if len(path) == 1:
                 break
             continue
-        sub = command.commands.get(token)
+        # get_command, not .commands: aliases (`tollway vk`) resolve there.
+        sub = command.get_command(click.Context(command), token)
         if sub is None:
             problems.append(f"`{' '.join(path)}` has no sub-command {token!r}")
             break

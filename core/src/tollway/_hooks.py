@@ -22,6 +22,7 @@ from tollway._types import Credential, Principal, RouteTarget, Verdict
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway, ResponseView
+    from tollway.state import StateLocation
 
 __all__ = ["Hooks", "Impl"]
 
@@ -171,6 +172,21 @@ class Hooks:
             if result:
                 checks.update(result)
         return checks
+
+    def describe_state(self, state: StateLocation, gateway: Gateway | None) -> dict[str, Any]:
+        """Every plugin's ``describe_state``, merged; a plugin that raises is logged and left
+        out (a status report must not fail because of one plugin)."""
+        out: dict[str, Any] = {}
+        for impl in _impls(self.pm, "describe_state"):
+            kwargs = {"state": state, "gateway": gateway}
+            try:
+                result = impl.function(*[kwargs[n] for n in impl.argnames])
+            except Exception:
+                log.exception("hook_failed hook=describe_state plugin=%s", impl.plugin)
+                continue
+            if result:
+                out.update(result)
+        return out
 
     @staticmethod
     async def _isolated(

@@ -21,27 +21,48 @@ from tollway import __version__
 from tollway._logging import configure_logging
 from tollway._plugins import PluginLoadError, build_plugin_manager
 from tollway.config import ConfigError, PluginSelection, Settings, load_settings
+from tollway.state import StateLocation, add_state_options, cli_state
 
 __all__ = ["cli", "main"]
 
 _DEMO_STATIC_KEYS_PLUGIN = "static-keys"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """A group with command aliases (``tollway vk`` is ``tollway virtual-keys``): an alias
+    resolves to its command but is not listed as a command of its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.aliases: dict[str, str] = {}
+
+    def add_alias(self, alias: str, name: str) -> None:
+        self.aliases[alias] = name
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in self.aliases:
+            command = super().get_command(ctx, self.aliases[cmd_name])
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_commands(ctx, formatter)
+        if self.aliases:
+            with formatter.section("Aliases"):
+                formatter.write_dl(sorted(self.aliases.items()))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tollway")
 def cli() -> None:
-    """Tollway: a self-hosted AI gateway for the OpenAI and Anthropic SDKs."""
+    """Tollway: a self-hosted AI gateway for the OpenAI and Anthropic SDKs.
 
-
-def _load(config: str | None, overrides: dict[str, Any] | None = None) -> Settings:
-    try:
-        return load_settings(config_file=config, overrides=overrides)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    Every command takes --config FILE and --data-dir DIR (before or after the command name)
+    and finds its state as `tollway serve` does; `tollway status` shows which.
+    """
 
 
 @cli.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option(
     "--demo", is_flag=True, help="Start the provider simulator as upstream and a demo key."
 )
@@ -53,8 +74,8 @@ def _load(config: str | None, overrides: dict[str, Any] | None = None) -> Settin
     show_default=True,
     help="Worker processes (more than one needs GATEWAY_REDIS_URL for shared state).",
 )
-def serve(config_file: str | None, demo: bool, port: int | None, workers: int) -> None:
-    """Run the gateway (the embedded default: one process, state in TOLLWAY_DATA_DIR)."""
+def serve(demo: bool, port: int | None, workers: int) -> None:
+    """Run the gateway (the embedded default: one process, state in the data dir)."""
     from tollway._server import run_gateway
     from tollway.gateway import Gateway
 
@@ -62,12 +83,13 @@ def serve(config_file: str | None, demo: bool, port: int | None, workers: int) -
     sim: subprocess.Popen[str] | None = None
     demo_key = ""
     if demo:
-        overrides, sim, demo_key = _demo_setup(port)
+        overrides, sim, demo_key = _demo_setup(port, cli_state().data_dir)
     elif port is not None:
         host = (os.environ.get("SERVER_ADDR") or "").rpartition(":")[0]
         overrides = {"server": {"addr": f"{host}:{port}"}}
     try:
-        settings = _load(config_file, overrides)
+        state = cli_state(overrides=overrides)
+        settings = state.settings
         configure_logging(settings.log.format, settings.log.level)
         if workers > 1 and not settings.redis_url:
             raise click.ClickException(
@@ -84,11 +106,14 @@ def serve(config_file: str | None, demo: bool, port: int | None, workers: int) -
             gateway = Gateway(settings)
         except (PluginLoadError, ConfigError) as exc:
             raise click.ClickException(str(exc)) from None
+        gateway.state = state
 
         def ready(bind: str) -> None:
             host, _, p = bind.rpartition(":")
             shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
             base = f"http://{shown}:{p}"
+            for line in _using_lines(state, gateway.hooks.describe_state(state, None)):
+                click.echo(line, err=True)
             if demo:
                 _print_demo(base, demo_key)
             else:
@@ -112,10 +137,23 @@ def serve(config_file: str | None, demo: bool, port: int | None, workers: int) -
                 sim.kill()
 
 
-def _demo_setup(port: int | None) -> tuple[dict[str, Any], subprocess.Popen[str], str]:
+def _using_lines(state: StateLocation, report: dict[str, Any]) -> list[str]:
+    """``using data dir …`` and what plugins reported (``describe_state``'s ``using``)."""
+    lines = [f"using data dir {state.data_dir_text}"]
+    if state.config_file:
+        lines.insert(0, f"using config {state.config_file} (from {state.config_from})")
+    for part in report.values():
+        if isinstance(part, dict) and isinstance(part.get("using"), str):
+            lines.append(f"using {part['using']}")
+    return lines
+
+
+def _demo_setup(
+    port: int | None, data_dir_text: str
+) -> tuple[dict[str, Any], subprocess.Popen[str], str]:
     from tollway.keys import check_key_format, mint_key
 
-    data_dir = Path(os.environ.get("TOLLWAY_DATA_DIR") or ".tollway")
+    data_dir = Path(data_dir_text)
     data_dir.mkdir(parents=True, exist_ok=True)
     key_file = data_dir / "demo-key"
     key = ""
@@ -204,7 +242,7 @@ Press Ctrl-C to stop.
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def plugins(as_json: bool) -> None:
     """List installed plugins: name, version, hooks, conformance."""
-    settings = _load(None)
+    settings = cli_state().settings
     try:
         _, infos = build_plugin_manager(settings.plugins)
     except PluginLoadError as exc:
@@ -244,13 +282,15 @@ def config() -> None:
 
 
 @config.command("show")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the default is TOML-like).")
-def config_show(config_file: str | None, as_json: bool) -> None:
-    """Print the effective configuration, secrets masked."""
+def config_show(as_json: bool) -> None:
+    """Print the effective configuration, secrets masked (creates nothing)."""
     from tollway.gateway import Gateway
 
-    settings = _load(config_file)
+    state = cli_state()
+    for line in _using_lines(state, {}):
+        click.echo(line, err=True)
+    settings = state.settings
     try:
         gateway = Gateway(settings)
     except (PluginLoadError, ConfigError) as exc:
@@ -262,12 +302,144 @@ def config_show(config_file: str | None, as_json: bool) -> None:
         _print_tree(data)
 
 
+def _gateway_url(settings: Settings) -> str:
+    host, _, port = settings.server.addr.rpartition(":")
+    host = host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _gateway_report(url: str) -> dict[str, Any]:
+    """What the gateway at ``url`` says on ``/readyz`` (``reachable`` False when it does not
+    answer)."""
+    import urllib.error
+    import urllib.request
+
+    target = url.rstrip("/") + "/readyz"
+    try:
+        with urllib.request.urlopen(target, timeout=3) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:  # 503: not ready, but it answered
+        raw = exc.read()
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return {"url": url, "reachable": False, "error": str(reason)}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"url": url, "reachable": True, "error": "not a Tollway gateway (/readyz)"}
+    if not isinstance(body, dict):
+        body = {}
+    return {
+        "url": url,
+        "reachable": True,
+        "status": body.get("status"),
+        "state": body.get("state") or {},
+    }
+
+
+def _compare(local: dict[str, Any], gateway: dict[str, Any]) -> tuple[bool | None, list[str]]:
+    """Compare the CLI's and the gateway's state, section by section (a section with an
+    ``id`` on either side): (same?, one line per section). None: nothing to compare."""
+    verdict: bool | None = None
+    lines: list[str] = []
+    for name, theirs in gateway.items():
+        mine = local.get(name)
+        if not isinstance(theirs, dict) or not isinstance(mine, dict):
+            continue
+        their_id, my_id = theirs.get("id"), mine.get("id")
+        if not their_id and not my_id:
+            continue
+        label = name.replace("_", " ")
+        if their_id == my_id:
+            verdict = True if verdict is None else verdict
+            lines.append(f"same {label}: the CLI and the gateway both use {my_id}")
+            continue
+        verdict = False
+        where = mine.get("using") or "nothing"
+        mine_text = f"{my_id} ({where})" if my_id else f"no {label} ({where})"
+        lines.append(
+            f"MISMATCH: this CLI uses {mine_text}; the gateway uses {their_id}. Give the CLI "
+            "the gateway's --config / --data-dir (or TOLLWAY_CONFIG / TOLLWAY_DATA_DIR); the "
+            "gateway prints its store when it starts"
+        )
+    return verdict, lines
+
+
+@cli.command()
+@click.option(
+    "--gateway",
+    "gateway_url",
+    default=None,
+    metavar="URL",
+    help="The running gateway to compare with (default: from the config's server.addr).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def status(gateway_url: str | None, as_json: bool) -> None:
+    """Show which config, data dir and store this CLI uses, and whether the gateway agrees.
+
+    Creates nothing. Exits 1 when the running gateway uses a different store (MISMATCH).
+    """
+    from tollway._hooks import Hooks
+
+    state = cli_state()
+    try:
+        pm, _ = build_plugin_manager(state.settings.plugins, skip_broken=True)
+        local = Hooks(pm).describe_state(state, None)
+    except PluginLoadError as exc:
+        raise click.ClickException(str(exc)) from None
+    url = gateway_url or _gateway_url(state.settings)
+    gw = _gateway_report(url)
+    same, lines = _compare(local, gw.get("state") or {})
+    if gw["reachable"] and same is None:
+        lines.append("the gateway reports no store to compare with")
+    data = {
+        "cli": {**state.to_json(), **local},
+        "gateway": gw,
+        "same_store": same,
+        "notes": lines,
+    }
+    if as_json:
+        click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo("CLI")
+        rows = [("config file", f"{state.config_file} (from {state.config_from})")]
+        if not state.config_file:
+            rows = [("config file", "none (no --config, TOLLWAY_CONFIG unset)")]
+        rows.append(("data dir", state.data_dir_text))
+        for part in local.values():
+            if isinstance(part, dict) and part.get("using"):
+                rows.append(("uses", part["using"]))
+        for label, value in rows:
+            click.echo(f"  {label:<14}{value}")
+        click.echo(f"gateway {url}")
+        if not gw["reachable"]:
+            click.echo(f"  not reachable ({gw.get('error')}); give --gateway URL if it runs")
+        else:
+            click.echo(f"  {'status':<14}{gw.get('status') or gw.get('error')}")
+            for name, part in (gw.get("state") or {}).items():
+                if isinstance(part, dict):
+                    shown = ", ".join(f"{k} {v}" for k, v in part.items())
+                    click.echo(f"  {name.replace('_', ' '):<14}{shown}")
+        for line in lines:
+            click.echo(line)
+    if same is False:
+        sys.exit(1)
+
+
 def _print_tree(data: dict[str, Any], prefix: str = "") -> None:
     for key, value in data.items():
         if isinstance(value, dict):
             _print_tree(value, f"{prefix}{key}.")
         else:
             click.echo(f"{prefix}{key} = {orjson.dumps(value).decode()}")
+
+
+# Every core command takes --config and --data-dir; main() gives them to plugin commands too.
+add_state_options(cli)
 
 
 def main() -> None:
@@ -282,6 +454,7 @@ def main() -> None:
     except PluginLoadError as exc:
         # Commands still run; `serve` and `plugins` report the failure themselves.
         click.echo(f"warning: {exc}", err=True)
+    add_state_options(cli)
     cli(prog_name="tollway")
 
 

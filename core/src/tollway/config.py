@@ -36,6 +36,7 @@ __all__ = [
     "Settings",
     "json_type",
     "load_settings",
+    "read_config_file",
 ]
 
 
@@ -299,12 +300,13 @@ def load_settings(
     data: dict[str, Any] = {}
     path = config_file or env.get("TOLLWAY_CONFIG")
     if path:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError([f"config file {path}: not found"]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"config file {path}: not valid TOML: {exc}"]) from None
+        data = read_config_file(path)
+        # A relative data_dir in a file (or the default .tollway) is relative to the file's
+        # folder, so every command given the same file finds the same store (tollway.state).
+        folder = Path(path).resolve().parent
+        data_dir = data.get("data_dir", ".tollway")
+        if isinstance(data_dir, str) and data_dir and not Path(data_dir).is_absolute():
+            data["data_dir"] = str(folder / data_dir)
     _from_env(env, data)
     if overrides:
         _deep_merge(data, overrides)
@@ -316,6 +318,18 @@ def load_settings(
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The TOML config file's table; :class:`ConfigError` when missing or not TOML."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path}: not found"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"config file {path}: is a directory"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config file {path}: not valid TOML: {exc}"]) from None
 
 
 def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:

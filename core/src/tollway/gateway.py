@@ -65,6 +65,7 @@ from tollway.egress import Egress
 from tollway.keys import KeyFormatError, check_key_format
 from tollway.outbound import ALLOW_CIDRS_ENV, OutboundPolicy
 from tollway.provider import Provider, ProviderResult, UpstreamHTTP, outbound_problems
+from tollway.state import StateLocation
 
 __all__ = ["Gateway", "ResponseView", "create_app"]
 
@@ -145,6 +146,10 @@ class Gateway:
         load_installed: bool = True,
     ) -> None:
         self.settings = settings
+        #: Where this gateway's state is (``tollway serve`` sets the resolved one).
+        self.state = StateLocation.from_settings(settings)
+        #: What plugins report about it (``describe_state``), served on ``/readyz``.
+        self.state_report: dict[str, Any] = {}
         self.stash = Stash()
         #: The Quart app serving this gateway (set by ``create_app``).
         self.app: Any = None
@@ -329,6 +334,7 @@ class Gateway:
             self.spawn_daemon(self.netcheck.run())
         await self.hooks.gateway_started(self)
         self.checks = self.hooks.readiness_checks(self)
+        self.state_report = self.hooks.describe_state(self.state, self)
         self.started = True
         for callback in self.on_started:
             callback()
@@ -496,7 +502,8 @@ class Gateway:
         if principal is None:
             raise InvalidAPIKey(
                 f"the virtual key {secret[:18]}… is not known to this gateway; check that you "
-                "copied the whole secret and that the key was not deleted",
+                "copied the whole secret, that the key was not deleted, and that the CLI that "
+                "created it uses this gateway's store (`tollway status` compares them)",
                 code="unknown_key",
             )
         ctx.principal = principal
@@ -927,7 +934,10 @@ class Gateway:
             if text.startswith(("error", "stale")):
                 failed = True
             results[name] = text
-        return (503 if failed else 200), {"status": "error" if failed else "ok", "checks": results}
+        body: dict[str, Any] = {"status": "error" if failed else "ok", "checks": results}
+        if self.state_report:
+            body["state"] = self.state_report
+        return (503 if failed else 200), body
 
 
 @attrs.define(slots=True)

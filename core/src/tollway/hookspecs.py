@@ -99,6 +99,7 @@ if TYPE_CHECKING:
     from tollway.gateway import Gateway, ResponseView
     from tollway.provider import Provider
     from tollway.spans import SpanSink
+    from tollway.state import StateLocation
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,6 +312,28 @@ def readiness_checks(gateway: Gateway) -> dict[str, Callable[[], Any]] | None:
     :param gateway: the ``tollway.gateway.Gateway``, already started.
     :returns: a ``dict`` mapping a check name to its callable, or ``None`` for no check.
     :raises: nothing by contract; an exception stops start-up.
+    """
+
+
+@hookspec
+def describe_state(state: StateLocation, gateway: Gateway | None) -> dict[str, Any] | None:
+    """Say where this plugin keeps its state, for ``tollway status`` and ``/readyz``.
+
+    Called (sync) by ``tollway status`` with ``gateway=None``, and once by a gateway at start-up
+    (after ``gateway_started``) with the gateway. ``state`` is the resolved
+    :class:`tollway.state.StateLocation` (config file, data dir, their sources). Return a
+    JSON-able ``dict`` (merged with other plugins'; prefix or nest under your own name) or
+    ``None``. With ``gateway=None`` it must not create anything (no store, no file); with a
+    gateway, what it returns is served on ``/readyz`` under ``"state"``: no secrets and no
+    paths — an id or a kind, enough to compare with what ``tollway status`` finds locally.
+
+    Call mode: **all**, synchronous: every implementation runs.
+
+    :param state: where the command or gateway keeps state (config file, data dir, sources).
+    :param gateway: the running gateway, or ``None`` when ``tollway status`` asks.
+    :returns: a JSON-able ``dict`` describing this plugin's state, or ``None``.
+    :raises Exception: nothing is expected; an exception is reported by ``tollway status``
+        and at start-up like any plugin error.
     """
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from quart import Quart
 
     from tollway.gateway import Gateway
+    from tollway.state import StateLocation
     from tollway_control_plane.runtime import ControlPlane
 
 __all__ = ["EmbeddedLedger", "__version__", "embedded", "embedded_ledger"]
@@ -101,21 +102,9 @@ def register_span_sinks(register: Callable[[Any], None], gateway: Gateway) -> No
 
 @hookimpl
 def register_commands(cli: click.Group) -> None:
-    import click
-
     from tollway_control_plane.cli import add_commands
-    from tollway_control_plane.cli_requests import (
-        ingest_token_command,
-        requests_group,
-        rotate_ingest_token_command,
-    )
 
     add_commands(cli)
-    cli.add_command(requests_group)
-    scopes = cli.commands.get("scopes")
-    if isinstance(scopes, click.Group):
-        scopes.add_command(ingest_token_command)
-        scopes.add_command(rotate_ingest_token_command)
 
 
 @hookimpl
@@ -153,6 +142,18 @@ def gateway_stopping(gateway: Gateway) -> None:
     cp = gateway.stash.get(_CONTROL_PLANE)
     if cp is not None:
         cp.close()
+
+
+@hookimpl
+def describe_state(state: StateLocation, gateway: Gateway | None) -> dict[str, Any] | None:
+    if gateway is None:  # tollway status, and serve's "using …" lines: find, never create
+        from tollway_control_plane.cli import describe_cli_state
+
+        return describe_cli_state(state)
+    cp = gateway.stash.get(_CONTROL_PLANE)
+    if cp is None:
+        return None
+    return {"store": {"kind": cp.store.db.dialect, "id": cp.store.store_id}}
 
 
 @hookimpl

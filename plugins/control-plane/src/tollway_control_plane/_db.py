@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from tollway_control_plane._util import format_time, now
+from tollway_control_plane._util import format_time, new_id, now
 
 __all__ = ["Database", "DatabaseError", "IntegrityError", "Migration", "migrations"]
 
@@ -56,6 +56,7 @@ class Migration:
         )
         text = self.text.replace("@AUTOINCREMENT_PK@", pk)
         text = text.replace("@NOW@", f"'{format_time(now())}'")
+        text = text.replace("@NEW_STORE_ID@", f"'{new_id('store')}'")
         lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("--")]
         parts = _STATEMENT_END.split("\n".join(lines))
         return [p.strip() for p in parts if p.strip()]

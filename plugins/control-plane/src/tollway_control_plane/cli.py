@@ -1,10 +1,12 @@
 """The control plane's ``tollway`` commands (SPEC §8): ``virtual-keys``, ``model-providers``,
 ``routing-policies``, ``gateway-budgets``, ``scopes`` and ``control-plane``.
 
-They work on the store in ``TOLLWAY_DATA_DIR`` (default ``./.tollway``; or
-``TOLLWAY_DATABASE_URL``) directly, or — with ``TOLLWAY_ADMIN_URL`` and
-``TOLLWAY_ADMIN_TOKEN`` — on a remote control plane through its admin API. Either way a
-change reaches running gateways through the change feed within about a second.
+They work on the store that ``tollway serve`` would use — resolved by
+:func:`tollway.state.cli_state` from ``--config`` / ``--data-dir`` and the environment, see
+:mod:`tollway.state` — directly, or (with ``TOLLWAY_ADMIN_URL`` and ``TOLLWAY_ADMIN_TOKEN``) on
+a remote control plane through its admin API; each says which on stderr (``using …``). Read-only
+commands (``list``, ``get``) never create a store. Either way a change reaches running gateways
+through the change feed within about a second.
 
 Tables for humans, ``--json`` for scripts. A key's secret is printed once, by ``create`` and
 ``rotate``; provider credentials are never printed (only masked).
@@ -17,12 +19,16 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 import orjson
 
-__all__ = ["add_commands"]
+if TYPE_CHECKING:
+    from tollway.state import StateLocation
+    from tollway_control_plane.store import Store
+
+__all__ = ["add_commands", "describe_cli_state"]
 
 _PROVIDER_TYPES = ("openai", "anthropic", "azure", "bedrock", "vertex", "gemini", "custom")
 
@@ -35,60 +41,149 @@ class _Backend(Protocol):
 # --- plumbing ---------------------------------------------------------------------------------
 
 
-def _settings() -> tuple[str, str]:
-    """(data_dir, environment) as the gateway would see them (TOML file, then env)."""
-    try:
-        from tollway.config import load_settings
+def _state() -> StateLocation:
+    """The state this command works on, resolved as ``tollway serve`` does (tollway.state)."""
+    from tollway.state import cli_state
 
-        settings = load_settings()
-        return settings.data_dir, settings.environment
-    except Exception:
-        return (
-            os.environ.get("TOLLWAY_DATA_DIR") or ".tollway",
-            os.environ.get("ENVIRONMENT") or "production",
-        )
+    return cli_state()
+
+
+def _using(text: str) -> None:
+    """Say which store or control plane the command talks to (one line on stderr)."""
+    click.echo(f"using {text}", err=True)
+
+
+def _store_source(state: StateLocation) -> str:
+    if state.database_url:
+        return "TOLLWAY_DATABASE_URL"
+    return f"data dir from {state.data_dir_from}"
+
+
+def describe_cli_state(state: StateLocation) -> dict[str, Any]:
+    """The control plane's part of ``tollway status`` (``describe_state`` without a gateway):
+    the store this CLI would use, whether it exists and its id; or the remote control plane
+    and its store's id. Creates nothing."""
+    from tollway_control_plane.runtime import locate_store, store_url
+    from tollway_control_plane.store import DatabaseError, StoreError, store_target
+
+    if state.remote:
+        url = state.admin_url or ""
+        part: dict[str, Any] = {
+            "kind": "remote",
+            "url": url,
+            "id": None,
+            "using": f"control plane {url or '(TOLLWAY_ADMIN_URL unset)'} (TOLLWAY_ADMIN_URL)",
+        }
+        token = os.environ.get("TOLLWAY_ADMIN_TOKEN", "").strip()
+        if url and token:
+            from tollway_control_plane.client import RemoteService
+
+            remote = RemoteService(url, token, timeout=5)
+            try:
+                info = remote.call("store.info")
+                part["id"] = info.get("id") if isinstance(info, dict) else None
+            except StoreError as exc:
+                part["error"] = exc.message
+            finally:
+                remote.close()
+        return {"store": part}
+    try:
+        where = locate_store(state.data_dir)
+    except DatabaseError as exc:
+        try:
+            shown = store_url(store_target(state.data_dir))
+        except DatabaseError:
+            shown = "TOLLWAY_DATABASE_URL"
+        return {
+            "store": {
+                "kind": "postgresql",
+                "url": shown,
+                "exists": None,
+                "id": None,
+                "error": str(exc),
+                "using": f"store {shown} ({_store_source(state)}): cannot be read: {exc}",
+            }
+        }
+    using = f"store {where.url} ({_store_source(state)})"
+    if not where.exists:
+        using += ": no store there yet"
+    return {
+        "store": {
+            "kind": where.kind,
+            "url": where.url,
+            "exists": where.exists,
+            "id": where.id,
+            "using": using,
+        }
+    }
 
 
 def _config_providers() -> list[Any]:
-    """The config file's ``[[providers]]`` (``TOLLWAY_CONFIG``), listed read-only next to the
-    store's; none when there is no config file or it does not load."""
-    try:
-        from tollway.config import load_settings
-
-        return list(load_settings().providers)
-    except Exception:
-        return []
+    """The config file's ``[[providers]]`` (the resolved ``--config`` / ``TOLLWAY_CONFIG``),
+    listed read-only next to the store's; none when there is no config file."""
+    return list(_state().settings.providers)
 
 
-def _open_backend() -> _Backend:
-    url = os.environ.get("TOLLWAY_ADMIN_URL", "").strip()
+def _remote_target(state: StateLocation) -> tuple[str, str] | None:
+    """``(admin URL, token)`` when this command talks to a remote control plane, else None
+    (refused when half-configured or combined with --config/--data-dir)."""
+    if not state.remote:
+        return None
+    url = state.admin_url or ""
     token = os.environ.get("TOLLWAY_ADMIN_TOKEN", "").strip()
-    if url or token:
-        if not (url and token):
-            missing = "TOLLWAY_ADMIN_TOKEN" if url else "TOLLWAY_ADMIN_URL"
-            raise click.ClickException(
-                f"remote mode needs both TOLLWAY_ADMIN_URL and TOLLWAY_ADMIN_TOKEN; {missing} is "
-                "not set (unset both to work on the local store in TOLLWAY_DATA_DIR)"
-            )
-        from tollway_control_plane.client import RemoteService
+    if not (url and token):
+        missing = "TOLLWAY_ADMIN_TOKEN" if url else "TOLLWAY_ADMIN_URL"
+        raise click.ClickException(
+            f"remote mode needs both TOLLWAY_ADMIN_URL and TOLLWAY_ADMIN_TOKEN; {missing} is "
+            "not set (unset both to work on the local store in the data dir)"
+        )
+    if state.explicit:
+        raise click.ClickException(
+            f"TOLLWAY_ADMIN_URL is set, so this command would talk to the control plane at "
+            f"{url}, but --config / --data-dir name a local store; unset TOLLWAY_ADMIN_URL "
+            "and TOLLWAY_ADMIN_TOKEN to use the local store, or drop the option"
+        )
+    _using(f"control plane {url} (TOLLWAY_ADMIN_URL)")
+    return url, token
 
-        return RemoteService(url, token)
+
+def open_local_store(state: StateLocation, read_only: bool = False) -> Store:
+    """The store ``state`` names, as the gateway would open it; a read-only command never
+    creates one (it exits 1 naming where it looked)."""
     from tollway.secrets import SecretsError
-    from tollway_control_plane.runtime import open_store
-    from tollway_control_plane.service import Service
-    from tollway_control_plane.store import DatabaseError
+    from tollway_control_plane.runtime import NoStore, open_store, store_url
+    from tollway_control_plane.store import DatabaseError, store_target
 
-    data_dir, environment = _settings()
     try:
-        store, _ = open_store(data_dir, environment=environment)
+        shown = store_url(store_target(state.data_dir))
+        store, _ = open_store(state.data_dir, environment=state.environment, create=not read_only)
+    except NoStore as exc:
+        raise click.ClickException(
+            f"{exc} ({_store_source(state)}); nothing was created there. A gateway keeps its "
+            "store in its config file's data_dir (or TOLLWAY_DATA_DIR): give this command the "
+            "same --config FILE or --data-dir DIR; `tollway status` shows which store each uses"
+        ) from None
     except (SecretsError, DatabaseError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    return Service(store, _config_providers())
+    _using(f"store {shown} ({_store_source(state)})")
+    return store
+
+
+def _open_backend(read_only: bool = False) -> _Backend:
+    state = _state()
+    remote = _remote_target(state)
+    if remote is not None:
+        from tollway_control_plane.client import RemoteService
+
+        return RemoteService(*remote)
+    from tollway_control_plane.service import Service
+
+    return Service(open_local_store(state, read_only), _config_providers())
 
 
 @contextmanager
-def _backend() -> Iterator[_Backend]:
-    backend = _open_backend()
+def _backend(read_only: bool = False) -> Iterator[_Backend]:
+    backend = _open_backend(read_only)
     try:
         yield backend
     finally:
@@ -99,8 +194,9 @@ def _call(name: str, id: str | None = None, body: Any = None) -> Any:
     """Run one operation; store errors become a clean CLI error (exit 1)."""
     from tollway_control_plane.store import StoreError, ValidationError
 
+    read_only = name.endswith((".list", ".get"))
     try:
-        with _backend() as backend:
+        with _backend(read_only) as backend:
             return backend.call(name, id, body)
     except ValidationError as exc:
         lines = exc.problems
@@ -278,7 +374,8 @@ def virtual_keys() -> None:
     "--scope",
     default=None,
     metavar="organization|team|project[:ID]",
-    help="Where the key lives (no id: the default one). Default: organization.",
+    help="Where the key lives; the part after : is an id, a name, a slug or default (no "
+    "id: the default one; e.g. ORG:acme, team:backend). Default: organization.",
 )
 @click.option("--env", type=click.Choice(["live", "test"]), default="live", show_default=True)
 @click.option(
@@ -517,7 +614,8 @@ def model_providers() -> None:
     "--scope",
     default=None,
     metavar="organization|team|project[:ID]",
-    help="Who inherits it (no id: the default one). Default: organization.",
+    help="Who inherits it; the part after : is an id, a name, a slug or default (no id: "
+    "the default one). Default: organization.",
 )
 @_provider_options
 @_json_option
@@ -833,8 +931,8 @@ _list_command(scopes, "scopes.list", "List organizations, teams and projects.", 
 @click.option(
     "--parent",
     default=None,
-    metavar="ID",
-    help="A team's organization or a project's team (default: the default one).",
+    metavar="ID|NAME",
+    help="A team's organization or a project's team: id, name or slug (default: the default one).",
 )
 @_json_option
 def scopes_create(kind: str, name: str, parent: str | None, as_json: bool) -> None:
@@ -859,27 +957,40 @@ def control_plane(host: str, port: int) -> None:
     """Run the control plane on its own (gateways point at it with LW_GATEWAY_BASE_URL).
 
     The store is TOLLWAY_DATABASE_URL (PostgreSQL, shared by replicas) or the SQLite file in
-    TOLLWAY_DATA_DIR; the admin API is on with TOLLWAY_ADMIN_TOKEN.
+    the data dir (--data-dir, TOLLWAY_DATA_DIR, the config file's data_dir); the admin API is
+    on with TOLLWAY_ADMIN_TOKEN.
     """
     from tollway._logging import configure_logging
     from tollway.secrets import SecretsError
-    from tollway_control_plane.runtime import ControlPlane
+    from tollway_control_plane.runtime import ControlPlane, store_url
     from tollway_control_plane.server import run
-    from tollway_control_plane.store import DatabaseError
+    from tollway_control_plane.store import DatabaseError, store_target
 
-    data_dir, environment = _settings()
-    configure_logging(os.environ.get("LOG_FORMAT") or "json", os.environ.get("LOG_LEVEL") or "INFO")
+    state = _state()
+    configure_logging(state.settings.log.format, state.settings.log.level)
     try:
+        shown = store_url(store_target(state.data_dir))
         cp = ControlPlane.open(
-            data_dir, environment=environment, config_providers=_config_providers()
+            state.data_dir, environment=state.environment, config_providers=_config_providers()
         )
     except (SecretsError, DatabaseError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    _using(f"store {shown} ({_store_source(state)}), id {cp.store.store_id}")
     run(cp, host, port)
 
 
 def add_commands(cli: click.Group) -> None:
-    """Add the control plane's commands to the ``tollway`` CLI."""
+    """Add the control plane's commands to the ``tollway`` CLI, each (and each sub-command)
+    with ``--config`` / ``--data-dir``; ``vk`` is an alias of ``virtual-keys``."""
+    from tollway.state import add_state_options
+    from tollway_control_plane.cli_requests import (
+        ingest_token_command,
+        requests_group,
+        rotate_ingest_token_command,
+    )
+
+    scopes.add_command(ingest_token_command)
+    scopes.add_command(rotate_ingest_token_command)
     for command in (
         virtual_keys,
         model_providers,
@@ -887,5 +998,9 @@ def add_commands(cli: click.Group) -> None:
         gateway_budgets,
         scopes,
         control_plane,
+        requests_group,
     ):
-        cli.add_command(command)
+        cli.add_command(add_state_options(command))
+    add_alias = getattr(cli, "add_alias", None)
+    if add_alias is not None:
+        add_alias("vk", "virtual-keys")

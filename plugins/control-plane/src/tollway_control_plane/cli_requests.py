@@ -8,7 +8,6 @@ remote control plane through ``/api/admin/requests``.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,18 +27,11 @@ class _Backend(Protocol):
 
 
 class _Local:
-    def __init__(self) -> None:
-        from tollway.secrets import SecretsError
-        from tollway_control_plane.cli import _settings
-        from tollway_control_plane.runtime import open_store
-        from tollway_control_plane.store import DatabaseError
+    def __init__(self, read_only: bool = True) -> None:
+        from tollway_control_plane.cli import _state, open_local_store
         from tollway_control_plane.traces import SpanStore
 
-        data_dir, environment = _settings()
-        try:
-            self.store, _ = open_store(data_dir, environment=environment)
-        except (SecretsError, DatabaseError) as exc:
-            raise click.ClickException(str(exc)) from None
+        self.store = open_local_store(_state(), read_only)
         try:
             self.spans = SpanStore.from_env(self.store.db)
         except ValueError as exc:
@@ -113,21 +105,11 @@ class _Remote:
 
 @contextmanager
 def _backend() -> Iterator[_Backend]:
+    from tollway_control_plane.cli import _remote_target, _state
     from tollway_control_plane.store import StoreError, ValidationError
 
-    url = os.environ.get("TOLLWAY_ADMIN_URL", "").strip()
-    token = os.environ.get("TOLLWAY_ADMIN_TOKEN", "").strip()
-    backend: _Backend
-    if url or token:
-        if not (url and token):
-            missing = "TOLLWAY_ADMIN_TOKEN" if url else "TOLLWAY_ADMIN_URL"
-            raise click.ClickException(
-                f"remote mode needs both TOLLWAY_ADMIN_URL and TOLLWAY_ADMIN_TOKEN; {missing} is "
-                "not set (unset both to work on the local store in TOLLWAY_DATA_DIR)"
-            )
-        backend = _Remote(url, token)
-    else:
-        backend = _Local()
+    remote = _remote_target(_state())
+    backend: _Backend = _Local() if remote is None else _Remote(*remote)
     try:
         yield backend
     except ValidationError as exc:
@@ -344,25 +326,43 @@ def requests_tail(as_json: bool, interval: float, **options: Any) -> None:
 # --- ingest tokens (added to ``tollway scopes``) --------------------------------------------------
 
 
-def _project_arg(scope: str) -> str:
-    kind, _, project_id = scope.partition(":")
-    if kind != "project" or not project_id:
-        raise click.BadParameter("give a project scope: project:ID", param_hint="SCOPE")
+def _project_id(store: Any, scope: str) -> str:
+    """The project SCOPE names (``project:ID``, its name or slug, ``project:default``)."""
+    from tollway_control_plane.store import parse_scope
+
+    kind, ident = parse_scope(scope)
+    if kind != "project":
+        raise click.BadParameter(
+            "give a project scope: project:ID (or its name or slug)", param_hint="SCOPE"
+        )
+    project_id: str = store.resolve_scope_id("project", ident)
     return project_id
 
 
+def _emit(as_json: bool, project_id: str, token: str) -> None:
+    if as_json:
+        _print_json({"project_id": project_id, "ingest_token": token})
+    else:
+        click.echo(token)
+
+
 def _local_store() -> Any:
-    if os.environ.get("TOLLWAY_ADMIN_URL", "").strip():
+    from tollway_control_plane.cli import _state
+
+    state = _state()
+    if state.remote:
         raise click.ClickException(
             "ingest tokens are managed on the control plane's store: run this where "
-            "TOLLWAY_DATA_DIR / TOLLWAY_DATABASE_URL reach it (unset TOLLWAY_ADMIN_URL)"
+            "--data-dir / --config (or TOLLWAY_DATABASE_URL) reach it, with TOLLWAY_ADMIN_URL "
+            "unset"
         )
-    return _Local().store
+    return _Local(read_only=True).store
 
 
 @click.command("ingest-token")
 @click.argument("scope", metavar="SCOPE")
-def ingest_token_command(scope: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def ingest_token_command(scope: str, as_json: bool) -> None:
     """Print the OTLP ingest token of SCOPE (project:ID): the X-Auth-Token its gateways send to
     /api/otel/v1/traces (the bundle of a project-scoped key carries it)."""
     from tollway_control_plane.ingest import ingest_token
@@ -370,7 +370,8 @@ def ingest_token_command(scope: str) -> None:
 
     store = _local_store()
     try:
-        click.echo(ingest_token(store, _project_arg(scope)))
+        project_id = _project_id(store, scope)
+        _emit(as_json, project_id, ingest_token(store, project_id))
     except StoreError as exc:
         raise click.ClickException(exc.message) from None
     finally:
@@ -379,7 +380,8 @@ def ingest_token_command(scope: str) -> None:
 
 @click.command("rotate-ingest-token")
 @click.argument("scope", metavar="SCOPE")
-def rotate_ingest_token_command(scope: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def rotate_ingest_token_command(scope: str, as_json: bool) -> None:
     """Replace the OTLP ingest token of SCOPE (project:ID) and print the new one. The old token
     is refused at once; gateways pick the new one up with their next key bundle."""
     from tollway_control_plane.ingest import rotate_ingest_token
@@ -387,7 +389,8 @@ def rotate_ingest_token_command(scope: str) -> None:
 
     store = _local_store()
     try:
-        click.echo(rotate_ingest_token(store, _project_arg(scope)))
+        project_id = _project_id(store, scope)
+        _emit(as_json, project_id, rotate_ingest_token(store, project_id))
     except StoreError as exc:
         raise click.ClickException(exc.message) from None
     finally:

@@ -12,14 +12,20 @@ import attrs
 from tollway.config import ProviderConfig
 from tollway.outbound import OutboundPolicy
 from tollway.secrets import GatewaySecrets, SecretsError, load_gateway_secrets
+from tollway.state import mask_url
+from tollway_control_plane._db import Database
 from tollway_control_plane.service import Service
-from tollway_control_plane.store import Store, store_target
+from tollway_control_plane.store import Store, read_store_id, store_target
 
 __all__ = [
     "ControlPlane",
+    "NoStore",
+    "StoreLocation",
     "installed_plugin_sections",
     "load_secrets",
+    "locate_store",
     "open_store",
+    "store_url",
 ]
 
 
@@ -59,12 +65,63 @@ def installed_plugin_sections() -> list[str]:
     return names
 
 
+class NoStore(Exception):
+    """A read-only command found no store where it looked (nothing was created)."""
+
+
+@attrs.frozen
+class StoreLocation:
+    """Where the store for a data dir is, whether it exists, and its id (read, not made)."""
+
+    target: str
+    kind: str
+    exists: bool
+    id: str | None
+
+    @property
+    def url(self) -> str:
+        """``sqlite:////abs/tollway.db`` or the PostgreSQL URL, password masked."""
+        return store_url(self.target)
+
+
+def store_url(target: str) -> str:
+    """A store target as it may be printed: ``sqlite:////abs/path/tollway.db`` or the
+    PostgreSQL URL with its password masked."""
+    if target.startswith(("postgresql://", "postgres://")):
+        return mask_url(target)
+    path = Database(target).path
+    assert path is not None
+    return f"sqlite:///{path.resolve()}"
+
+
+def locate_store(
+    data_dir: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> StoreLocation:
+    """Find the store for ``data_dir`` (or ``TOLLWAY_DATABASE_URL``) without creating or
+    migrating anything. Raises :class:`DatabaseError` when PostgreSQL cannot be reached."""
+    target = store_target(data_dir, env)
+    db = Database(target)
+    try:
+        if db.dialect == "sqlite":
+            assert db.path is not None
+            if not db.path.is_file():
+                return StoreLocation(target, "sqlite", False, None)
+        else:
+            db.query("SELECT 1 AS ok")  # raises DatabaseError when unreachable
+            if db.applied_versions() is None:
+                return StoreLocation(target, "postgresql", False, None)
+        return StoreLocation(target, db.dialect, True, read_store_id(db))
+    finally:
+        db.close()
+
+
 def open_store(
     data_dir: str | os.PathLike[str],
     env: Mapping[str, str] | None = None,
     *,
     environment: str | None = None,
     outbound: OutboundPolicy | None = None,
+    create: bool = True,
 ) -> tuple[Store, GatewaySecrets]:
     """The store for ``data_dir`` (or ``TOLLWAY_DATABASE_URL``) and the gateway secrets.
 
@@ -72,12 +129,18 @@ def open_store(
     the store, so a secret generated into one machine's data dir would be wrong). ``outbound``
     is the SSRF guard writes are checked with; by default ``ENVIRONMENT`` (or
     ``environment``) and ``GATEWAY_OUTBOUND_ALLOW_CIDRS`` (a bad list raises ``ValueError``).
+    With ``create=False`` (read-only commands) a missing store raises :class:`NoStore` and no
+    secrets file is generated.
     """
     env = os.environ if env is None else env
     target = store_target(data_dir, env)
     remote_db = target.startswith(("postgresql://", "postgres://"))
+    if not create:
+        where = locate_store(data_dir, env)
+        if not where.exists:
+            raise NoStore(f"no store at {where.url}")
     try:
-        secrets = load_secrets(data_dir, env, generate=not remote_db)
+        secrets = load_secrets(data_dir, env, generate=create and not remote_db)
     except SecretsError as exc:
         if remote_db:
             raise SecretsError(

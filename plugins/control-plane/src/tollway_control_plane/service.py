@@ -73,6 +73,7 @@ OPERATIONS: list[Operation] = [
     Operation("budgets.reset", "POST", "/budgets/{id}/reset", summary="Count spend afresh"),
     Operation("scopes.list", "GET", "/scopes", summary="Organizations, teams and projects"),
     Operation("scopes.create", "POST", "/scopes", True, 201, summary="Create a team or project"),
+    Operation("store.info", "GET", "/store", summary="The store's id and kind (no secrets)"),
 ]
 _BY_NAME = {op.name: op for op in OPERATIONS}
 
@@ -444,9 +445,18 @@ class Service:
         if kind == "organization":
             return {"type": kind, **self.store.create_organization(name).to_json()}
         if kind == "team":
-            team = self.store.create_team(name, parent or "org_default")
+            org = self.store.resolve_scope_id("organization", parent, "parent_id")
+            team = self.store.create_team(name, org)
             return {"type": kind, **team.to_json()}
         if kind == "project":
-            project = self.store.create_project(name, parent or "team_default")
+            team_id = self.store.resolve_scope_id("team", parent, "parent_id")
+            project = self.store.create_project(name, team_id)
             return {"type": kind, **project.to_json()}
         raise ValidationError("type: must be organization, team or project")
+
+    # --- the store ----------------------------------------------------------------------
+
+    def store_info(self) -> dict[str, Any]:
+        """The store's random id and its kind: what ``tollway status`` compares with a
+        gateway's ``/readyz``."""
+        return {"id": self.store.store_id, "kind": self.store.db.dialect}

@@ -19,6 +19,7 @@ Errors (all :class:`StoreError`, whose ``status`` suggests the HTTP status)::
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -94,6 +95,8 @@ __all__ = [
     "check_spend_query",
     "format_usd",
     "parse_usd",
+    "read_store_id",
+    "slug",
     "store_target",
 ]
 
@@ -556,6 +559,11 @@ def parse_scope(text: str | None, allowed: Sequence[str] = KEY_SCOPES) -> tuple[
     return kind, (ident.strip() or None)
 
 
+def slug(name: str) -> str:
+    """``"Acme Corp."`` → ``"acme-corp"``: how a scope's name may be written in ``--scope``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.strip().lower()).strip("-")
+
+
 def _positive(name: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValidationError(f"{name}: must be a positive integer (or unset for no limit)")
@@ -679,6 +687,15 @@ def store_target(data_dir: str | os.PathLike[str], env: Mapping[str, str] | None
     return str(Path(data_dir) / "tollway.db")
 
 
+def read_store_id(db: Database) -> str | None:
+    """The id in ``store_meta`` (None: a store not migrated to version 3 yet, or no store)."""
+    try:
+        rows = db.query("SELECT value FROM store_meta WHERE name = 'store_id'")
+    except Exception:
+        return None
+    return str(rows[0]["value"]) if rows else None
+
+
 # --------------------------------------------------------------------------------------------
 # The store
 # --------------------------------------------------------------------------------------------
@@ -708,6 +725,7 @@ class Store:
         self._box: CredentialBox | None = None
         self.outbound = outbound or OutboundPolicy(guard=not allow_private_base_urls)
         self.plugin_sections = plugin_sections
+        self._store_id: str | None = None
 
     @property
     def allow_private_base_urls(self) -> bool:
@@ -761,6 +779,13 @@ class Store:
         if self._box is None:
             self._box = CredentialBox(self._pepper)
         return self._box
+
+    @property
+    def store_id(self) -> str:
+        """The store's random id, made when it was created (``store_meta``); not a secret."""
+        if self._store_id is None:
+            self._store_id = read_store_id(self.db) or ""
+        return self._store_id
 
     def ping(self) -> None:
         """Raise if the database does not answer (readiness)."""
@@ -887,29 +912,73 @@ class Store:
         if isinstance(scope, Scope):
             return scope
         kind, ident = parse_scope(scope, allowed)
-        try:
-            if kind == "organization":
-                org = self.get_organization(ident or DEFAULT_ORGANIZATION)
-                return Scope("organization", org.id)
-            if kind == "team":
-                team = self.get_team(ident or DEFAULT_TEAM)
-                return Scope("team", team.organization_id, team.id)
-            if kind == "project":
-                project = self.get_project(ident or DEFAULT_PROJECT)
-                return Scope("project", project.organization_id, project.team_id, project.id)
-        except NotFound as exc:
-            raise ValidationError(f"scope: {exc.message}") from None
+        if kind == "organization":
+            org = self.get_organization(self.resolve_scope_id(kind, ident))
+            return Scope("organization", org.id)
+        if kind == "team":
+            team = self.get_team(self.resolve_scope_id(kind, ident))
+            return Scope("team", team.organization_id, team.id)
+        if kind == "project":
+            project = self.get_project(self.resolve_scope_id(kind, ident))
+            return Scope("project", project.organization_id, project.team_id, project.id)
         if not ident:
             raise ValidationError(f"scope: a {kind} budget needs an id ({kind}:ID)")
         if kind == "virtual_key":
             key = self.get_key(ident)
             return Scope(kind, key.organization_id, key.team_id, key.project_id, other_id=key.id)
-        org = organization_id or DEFAULT_ORGANIZATION
-        try:
-            self.get_organization(org)
-        except NotFound as exc:
-            raise ValidationError(f"organization_id: {exc.message}") from None
-        return Scope(kind, org, other_id=ident)
+        org_id = self.resolve_scope_id("organization", organization_id, "organization_id")
+        return Scope(kind, org_id, other_id=ident)
+
+    def resolve_scope_id(self, kind: str, ident: str | None, field: str = "scope") -> str:
+        """The id of the organization, team or project ``ident`` names: its id, ``default``
+        (or nothing: the default one), its name or its slug (the name in lower case, runs of
+        other characters as ``-``), case-insensitively. Raises :class:`ValidationError` naming
+        ``field`` and the candidates when nothing or more than one matches."""
+        defaults = {
+            "organization": DEFAULT_ORGANIZATION,
+            "team": DEFAULT_TEAM,
+            "project": DEFAULT_PROJECT,
+        }
+        text = (ident or "").strip()
+        if not text or text.lower() == "default":
+            return defaults[kind]
+        rows: list[Organization | Team | Project]
+        if kind == "organization":
+            rows = list(self.list_organizations())
+        elif kind == "team":
+            rows = list(self.list_teams())
+        else:
+            rows = list(self.list_projects())
+        exact = [r for r in rows if r.id == text]
+        if exact:
+            return exact[0].id
+        lower, wanted = text.lower(), slug(text)
+        found = [
+            r for r in rows if lower in (r.id.lower(), r.name.lower()) or slug(r.name) == wanted
+        ]
+        if len(found) == 1:
+            return found[0].id
+        orgs = {o.id: o.name for o in self.list_organizations()}
+        teams = {t.id: t.name for t in self.list_teams()}
+
+        def where(r: Organization | Team | Project) -> str:
+            if isinstance(r, Project):
+                return f"{r.id} ({r.name}, team {teams.get(r.team_id, r.team_id)})"
+            if isinstance(r, Team):
+                return f"{r.id} ({r.name}, organization {orgs.get(r.organization_id, '?')})"
+            return f"{r.id} ({r.name})"
+
+        if found:
+            raise ValidationError(
+                f"{field}: {kind} {text!r} is ambiguous: "
+                + ", ".join(where(r) for r in found)
+                + "; give the id"
+            )
+        known = ", ".join(where(r) for r in rows[:20]) or "none"
+        more = f" and {len(rows) - 20} more" if len(rows) > 20 else ""
+        raise ValidationError(
+            f"{field}: no {kind} {text!r} (by id, name or slug); {kind}s: {known}{more}"
+        )
 
     # --- virtual keys -------------------------------------------------------------------
 
@@ -1741,6 +1810,10 @@ class Store:
         separately. ``organization_id`` places principal and end-user budgets (default: the
         default organization); for the other scopes it must match the scope's own.
         """
+        if organization_id is not None:
+            organization_id = self.resolve_scope_id(
+                "organization", organization_id, "organization_id"
+            )
         resolved = self.resolve_scope(scope, BUDGET_SCOPES, organization_id)
         if organization_id is not None and resolved.organization_id != organization_id:
             raise ValidationError(
