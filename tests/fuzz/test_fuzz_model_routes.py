@@ -29,7 +29,7 @@ from tollway.testing import (
 DATA = Path(__file__).parent / "data"
 EXAMPLES = int(os.environ.get("TOLLWAY_FUZZ_EXAMPLES", "0") or 0)
 #: A time budget per run, in seconds (schemathesis stops there and reports what it did).
-SECONDS = float(os.environ.get("TOLLWAY_FUZZ_SECONDS", "0") or 0) or None
+SECONDS = int(os.environ.get("TOLLWAY_FUZZ_SECONDS", "0") or 0) or None
 CHECKS = ("not_a_server_error", "response_schema_conformance")
 
 

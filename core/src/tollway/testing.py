@@ -497,7 +497,7 @@ def run_schemathesis(
     phases: Iterable[str] = ("examples", "coverage", "fuzzing", "stateful"),
     workers: int = 1,
     include_paths: Iterable[str] = (),
-    max_time: float | None = None,
+    max_time: int | None = None,
     timeout: float = 3600,
     extra: Iterable[str] = (),
 ) -> FuzzResult:
@@ -547,7 +547,7 @@ def run_schemathesis(
     for path in include_paths:
         args += ["--include-path", path]
     if max_time is not None:
-        args += ["--max-time", str(max_time)]
+        args += ["--max-time", str(int(max_time))]
     args += list(extra)
     env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1", "COLUMNS": "120"}
     started = time.monotonic()

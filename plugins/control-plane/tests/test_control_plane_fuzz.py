@@ -21,7 +21,7 @@ from tollway.testing import run_schemathesis
 TOKEN = "admin-token-for-fuzzing-0123456789"
 EXAMPLES = int(os.environ.get("TOLLWAY_FUZZ_EXAMPLES", "0") or 0)
 #: A time budget per run, in seconds (schemathesis stops there and reports what it did).
-SECONDS = float(os.environ.get("TOLLWAY_FUZZ_SECONDS", "0") or 0) or None
+SECONDS = int(os.environ.get("TOLLWAY_FUZZ_SECONDS", "0") or 0) or None
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
