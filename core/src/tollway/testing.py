@@ -22,6 +22,13 @@ what the upstream received at hand::
     assert stack.upstream()["json"]["max_tokens"] == 200   # the simulator's last request
     stack.stop_all()
 
+To fuzz a running service from its OpenAPI document with schemathesis (a test-only
+dependency, run as its own CLI)::
+
+    result = run_schemathesis(f"{cp.url}/api/admin/openapi.json", headers={...},
+                              max_examples=20, report_dir=tmp_path)
+    assert result.ok, result.failures()
+
 Nothing here is imported by the gateway itself; the SDKs are imported lazily so the core does
 not depend on them.
 """
@@ -37,6 +44,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +57,7 @@ import attrs
 from tollway.keys import mint_key
 
 __all__ = [
+    "FuzzResult",
     "GatewayProcess",
     "SimulatedGateway",
     "Simulator",
@@ -57,6 +66,7 @@ __all__ = [
     "default_providers",
     "free_port",
     "plugin_allow_list",
+    "run_schemathesis",
     "start_gateway",
     "start_simulated_gateway",
     "start_simulator",
@@ -468,3 +478,103 @@ def start_simulated_gateway(
         raise
     gw.sims = sims
     return gw
+
+
+@attrs.frozen
+class FuzzResult:
+    """What :func:`run_schemathesis` saw: the exit code, how many test cases it generated and
+    sent, and its output (the failures with a ``curl`` line each to reproduce them)."""
+
+    returncode: int
+    cases: int
+    output: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def failures(self) -> str:
+        """The output from the first failure on (or the last lines when there is none)."""
+        start = self.output.find("FAILURES")
+        return self.output[start:] if start >= 0 else self.output[-4000:]
+
+
+def run_schemathesis(
+    schema: str | os.PathLike[str],
+    *,
+    base_url: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    max_examples: int = 10,
+    seed: int = 18,
+    checks: Iterable[str] = ("not_a_server_error",),
+    phases: Iterable[str] = ("examples", "coverage", "fuzzing", "stateful"),
+    workers: int = 1,
+    include_paths: Iterable[str] = (),
+    max_time: int | None = None,
+    timeout: float = 3600,
+    extra: Iterable[str] = (),
+) -> FuzzResult:
+    """Run ``schemathesis run`` (``python -m schemathesis.cli``) against ``schema`` (a URL or a
+    file; a file needs ``base_url``) and report what it found.
+
+    ``max_examples`` test cases per operation and phase, ``seed`` fixed: the same cases every
+    run (a failure found in CI is found again locally). ``checks`` are schemathesis check
+    names; any 5xx fails ``not_a_server_error``. ``include_paths`` limits the operations (exact
+    paths). It runs in a scratch directory with its database of examples off, so nothing is
+    written to the work tree.
+    """
+    location = str(schema)
+    if not location.startswith(("http://", "https://")):
+        location = str(Path(location).resolve())
+    args = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        location,
+        "--checks",
+        ",".join(checks),
+        "--phases",
+        ",".join(phases),
+        "--max-examples",
+        str(max_examples),
+        "--seed",
+        str(seed),
+        "--workers",
+        str(workers),
+        "--generation-database",
+        "none",
+        "--suppress-health-check",
+        "all",
+        "--request-timeout",
+        "30",
+        "--continue-on-failure",
+        "--no-color",
+        "--output-truncate",
+        "false",
+    ]
+    if base_url:
+        args += ["--url", base_url]
+    for name, value in (headers or {}).items():
+        args += ["--header", f"{name}: {value}"]
+    for path in include_paths:
+        args += ["--include-path", path]
+    if max_time is not None:
+        args += ["--max-time", str(int(max_time))]
+    args += list(extra)
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1", "COLUMNS": "120"}
+    started = time.monotonic()
+    # In a scratch directory: schemathesis keeps a cache of crashes in ./.schemathesis.
+    with tempfile.TemporaryDirectory(prefix="tollway-fuzz-") as scratch:
+        proc = subprocess.run(
+            args, capture_output=True, text=True, timeout=timeout, env=env, cwd=scratch
+        )
+    output = proc.stdout + proc.stderr
+    counted = re.search(r"(\d+) generated", output)
+    return FuzzResult(
+        proc.returncode,
+        int(counted.group(1)) if counted else 0,
+        output,
+        time.monotonic() - started,
+    )

@@ -80,7 +80,12 @@ def format_time(dt: datetime, *, micros: bool = True) -> str:
     """ISO-8601 UTC with a ``Z``: ``2026-01-31T12:00:00.000000Z`` (sorts as text), or without
     the fraction when ``micros`` is false (``expires_at``)."""
     dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micros else "%Y-%m-%dT%H:%M:%SZ")
+    # Not strftime("%Y"): it does not pad years before 1000 to four digits, and a stored
+    # "287-12-31T…" would then no longer parse.
+    text = (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
+    )
+    return f"{text}.{dt.microsecond:06d}Z" if micros else f"{text}Z"
 
 
 def parse_time(value: str) -> datetime:
@@ -97,7 +102,10 @@ def parse_time(value: str) -> datetime:
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.astimezone(UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        raise ValueError(f"{value!r} is out of the range of times") from None
 
 
 def dumps(value: Any) -> str:

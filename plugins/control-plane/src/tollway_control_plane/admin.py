@@ -20,6 +20,7 @@ from tollway_control_plane.admin_requests import openapi_paths as request_paths
 from tollway_control_plane.protocol import BodyTooLarge, read_body, state
 from tollway_control_plane.service import OPERATIONS, Operation
 from tollway_control_plane.store import DatabaseError, StoreError, ValidationError
+from tollway_control_plane.validation import ID_PATTERN, MAX_ID, request_schema
 
 __all__ = ["PREFIX", "blueprint", "openapi"]
 
@@ -114,117 +115,27 @@ async def openapi_document() -> Response:
 # --- OpenAPI ----------------------------------------------------------------------------------
 
 _STR = {"type": "string"}
-_NSTR = {"type": ["string", "null"]}
-_NINT = {"type": ["integer", "null"], "minimum": 1}
-_OBJ = {"type": "object"}
-_NOBJ = {"type": ["object", "null"]}
-
-_BODIES: dict[str, dict[str, Any]] = {
-    "keys.create": {
-        "required": ["name"],
-        "properties": {
-            "name": _STR,
-            "scope": {**_STR, "description": "organization|team|project[:ID]"},
-            "env": {"enum": ["live", "test"]},
-            "config": {**_OBJ, "description": "The key's config (SPEC §3)"},
-            "routing_policy_id": _NSTR,
-            "expires_at": {**_NSTR, "format": "date-time"},
-            "principal_id": _NSTR,
-        },
-    },
-    "keys.update": {
-        "properties": {
-            "name": _STR,
-            "config": {**_NOBJ, "description": "JSON merge patch: null clears a field"},
-            "routing_policy_id": _NSTR,
-            "expires_at": {**_NSTR, "format": "date-time"},
-            "principal_id": _NSTR,
-        },
-    },
-    "providers.create": {
-        "required": ["type", "name"],
-        "properties": {
-            "type": {
-                "enum": ["openai", "anthropic", "azure", "bedrock", "vertex", "gemini", "custom"]
-            },
-            "name": _STR,
-            "api_key": {**_NSTR, "writeOnly": True},
-            "base_url": _NSTR,
-            "config": _NOBJ,
-            "rpm": _NINT,
-            "tpm": _NINT,
-            "rpd": _NINT,
-            "priority": {"type": "integer"},
-            "scope": _STR,
-            "models": {"type": ["array", "string", "null"], "items": _STR},
-        },
-    },
-    "providers.update": {
-        "properties": {
-            "name": _STR,
-            "api_key": {**_NSTR, "writeOnly": True},
-            "base_url": _NSTR,
-            "config": {**_NOBJ, "description": "JSON merge patch"},
-            "rpm": _NINT,
-            "tpm": _NINT,
-            "rpd": _NINT,
-            "priority": {"type": "integer"},
-            "models": {"type": ["array", "string", "null"], "items": _STR},
-        },
-    },
-    "policies.create": {
-        "required": ["name", "providers"],
-        "properties": {
-            "name": _STR,
-            "providers": {
-                "description": "'mp_a,mp_b:model' or [{provider_id, model}]",
-                "type": ["string", "array"],
-            },
-            "is_default": {"type": "boolean"},
-            "organization_id": _STR,
-        },
-    },
-    "policies.update": {
-        "properties": {
-            "name": _STR,
-            "providers": {"type": ["string", "array"]},
-            "is_default": {"type": "boolean"},
-        },
-    },
-    "budgets.create": {
-        "required": ["scope", "limit_usd"],
-        "properties": {
-            "scope": {
-                **_STR,
-                "description": "organization|team|project[:ID], virtual_key:ID, principal:ID, "
-                "end_user:ID (end_user:* caps each end user separately)",
-            },
-            "organization_id": {
-                **_STR,
-                "description": "the organization of a principal or end_user budget",
-            },
-            "window": {"enum": ["hour", "day", "week", "month", "total"]},
-            "limit_usd": {"type": ["string", "number"]},
-            "on_breach": {"enum": ["block", "warn"]},
-            "name": _NSTR,
-        },
-    },
-    "budgets.update": {
-        "properties": {
-            "limit_usd": {"type": ["string", "number"]},
-            "on_breach": {"enum": ["block", "warn"]},
-            "name": _NSTR,
-        },
-    },
-    "scopes.create": {
-        "required": ["type", "name"],
-        "properties": {
-            "type": {"enum": ["organization", "team", "project"]},
-            "name": _STR,
-            "parent_id": {**_STR, "description": "the team's organization / project's team"},
-        },
-    },
+_ID_PARAM = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID, "pattern": ID_PATTERN},
 }
+#: After a create, the record's id feeds these operations (OpenAPI links: a fuzzer follows them).
+_LINKED = ("get", "update", "delete", "rotate", "revoke", "disable", "enable", "reset")
+
+
+def _links(op: Operation) -> dict[str, Any]:
+    resource = op.name.split(".")[0]
+    links = {}
+    for other in OPERATIONS:
+        verb = other.name.split(".")[1]
+        if other.name.startswith(f"{resource}.") and other.has_id and verb in _LINKED:
+            links[verb] = {
+                "operationId": other.name.replace(".", "_"),
+                "parameters": {"id": "$response.body#/id"},
+            }
+    return links
 
 
 def openapi() -> dict[str, Any]:
@@ -249,13 +160,16 @@ def openapi() -> dict[str, Any]:
             },
         }
         if op.has_id:
-            entry["parameters"] = [{"name": "id", "in": "path", "required": True, "schema": _STR}]
+            entry["parameters"] = [_ID_PARAM]
         if op.body:
-            schema = {"type": "object", "additionalProperties": False, **_BODIES.get(op.name, {})}
             entry["requestBody"] = {
                 "required": op.method == "POST",
-                "content": {"application/json": {"schema": schema}},
+                "content": {"application/json": {"schema": request_schema(op.name)}},
             }
+            for status in ("400", "413"):
+                entry["responses"][status] = {"$ref": "#/components/responses/Error"}
+        if op.name.endswith(".create") and op.name != "scopes.create":
+            entry["responses"][str(op.status)]["links"] = _links(op)
         paths.setdefault(PREFIX + op.path, {})[op.method.lower()] = entry
     paths.update(request_paths(PREFIX))
     return {

@@ -4,14 +4,17 @@ share.
 Each operation takes an id and/or a JSON body (a dict, as it arrives over HTTP) and returns
 JSON. :data:`OPERATIONS` is the table of them; :class:`Service` runs them on a local
 :class:`~tollway_control_plane.store.Store`; :class:`tollway_control_plane.client.RemoteService`
-runs the same table over the admin API. Bodies are checked here (types, names of fields);
-values are checked by the store.
+runs the same table over the admin API. Ids and bodies are checked here, field by field, before
+the store is touched (:mod:`tollway_control_plane.validation`: types, lengths, ranges); what
+depends on the stored state (a scope that exists, a provider the key can see) is checked by
+the store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import attrs
 
@@ -25,13 +28,17 @@ from tollway_control_plane.store import (
     USAGE_SUMS,
     Budget,
     Conflict,
+    NotFound,
     Store,
     ValidationError,
     format_usd,
     parse_usd,
 )
+from tollway_control_plane.validation import check_body, check_path_id
 
 __all__ = ["OPERATIONS", "Operation", "Service"]
+
+log = logging.getLogger("tollway_control_plane")
 
 
 @attrs.frozen
@@ -76,6 +83,13 @@ OPERATIONS: list[Operation] = [
     Operation("store.info", "GET", "/store", summary="The store's id and kind (no secrets)"),
 ]
 _BY_NAME = {op.name: op for op in OPERATIONS}
+_RESOURCE = {
+    "keys": "virtual key",
+    "providers": "model provider",
+    "policies": "routing policy",
+    "budgets": "budget",
+    "scopes": "scope",
+}
 
 
 def operation(name: str) -> Operation:
@@ -159,6 +173,26 @@ def _or(value: Any, default: Any) -> Any:
     return default if isinstance(value, Unset) else value
 
 
+T = TypeVar("T")
+
+
+def _each(items: Iterable[T], render: Callable[[T], dict[str, Any]]) -> list[dict[str, Any]]:
+    """``render`` each listed item; one that cannot be rendered is left out with a logged
+    warning (a listing never dies on one bad row)."""
+    out = []
+    for item in items:
+        try:
+            out.append(render(item))
+        except Exception as exc:
+            log.warning(
+                "left %s out of a listing: %s: %s",
+                getattr(item, "id", "?"),
+                type(exc).__name__,
+                exc,
+            )
+    return out
+
+
 def _models(value: Any) -> Any:
     if isinstance(value, str):
         return [m.strip() for m in value.split(",") if m.strip()] or None
@@ -188,8 +222,14 @@ class Service:
         method = getattr(self, name.replace(".", "_"))
         args: list[Any] = []
         if op.has_id:
+            if not check_path_id(id):
+                raise NotFound(
+                    f"no {_RESOURCE[name.split('.')[0]]} {str(id)[:64]!r}: an id is 1 to 128 "
+                    "letters, digits and _ - . : @"
+                )
             args.append(id)
         if op.body:
+            check_body(name, body)
             args.append(_body(body))
         try:
             return method(*args)
@@ -224,7 +264,7 @@ class Service:
         return {**key.to_json(), "secret": secret}
 
     def keys_list(self) -> list[dict[str, Any]]:
-        return [k.to_json() for k in self.store.list_keys()]
+        return _each(self.store.list_keys(), lambda k: k.to_json())
 
     def keys_get(self, key_id: str) -> dict[str, Any]:
         from tollway_control_plane.ingest import trace_project
@@ -292,7 +332,7 @@ class Service:
         ).to_json()
 
     def providers_list(self) -> list[dict[str, Any]]:
-        stored = [{**p.to_json(), "source": "store"} for p in self.store.list_providers()]
+        stored = _each(self.store.list_providers(), lambda p: {**p.to_json(), "source": "store"})
         return stored + [_config_provider_json(p) for p in self.config_providers]
 
     def providers_get(self, provider_id: str) -> dict[str, Any]:
@@ -345,7 +385,7 @@ class Service:
         ).to_json()
 
     def policies_list(self) -> list[dict[str, Any]]:
-        return [p.to_json() for p in self.store.list_routing_policies()]
+        return _each(self.store.list_routing_policies(), lambda p: p.to_json())
 
     def policies_get(self, policy_id: str) -> dict[str, Any]:
         return self.store.get_routing_policy(policy_id).to_json()
@@ -405,7 +445,7 @@ class Service:
 
     def budgets_list(self) -> list[dict[str, Any]]:
         accounting = self.store.ledger_has_rows()
-        return [self._budget_json(b, accounting) for b in self.store.list_budgets()]
+        return _each(self.store.list_budgets(), lambda b: self._budget_json(b, accounting))
 
     def budgets_get(self, budget_id: str) -> dict[str, Any]:
         return self._budget_json(self.store.get_budget(budget_id))

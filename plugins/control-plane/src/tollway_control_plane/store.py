@@ -18,13 +18,14 @@ Errors (all :class:`StoreError`, whose ``status`` suggests the HTTP status)::
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -118,6 +119,9 @@ CHANGE_KINDS = (
     "budget_changed",
 )
 ROTATION_GRACE = timedelta(hours=24)
+#: The largest amount of micro-USD a store column holds (signed 64-bit).
+MAX_MICRO_USD = 2**63 - 1
+log = logging.getLogger("tollway_control_plane")
 _SCOPE_ALIASES = {
     "org": "organization",
     "organisation": "organization",
@@ -317,9 +321,16 @@ class VirtualKey:
         """``active``, ``disabled``, ``revoked`` or ``expired`` (``expires_at`` has passed)."""
         if self.status != "active":
             return self.status
-        if self.expires_at is not None and parse_time(self.expires_at) <= (at or now()):
+        if self.expires_at is None:
+            return "active"
+        try:
+            expires = parse_time(self.expires_at)
+        except ValueError:
+            # Stored before expiries were range-checked: fail closed (the key stays listable;
+            # an update with a valid --expires-at brings it back).
+            log.warning("virtual key %s has an unreadable expires_at %r", self.id, self.expires_at)
             return "expired"
-        return "active"
+        return "expired" if expires <= (at or now()) else "active"
 
     def to_json(self) -> dict[str, Any]:
         data = attrs.asdict(self)
@@ -521,6 +532,26 @@ def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+R = TypeVar("R")
+
+
+def _records(rows: Iterable[Mapping[str, Any]], make: Callable[[Mapping[str, Any]], R]) -> list[R]:
+    """``make(row)`` for each row; a row that cannot be read (stored by an older version without
+    today's checks) is skipped with a logged warning, so one bad row never breaks a listing."""
+    out = []
+    for row in rows:
+        try:
+            out.append(make(row))
+        except Exception as exc:
+            log.warning(
+                "skipped unreadable row %r of a listing: %s: %s",
+                row.get("id"),
+                type(exc).__name__,
+                exc,
+            )
+    return out
+
+
 def parse_usd(value: str | int | float | Decimal) -> int:
     """``"12.50"`` → 12 500 000 micro-USD. Refuses negatives and sub-micro precision."""
     try:
@@ -532,6 +563,10 @@ def parse_usd(value: str | int | float | Decimal) -> int:
     if not amount.is_finite() or amount < 0:
         raise ValidationError(f"limit: {value!r} must be a positive amount in USD")
     micros = amount * 1_000_000
+    if micros > MAX_MICRO_USD:
+        raise ValidationError(
+            f"limit: {value!r} is over the largest amount, {format_usd(MAX_MICRO_USD)} USD"
+        )
     if micros != micros.to_integral_value():
         raise ValidationError(f"limit: {value!r} has more precision than a micro-dollar")
     return int(micros)
@@ -562,6 +597,10 @@ def parse_scope(text: str | None, allowed: Sequence[str] = KEY_SCOPES) -> tuple[
 def slug(name: str) -> str:
     """``"Acme Corp."`` → ``"acme-corp"``: how a scope's name may be written in ``--scope``."""
     return re.sub(r"[^a-z0-9]+", "-", name.strip().lower()).strip("-")
+
+
+def _micro_usd(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and 0 <= value <= MAX_MICRO_USD
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -996,10 +1035,12 @@ class Store:
     def _expiry(value: str | datetime | None) -> str | None:
         if value is None:
             return None
-        try:
-            dt = value if isinstance(value, datetime) else parse_time(value)
-        except ValueError as exc:
-            raise ValidationError(f"expires_at: {exc}") from None
+        if isinstance(value, datetime):
+            dt = value
+        else:
+            from tollway_control_plane.validation import check_time
+
+            dt = check_time("expires_at", value)
         return format_time(dt, micros=False)
 
     def _check_policy_for_key(self, policy_id: str, scope: Scope) -> None:
@@ -1090,7 +1131,7 @@ class Store:
             )
         else:
             rows = self.db.query("SELECT * FROM virtual_keys ORDER BY created_at, id")
-        return [VirtualKey.from_row(r) for r in rows]
+        return _records(rows, VirtualKey.from_row)
 
     def update_key(
         self,
@@ -1432,7 +1473,7 @@ class Store:
             )
         else:
             rows = self.db.query("SELECT * FROM model_providers ORDER BY priority, created_at, id")
-        return [ModelProvider.from_row(r) for r in rows]
+        return _records(rows, ModelProvider.from_row)
 
     def update_provider(
         self,
@@ -1672,7 +1713,7 @@ class Store:
 
     def list_routing_policies(self) -> list[RoutingPolicy]:
         rows = self.db.query("SELECT * FROM routing_policies ORDER BY created_at, id")
-        return [self._policy_from_row(r) for r in rows]
+        return _records(rows, self._policy_from_row)
 
     def update_routing_policy(
         self,
@@ -1824,8 +1865,8 @@ class Store:
             raise ValidationError(f"window: must be one of {', '.join(BUDGET_WINDOWS)}")
         if on_breach not in ON_BREACH:
             raise ValidationError(f"on_breach: must be one of {', '.join(ON_BREACH)}")
-        if isinstance(limit_usd, bool) or not isinstance(limit_usd, int) or limit_usd < 0:
-            raise ValidationError("limit: must be a non-negative amount")
+        if not _micro_usd(limit_usd):
+            raise ValidationError("limit: must be a non-negative amount (micro-USD, 64-bit)")
         budget_id = new_id("bud")
         ts = format_time(now())
         with self.db.transaction() as tx:
@@ -1858,7 +1899,7 @@ class Store:
 
     def list_budgets(self) -> list[Budget]:
         rows = self.db.query("SELECT * FROM budgets ORDER BY created_at, id")
-        return [Budget.from_row(r) for r in rows]
+        return _records(rows, Budget.from_row)
 
     def update_budget(
         self,
@@ -1870,8 +1911,8 @@ class Store:
     ) -> Budget:
         sets: dict[str, Any] = {"updated_at": format_time(now())}
         if not isinstance(limit_usd, Unset):
-            if isinstance(limit_usd, bool) or not isinstance(limit_usd, int) or limit_usd < 0:
-                raise ValidationError("limit: must be a non-negative amount")
+            if not _micro_usd(limit_usd):
+                raise ValidationError("limit: must be a non-negative amount (micro-USD, 64-bit)")
             sets["limit_usd"] = limit_usd
         if not isinstance(on_breach, Unset):
             if on_breach not in ON_BREACH:
