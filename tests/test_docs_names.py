@@ -72,9 +72,7 @@ def _read(tests: bool) -> str:
     for top in ("core", "plugins", "providers", "conformance", "tests"):
         for path in sorted((ROOT / top).rglob("*.py")):
             rel = path.relative_to(ROOT).parts
-            in_tests = (
-                "tests" in rel or path.name.startswith("test_") or path.name == "conftest.py"
-            )
+            in_tests = "tests" in rel or path.name.startswith("test_") or path.name == "conftest.py"
             if "template" in rel or in_tests != tests:
                 continue
             parts.append(path.read_text())
