@@ -128,15 +128,15 @@ def test_urls() -> None:
 def test_a_pinned_model_never_escapes_the_deployment_segment(model: str) -> None:
     """A routing policy may pin any model; it becomes one percent-encoded path segment."""
     p = _provider()
-    url = p._url("chat", RouteTarget("az", model), b"")
+    url = p.endpoint_url("chat", RouteTarget("az", model), b"")
     assert url.startswith(f"{BASE}/openai/deployments/")
     segment = url.removeprefix(f"{BASE}/openai/deployments/").split("/chat/completions?")[0]
     assert "/" not in segment and "?" not in segment and "#" not in segment
 
 
 def test_auth_headers_and_no_secret_in_repr() -> None:
-    assert _provider()._auth_headers() == {"api-key": "azure-key"}
+    assert _provider().auth_headers() == {"api-key": "azure-key"}
     bearer = _provider({"deployments": MAP, "auth": "bearer"})
-    assert bearer._auth_headers() == {"authorization": "Bearer azure-key"}
+    assert bearer.auth_headers() == {"authorization": "Bearer azure-key"}
     assert "azure-key" not in repr(bearer) and "azure-key" not in repr(bearer.config)
     assert not any("azure-key" in line for line in _provider({"auth": "x"}).validate())

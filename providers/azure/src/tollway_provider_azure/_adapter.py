@@ -1,8 +1,9 @@
 """Azure OpenAI: the OpenAI wire at Azure's URLs, with Azure's credentials.
 
 Everything about the wire (byte-for-byte relay, ``include_usage`` injection, usage accounting,
-``/v1/messages`` by translation) is the OpenAI adapter's; this module only decides where a
-request goes (deployment, ``api-version``) and how it authenticates (``api-key``).
+``/v1/messages`` by translation) is the core's OpenAI wire (:mod:`tollway.wire.openai`); this
+module only decides where a request goes (deployment, ``api-version``) and how it authenticates
+(``api-key``), through the wire's hooks.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import orjson
 
 from tollway import RequestContext, RouteTarget
 from tollway.config import ProviderConfig
-from tollway_provider_openai import OpenAIProvider
+from tollway.wire.openai import OpenAIWireProvider
 
 __all__ = ["DEFAULT_API_VERSION", "AzureOpenAIProvider", "azure_url"]
 
@@ -80,7 +81,7 @@ def azure_url(
     return f"{base_url}{path}?{urlencode(params)}" if params else base_url + path
 
 
-class AzureOpenAIProvider(OpenAIProvider):
+class AzureOpenAIProvider(OpenAIWireProvider):
     """An Azure OpenAI resource (``https://<resource>.openai.azure.com``).
 
     ``config.deployments`` maps the model ids clients ask for to deployment names; those models
@@ -89,10 +90,6 @@ class AzureOpenAIProvider(OpenAIProvider):
     """
 
     type: ClassVar[str] = "azure"
-    endpoints = frozenset({"chat", "responses", "embeddings", "messages"})
-    native_endpoints: ClassVar[frozenset[str] | None] = frozenset(
-        {"chat", "responses", "embeddings"}
-    )
     default_base_url = ""
     default_models: ClassVar[tuple[str, ...]] = ()
     listed_models: ClassVar[tuple[str, ...]] = ()
@@ -234,19 +231,19 @@ class AzureOpenAIProvider(OpenAIProvider):
             ]
         return list(self.deployments)
 
-    # --- the OpenAI adapter's hooks -----------------------------------------------------
+    # --- the OpenAI wire's hooks --------------------------------------------------------
 
     def _deployment(self, target: RouteTarget) -> str:
         # A routing policy may pin a model this provider does not list: Azure then answers
         # 404 DeploymentNotFound for a deployment of that name, and the chain goes on.
         return self.deployment_for(target.model) or target.model
 
-    def _auth_headers(self) -> dict[str, str]:
+    def auth_headers(self) -> dict[str, str]:
         if self.auth == "bearer":
             return {"authorization": f"Bearer {self.api_key}"}
         return {"api-key": self.api_key}
 
-    def _url(self, endpoint: str, target: RouteTarget, query_string: bytes) -> str:
+    def endpoint_url(self, endpoint: str, target: RouteTarget, query_string: bytes) -> str:
         return azure_url(
             self.base_url,
             endpoint,
@@ -256,11 +253,11 @@ class AzureOpenAIProvider(OpenAIProvider):
             query_string=query_string,
         )
 
-    def _body(self, ctx: RequestContext, target: RouteTarget) -> bytes:
+    def request_body(self, ctx: RequestContext, target: RouteTarget) -> bytes:
         if ctx.endpoint == "responses":
             # The Responses API picks the deployment from the body's model.
             deployment = self._deployment(target)
             if ctx.body.get("model") != deployment:
                 return orjson.dumps({**ctx.body, "model": deployment})
             return ctx.body_bytes()
-        return super()._body(ctx, target)
+        return super().request_body(ctx, target)
