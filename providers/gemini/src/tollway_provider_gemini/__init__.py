@@ -1,7 +1,8 @@
 """Tollway provider adapter for the Google Gemini API (``type = "gemini"``).
 
-:mod:`tollway_provider_gemini.translate` holds the pure chat ⇄ ``generateContent`` translators
-(reused by the Vertex AI adapter).
+The adapter is the core's ``generateContent`` wire (:mod:`tollway.wire.gemini`, translators in
+:mod:`tollway.wire.gemini_translate`, shared with the Vertex AI adapter) with the Gemini API's
+URLs and key auth; :mod:`tollway_provider_gemini.translate` re-exports the translators.
 """
 
 from __future__ import annotations

@@ -1,5 +1,11 @@
 """Vertex AI: Gemini models (``publishers/google``) and Claude models (``publishers/anthropic``)
-with a service account's OAuth2 access tokens."""
+with a service account's OAuth2 access tokens.
+
+Both wires are the core's: the adapter is :class:`~tollway.wire.gemini.GeminiWireProvider` with
+Vertex's URLs and tokens, and sends Claude models through :mod:`tollway.wire.anthropic`
+(:func:`~tollway.wire.anthropic.chat_to_messages_body`,
+:func:`~tollway.wire.anthropic.messages_answer`) with the model in the URL.
+"""
 
 from __future__ import annotations
 
@@ -21,17 +27,15 @@ from google.oauth2 import service_account
 
 from tollway import RequestContext, RouteTarget, UpstreamError
 from tollway._errors import UpstreamConnectError, UpstreamTimeoutError
-from tollway.formats import chat_request_to_messages, forget_dropped, report_dropped
+from tollway.formats import forget_dropped
 from tollway.outbound import OutboundPolicy, OutboundRefused
 from tollway.provider import (
     ProviderResult,
     UpstreamHTTP,
     forwardable_request_headers,
-    raise_for_upstream_status,
 )
-from tollway_provider_anthropic import claude_sampling
-from tollway_provider_anthropic.answers import messages_result, messages_to_chat_result
-from tollway_provider_gemini import GeminiProvider
+from tollway.wire.anthropic import chat_to_messages_body, claude_sampling, messages_answer
+from tollway.wire.gemini import GeminiWireProvider
 
 __all__ = ["ANTHROPIC_VERSION", "SCOPE", "ServiceAccountRefused", "TokenSource", "VertexProvider"]
 
@@ -200,7 +204,7 @@ def is_claude(model: str) -> bool:
     return model.startswith("claude-")
 
 
-class VertexProvider(GeminiProvider):
+class VertexProvider(GeminiWireProvider):
     """Vertex AI (``aiplatform.googleapis.com``) with a service account.
 
     ``claude-*`` models go to the Anthropic publisher (``rawPredict`` / ``streamRawPredict``,
@@ -375,14 +379,12 @@ class VertexProvider(GeminiProvider):
         chat = ctx.endpoint != "messages"
         upstream_model = self.model_ids.upstream(target.model)
         if chat:
-            default_max = self.config.config.get("default_max_tokens")
-            body, dropped = chat_request_to_messages(
-                ctx.body,
+            body = chat_to_messages_body(
+                ctx,
                 model=target.model,
                 sampling=claude_sampling(upstream_model),
-                default_max_tokens=default_max if isinstance(default_max, int) else None,
+                config=self.config.config,
             )
-            report_dropped(ctx, dropped)
         else:
             forget_dropped(ctx)
             body = dict(ctx.body)
@@ -390,10 +392,13 @@ class VertexProvider(GeminiProvider):
         body["anthropic_version"] = self.anthropic_version
         method = "streamRawPredict" if ctx.stream else "rawPredict"
         url = self._model_url("anthropic", upstream_model, method)
-        resp = await http.post(url, headers, orjson.dumps(body))
-        await raise_for_upstream_status(resp)
-        if not chat:
-            return await messages_result(ctx, resp)
-        return await messages_to_chat_result(
-            ctx, resp, model=target.model, upstream="Claude on Vertex", set_model=True
+        return await messages_answer(
+            ctx,
+            http,
+            url,
+            headers,
+            orjson.dumps(body),
+            model=target.model,
+            upstream="Claude on Vertex",
+            set_model=True,
         )
