@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run  # bench/run.py
+from common import request_body
+from measure import Runner, parse_wrk, wrk_script
+from procs import Proc
+from targets import start_nginx, target_tollway
 
 # Path fragments → layer, first match wins.
 LAYERS: list[tuple[str, str]] = [
@@ -168,16 +171,16 @@ def main() -> int:
     if not Path(pyspy).exists():
         print("py-spy is not installed: .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
-    procs: list[run.Proc] = []
+    procs: list[Proc] = []
     with tempfile.TemporaryDirectory(prefix="tollway-profile-") as tmp:
         work = Path(tmp)
         try:
-            nginx, port = run.start_nginx(work)
+            nginx, port = start_nginx(work)
             procs.append(nginx)
-            target = run.target_tollway("full", work, port, args.python, args.redis)
+            target = target_tollway("full", work, port, args.python, args.redis)
             assert target.proc is not None
             procs.append(target.proc)
-            runner = run.Runner(work, Path("/nonexistent"), args.seconds, 0, 0, 0, 0)
+            runner = Runner(work, Path("/nonexistent"), args.seconds, 0, 0, 0, 0)
             runner._wrk(target, 2, connections=10)  # warm-up
             raw = work / "pyspy.txt"
             wrk = subprocess.Popen(
@@ -188,9 +191,9 @@ def main() -> int:
                     f"-d{round(args.seconds) + 3}s",
                     "-s",
                     str(
-                        run.wrk_script(
+                        wrk_script(
                             work / "wrk.lua",
-                            run.request_body("bench-instant", stream=False),
+                            request_body("bench-instant", stream=False),
                             target.headers["instant"],
                         )
                     ),
@@ -232,7 +235,7 @@ def main() -> int:
             for proc in reversed(procs):
                 proc.stop()
     summary = summarise(parse_raw(text))
-    summary["wrk"] = run.parse_wrk(wrk_out)
+    summary["wrk"] = parse_wrk(wrk_out)
     summary["plugins"] = target.notes[0]
     if args.json_out:
         args.json_out.write_text(json.dumps(summary, indent=2) + "\n")

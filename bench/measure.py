@@ -1,0 +1,408 @@
+"""Measuring: the load tools (wrk, bench/loadgen), the phases run against a target, and the
+summary of the repetitions (medians, the bars)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common import BENCH, CACHE, MIB, SSE_EVENTS, request_body
+from procs import tree_usage
+from targets import Target
+
+
+def build_loadgen(work: Path) -> Path:
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError("go is needed to build bench/loadgen (bench/setup.sh installs it)")
+    out = work / "loadgen"
+    env = {
+        **os.environ,
+        "GOTOOLCHAIN": "local",
+        "GOFLAGS": "-mod=mod",
+        "CGO_ENABLED": "0",
+        "GOCACHE": os.environ.get("GOCACHE") or str(CACHE / "go-build"),
+    }
+    res = subprocess.run(
+        [go, "build", "-o", str(out), "."],
+        cwd=BENCH / "loadgen",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"go build bench/loadgen failed: {res.stderr.strip()}")
+    return out
+
+
+def _lua_str(text: str) -> str:
+    return json.dumps(text)  # a JSON string literal is a valid Lua string literal here
+
+
+def wrk_script(path: Path, body: bytes, headers: dict[str, str]) -> Path:
+    lines = ['wrk.method = "POST"', f"wrk.body = {_lua_str(body.decode())}"]
+    lines.append('wrk.headers["Content-Type"] = "application/json"')
+    for k, v in headers.items():
+        lines.append(f"wrk.headers[{_lua_str(k)}] = {_lua_str(v)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    requests = duration = 0.0
+    m = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)", out)
+    if m:
+        requests = float(m.group(1))
+        duration = float(m.group(2)) * {"ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(3)]
+    non2xx = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        non2xx = int(m.group(1))
+    sock = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        sock = sum(int(g) for g in m.groups())
+    errors = non2xx + sock
+    ok = max(0.0, requests - non2xx)
+    return {
+        "requests": int(requests),
+        "duration_s": duration,
+        "errors": errors,
+        "non2xx": non2xx,
+        "socket_errors": sock,
+        "rps": ok / duration if duration else 0.0,
+    }
+
+
+@dataclass
+class Runner:
+    work: Path
+    loadgen: Path
+    duration: float
+    streams: int
+    paced_streams: int
+    max_inflight: int
+    idle: float
+
+    def body_file(self, target: Target, mode: str, stream: bool) -> Path:
+        path = self.work / f"body-{target.models[mode]}-{int(stream)}.json"
+        if not path.exists():
+            path.write_bytes(request_body(target.models[mode], stream=stream))
+        return path
+
+    def _loadgen(
+        self, args: list[str], target: Target, mode: str, timeout: float
+    ) -> dict[str, Any]:
+        argv = [str(self.loadgen), *args, "-url", target.urls[mode]]
+        for k, v in target.headers[mode].items():
+            argv += ["-H", f"{k}: {v}"]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        if res.returncode != 0:
+            raise RuntimeError(f"loadgen failed: {res.stderr.strip()[-300:]}")
+        data: dict[str, Any] = json.loads(res.stdout)
+        return data
+
+    def measure(self, target: Target, phase: str) -> dict[str, Any]:
+        """Run one phase against one target; add the process tree's CPU and RSS."""
+        assert target.proc is not None
+        cpu0, _ = tree_usage(target.proc.pid)
+        t0 = time.monotonic()
+        if phase == "wrk":
+            result = self._wrk(target)
+            count = result["requests"]
+        elif phase.startswith(("rate", "delay")):
+            mode = "instant" if phase.startswith("rate") else "delay60"
+            rate = float(phase.removeprefix("rate").removeprefix("delay"))
+            result = self._loadgen(
+                [
+                    "-mode",
+                    "rate",
+                    "-rate",
+                    str(rate),
+                    "-duration",
+                    f"{self.duration}s",
+                    "-max-inflight",
+                    str(self.max_inflight),
+                    "-warmup",
+                    "5",
+                    "-timeout",
+                    "15s",
+                    "-body",
+                    str(self.body_file(target, mode, False)),
+                ],
+                target,
+                mode,
+                timeout=self.duration + 60,
+            )
+            count = result["completed"] + 5
+        elif phase in ("sse200", "paced"):
+            n = self.streams if phase == "sse200" else self.paced_streams
+            result = self._loadgen(
+                [
+                    "-mode",
+                    "stream",
+                    "-n",
+                    str(n),
+                    "-warmup",
+                    "1",
+                    "-timeout",
+                    "30s",
+                    "-body",
+                    str(self.body_file(target, phase, True)),
+                ],
+                target,
+                phase,
+                timeout=120 + n * 10,
+            )
+            count = result["streams"] + 1
+        else:
+            raise ValueError(phase)
+        wall = time.monotonic() - t0
+        cpu1, rss = tree_usage(target.proc.pid)
+        result["cpu_s"] = cpu1 - cpu0
+        result["cpu_ms_per_req"] = (cpu1 - cpu0) * 1000 / count if count else None
+        result["rss_bytes"] = rss
+        result["wall_s"] = wall
+        if not target.proc.alive():
+            result["note"] = f"the target exited: {target.proc.tail(5)}"
+        return result
+
+    def _wrk(
+        self, target: Target, duration: float | None = None, connections: int = 50
+    ) -> dict[str, Any]:
+        duration = duration or self.duration
+        script = wrk_script(
+            self.work / f"wrk-{target.name}.lua",
+            request_body(target.models["instant"], stream=False),
+            target.headers["instant"],
+        )
+        argv = [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            target.urls["instant"],
+        ]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60)
+        if res.returncode != 0:
+            raise RuntimeError(f"wrk failed: {res.stderr.strip()[-300:]}")
+        out = parse_wrk(res.stdout)
+        out["output"] = res.stdout.strip().splitlines()[-3:]
+        return out
+
+    def warm(self, target: Target, seconds: float) -> None:
+        """Unmeasured: open connections, fill caches, JIT (Node), first-request set-up."""
+        self._wrk(target, seconds, connections=10)
+        self._loadgen(
+            [
+                "-mode",
+                "stream",
+                "-n",
+                "1",
+                "-warmup",
+                "1",
+                "-body",
+                str(self.body_file(target, "sse200", True)),
+            ],
+            target,
+            "sse200",
+            timeout=90,
+        )
+
+
+def last_error_line(target: Target) -> str | None:
+    """The last line of a target's log that looks like an error (for the report's notes)."""
+    if target.proc is None or target.name == "direct":
+        return None
+    try:
+        lines = target.proc.logfile.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if re.search(r"error|exception|traceback", line, re.I):
+            return line.strip().replace("`", "'")[:200]
+    return None
+
+
+# --- summarising ----------------------------------------------------------------------------
+
+
+def _median(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def summarise(runs: list[dict[str, Any]], phase: str) -> dict[str, Any]:
+    """Median over repetitions of each figure; errors summed."""
+    ok_runs = [r for r in runs if "error" not in r]
+    out: dict[str, Any] = {"repetitions": len(runs), "failed_runs": len(runs) - len(ok_runs)}
+    if not ok_runs:
+        out["error"] = runs[-1].get("error") if runs else "not run"
+        return out
+    out["cpu_ms_per_req"] = _median([r.get("cpu_ms_per_req") for r in ok_runs])
+    out["rss_mib"] = max(r["rss_bytes"] for r in ok_runs) / MIB
+    if phase == "wrk":
+        out["rps"] = _median([r["rps"] for r in ok_runs])
+        out["rps_runs"] = [round(r["rps"], 1) for r in ok_runs]
+        out["errors"] = sum(r["errors"] for r in ok_runs)
+        out["requests"] = sum(r["requests"] for r in ok_runs)
+    elif phase.startswith(("rate", "delay")):
+        out["target_rate"] = ok_runs[0]["target_rate"]
+        out["achieved_rate"] = _median([r["achieved_rate"] for r in ok_runs])
+        out["errors"] = sum(r["errors"] + r["dropped"] for r in ok_runs)
+        out["ok"] = sum(r["ok"] for r in ok_runs)
+        for p in ("p50", "p90", "p99", "max"):
+            out[p] = _median([r["latency_ms"][p] for r in ok_runs if r["ok"]])
+        out["p50_runs"] = [round(r["latency_ms"]["p50"], 2) for r in ok_runs]
+        out["p99_runs"] = [round(r["latency_ms"]["p99"], 2) for r in ok_runs]
+        out["lateness_p99"] = max(r["send_lateness_ms"]["p99"] for r in ok_runs)
+        firsts = [r.get("first_error") for r in ok_runs if r.get("first_error")]
+        if firsts:
+            out["first_error"] = firsts[0]
+    else:
+        out["ok"] = sum(r["ok"] for r in ok_runs)
+        out["errors"] = sum(r["errors"] for r in ok_runs)
+        have = [r for r in ok_runs if r["ok"]]
+        out["ttfb_p50"] = _median([r["ttfb_ms"]["p50"] for r in have])
+        out["ttfb_p90"] = _median([r["ttfb_ms"]["p90"] for r in have])
+        out["total_p50"] = _median([r["total_ms"]["p50"] for r in have])
+        out["after_first_p50"] = _median([r["after_first_ms"]["p50"] for r in have])
+        out["gap_p50"] = _median([r["gap_ms"]["p50"] for r in have])
+        out["gap_p99"] = _median([r["gap_ms"]["p99"] for r in have])
+        out["gap_max"] = max((r["gap_ms"]["max"] for r in have), default=None)
+        out["events"] = sorted({r["events_min"] for r in have} | {r["events_max"] for r in have})
+        firsts = [r.get("first_error") for r in ok_runs if r.get("first_error")]
+        if firsts:
+            out["first_error"] = firsts[0]
+    return out
+
+
+def sub(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def div(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def evaluate_bars(s: dict[str, dict[str, Any]], rates: list[float]) -> list[dict[str, Any]]:
+    """The product's performance bars (docs/performance.md), each met, missed or n/a."""
+
+    def get(target: str, phase: str, key: str) -> float | None:
+        value = s.get(target, {}).get(phase, {}).get(key)
+        return value if isinstance(value, int | float) else None
+
+    def added(target: str, phase: str, key: str) -> float | None:
+        return sub(get(target, phase, key), get("direct", phase, key))
+
+    def fmt(v: float | None, unit: str = "", digits: int = 2, sign: bool = False) -> str:
+        if v is None:
+            return "n/a"
+        return f"{v:+.{digits}f}{unit}" if sign else f"{v:.{digits}f}{unit}"
+
+    bars: list[dict[str, Any]] = []
+
+    def at_most(
+        group: str, text: str, value: float | None, limit: float | None, shown: str
+    ) -> None:
+        met = None if value is None or limit is None else value <= limit
+        bars.append({"group": group, "bar": text, "measured": shown, "met": met})
+
+    def at_least(group: str, text: str, value: float | None, limit: float, shown: str) -> None:
+        met = None if value is None else value >= limit
+        bars.append({"group": group, "bar": text, "measured": shown, "met": met})
+
+    full_rps, bare_rps = get("full", "wrk", "rps"), get("bare", "wrk", "rps")
+    lite_rps, pk_rps = get("litellm", "wrk", "rps"), get("portkey", "wrk", "rps")
+    r = div(full_rps, lite_rps)
+    at_least(
+        "Throughput",
+        "full ≥ 10× LiteLLM's max req/s",
+        r,
+        10.0,
+        f"{fmt(r, '×', 1)} ({fmt(full_rps, '', 0)} vs {fmt(lite_rps, '', 0)} req/s)",
+    )
+    r = div(full_rps, pk_rps)
+    at_least(
+        "Throughput",
+        "full ≥ 1.0× Portkey's max req/s",
+        r,
+        1.0,
+        f"{fmt(r, '×')} ({fmt(full_rps, '', 0)} vs {fmt(pk_rps, '', 0)} req/s)",
+    )
+    r = div(full_rps, bare_rps)
+    at_least(
+        "Throughput",
+        "full ≥ 0.8× bare",
+        r,
+        0.8,
+        f"{fmt(r, '×')} ({fmt(full_rps, '', 0)} vs {fmt(bare_rps, '', 0)} req/s)",
+    )
+    for rate in rates:
+        ph = f"rate{rate:g}"
+        group = f"Latency @{rate:g}/s"
+        f50, l50 = added("full", ph, "p50"), added("litellm", ph, "p50")
+        lim = None if l50 is None else l50 / 5
+        at_most(
+            group,
+            "full p50 added ≤ 1/5 of LiteLLM's",
+            f50,
+            lim,
+            f"{fmt(f50, sign=True)} ms vs LiteLLM {fmt(l50, sign=True)} ms (limit {fmt(lim)})",
+        )
+        f99, p99 = added("full", ph, "p99"), added("portkey", ph, "p99")
+        at_most(
+            group,
+            "full p99 added ≤ Portkey's",
+            f99,
+            p99,
+            f"{fmt(f99, sign=True)} ms vs Portkey {fmt(p99, sign=True)} ms",
+        )
+        d = sub(get("full", ph, "p50"), get("bare", ph, "p50"))
+        at_most(group, "full − bare ≤ +0.5 ms p50", d, 0.5, f"{fmt(d, sign=True)} ms")
+    ft, lt = added("full", "sse200", "ttfb_p50"), added("litellm", "sse200", "ttfb_p50")
+    lim = None if lt is None else lt / 8
+    at_most(
+        "Streaming",
+        "TTFB added ≤ 1/8 of LiteLLM's",
+        ft,
+        lim,
+        f"{fmt(ft, sign=True)} ms vs LiteLLM {fmt(lt, sign=True)} ms (limit {fmt(lim)})",
+    )
+    rel = added("full", "sse200", "after_first_p50")
+    per_event = None if rel is None else rel * 1000 / (SSE_EVENTS - 1)
+    at_most(
+        "Streaming",
+        "per-event relay ≤ 10 µs (200 at once: total − TTFB within 2 ms of direct's)",
+        rel,
+        2.0,
+        f"{fmt(rel, sign=True)} ms over direct ≈ {fmt(per_event, ' µs', 1, sign=True)}/event",
+    )
+    gap = added("full", "paced", "gap_max")
+    at_most(
+        "Streaming",
+        "no added gap > 1 ms on the paced stream",
+        gap,
+        1.0,
+        f"max gap {fmt(get('full', 'paced', 'gap_max'))} ms vs direct "
+        f"{fmt(get('direct', 'paced', 'gap_max'))} ms ({fmt(gap, sign=True)})",
+    )
+    rss_values = [
+        ph["rss_mib"] for ph in s.get("full", {}).values() if isinstance(ph.get("rss_mib"), float)
+    ]
+    rss = max(rss_values) if rss_values else None
+    at_most("Memory", "full RSS ≤ 120 MiB (every plugin loaded)", rss, 120.0, fmt(rss, " MiB", 0))
+    return bars
