@@ -554,7 +554,12 @@ def request_record(row: Mapping[str, Any], *, detail: bool = True) -> dict[str, 
 
 class EmbeddedSpanSink:
     """A :class:`tollway.spans.SpanSink` writing this gateway's own spans to the embedded
-    control plane's store (offered through ``register_span_sinks``)."""
+    control plane's store (offered through ``register_span_sinks``).
+
+    Spans are filed as the standalone receiver files them (:func:`~.ingest.file_spans`): the
+    key bundle's ingest token, which the telemetry plugin passes along, names the project — an
+    organization- or team-scoped key's is its organization's ``internal_governance``. Spans
+    with no token (a key from another plugin) are stored as they are."""
 
     name = "control-plane"
 
@@ -565,8 +570,16 @@ class EmbeddedSpanSink:
         cp = self._control_plane()
         if cp is None:
             raise RuntimeError("the embedded control plane is not open")
+        from tollway_control_plane.ingest import Refused, file_spans, refused, store_spans
+
         rows = [r for r in decode_otlp(body) if r.request_id]
-        span_store(cp).insert(rows)
+        if auth_token:
+            try:
+                rows = file_spans(cp.store, auth_token, rows)
+            except Refused as exc:
+                refused(exc, len(rows))
+                raise RuntimeError(f"spans refused: {exc.reason}: {exc.message}") from None
+        store_spans(cp, rows)
 
 
 # --- queries the CLI and the admin API share ----------------------------------------------------
