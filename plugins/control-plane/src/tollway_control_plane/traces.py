@@ -564,6 +564,8 @@ class EmbeddedSpanSink:
     name = "control-plane"
 
     def __init__(self, control_plane: Callable[[], ControlPlane | None]) -> None:
+        from tollway_control_plane import _metrics  # noqa: F401 (on /metrics from the start)
+
         self._control_plane = control_plane
 
     def export(self, body: bytes, auth_token: str | None) -> None:
