@@ -73,6 +73,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "ENVIRONMENT": "local",
             "SERVER_ADDR": f"127.0.0.1:{port}",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
+            # Give up on a batch after ~1 s when the control plane is down (the last test).
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "1",
         }
     )
     log = tmp / "gateway.log"
@@ -193,3 +195,82 @@ def test_bad_batches_are_refused_and_store_nothing(cluster: Cluster) -> None:
     assert post(body(span(9004)), **{"x-auth-token": token_c}).status_code == 401
     assert post(body(span(9004)), **{"x-auth-token": new_c}).status_code == 200
     assert "otel_ingest_refused reason=wrong_project" in cluster.cp.logs()
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    want = tuple(sorted(labels.items()))
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and tuple(sorted(sample.labels.items())) == want:
+                return float(sample.value)
+    return 0.0
+
+
+def test_receiver_counts_what_it_refuses_and_stores(cluster: Cluster) -> None:
+    """Each refusal counted by reason, each span by what became of it, on the control plane's
+    /metrics."""
+    p = cluster.cli("scopes", "create", "--type", "project", "--name", "counted")
+    token = cluster.text("scopes", "ingest-token", f"project:{p['id']}")
+    url = f"{cluster.cp.url}/api/otel/v1/traces"
+
+    def counts() -> dict[tuple[str, str], float]:
+        text = httpx.get(f"{cluster.cp.url}/metrics", timeout=5).text
+        return {
+            (name, outcome): _metric(text, f"control_plane_otel_{name}_total", outcome=outcome)
+            for name, outcome in (
+                ("batches", "accepted"),
+                ("batches", "invalid_token"),
+                ("batches", "unsupported_media_type"),
+                ("batches", "wrong_project"),
+                ("spans", "stored"),
+                ("spans", "duplicate"),
+                ("spans", "refused"),
+            )
+        }
+
+    before = counts()
+    proto = {"content-type": "application/x-protobuf"}
+    assert httpx.post(url, content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+    assert httpx.post(url, content=body(span(9101)), headers=proto).status_code == 401
+    claims = body(span(9102), span(9103, **{"langwatch.project_id": "proj_elsewhere"}))
+    assert (
+        httpx.post(url, content=claims, headers={**proto, "x-auth-token": token}).status_code == 403
+    )
+    ok = body(span(9104), span(9105))
+    for _ in range(2):  # the second time: an exporter retry, both spans already stored
+        assert (
+            httpx.post(url, content=ok, headers={**proto, "x-auth-token": token}).status_code == 200
+        )
+    after = counts()
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta == {
+        ("batches", "accepted"): 2,
+        ("batches", "invalid_token"): 1,
+        ("batches", "unsupported_media_type"): 1,
+        ("batches", "wrong_project"): 1,
+        ("spans", "stored"): 2,
+        ("spans", "duplicate"): 2,
+        ("spans", "refused"): 2,
+    }
+
+
+def test_control_plane_down_drops_spans_not_requests(cluster: Cluster) -> None:
+    """Last in the module: it stops the control plane. Clients keep getting 200s (the gateway
+    serves the key from its warm cache) and the spans it cannot deliver are counted."""
+    key = cluster.cli("virtual-keys", "create", "--name", "outage")
+    _stored(cluster, _call(cluster, key["secret"]))  # warm: key cached, exporter connected
+
+    def dropped() -> float:
+        text = httpx.get(f"{cluster.gateway_url}/metrics", timeout=5).text
+        return _metric(text, "gateway_otel_spans_dropped_total", reason="export_failed")
+
+    before = dropped()
+    stop(cluster.cp.proc)
+    for _ in range(4):
+        assert _call(cluster, key["secret"]).startswith("grq_")  # a 200, or openai raises
+    deadline = time.monotonic() + 15
+    while dropped() <= before:
+        assert time.monotonic() < deadline, "no dropped span was counted"
+        time.sleep(0.2)

@@ -176,3 +176,40 @@ def test_decoding_json_and_refusing_garbage() -> None:
     ]:
         with pytest.raises(OtlpError):
             decode_otlp(bad, kind)
+
+
+def test_guardrail_verdicts_are_read_from_the_span_attributes() -> None:
+    from tollway_control_plane.traces import guardrail_verdicts
+
+    attributes = {
+        "langwatch.guardrail.pre.verdicts": "pii=allow,moderation=error,policy=block",
+        "langwatch.guardrail.pre.decision": "block",
+        "langwatch.guardrail.pre.blocked_by": "policy",
+        "langwatch.guardrail.pre.reason": "the request asks for a forbidden topic",
+        "langwatch.guardrail.pre_fail_open": "moderation: timeout: no verdict within 500 ms",
+        "langwatch.guardrail.stream_chunk.decision": "block",
+        "langwatch.guardrail.stream_chunk.blocked_by": "pii",
+        "langwatch.guardrail.stream_chunk.reason": "the response contains personal data",
+    }
+    assert guardrail_verdicts(attributes) == [
+        {"direction": "pre", "evaluator": "pii", "verdict": "allow", "reason": None},
+        {
+            "direction": "pre",
+            "evaluator": "moderation",
+            "verdict": "fail_open",
+            "reason": "timeout: no verdict within 500 ms",
+        },
+        {
+            "direction": "pre",
+            "evaluator": "policy",
+            "verdict": "block",
+            "reason": "the request asks for a forbidden topic",
+        },
+        {
+            "direction": "stream_chunk",
+            "evaluator": "pii",
+            "verdict": "block",
+            "reason": "the response contains personal data",
+        },
+    ]
+    assert guardrail_verdicts({}) == []

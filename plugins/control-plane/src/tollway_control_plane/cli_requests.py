@@ -146,6 +146,15 @@ def _status(r: dict[str, Any]) -> str:
     return text
 
 
+def _stream(r: dict[str, Any]) -> str:
+    if not r.get("stream"):
+        return "no"
+    text = f"yes, {_show(r.get('stream_chunks'))} chunks"
+    if r.get("stream_terminated_at_chunk") is not None:
+        text += f", cut at chunk {r['stream_terminated_at_chunk']}"
+    return text
+
+
 def _print_record(r: dict[str, Any]) -> None:
     tokens = r.get("tokens") or {}
     key = _show(r.get("virtual_key_id"))
@@ -176,11 +185,19 @@ def _print_record(r: dict[str, Any]) -> None:
         ),
         ("cost", _usd(r.get("cost_usd"))),
         ("cache", _show(r.get("cache"))),
-        ("stream", f"yes, {_show(r.get('stream_chunks'))} chunks" if r.get("stream") else "no"),
+        ("stream", _stream(r)),
         ("trace", f"{r.get('trace_id')} span {r.get('span_id')}"),
     ]
-    for kind, values in (r.get("decisions") or {}).items():
+    decisions = dict(r.get("decisions") or {})
+    verdicts = decisions.pop("guardrails", None) or []
+    decisions.pop("guardrail", None)  # its details: --json
+    for kind, values in decisions.items():
         lines.append((kind, ", ".join(f"{k}={v}" for k, v in sorted(values.items()))))
+    for v in verdicts:
+        text = f"{v.get('direction')} {v.get('evaluator')}: {v.get('verdict')}"
+        if v.get("reason"):
+            text += f" ({v['reason']})"
+        lines.append(("guardrail", text))
     for label, value in lines:
         click.echo(f"{label:<9} {value}")
     attempts = r.get("attempts") or []

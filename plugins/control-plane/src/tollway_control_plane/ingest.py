@@ -15,7 +15,12 @@ carries.
 The receiver checks, before storing anything: the token (401), the body size (413), the content
 type (415), the encoding (400), that every span is a gateway request span
 (``langwatch.gateway_request_id``, 400) and that no span claims another project or organization
-than the token's (403). A refused batch stores nothing; each refusal is counted and logged.
+than the token's (403). A refused batch stores nothing; each refusal is counted
+(``control_plane_otel_batches_total{outcome}``, :mod:`._metrics`) and logged.
+
+The embedded default's in-process sink files its spans by the same rule (:func:`file_spans`):
+the bundle's token names the project, so an organization- or team-scoped key's spans land in
+``internal_governance`` on both paths.
 """
 
 from __future__ import annotations
@@ -25,27 +30,35 @@ import hashlib
 import hmac
 import logging
 from base64 import urlsafe_b64encode
-from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 from quart import Blueprint, Response, request
 
+from tollway_control_plane import _metrics
 from tollway_control_plane._db import IntegrityError
 from tollway_control_plane._util import format_time, now
 from tollway_control_plane.store import Conflict, NotFound, Project, Store
 
 if TYPE_CHECKING:
+    from tollway_control_plane.runtime import ControlPlane
     from tollway_control_plane.store import VirtualKey
+    from tollway_control_plane.traces import SpanRow
 
 __all__ = [
     "GOVERNANCE_PROJECT",
     "MAX_OTLP_BODY_BYTES",
+    "Refused",
     "blueprint",
     "bundle_token",
+    "file_spans",
     "ingest_token",
     "project_for_token",
+    "refused",
     "rotate_ingest_token",
+    "store_spans",
+    "token_project",
     "trace_project",
 ]
 
@@ -154,25 +167,100 @@ def bundle_token(store: Store, key: VirtualKey) -> str:
     return ingest_token(store, trace_project(store, key).id)
 
 
+# --- filing spans (both paths) -------------------------------------------------------------------
+
+
+class Refused(Exception):
+    """A batch of spans that is not stored; the receiver answers ``status`` with ``reason``."""
+
+    def __init__(self, status: int, reason: str, message: str, project_id: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.project_id = project_id
+
+
+def token_project(store: Store, token: str) -> Project:
+    """The project of an ingest token; raises :class:`Refused` (401) when it is none's."""
+    project = project_for_token(store, token) if token else None
+    if project is None:
+        raise Refused(
+            401,
+            "invalid_token",
+            "send the project's ingest token as X-Auth-Token (the key bundle's otel_auth_token; "
+            "rotate with 'tollway scopes rotate-ingest-token project:ID')",
+        )
+    return project
+
+
+def file_spans(store: Store, token: str, rows: Sequence[SpanRow]) -> list[SpanRow]:
+    """``rows`` filed under the project whose ingest token is ``token``: a span without a
+    project (an organization- or team-scoped key's) gets the token's project — its
+    organization's ``internal_governance`` project, since that is the token its key's bundle
+    carries. The one rule for the standalone receiver and the embedded sink.
+
+    Raises :class:`Refused` when the token is not a project's current one (401), a span is not
+    a gateway request span (400), or a span claims another project or organization (403)."""
+    project = token_project(store, token)
+    missing = sum(1 for r in rows if not r.request_id)
+    if missing:
+        raise Refused(
+            400,
+            "not_gateway_spans",
+            f"{missing} of {len(rows)} spans have no langwatch.gateway_request_id attribute: "
+            "this endpoint takes Tollway gateway request spans only",
+            project.id,
+        )
+    for row in rows:
+        claimed = row.project_id
+        org = row.attributes.get("langwatch.organization_id")
+        if (claimed and claimed != project.id) or (org and org != project.organization_id):
+            raise Refused(
+                403,
+                "wrong_project",
+                f"span {row.request_id} belongs to project {claimed or '-'} / organization "
+                f"{org or '-'}; this token writes to project {project.id} only",
+                project.id,
+            )
+    return [r if r.project_id else r.with_project(project.id) for r in rows]
+
+
+def refused(exc: Refused, spans: int = 0) -> None:
+    """Count and log a refused batch."""
+    _metrics.batch(exc.reason, other=spans)
+    log.warning(
+        "otel_ingest_refused reason=%s status=%d project_id=%s %s",
+        exc.reason,
+        exc.status,
+        exc.project_id or "-",
+        exc.message,
+    )
+
+
+def store_spans(cp: ControlPlane, rows: Sequence[SpanRow]) -> int:
+    """Store filed ``rows`` and count the batch; returns how many were new. A store failure is
+    counted (``store_failed``, its spans ``dropped``) and raised."""
+    from tollway_control_plane.traces import span_store
+
+    try:
+        added = span_store(cp).insert(rows)
+    except Exception:
+        _metrics.batch("store_failed", other=len(rows))
+        raise
+    _metrics.batch("accepted", stored=added, duplicate=len(rows) - added)
+    return added
+
+
 # --- the receiver -------------------------------------------------------------------------------
 
 blueprint = Blueprint("tollway_control_plane_otel", __name__, url_prefix="/api/otel")
 
-#: Batches accepted and refused (by reason) since start; also logged.
-COUNTS: Counter[str] = Counter()
 
-
-def _refuse(status: int, reason: str, message: str, project: str | None = None) -> Response:
-    COUNTS[f"refused_{reason}"] += 1
-    log.warning(
-        "otel_ingest_refused reason=%s status=%d project_id=%s %s",
-        reason,
-        status,
-        project or "-",
-        message,
-    )
-    body = {"error": {"type": reason, "message": message}}
-    return Response(orjson.dumps(body), status=status, content_type="application/json")
+def _refuse(exc: Refused, spans: int = 0) -> Response:
+    refused(exc, spans)
+    body = {"error": {"type": exc.reason, "message": exc.message}}
+    return Response(orjson.dumps(body), status=exc.status, content_type="application/json")
 
 
 def _ok(content_type: str) -> Response:
@@ -189,46 +277,31 @@ def _ok(content_type: str) -> Response:
     )
 
 
-def _ingest(cp: Any, token: str, body: bytes, content_type: str) -> Response:
-    from tollway_control_plane.traces import OtlpError, decode_otlp, span_store
+def _ingest(cp: ControlPlane, token: str, body: bytes, content_type: str) -> Response:
+    from tollway_control_plane.traces import OtlpError, decode_otlp
 
     store: Store = cp.store
-    project = project_for_token(store, token) if token else None
-    if project is None:
-        return _refuse(
-            401,
-            "invalid_token",
-            "send the project's ingest token as X-Auth-Token (the key bundle's otel_auth_token; "
-            "rotate with 'tollway scopes rotate-ingest-token project:ID')",
-        )
+    rows: list[SpanRow] = []
     try:
-        rows = decode_otlp(body, content_type)
-    except OtlpError as exc:
-        return _refuse(400, "bad_request", str(exc), project.id)
-    missing = sum(1 for r in rows if not r.request_id)
-    if missing:
-        return _refuse(
-            400,
-            "not_gateway_spans",
-            f"{missing} of {len(rows)} spans have no langwatch.gateway_request_id attribute: "
-            "this endpoint takes Tollway gateway request spans only",
-            project.id,
-        )
-    for row in rows:
-        claimed = row.project_id
-        org = row.attributes.get("langwatch.organization_id")
-        if (claimed and claimed != project.id) or (org and org != project.organization_id):
-            return _refuse(
-                403,
-                "wrong_project",
-                f"span {row.request_id} belongs to project {claimed or '-'} / organization "
-                f"{org or '-'}; this token writes to project {project.id} only",
-                project.id,
-            )
-    filed = [r if r.project_id else r.with_project(project.id) for r in rows]
-    added = span_store(cp).insert(filed)
-    COUNTS["accepted"] += 1
-    COUNTS["spans"] += added
+        project = token_project(store, token)
+        try:
+            rows = decode_otlp(body, content_type)
+        except OtlpError as exc:
+            raise Refused(400, "bad_request", str(exc), project.id) from None
+        filed = file_spans(store, token, rows)
+    except Refused as exc:
+        return _refuse(exc, len(rows))
+    try:
+        store_spans(cp, filed)
+    except Exception as exc:
+        log.exception("otel_ingest_store_failed spans=%d", len(filed))
+        body_ = {
+            "error": {
+                "type": "store_failed",
+                "message": f"the control plane could not store the spans ({type(exc).__name__})",
+            }
+        }
+        return Response(orjson.dumps(body_), status=503, content_type="application/json")
     return _ok(content_type)
 
 
@@ -239,16 +312,22 @@ async def receive_traces() -> Response:
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type not in ("application/x-protobuf", "application/json"):
         return _refuse(
-            415,
-            "unsupported_media_type",
-            f"content-type {content_type or '(none)'!r}: send application/x-protobuf or "
-            "application/json (OTLP/HTTP)",
+            Refused(
+                415,
+                "unsupported_media_type",
+                f"content-type {content_type or '(none)'!r}: send application/x-protobuf or "
+                "application/json (OTLP/HTTP)",
+            )
         )
     try:
         body = await read_body(MAX_OTLP_BODY_BYTES)
     except BodyTooLarge:
         return _refuse(
-            413, "payload_too_large", f"the batch is over {MAX_OTLP_BODY_BYTES} bytes; send less"
+            Refused(
+                413,
+                "payload_too_large",
+                f"the batch is over {MAX_OTLP_BODY_BYTES} bytes; send less",
+            )
         )
     token = request.headers.get("x-auth-token", "").strip()
     return await asyncio.to_thread(_ingest, state(), token, body, content_type)

@@ -25,11 +25,26 @@ log = logging.getLogger("tollway_control_plane")
 
 
 def create_app(cp: ControlPlane) -> Quart:
-    """The standalone control plane's app: internal protocol, admin API, ``/api/health``."""
+    """The standalone control plane's app: internal protocol, admin API, ``/api/health``, the
+    trace receiver and ``/metrics`` (Prometheus)."""
     app = Quart("tollway_control_plane")
     app.config.update(MAX_CONTENT_LENGTH=4 * 1024 * 1024, PROVIDE_AUTOMATIC_OPTIONS=False)
     mount(app, cp)
     app.register_blueprint(otel_blueprint)  # /api/otel/v1/traces: the trace receiver
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        # prometheus-client's default registry: control_plane_otel_* (the receiver) and the
+        # process collectors.
+        import prometheus_client
+
+        from tollway_control_plane import _metrics  # noqa: F401 (registers the counters)
+
+        return Response(
+            prometheus_client.generate_latest(prometheus_client.REGISTRY),
+            status=200,
+            content_type="text/plain; version=0.0.4; charset=utf-8",
+        )
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> Response:

@@ -428,6 +428,47 @@ def _num(value: Any) -> int | float | None:
     return value if isinstance(value, int | float) else None
 
 
+_DIRECTIONS = ("pre", "post", "stream_chunk")
+
+
+def _verdict(direction: str, evaluator: str, verdict: str, reason: Any) -> dict[str, Any]:
+    return {"direction": direction, "evaluator": evaluator, "verdict": verdict, "reason": reason}
+
+
+def guardrail_verdicts(a: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every guardrail verdict a span records, in order (``pre``, ``post``, ``stream_chunk``):
+    ``{direction, evaluator, verdict, reason}``. ``reason`` is set for a block (the evaluator's
+    explanation, as the client got it) and a fail-open (why the evaluator failed); the judged
+    content is never on the span."""
+    out: list[dict[str, Any]] = []
+    for direction in _DIRECTIONS:
+        base = f"langwatch.guardrail.{direction}"
+        blocked_by = a.get(f"{base}.blocked_by")
+        fail_open: dict[str, str] = {}
+        raw_fail_open = a.get(f"{base}_fail_open")
+        if isinstance(raw_fail_open, str) and ": " in raw_fail_open:
+            name, _, why = raw_fail_open.partition(": ")
+            fail_open[name] = why
+        seen: set[str] = set()
+        verdicts = a.get(f"{base}.verdicts")
+        for item in verdicts.split(",") if isinstance(verdicts, str) and verdicts else ():
+            evaluator, _, verdict = item.rpartition("=")
+            seen.add(evaluator)
+            reason = None
+            if verdict == "block" and evaluator == blocked_by:
+                reason = a.get(f"{base}.reason")
+            elif verdict == "error" and evaluator in fail_open:
+                verdict, reason = "fail_open", fail_open[evaluator]
+            out.append(_verdict(direction, evaluator, verdict, reason))
+        if isinstance(blocked_by, str) and blocked_by not in seen:
+            # stream_chunk records the block only (one verdict per chunk would be too many).
+            out.append(_verdict(direction, blocked_by, "block", a.get(f"{base}.reason")))
+        for evaluator, why in fail_open.items():
+            if evaluator not in seen and evaluator != blocked_by:
+                out.append(_verdict(direction, evaluator, "fail_open", why))
+    return out
+
+
 def request_record(row: Mapping[str, Any], *, detail: bool = True) -> dict[str, Any]:
     """What ``tollway requests get`` shows for one stored span (``detail=False``: the summary
     ``requests list`` shows). Never a secret: the key's id and display prefix only."""
@@ -482,10 +523,11 @@ def request_record(row: Mapping[str, Any], *, detail: bool = True) -> dict[str, 
                 "fallback_reason": ea.get("langwatch.fallback.reason"),
             }
         )
-    decisions = {
+    decisions: dict[str, Any] = {
         prefix.split(".")[1]: {k[len(prefix) :]: v for k, v in a.items() if k.startswith(prefix)}
         for prefix in ("langwatch.guardrail.", "langwatch.budget.", "langwatch.rate_limit.")
     }
+    decisions["guardrails"] = guardrail_verdicts(a)
     record.update(
         {
             "trace_id": row["trace_id"],
@@ -496,6 +538,7 @@ def request_record(row: Mapping[str, Any], *, detail: bool = True) -> dict[str, 
             "organization_id": row["organization_id"],
             "first_chunk_ms": _num(a.get("langwatch.stream.first_chunk_ms")),
             "stream_chunks": _num(a.get("langwatch.stream.chunk_count")),
+            "stream_terminated_at_chunk": _num(a.get("langwatch.stream.terminated_at_chunk")),
             "client_disconnected": bool(a.get("langwatch.client_disconnected")),
             "attempts": attempts,
             "decisions": {k: v for k, v in decisions.items() if v},
@@ -511,19 +554,34 @@ def request_record(row: Mapping[str, Any], *, detail: bool = True) -> dict[str, 
 
 class EmbeddedSpanSink:
     """A :class:`tollway.spans.SpanSink` writing this gateway's own spans to the embedded
-    control plane's store (offered through ``register_span_sinks``)."""
+    control plane's store (offered through ``register_span_sinks``).
+
+    Spans are filed as the standalone receiver files them (:func:`~.ingest.file_spans`): the
+    key bundle's ingest token, which the telemetry plugin passes along, names the project — an
+    organization- or team-scoped key's is its organization's ``internal_governance``. Spans
+    with no token (a key from another plugin) are stored as they are."""
 
     name = "control-plane"
 
     def __init__(self, control_plane: Callable[[], ControlPlane | None]) -> None:
+        from tollway_control_plane import _metrics  # noqa: F401 (on /metrics from the start)
+
         self._control_plane = control_plane
 
     def export(self, body: bytes, auth_token: str | None) -> None:
         cp = self._control_plane()
         if cp is None:
             raise RuntimeError("the embedded control plane is not open")
+        from tollway_control_plane.ingest import Refused, file_spans, refused, store_spans
+
         rows = [r for r in decode_otlp(body) if r.request_id]
-        span_store(cp).insert(rows)
+        if auth_token:
+            try:
+                rows = file_spans(cp.store, auth_token, rows)
+            except Refused as exc:
+                refused(exc, len(rows))
+                raise RuntimeError(f"spans refused: {exc.reason}: {exc.message}") from None
+        store_spans(cp, rows)
 
 
 # --- queries the CLI and the admin API share ----------------------------------------------------

@@ -22,7 +22,16 @@ from tollway_guardrails import _metrics
 from tollway_guardrails._config import EvaluatorRef, Plan
 from tollway_guardrails._webhook import WebhookError
 
-__all__ = ["Decision", "Outcome", "describe", "evaluate_one", "judge", "run_direction"]
+__all__ = [
+    "MAX_REASON",
+    "Decision",
+    "Outcome",
+    "describe",
+    "evaluate_one",
+    "judge",
+    "run_direction",
+    "verdicts_attribute",
+]
 
 log = logging.getLogger("tollway.guardrails")
 
@@ -31,6 +40,9 @@ UNAVAILABLE_RETRY_AFTER = 5
 #: ``Retry-After`` when the key's config cannot run: over 60 s, so the core adds
 #: ``x-should-retry: false`` — retrying does not help until someone fixes the key.
 MISCONFIGURED_RETRY_AFTER = 300
+#: A block reason on the span is cut to this many characters (it is the evaluator's own
+#: explanation, as the client gets it; the plugin never adds the judged content to it).
+MAX_REASON = 256
 
 
 @attrs.frozen
@@ -181,6 +193,7 @@ async def run_direction(
     outcomes = await _gather(refs, requests, original)
     attrs_ = ctx.span_attributes
     attrs_[f"langwatch.guardrail.{direction}.evaluators"] = ",".join(r.name for r in refs)
+    attrs_[f"langwatch.guardrail.{direction}.verdicts"] = verdicts_attribute(outcomes)
     attrs_[f"langwatch.guardrail.{direction}.duration_ms"] = round(
         (time.perf_counter() - started) * 1000, 3
     )
@@ -196,6 +209,7 @@ async def run_direction(
             )
             attrs_[f"langwatch.guardrail.{direction}.decision"] = "block"
             attrs_[f"langwatch.guardrail.{direction}.blocked_by"] = outcome.ref.name
+            attrs_[f"langwatch.guardrail.{direction}.reason"] = reason[:MAX_REASON]
             return Decision(Verdict("block", reason, outcome.ref.name))
     failures = [o for o in by_order if o.failure is not None]
     fail_open = plan.fail_open(direction)
@@ -217,6 +231,15 @@ async def run_direction(
             return Decision(Verdict("modify", "", names), texts)
     attrs_[f"langwatch.guardrail.{direction}.decision"] = "fail_open" if failures else "allow"
     return Decision()
+
+
+def verdicts_attribute(outcomes: Sequence[Outcome]) -> str:
+    """``pii=allow,moderation=block``: each evaluator's verdict, in config order, for the span
+    (``error`` when it failed; an evaluator cancelled by another's block is left out). Names and
+    verdicts only: never the content judged."""
+    return ",".join(
+        f"{o.ref.name}={'error' if o.verdict is None else o.verdict.decision}" for o in outcomes
+    )
 
 
 def _count(direction: Direction, outcome: Outcome, plan: Plan) -> None:

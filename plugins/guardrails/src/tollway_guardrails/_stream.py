@@ -32,7 +32,7 @@ from tollway import RequestContext, Verdict
 from tollway.guardrails import Direction, chunk_content, merge_texts, parse_chunk
 from tollway_guardrails import _metrics
 from tollway_guardrails._config import EvaluatorRef
-from tollway_guardrails._run import describe, evaluate_one, judge, make_request
+from tollway_guardrails._run import MAX_REASON, describe, evaluate_one, judge, make_request
 
 __all__ = ["StreamGuard"]
 
@@ -143,6 +143,7 @@ class StreamGuard:
         if verdict is not None:
             attrs["langwatch.guardrail.stream_chunk.decision"] = "block"
             attrs["langwatch.guardrail.stream_chunk.blocked_by"] = verdict.evaluator
+            attrs["langwatch.guardrail.stream_chunk.reason"] = verdict.reason[:MAX_REASON]
         self.cancel()
         return verdict
 

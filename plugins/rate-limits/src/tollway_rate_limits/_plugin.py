@@ -248,6 +248,16 @@ def _retry_headers(dimension: str, retry_ms: int) -> tuple[float, dict[str, str]
     return retry_ms / 1000, headers
 
 
+def _note(ctx: RequestContext, decision: str, scope: str, dimension: str | None = None) -> None:
+    """The decision on the request's span: ``langwatch.rate_limit.decision`` (``allow``,
+    ``block``, ``fail_open``), ``.scope`` (``key`` or ``provider``), ``.dimension``."""
+    attrs = ctx.span_attributes
+    attrs["langwatch.rate_limit.decision"] = decision
+    attrs["langwatch.rate_limit.scope"] = scope
+    if dimension:
+        attrs["langwatch.rate_limit.dimension"] = dimension
+
+
 @hookimpl(tryfirst=True)
 async def admit(ctx: RequestContext) -> None:
     """The key's own limits: one atomic decision over rpm, rpd and tpm."""
@@ -273,10 +283,12 @@ async def admit(ctx: RequestContext) -> None:
     specs = specs_for(base, limits, estimate)
     decision = await _decide(state, specs, ctx.request_id)
     if decision is None:
+        _note(ctx, "fail_open", "key")
         return
     if not decision.admitted:
         spec = specs[decision.index]
         DENIED.labels(spec.dimension).inc()
+        _note(ctx, "block", "key", spec.dimension)
         retry_after, headers = _retry_headers(spec.dimension, decision.retry_ms)
         raise RateLimitExceeded(
             refusal_message(
@@ -293,6 +305,7 @@ async def admit(ctx: RequestContext) -> None:
         )
     if state.settings.response_headers:
         success_headers(specs, decision, state.window_ms, ctx.response_headers)
+    _note(ctx, "allow", "key")
     _reserve(ctx, specs, None)
 
 
@@ -317,6 +330,11 @@ async def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
         return
     spec = specs[decision.index]
     PROVIDER_SKIPS.labels(config.name, spec.dimension).inc()
+    skipped = ctx.span_attributes.get("langwatch.rate_limit.provider_skips")
+    entry = f"{config.name}:{spec.dimension}"
+    ctx.span_attributes["langwatch.rate_limit.provider_skips"] = (
+        f"{skipped},{entry}" if isinstance(skipped, str) and skipped else entry
+    )
     skips = ctx.stash.setdefault(_SKIPS, _ProviderSkips())
     if decision.retry_ms != NEVER and (
         skips.retry_ms == NEVER or decision.retry_ms < skips.retry_ms
@@ -327,6 +345,7 @@ async def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
         # Every provider of the chain was skipped: this error is the client's answer.
         dimension = skips.dimension or spec.dimension
         DENIED.labels(dimension).inc()
+        _note(ctx, "block", "provider", dimension)
         retry_after, headers = _retry_headers(dimension, skips.retry_ms)
         count = len(ctx.targets)
         wait = (
