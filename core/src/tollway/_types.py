@@ -20,6 +20,9 @@ class ChainEntry:
 
     provider: ProviderConfig
     model: str | None = None
+    #: Set when a routing policy names a provider of the gateway's own config file instead of a
+    #: stored one: its name there (``provider`` is then only a placeholder with that name).
+    config_provider: str | None = None
 
 
 @attrs.frozen

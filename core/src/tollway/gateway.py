@@ -290,7 +290,8 @@ class Gateway:
         One precedence for store and config-file providers (docs/operator-guide.md):
 
         * a key whose chain came from a routing policy (``principal.routing_policy``) reaches
-          exactly that chain;
+          exactly that chain (an entry naming a config-file provider, ``config_provider``, is
+          that provider of this gateway's file; skipped when the file has none of that name);
         * any other key reaches its own chain (the store providers it inherits, by their
           priority), then this gateway's config-file providers by ``priority`` — of equal
           priority, those speaking ``endpoint``'s format natively first.
@@ -299,7 +300,12 @@ class Gateway:
         """
         own: list[tuple[Provider, str | None]] = []
         if principal is not None:
-            own = [(self.provider_for(e.provider), e.model) for e in principal.chain]
+            for e in principal.chain:
+                if e.config_provider is None:
+                    own.append((self.provider_for(e.provider), e.model))
+                elif e.config_provider in self.providers:
+                    # A routing policy naming one of this gateway's config-file providers.
+                    own.append((self.providers[e.config_provider], e.model))
             if principal.routing_policy is not None:
                 return own
         configured = self.providers_in_order

@@ -23,7 +23,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from tollway._errors import UpstreamConnectError, UpstreamHTTPError, UpstreamTimeoutError
 from tollway._sse import SSESplitter
 from tollway.egress import PROVIDER_KEY, Egress, ProxyChoice, redact
-from tollway.outbound import OutboundPolicy
+from tollway.outbound import OutboundPolicy, normalise_host
 
 if TYPE_CHECKING:
     from tollway._context import RequestContext
@@ -203,8 +203,12 @@ class UpstreamHTTP:
 
     async def _guard_target(self, url: str | yarl.URL) -> None:
         """The SSRF guard for a proxied call: the proxy resolves the target, not us, so check
-        the target host here the way the direct session's resolver would."""
+        the target host here the way the direct session's resolver would. A literal address is
+        not resolved by either path: it was checked when the provider's adapter was built (with
+        its ``allow_private_network``), exactly as for a direct call."""
         host = yarl.URL(str(url)).host or ""
+        if not isinstance(normalise_host(host), str):
+            return
         pool = self._pool
         loop = asyncio.get_running_loop()
         if pool.guarded.get(host, 0.0) > loop.time():

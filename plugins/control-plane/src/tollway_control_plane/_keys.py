@@ -58,7 +58,11 @@ class KeysMixin(StoreBase):
                 f"{policy.organization_id}, the key to {scope.organization_id}"
             )
         visible = {p.id for p in self._visible_providers(scope)}
-        hidden = [e.provider_id for e in policy.entries if e.provider_id not in visible]
+        hidden = [
+            e.provider_id
+            for e in policy.entries
+            if not e.from_config and e.provider_id not in visible  # config-file: every key's
+        ]
         if hidden:
             raise ValidationError(
                 f"routing_policy_id: policy {policy_id} lists provider(s) "

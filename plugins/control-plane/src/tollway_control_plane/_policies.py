@@ -30,22 +30,35 @@ class PoliciesMixin(StoreBase):
         return self.default_routing_policy(key.organization_id)
 
     def provider_chain(self, key: VirtualKey) -> list[tuple[ModelProvider, str | None]]:
-        """A key's providers in dispatch order, each with its pinned model (or None).
+        """A key's stored providers in dispatch order, each with its pinned model (or None).
 
         The key's routing policy, else its organization's default policy — filtered to the
         providers visible from the key's scope — else every visible provider by priority (lower
-        first), then creation time (older first).
+        first), then creation time (older first). Policy entries naming a config-file provider
+        are left out (see :meth:`policy_chain`).
         """
+        return [(p, model) for p, model in self.policy_chain(key) if isinstance(p, ModelProvider)]
+
+    def policy_chain(self, key: VirtualKey) -> list[tuple[ModelProvider | str, str | None]]:
+        """As :meth:`provider_chain`, with a routing policy's config-file entries in their
+        place: the provider's name (the gateway serving the key resolves it in its own file)."""
         visible = self._visible_providers(key.scope)
         policy = self.key_routing_policy(key)
         if policy is None:
             return [(p, None) for p in visible]
         by_id = {p.id: p for p in visible}
-        return [(by_id[e.provider_id], e.model) for e in policy.entries if e.provider_id in by_id]
+        chain: list[tuple[ModelProvider | str, str | None]] = []
+        for e in policy.entries:
+            if e.from_config:
+                chain.append((e.provider_id, e.model))
+            elif e.provider_id in by_id:
+                chain.append((by_id[e.provider_id], e.model))
+        return chain
 
     @staticmethod
     def parse_entries(spec: str | Sequence[Any]) -> list[PolicyEntry]:
-        """``"mp_a,mp_b:claude-sonnet-4-5"`` (or a list of ids / entries / dicts) → entries."""
+        """``"mp_a,mp_b:claude-sonnet-4-5"`` (or a list of ids / entries / dicts) → entries.
+        An entry that is not an ``mp_`` id names a provider of the gateway's config file."""
         items: Sequence[Any]
         items = [s for s in spec.split(",")] if isinstance(spec, str) else spec
         entries: list[PolicyEntry] = []
@@ -70,6 +83,8 @@ class PoliciesMixin(StoreBase):
 
     def _check_entries(self, entries: Sequence[PolicyEntry], organization_id: str) -> None:
         for i, entry in enumerate(entries):
+            if entry.from_config:
+                continue  # checked against the config file by the service, which knows it
             try:
                 provider = self.get_provider(entry.provider_id)
             except NotFound as exc:
@@ -118,7 +133,15 @@ class PoliciesMixin(StoreBase):
     @staticmethod
     def _write_entries(tx: Transaction, policy_id: str, entries: Sequence[PolicyEntry]) -> None:
         tx.execute("DELETE FROM routing_policy_entries WHERE policy_id = ?", (policy_id,))
+        tx.execute("DELETE FROM routing_policy_config_entries WHERE policy_id = ?", (policy_id,))
         for position, entry in enumerate(entries):
+            if entry.from_config:
+                tx.execute(
+                    "INSERT INTO routing_policy_config_entries (policy_id, position, "
+                    "provider_name, model) VALUES (?,?,?,?)",
+                    (policy_id, position, entry.provider_id, entry.model),
+                )
+                continue
             tx.execute(
                 "INSERT INTO routing_policy_entries (policy_id, position, provider_id, model) "
                 "VALUES (?,?,?,?)",
@@ -127,9 +150,10 @@ class PoliciesMixin(StoreBase):
 
     def _policy_from_row(self, row: Mapping[str, Any]) -> RoutingPolicy:
         entries = self.db.query(
-            "SELECT provider_id, model FROM routing_policy_entries WHERE policy_id = ? "
-            "ORDER BY position",
-            (row["id"],),
+            "SELECT position, provider_id, model FROM routing_policy_entries WHERE policy_id = ? "
+            "UNION ALL SELECT position, provider_name AS provider_id, model "
+            "FROM routing_policy_config_entries WHERE policy_id = ? ORDER BY position",
+            (row["id"], row["id"]),
         )
         return RoutingPolicy(
             id=row["id"],
@@ -230,5 +254,8 @@ class PoliciesMixin(StoreBase):
                     "policy (tollway virtual-keys update ID --routing-policy …) first"
                 )
             tx.execute("DELETE FROM routing_policy_entries WHERE policy_id = ?", (policy_id,))
+            tx.execute(
+                "DELETE FROM routing_policy_config_entries WHERE policy_id = ?", (policy_id,)
+            )
             tx.execute("DELETE FROM routing_policies WHERE id = ?", (policy_id,))
             self._event(tx, "policy_changed")

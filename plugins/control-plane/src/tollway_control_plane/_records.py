@@ -210,13 +210,24 @@ class ModelProvider(_Row):
 
 @attrs.frozen
 class PolicyEntry:
-    """One entry of a routing policy: a provider, and optionally the model to ask it for."""
+    """One entry of a routing policy: a provider, and optionally the model to ask it for.
+
+    ``provider_id`` is a stored provider's id (``mp_…``) or the name of a provider in the
+    gateway's config file (:attr:`from_config`)."""
 
     provider_id: str
     model: str | None = None
 
+    @property
+    def from_config(self) -> bool:
+        """Whether this entry names a config-file provider (a name, not an ``mp_`` id)."""
+        return not self.provider_id.startswith("mp_")
+
     def to_json(self) -> dict[str, Any]:
-        return {"provider_id": self.provider_id, "model": self.model}
+        out: dict[str, Any] = {"provider_id": self.provider_id, "model": self.model}
+        if self.from_config:
+            out["source"] = "config"
+        return out
 
     def __str__(self) -> str:
         return f"{self.provider_id}:{self.model}" if self.model else self.provider_id

@@ -377,9 +377,11 @@ class Service:
         org = _get(body, "organization_id", str, nullable=False)
         if not isinstance(org, Unset):
             kwargs["organization_id"] = org
+        providers = _get(body, "providers", (str, list), required=True, nullable=False)
+        self._check_config_entries(providers)
         return self.store.create_routing_policy(
             name=_get(body, "name", str, required=True, nullable=False),
-            providers=_get(body, "providers", (str, list), required=True, nullable=False),
+            providers=providers,
             is_default=bool(_or(_get(body, "is_default", bool, nullable=False), False)),
             **kwargs,
         ).to_json()
@@ -392,12 +394,28 @@ class Service:
 
     def policies_update(self, policy_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         _check_fields(body, ("name", "providers", "is_default"))
+        providers = _get(body, "providers", (str, list), nullable=False)
+        self._check_config_entries(providers)
         return self.store.update_routing_policy(
             policy_id,
             name=_get(body, "name", str, nullable=False),
-            providers=_get(body, "providers", (str, list), nullable=False),
+            providers=providers,
             is_default=_get(body, "is_default", bool, nullable=False),
         ).to_json()
+
+    def _check_config_entries(self, providers: Any) -> None:
+        """Entries naming a config-file provider must name one of this config file's."""
+        if isinstance(providers, Unset):
+            return
+        known = {p.name for p in self.config_providers}
+        for i, entry in enumerate(self.store.parse_entries(providers)):
+            if entry.from_config and entry.provider_id not in known:
+                listed = ", ".join(sorted(known)) or "none: give the command --config FILE"
+                raise ValidationError(
+                    f"providers[{i}]: {entry.provider_id!r} is neither a stored provider's id "
+                    f"(mp_…) nor the name of a provider in the config file (config-file "
+                    f"providers: {listed}); `tollway model-providers list` shows both"
+                )
 
     def policies_delete(self, policy_id: str) -> dict[str, Any]:
         self.store.delete_routing_policy(policy_id)

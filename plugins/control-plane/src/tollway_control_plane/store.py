@@ -156,8 +156,12 @@ class Store(
         """The config bundle a gateway caches for a key (decrypted credentials included)."""
         key = self.get_key(key_id)
         policy = self.key_routing_policy(key)
-        providers = []
-        for provider, model in self.provider_chain(key):
+        providers: list[dict[str, Any]] = []
+        for provider, model in self.policy_chain(key):
+            if isinstance(provider, str):
+                # A provider of the gateway's config file, by name (the gateway resolves it).
+                providers.append({"config_provider": provider, "model": model})
+                continue
             providers.append(
                 {
                     "id": provider.id,

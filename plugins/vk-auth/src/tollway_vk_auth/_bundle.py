@@ -26,26 +26,7 @@ def _opt_str(value: Any) -> str | None:
 
 def principal_from_bundle(bundle: dict[str, Any]) -> Principal:
     """The principal a bundle describes; its provider chain in dispatch order."""
-    chain = tuple(
-        ChainEntry(
-            ProviderConfig(
-                name=str(p["name"]),
-                type=str(p["type"]),
-                base_url=p.get("base_url"),
-                api_key=p.get("api_key"),
-                models=list(p["models"]) if p.get("models") is not None else None,
-                priority=int(p.get("priority") or 0),
-                config=dict(p.get("config") or {}),
-                id=p.get("id"),
-                revision=int(p.get("revision") or 0),
-                rpm=_opt_int(p.get("rpm")),
-                tpm=_opt_int(p.get("tpm")),
-                rpd=_opt_int(p.get("rpd")),
-            ),
-            model=p.get("model"),
-        )
-        for p in bundle.get("providers") or ()
-    )
+    chain = tuple(_entry(p) for p in bundle.get("providers") or ())
     extras = dict(bundle.get("extras") or {})
     budgets = bundle.get("budgets")
     if budgets is not None:
@@ -67,6 +48,35 @@ def principal_from_bundle(bundle: dict[str, Any]) -> Principal:
         # Set: the chain is exactly the routing policy's; absent (older control planes, or no
         # policy): the gateway adds its config-file providers after the chain.
         routing_policy=_opt_str(bundle.get("routing_policy_id")),
+    )
+
+
+def _entry(p: dict[str, Any]) -> ChainEntry:
+    """One provider of a bundle's chain: a stored provider, or (``config_provider``) a provider
+    of the gateway's own config file named by a routing policy."""
+    name = p.get("config_provider")
+    if name is not None:
+        return ChainEntry(
+            ProviderConfig(name=str(name), type="config"),
+            model=p.get("model"),
+            config_provider=str(name),
+        )
+    return ChainEntry(
+        ProviderConfig(
+            name=str(p["name"]),
+            type=str(p["type"]),
+            base_url=p.get("base_url"),
+            api_key=p.get("api_key"),
+            models=list(p["models"]) if p.get("models") is not None else None,
+            priority=int(p.get("priority") or 0),
+            config=dict(p.get("config") or {}),
+            id=p.get("id"),
+            revision=int(p.get("revision") or 0),
+            rpm=_opt_int(p.get("rpm")),
+            tpm=_opt_int(p.get("tpm")),
+            rpd=_opt_int(p.get("rpd")),
+        ),
+        model=p.get("model"),
     )
 
 
