@@ -14,7 +14,6 @@ import aiohttp
 import orjson
 
 from tollway import RequestContext
-from tollway._sse import event_fields
 from tollway.formats import (
     MessagesToChatStream,
     TranslationError,
@@ -23,6 +22,7 @@ from tollway.formats import (
     reframe_sse,
 )
 from tollway.provider import ProviderResult, read_body, relay_sse, response_headers
+from tollway.sse import event_fields
 
 __all__ = ["messages_result", "messages_to_chat_result", "messages_usage_inspector"]
 

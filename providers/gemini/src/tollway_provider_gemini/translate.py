@@ -31,7 +31,6 @@ from typing import Any
 import orjson
 
 from tollway import BadRequest, Usage, quote_input
-from tollway._sse import SSESplitter, event_fields
 from tollway.formats import (
     CHAT_COMMON_PARAMS,
     SSE_DONE,
@@ -57,6 +56,7 @@ from tollway.formats import (
     usage_to_chat,
 )
 from tollway.formats import new_tool_call_id as new_call_id
+from tollway.sse import SSESplitter, event_fields
 
 __all__ = [
     "ChainedStream",

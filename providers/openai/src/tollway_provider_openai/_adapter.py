@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 import orjson
 
 from tollway import RequestContext, RouteTarget, Usage
-from tollway._sse import event_fields
 from tollway.formats import (
     ChatToMessagesStream,
     Sampling,
@@ -31,6 +30,7 @@ from tollway.provider import (
     response_headers,
     upstream_url,
 )
+from tollway.sse import event_fields
 
 __all__ = [
     "CustomOpenAIProvider",

@@ -19,8 +19,13 @@ import orjson
 import requests
 from google.oauth2 import service_account
 
-from tollway import RequestContext, RouteTarget, UpstreamError
-from tollway._errors import UpstreamConnectError, UpstreamTimeoutError
+from tollway import (
+    RequestContext,
+    RouteTarget,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from tollway.formats import chat_request_to_messages, forget_dropped, report_dropped
 from tollway.outbound import OutboundPolicy, OutboundRefused
 from tollway.provider import (
