@@ -25,10 +25,8 @@ import pluggy
 import pytest
 
 from tollway import RequestContext, hookimpl, hookspecs
-from tollway._hooks import Hooks
-from tollway._markers import PROJECT_NAME
-from tollway._plugins import ENTRY_POINT_GROUP, build_plugin_manager
 from tollway.config import ConfigError, PluginSelection, Settings, structure_plugin_settings
+from tollway.plugins import ENTRY_POINT_GROUP, PROJECT_NAME, Hooks, build_plugin_manager
 from tollway_conformance.blocking import blocking_calls
 from tollway_conformance.harness import STATIC_KEYS, Simulator, start_gateway, stop
 from tollway_conformance.provider import registered_providers

@@ -31,9 +31,8 @@ import pluggy
 import pytest
 
 from tollway import hookspecs
-from tollway._markers import PROJECT_NAME
-from tollway._plugins import ENTRY_POINT_GROUP
 from tollway.config import ProviderConfig
+from tollway.plugins import ENTRY_POINT_GROUP, PROJECT_NAME
 from tollway.provider import Provider
 from tollway_conformance.harness import (
     STATIC_KEYS,

@@ -203,11 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from tollway import __version__
-    from tollway._logging import configure_logging
-    from tollway._plugins import PluginLoadError
-    from tollway._server import run_gateway
     from tollway.config import ConfigError, load_settings
     from tollway.gateway import Gateway
+    from tollway.logs import configure_logging
+    from tollway.plugins import PluginLoadError
+    from tollway.server import run_gateway
 
     try:
         settings = load_settings(config_file=args.config)

@@ -37,6 +37,11 @@ class PluginLoadError(Exception):
 
 @attrs.frozen
 class PluginInfo:
+    """One loaded plugin, as ``tollway plugins`` lists it: its entry-point ``name``, its
+    distribution and version, the hooks it implements, whether it is one of the core's
+    built-ins, and whether its distribution declares a dependency on ``tollway-conformance``
+    (it runs the conformance suites)."""
+
     name: str
     version: str
     distribution: str

@@ -97,6 +97,7 @@ if TYPE_CHECKING:
     from tollway._context import RequestContext
     from tollway._types import Credential, Principal, RouteTarget, Verdict
     from tollway.gateway import Gateway, ResponseView
+    from tollway.ledger import Ledger
     from tollway.provider import Provider
     from tollway.spans import SpanSink
     from tollway.state import StateLocation
@@ -239,6 +240,27 @@ def register_span_sinks(register: Callable[[SpanSink], None], gateway: Gateway) 
     :param gateway: the gateway whose spans the sink receives.
     :returns: nothing; register sinks through ``register``.
     :raises TypeError: (raised by the core) when something other than a ``SpanSink`` is
+        registered; start-up stops with the plugin's name.
+    """
+
+
+@hookspec
+def register_ledgers(register: Callable[[Ledger], None], gateway: Gateway) -> None:
+    """Offer an in-process spend ledger, so that spend is recorded without HTTP to this process.
+
+    Called once, on first use of :func:`tollway.ledger.ledgers` (the budgets plugin calls it
+    from ``gateway_started``; ``gateway.stash`` may not hold your started state yet, so look it
+    up when a call arrives). ``register(ledger)`` with a :class:`tollway.ledger.Ledger`. A spend
+    writer uses the first registered ledger, and its HTTP client to a standalone control plane
+    when there is none (the embedded control plane registers one when this gateway serves its
+    own, and nothing when ``LW_GATEWAY_BASE_URL`` points elsewhere).
+
+    Call mode: **all**, synchronous: every implementation runs.
+
+    :param register: call it with a :class:`tollway.ledger.Ledger` to offer that ledger.
+    :param gateway: the gateway whose spend the ledger records.
+    :returns: nothing; register ledgers through ``register``.
+    :raises TypeError: (raised by the core) when something other than a ``Ledger`` is
         registered; start-up stops with the plugin's name.
     """
 

@@ -48,7 +48,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
@@ -196,20 +196,21 @@ class StaticKey:
 
 
 def toml_value(value: Any) -> str:
-    """A Python value as a TOML inline value (dicts become inline tables)."""
+    """A Python value as a TOML inline value (mappings become inline tables, other iterables
+    arrays)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, Mapping):
         items = ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}" for k, v in value.items())
         return "{ " + items + " }" if items else "{}"
     if value is None:
         raise ValueError("TOML has no null; leave the key out instead")
+    if isinstance(value, Iterable) and not isinstance(value, bytes | bytearray):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
@@ -365,14 +366,19 @@ def start_gateway(
     wait: bool = True,
     timeout: float = 30,
     cls: type[G] = GatewayProcess,  # type: ignore[assignment]
+    command: Sequence[str] | None = None,
 ) -> G:
     """Start ``python -m tollway serve`` with a TOML config in ``tmp``.
 
     ``config`` is raw TOML; ``providers`` are ``[[providers]]`` tables; ``keys`` become
     ``[[plugin.static-keys.keys]]`` entries (default: one fresh key without config);
     ``plugins`` limits the loaded plugins (module or entry-point names; default: every
-    installed plugin). The gateway listens on a free loopback port with ``ENVIRONMENT=local``.
-    ``cls`` lets a test suite get its own :class:`GatewayProcess` subclass back.
+    installed plugin). The gateway listens on a free loopback port with ``ENVIRONMENT=local``;
+    an outer ``TOLLWAY_CONFIG`` is not passed on (the gateway reads this config). ``env`` is
+    applied last. ``cls`` lets a test suite get its own :class:`GatewayProcess` subclass back.
+    ``command`` replaces ``python -m tollway serve`` with another program that serves a
+    gateway the same way (the conformance kit's, which adds its probe); ``--config <file>`` is
+    appended to it.
     """
     tmp.mkdir(parents=True, exist_ok=True)
     key_list = list(keys) if keys is not None else [StaticKey()]
@@ -403,12 +409,14 @@ def start_gateway(
         "LOG_FORMAT": "json",
         "SERVER_DRAIN_DELAY_SECONDS": "0",
     }
+    full_env.pop("TOLLWAY_CONFIG", None)
     if plugins is not None:
         full_env["TOLLWAY_PLUGINS"] = plugin_allow_list(plugins)
     full_env.update(env or {})
+    argv = [*(command or (sys.executable, "-m", "tollway", "serve")), "--config", str(cfg)]
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tollway", "serve", "--config", str(cfg)],
+            argv,
             stdout=fh,
             stderr=subprocess.STDOUT,
             env=full_env,

@@ -295,9 +295,8 @@ def test_admission_order() -> None:
     called back to front), so ``tollway-budgets``, registered before ``tollway-model-access``
     (entry-point names sort so), runs *before* model access: budgets resolve the key's
     ``model_aliases`` themselves to price the estimate (see docs/plugins/budgets.md)."""
-    from tollway._hooks import Hooks
-    from tollway._plugins import build_plugin_manager
     from tollway.config import PluginSelection
+    from tollway.plugins import Hooks, build_plugin_manager
 
     pm, _ = build_plugin_manager(PluginSelection())
     hooks = Hooks(pm)

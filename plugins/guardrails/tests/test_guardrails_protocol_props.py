@@ -11,7 +11,6 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tollway._sse import SSESplitter
 from tollway.guardrails import (
     ContentShapeError,
     chunk_content,
@@ -27,6 +26,7 @@ from tollway.guardrails import (
     texts_from_content,
     with_texts,
 )
+from tollway.sse import SSESplitter
 
 # orjson refuses lone surrogates, which no JSON body carries anyway.
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=24)

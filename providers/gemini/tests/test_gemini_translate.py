@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tollway import BadRequest, Usage
-from tollway._sse import SSESplitter
 from tollway.formats import ChatToMessagesStream, TranslationError, chat_response_to_messages
+from tollway.sse import SSESplitter
 from tollway_provider_gemini import translate
 from tollway_provider_gemini.translate import (
     ChainedStream,

@@ -303,12 +303,10 @@ def _control_plane_url(gateway: Gateway) -> str | None:
 
 
 def _embedded_ledger(gateway: Gateway) -> Any:
-    """The embedded control plane's in-process ledger (no HTTP to our own port), if installed."""
-    try:
-        from tollway_control_plane import embedded_ledger
-    except ImportError:
-        return None
-    return embedded_ledger(gateway)
+    """The in-process ledger an installed plugin offers (no HTTP to our own port), if any."""
+    from tollway.ledger import ledger
+
+    return ledger(gateway)
 
 
 @hookimpl

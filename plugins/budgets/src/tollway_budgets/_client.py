@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from tollway.ledger import LedgerInputError
 from tollway.signing import SignatureError, signed_headers, verify
 
 __all__ = [
@@ -153,9 +154,10 @@ class ControlPlaneClient:
 
 
 class LocalControlPlane:
-    """The same interface as :class:`ControlPlaneClient`, over the embedded control plane's
-    in-process ledger (``tollway_control_plane.embedded_ledger``): no HTTP to the gateway's own
-    port, so a flush also works while the gateway stops, and costs a thread hop, not a request.
+    """The same interface as :class:`ControlPlaneClient`, over an in-process
+    :class:`tollway.ledger.Ledger` (the embedded control plane offers one): no HTTP to the
+    gateway's own port, so a flush also works while the gateway stops, and costs a thread hop,
+    not a request.
     """
 
     def __init__(self, ledger: Any, node_id: str) -> None:
@@ -171,11 +173,9 @@ class LocalControlPlane:
         return None
 
     async def send_ledger(self, entries: Sequence[dict[str, Any]]) -> int:
-        from tollway_control_plane.store import ValidationError
-
         try:
             return int(await self._ledger.record(list(entries), self.node_id))
-        except ValidationError as exc:
+        except LedgerInputError as exc:
             raise LedgerRejected(400, exc.message) from exc
         except Exception as exc:  # the store failed: keep the batch, retry with back-off
             raise ControlPlaneUnavailable(f"embedded ledger: {type(exc).__name__}: {exc}") from exc

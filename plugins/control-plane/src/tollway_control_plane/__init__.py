@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tollway import StashKey, hookimpl
+from tollway.ledger import Ledger, LedgerInputError
 
 if TYPE_CHECKING:
     import click
@@ -40,15 +41,18 @@ def embedded() -> bool:
 
 
 class EmbeddedLedger:
-    """The embedded control plane's ledger, called in-process.
+    """The embedded control plane's ledger, called in-process (a :class:`tollway.ledger.Ledger`).
 
-    What the budgets plugin uses when this gateway serves its own control plane: the same
-    validation and idempotent insert as the internal protocol's ``/ledger`` and ``/spend``, with
-    no HTTP round trip to itself and no signing — and usable while the gateway stops, after its
-    server stopped listening (the store closes last). Store calls run in a worker thread.
-    Raises ``tollway_control_plane.store.ValidationError`` for an entry or query the protocol
-    would refuse with 400, ``StoreError``/``DatabaseError`` when the store fails.
+    What a spend writer (the budgets plugin) gets from ``tollway.ledger.ledger(gateway)`` when
+    this gateway serves its own control plane: the same validation and idempotent insert as the
+    internal protocol's ``/ledger`` and ``/spend``, with no HTTP round trip to itself and no
+    signing — and usable while the gateway stops, after its server stopped listening (the store
+    closes last). Store calls run in a worker thread. Raises
+    :class:`tollway.ledger.LedgerInputError` for an entry or query the protocol would refuse
+    with 400, ``StoreError``/``DatabaseError`` when the store fails.
     """
+
+    name = "embedded"
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
@@ -61,24 +65,30 @@ class EmbeddedLedger:
             raise StoreError("the embedded control plane is not open")
         return cp
 
-    async def record(self, entries: list[dict[str, Any]], node_id: str) -> int:
+    async def record(self, entries: Sequence[dict[str, Any]], node_id: str) -> int:
         """Record a batch (entries already in the ledger are skipped); returns how many were
         accepted (all of them, or it raises)."""
-        from tollway_control_plane.store import check_ledger_entry
+        from tollway_control_plane.store import ValidationError, check_ledger_entry
 
-        rows = [check_ledger_entry(e, f"entries[{i}]") for i, e in enumerate(entries)]
+        try:
+            rows = [check_ledger_entry(e, f"entries[{i}]") for i, e in enumerate(entries)]
+        except ValidationError as exc:
+            raise LedgerInputError(exc.message) from exc
         for row in rows:
             if row["gateway_node_id"] is None:
                 row["gateway_node_id"] = node_id[:512]
         await asyncio.to_thread(self._cp().store.record_ledger, rows)
         return len(rows)
 
-    async def spend(self, queries: list[dict[str, Any]]) -> list[int]:
+    async def spend(self, queries: Sequence[dict[str, Any]]) -> list[int]:
         """Ledger sums in micro-USD, one per ``{organization_id, scope_type, scope_id, since,
         until?}`` query."""
-        from tollway_control_plane.store import check_spend_query
+        from tollway_control_plane.store import ValidationError, check_spend_query
 
-        checked = [check_spend_query(q, f"queries[{i}]") for i, q in enumerate(queries)]
+        try:
+            checked = [check_spend_query(q, f"queries[{i}]") for i, q in enumerate(queries)]
+        except ValidationError as exc:
+            raise LedgerInputError(exc.message) from exc
         return await asyncio.to_thread(self._cp().store.ledger_spend, checked)
 
 
@@ -87,6 +97,15 @@ def embedded_ledger(gateway: Gateway) -> EmbeddedLedger | None:
     if not embedded():
         return None
     return EmbeddedLedger(gateway)
+
+
+@hookimpl
+def register_ledgers(register: Callable[[Ledger], None], gateway: Gateway) -> None:
+    # The embedded default records this gateway's spend in its own store, in-process (the
+    # budgets plugin finds it through tollway.ledger, never by importing this package).
+    ledger = embedded_ledger(gateway)
+    if ledger is not None:
+        register(ledger)
 
 
 @hookimpl

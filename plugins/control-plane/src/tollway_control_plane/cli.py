@@ -960,7 +960,7 @@ def control_plane(host: str, port: int) -> None:
     the data dir (--data-dir, TOLLWAY_DATA_DIR, the config file's data_dir); the admin API is
     on with TOLLWAY_ADMIN_TOKEN.
     """
-    from tollway._logging import configure_logging
+    from tollway.logs import configure_logging
     from tollway.secrets import SecretsError
     from tollway_control_plane.runtime import ControlPlane, store_url
     from tollway_control_plane.server import run

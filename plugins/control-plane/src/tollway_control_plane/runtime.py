@@ -53,8 +53,8 @@ def load_secrets(
 def installed_plugin_sections() -> list[str]:
     """Names of the settings sections installed plugins register (accepted as per-key config
     sections). Only called when a key's config has a top-level key this plugin does not know."""
-    from tollway._plugins import build_plugin_manager
     from tollway.config import PluginSelection
+    from tollway.plugins import build_plugin_manager
 
     names: list[str] = []
     try:

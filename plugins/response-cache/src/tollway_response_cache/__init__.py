@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tollway import BadRequest, RequestContext, RouteTarget, StashKey, hookimpl, quote_input
-from tollway._sse import SSESplitter
 from tollway.config import ProviderConfig
+from tollway.sse import SSESplitter
 from tollway_response_cache._entry import Entry, decode, encode
 from tollway_response_cache._key import (
     IGNORED_FIELDS,

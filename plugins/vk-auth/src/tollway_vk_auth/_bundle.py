@@ -11,7 +11,7 @@ from tollway.config import ProviderConfig
 try:
     from tollway import ChainEntry  # type: ignore[attr-defined,unused-ignore]
 except ImportError:  # pragma: no cover - tollway/__init__ lists it in __all__ but lacks the import
-    from tollway._types import ChainEntry
+    from tollway import ChainEntry
 
 __all__ = ["bundle_expires_at", "principal_from_bundle", "rejection_error", "status_code"]
 

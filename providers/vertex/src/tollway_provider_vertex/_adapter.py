@@ -25,8 +25,13 @@ import orjson
 import requests
 from google.oauth2 import service_account
 
-from tollway import RequestContext, RouteTarget, UpstreamError
-from tollway._errors import UpstreamConnectError, UpstreamTimeoutError
+from tollway import (
+    RequestContext,
+    RouteTarget,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from tollway.formats import forget_dropped
 from tollway.outbound import OutboundPolicy, OutboundRefused
 from tollway.provider import (
