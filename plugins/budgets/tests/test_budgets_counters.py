@@ -14,9 +14,9 @@ import pytest
 import redis as redis_sync
 
 from tollway import Principal
+from tollway.redis import RedisOptions, connect
 from tollway_budgets._budgets import Counter, counters_for, parse_budgets
-from tollway_budgets._settings import BudgetSettings
-from tollway_budgets._store import Admission, LocalStore, RedisStore, connect
+from tollway_budgets._store import Admission, LocalStore, RedisStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Now (the Redis keys expire with their window, in real time); reservations use NOW_MS.
@@ -51,7 +51,7 @@ class Store:
         self.local = LocalStore()
         self.redis: RedisStore | None = None
         if kind == "redis":
-            self.redis = RedisStore(connect(REDIS_URL, BudgetSettings(), False), 2.0)
+            self.redis = RedisStore(connect(RedisOptions(REDIS_URL)), 2.0)
 
     def counters(self, *budgets: dict[str, Any]) -> list[Counter]:
         return counters_for(parse_budgets(list(budgets), KEY), KEY, None, AT, self.prefix, 0)
@@ -92,7 +92,7 @@ async def store(kind: str) -> AsyncIterator[Store]:
         yield s
     finally:
         if s.redis is not None:
-            await s.redis.close()
+            await s.redis.client.aclose()
             client = redis_sync.Redis.from_url(REDIS_URL)
             keys = list(client.scan_iter(match=f"{prefix}:*"))
             if keys:

@@ -395,7 +395,8 @@ def test_counters_apply_by_scope_end_user_and_reset() -> None:
 
 
 def test_stream_end_is_a_line_not_words_in_the_json() -> None:
-    from tollway_budgets import _TERMINAL, _ends_stream
+    from tollway_budgets._settle import TERMINAL as _TERMINAL
+    from tollway_budgets._settle import ends_stream as _ends_stream
 
     quoted = bytearray(
         b'event: content_block_delta\ndata: {"delta":{"text":"send event: message_stop '

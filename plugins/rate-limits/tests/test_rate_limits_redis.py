@@ -29,6 +29,7 @@ from rate_limits_support import (
 )
 from redis.asyncio import RedisCluster
 
+from tollway.redis import RedisOptions, connect
 from tollway.testing import Simulator, start_simulator, stop, wait_ready
 from tollway_rate_limits._limits import (
     Limits,
@@ -39,7 +40,7 @@ from tollway_rate_limits._limits import (
 )
 from tollway_rate_limits._metrics import REDIS_ERRORS
 from tollway_rate_limits._plugin import _State
-from tollway_rate_limits._redis import RedisStore, connect
+from tollway_rate_limits._redis import RedisStore
 from tollway_rate_limits._settings import RateLimitSettings
 from tollway_rate_limits._window import LocalStore, member
 
@@ -271,7 +272,7 @@ def test_redis_failures_are_counted_and_warned_once_per_10s(
     before = REDIS_ERRORS._value.get()
     with caplog.at_level(logging.WARNING, logger="tollway.rate_limits"):
         for _ in range(3):
-            state.redis_failed(redis.ConnectionError("refused"), "admission")
+            state.policy.failed(redis.ConnectionError("refused"), "admission")
     assert REDIS_ERRORS._value.get() - before == 3
     lines = [r for r in caplog.records if "rate_limit_redis_unavailable" in r.getMessage()]
     assert len(lines) == 1
@@ -283,7 +284,7 @@ def test_redis_cluster_one_script_per_slot(tmp_path: Path) -> None:
     the nodes."""
 
     async def run(url: str) -> set[int]:
-        store = RedisStore(connect(url, RateLimitSettings(redis_cluster=True)), 2.0)
+        store = RedisStore(connect(RedisOptions(url, cluster=True)), 2.0)
         nodes = set()
         try:
             for org in ("o1", "o2", "o3", "o4", "o5", "o6"):
@@ -303,6 +304,7 @@ def test_redis_cluster_one_script_per_slot(tmp_path: Path) -> None:
             assert (await store.acquire(pspecs, "r", 60_000)).admitted
         finally:
             await store.close()
+            await store.client.aclose()
         return nodes
 
     with RedisClusterServers(tmp_path) as cluster:

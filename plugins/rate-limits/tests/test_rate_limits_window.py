@@ -328,5 +328,6 @@ def test_batched_settlements_land_as_direct_ones_would(redis_prefix: str) -> Non
             assert a == b and a.admitted  # 190 settled tokens + 9,000 fit; 2,000 + 9,000 would not
         finally:
             await store.close()
+            await client.aclose()
 
     asyncio.run(run())

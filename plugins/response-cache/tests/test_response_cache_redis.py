@@ -26,9 +26,10 @@ from response_cache_support import (
     unique_prefix,
 )
 
+from tollway.redis import RedisOptions, connect
 from tollway.testing import StaticKey, stop
 from tollway_response_cache import Entry
-from tollway_response_cache._store import ALONE, HIT, LEAD, WAIT, RedisStore, connect, now_ms
+from tollway_response_cache._store import ALONE, HIT, LEAD, WAIT, RedisStore, now_ms
 
 CACHED = StaticKey({"response_cache": {"ttl_s": 300}}, project_id="proj_r1")
 SAME_PROJECT = StaticKey({"response_cache": {"ttl_s": 300}}, project_id="proj_r1")
@@ -225,7 +226,7 @@ def test_redis_store_protocol(prefix: str) -> None:
 
     async def run() -> None:
         store = RedisStore(
-            connect(SHARED_REDIS, cluster=False, socket_timeout=1, connect_timeout=1), prefix, 2
+            connect(RedisOptions(SHARED_REDIS, socket_timeout=1, connect_timeout=1)), prefix, 2
         )
         try:
             key = f"scope/p:{time.monotonic_ns()}"
@@ -243,5 +244,6 @@ def test_redis_store_protocol(prefix: str) -> None:
             assert await store.lookup(key, 60_000, "", 5_000) == (ALONE, None)
         finally:
             await store.close()
+            await store.client.aclose()
 
     asyncio.run(run())

@@ -53,7 +53,7 @@ class Replica:
     async def close(self) -> None:
         await self.cache.drain()
         await self.client.close()
-        await self.l2.close()
+        await self.l2.redis.aclose()
 
 
 @asynccontextmanager
@@ -197,7 +197,7 @@ def test_redis_down_is_a_miss_not_an_error() -> None:
         finally:
             await cache.drain()
             await client.close()
-            await l2.close()
+            await l2.redis.aclose()
             await cp.stop()
 
     asyncio.run(body())

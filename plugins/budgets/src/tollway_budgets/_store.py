@@ -17,16 +17,13 @@ from importlib.resources import files
 from typing import Any
 
 import attrs
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from tollway.redis import LUA_NOW_MS, RedisClient, Script
 from tollway_budgets._budgets import Counter
-from tollway_budgets._settings import BudgetSettings
 
-__all__ = ["Admission", "LocalStore", "RedisStore", "connect"]
+__all__ = ["Admission", "LocalStore", "RedisStore"]
 
-ADMIT_LUA = files("tollway_budgets").joinpath("admit.lua").read_text()
+ADMIT_LUA = LUA_NOW_MS + files("tollway_budgets").joinpath("admit.lua").read_text()
 SETTLE_LUA = files("tollway_budgets").joinpath("settle.lua").read_text()
 SEED_LUA = files("tollway_budgets").joinpath("seed.lua").read_text()
 
@@ -147,38 +144,15 @@ class LocalStore:
         return None if counter is None else counter.spent
 
 
-def connect(url: str, settings: BudgetSettings, cluster: bool) -> Redis | RedisCluster:
-    """A pooled asyncio client with bounded timeouts and one immediate retry (a pooled
-    connection that died, e.g. after a Redis restart, is replaced once; nothing sleeps).
-
-    The pool *waits* for a free connection (up to the connect timeout) rather than failing:
-    more concurrent admissions than ``redis_max_connections`` queue, they do not fail open."""
-    options: dict[str, Any] = {
-        "socket_timeout": settings.redis_socket_timeout_seconds,
-        "socket_connect_timeout": settings.redis_connect_timeout_seconds,
-        "retry": Retry(NoBackoff(), 1),
-        "health_check_interval": 0,
-    }
-    if cluster:
-        return RedisCluster.from_url(url, **options)
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_max_connections,
-        timeout=settings.redis_connect_timeout_seconds + settings.redis_socket_timeout_seconds,
-        **options,
-    )
-    return Redis(connection_pool=pool)
-
-
 class RedisStore:
     """The same operations as :class:`LocalStore`, one ``EVALSHA`` each, shared by replicas."""
 
-    def __init__(self, client: Redis | RedisCluster, deadline_seconds: float) -> None:
+    def __init__(self, client: RedisClient, deadline_seconds: float) -> None:
         self.client = client
         self.deadline = deadline_seconds
-        self._admit = client.register_script(ADMIT_LUA)
-        self._settle = client.register_script(SETTLE_LUA)
-        self._seed = client.register_script(SEED_LUA)
+        self._admit = Script(client, ADMIT_LUA)
+        self._settle = Script(client, SETTLE_LUA)
+        self._seed = Script(client, SEED_LUA)
 
     async def admit(
         self,
@@ -240,6 +214,3 @@ class RedisStore:
     async def ping(self) -> None:
         async with asyncio.timeout(self.deadline):
             await self.client.ping()
-
-    async def close(self) -> None:
-        await self.client.aclose()

@@ -13,13 +13,7 @@
 --        {1, now, spent_1, reserved_1, reseed_1, ...}   admitted; amounts reserved; reseed=1
 --          asks the caller to seed a provisional counter again (from the ledger).
 
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-  now = tonumber(ARGV[1])
-end
+local now = now_ms(ARGV[1])  -- tollway.redis.LUA_NOW_MS, prepended
 local rid = ARGV[2]
 local ttl = tonumber(ARGV[3])
 local retry = tonumber(ARGV[4])

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import prometheus_client
-
 from tollway.guardrails import DIRECTIONS
+from tollway.metrics import counter as _get_counter
 
 __all__ = ["CAUSES", "VERDICTS", "count", "counter"]
 
@@ -24,20 +23,13 @@ CAUSES = ("verdict", "evaluator_failure")
 _NAME = "gateway_guardrail_verdicts"
 
 
-def _make() -> Any:
-    try:
-        return prometheus_client.Counter(
-            _NAME,
-            "Guardrail evaluator outcomes, by direction (pre, post, stream_chunk), verdict "
-            "(allow, block, modify, fail_open) and cause (verdict: the evaluator's answer; "
-            "evaluator_failure: it failed, and the call was refused or passed).",
-            ["direction", "verdict", "cause"],
-        )
-    except ValueError:  # already registered in this process (a second import path)
-        return prometheus_client.REGISTRY._names_to_collectors[_NAME]
-
-
-counter = _make()
+counter = _get_counter(
+    _NAME,
+    "Guardrail evaluator outcomes, by direction (pre, post, stream_chunk), verdict "
+    "(allow, block, modify, fail_open) and cause (verdict: the evaluator's answer; "
+    "evaluator_failure: it failed, and the call was refused or passed).",
+    ["direction", "verdict", "cause"],
+)
 # Children resolved once: counting on the per-chunk path is one attribute call.
 _CHILDREN: dict[tuple[str, str, str], Any] = {
     (d, v, c): counter.labels(direction=d, verdict=v, cause=c)

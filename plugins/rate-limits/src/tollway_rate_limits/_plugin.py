@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
-from redis.exceptions import RedisError
 
 from tollway import (
     RateLimitExceeded,
@@ -21,6 +19,14 @@ from tollway import (
     hookimpl,
 )
 from tollway.gateway import Gateway
+from tollway.redis import (
+    BACKEND_ERRORS,
+    FailurePolicy,
+    RedisFacility,
+    describe,
+    round_trip_deadline,
+    shared,
+)
 from tollway_rate_limits._limits import (
     InvalidLimits,
     Limits,
@@ -34,7 +40,7 @@ from tollway_rate_limits._limits import (
     success_headers,
 )
 from tollway_rate_limits._metrics import DENIED, PROVIDER_SKIPS, REDIS_ERRORS
-from tollway_rate_limits._redis import RedisStore, connect
+from tollway_rate_limits._redis import RedisStore
 from tollway_rate_limits._settings import NAME, RateLimitSettings
 from tollway_rate_limits._window import NEVER, Decision, LocalStore, Spec, member
 
@@ -51,8 +57,25 @@ __all__ = [
 log = logging.getLogger("tollway.rate_limits")
 
 DIMENSION_HEADER = "X-LangWatch-RateLimit-Dimension"
-_WARN_EVERY_SECONDS = 10.0
-_BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
+_BACKEND_ERRORS = BACKEND_ERRORS
+
+
+def _policy(settings: RateLimitSettings) -> FailurePolicy:
+    """What the rate limiter does while Redis fails (``on_redis_error``)."""
+    return FailurePolicy(
+        log,
+        "rate_limit_redis_unavailable policy=%(policy)s during=%(during)s error=%(error)s",
+        recovered="rate_limit_redis_recovered",
+        errors=REDIS_ERRORS,
+        on_error=settings.on_redis_error,
+        retry_interval=settings.redis_retry_interval_seconds,
+        refusal=(
+            "the gateway's rate limiter cannot reach Redis, and it is configured to refuse "
+            "requests then (on_redis_error = fail_closed); retry shortly, or ask the operator "
+            "to check GATEWAY_REDIS_URL"
+        ),
+        refusal_code="rate_limiter_unavailable",
+    )
 
 
 @attrs.define
@@ -60,33 +83,15 @@ class _State:
     settings: RateLimitSettings
     store: LocalStore | RedisStore
     window_ms: int
-    down_until: float = 0.0
-    last_warning: float = -math.inf
-    failing: bool = False
+    policy: FailurePolicy = attrs.field(
+        default=attrs.Factory(lambda self: _policy(self.settings), takes_self=True)
+    )
+    #: The gateway's Redis (None: in process).
+    facility: RedisFacility | None = None
 
     @property
     def redis(self) -> bool:
         return isinstance(self.store, RedisStore)
-
-    def redis_failed(self, exc: BaseException, during: str) -> None:
-        """Count the error, back off for a moment, and warn at most once per 10 s."""
-        REDIS_ERRORS.inc()
-        now = time.monotonic()
-        self.down_until = now + self.settings.redis_retry_interval_seconds
-        self.failing = True
-        if now - self.last_warning >= _WARN_EVERY_SECONDS:
-            self.last_warning = now
-            log.warning(
-                "rate_limit_redis_unavailable policy=%s during=%s error=%s",
-                self.settings.on_redis_error,
-                during,
-                _describe(exc),
-            )
-
-    def redis_ok(self) -> None:
-        if self.failing:
-            self.failing = False
-            log.info("rate_limit_redis_recovered")
 
 
 @attrs.define
@@ -114,10 +119,6 @@ _ESTIMATE: StashKey[TokenEstimate] = StashKey("tollway-rate-limits.estimate")
 _SKIPS: StashKey[_ProviderSkips] = StashKey("tollway-rate-limits.skips")
 
 
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
-
-
 # --- start-up and lifecycle -------------------------------------------------------------------
 
 
@@ -132,27 +133,29 @@ async def gateway_started(gateway: Gateway) -> None:
     problems = settings.problems()
     if problems:
         raise ValueError("; ".join(problems))
-    url = gateway.settings.redis_url
+    redis = shared(
+        gateway,
+        NAME,
+        max_connections=settings.redis_max_connections,
+        cluster=settings.redis_cluster,
+    )
     store: LocalStore | RedisStore
-    if url:
-        if getattr(gateway.settings, "redis_cluster", False):
-            settings = attrs.evolve(settings, redis_cluster=True)
+    if redis is not None:
         # A failed read, one reconnect and a second read: the most one decision may take.
-        deadline = (
-            settings.redis_connect_timeout_seconds + 2 * settings.redis_socket_timeout_seconds
+        deadline = round_trip_deadline(
+            settings.redis_socket_timeout_seconds, settings.redis_connect_timeout_seconds
         )
-        store = RedisStore(connect(url, settings), deadline)
+        store = RedisStore(redis.client, deadline)
     else:
         store = LocalStore()
-    state = _State(settings, store, round(settings.window_seconds * 1000))
+    state = _State(settings, store, round(settings.window_seconds * 1000), facility=redis)
     gateway.stash[_STATE] = state
     if isinstance(store, RedisStore):
-        store.on_settle_error = lambda exc: state.redis_failed(exc, "settlement")
-    if isinstance(store, RedisStore):
+        store.on_settle_error = lambda exc: state.policy.failed(exc, "settlement")
         try:
             await store.ping()
         except _BACKEND_ERRORS as exc:
-            state.redis_failed(exc, "start-up")
+            state.policy.failed(exc, "start-up")
     log.info(
         "rate_limits_ready backend=%s on_redis_error=%s window_seconds=%g",
         "redis" if state.redis else "memory",
@@ -166,6 +169,8 @@ async def gateway_stopping(gateway: Gateway) -> None:
     state = gateway.stash.get(_STATE)
     if state is not None and isinstance(state.store, RedisStore):
         await state.store.close()
+    if state is not None and state.facility is not None:
+        await state.facility.release(NAME)
 
 
 @hookimpl
@@ -174,17 +179,17 @@ def readiness_checks(gateway: Gateway) -> dict[str, Callable[[], Any]] | None:
     if state is None or not isinstance(state.store, RedisStore):
         return None
     store = state.store
-    fail_closed = state.settings.on_redis_error == "fail_closed"
+    fail_closed = state.policy.fail_closed
 
     async def redis() -> str:
         try:
             await store.ping()
         except _BACKEND_ERRORS as exc:
             if fail_closed:
-                return f"error: rate limiter cannot reach Redis ({_describe(exc)})"
+                return f"error: rate limiter cannot reach Redis ({describe(exc)})"
             # Fail-open keeps serving, so the gateway stays ready; the check says why it's
             # degraded.
-            return f"degraded: rate limiter cannot reach Redis ({_describe(exc)}); failing open"
+            return f"degraded: rate limiter cannot reach Redis ({describe(exc)}); failing open"
         return "ok"
 
     return {"redis": redis}
@@ -198,22 +203,16 @@ async def _decide(state: _State, specs: Sequence[Spec], member_id: str) -> Decis
     store = state.store
     if isinstance(store, LocalStore):
         return store.acquire(specs, member_id, state.window_ms)
-    if time.monotonic() >= state.down_until:
+    policy = state.policy
+    if policy.available():
         try:
             decision = await store.acquire(specs, member_id, state.window_ms)
         except _BACKEND_ERRORS as exc:
-            state.redis_failed(exc, "admission")
+            policy.failed(exc, "admission")
         else:
-            state.redis_ok()
+            policy.ok()
             return decision
-    if state.settings.on_redis_error == "fail_closed":
-        raise ServiceUnavailable(
-            "the gateway's rate limiter cannot reach Redis, and it is configured to refuse "
-            "requests then (on_redis_error = fail_closed); retry shortly, or ask the operator "
-            "to check GATEWAY_REDIS_URL",
-            code="rate_limiter_unavailable",
-            retry_after=max(1.0, state.settings.redis_retry_interval_seconds),
-        )
+    policy.refuse()
     return None
 
 
@@ -420,7 +419,7 @@ async def account(ctx: RequestContext) -> None:
         if isinstance(store, LocalStore):
             store.settle(r.keys, old, new, actual - r.cost)
             continue
-        if time.monotonic() < state.down_until:
+        if not state.policy.available():
             return  # the reservations expire with their window
         if store.batching:
             store.queue_settle(r.keys, old, new, actual - r.cost, state.window_ms)
@@ -428,6 +427,6 @@ async def account(ctx: RequestContext) -> None:
         try:
             await store.settle(r.keys, old, new, actual - r.cost, state.window_ms)
         except _BACKEND_ERRORS as exc:
-            state.redis_failed(exc, "settlement")
+            state.policy.failed(exc, "settlement")
             return
-        state.redis_ok()
+        state.policy.ok()

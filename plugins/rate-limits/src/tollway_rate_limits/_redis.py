@@ -5,34 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from importlib.resources import files
-from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.asyncio import RedisCluster
 
-from tollway_rate_limits._settings import RateLimitSettings
+from tollway.redis import BACKEND_ERRORS, LUA_NOW_MS, RedisClient, Script
 from tollway_rate_limits._window import Decision, Spec
 
-__all__ = ["ACQUIRE_LUA", "SETTLE_BATCH_SECONDS", "SETTLE_LUA", "RedisStore", "connect"]
+__all__ = ["ACQUIRE_LUA", "SETTLE_BATCH_SECONDS", "SETTLE_LUA", "RedisStore"]
 
-ACQUIRE_LUA = files("tollway_rate_limits").joinpath("acquire.lua").read_text()
+ACQUIRE_LUA = LUA_NOW_MS + files("tollway_rate_limits").joinpath("acquire.lua").read_text()
 SETTLE_LUA = files("tollway_rate_limits").joinpath("settle.lua").read_text()
-
-
-def connect(url: str, settings: RateLimitSettings) -> Redis | RedisCluster:
-    """A pooled asyncio client with bounded timeouts and at most one immediate retry (a pooled
-    connection that died, e.g. after a Redis restart, is replaced once; nothing sleeps)."""
-    options: dict[str, Any] = {
-        "socket_timeout": settings.redis_socket_timeout_seconds,
-        "socket_connect_timeout": settings.redis_connect_timeout_seconds,
-        "retry": Retry(NoBackoff(), 1),
-        "health_check_interval": 0,
-    }
-    if settings.redis_cluster:
-        return RedisCluster.from_url(url, **options)
-    return Redis.from_url(url, max_connections=settings.redis_max_connections, **options)
 
 
 #: Settlements wait this long to share one pipelined round trip (a tpm correction that lands
@@ -52,14 +34,14 @@ class RedisStore:
 
     def __init__(
         self,
-        client: Redis | RedisCluster,
+        client: RedisClient,
         deadline_seconds: float,
         on_settle_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.client = client
         self.deadline = deadline_seconds
-        self._acquire = client.register_script(ACQUIRE_LUA)
-        self._settle = client.register_script(SETTLE_LUA)
+        self._acquire = Script(client, ACQUIRE_LUA)
+        self._settle = Script(client, SETTLE_LUA)
         self._pending: list[tuple[Sequence[str], list[str | int]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.on_settle_error = on_settle_error
@@ -113,31 +95,20 @@ class RedisStore:
             del self._pending[:_SETTLE_BATCH_MAX]
             try:
                 async with asyncio.timeout(self.deadline):
-                    results = await self._pipeline(batch)
-                    if any(isinstance(r, NoScriptError) for r in results):
-                        # Redis restarted or its scripts were flushed: load once, resend.
-                        self._settle.sha = await self.client.script_load(SETTLE_LUA)
-                        results = await self._pipeline(batch)
+                    results = await self._settle.pipeline(batch)
                 errors = [r for r in results if isinstance(r, Exception)]
                 if errors:
                     raise errors[0]
-            except (RedisError, OSError, TimeoutError) as exc:
+            except BACKEND_ERRORS as exc:
                 if self.on_settle_error is not None:
                     self.on_settle_error(exc)
-
-    async def _pipeline(self, batch: list[tuple[Sequence[str], list[str | int]]]) -> list[Any]:
-        sha = self._settle.sha
-        async with self.client.pipeline(transaction=False) as pipe:
-            for keys, args in batch:
-                pipe.evalsha(sha, len(keys), *keys, *args)
-            return list(await pipe.execute(raise_on_error=False))
 
     async def ping(self) -> None:
         async with asyncio.timeout(self.deadline):
             await self.client.ping()
 
     async def close(self) -> None:
+        """Send what is queued and stop (the client is the gateway's: not closed here)."""
         if self._flusher is not None and not self._flusher.done():
             self._flusher.cancel()
         await self.flush_settles()
-        await self.client.aclose()

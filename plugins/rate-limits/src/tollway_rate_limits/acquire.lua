@@ -13,13 +13,7 @@ local function weight(m)
   return tonumber(string.match(m, '|(%d+)$')) or 0
 end
 
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-  now = tonumber(ARGV[1])
-end
+local now = now_ms(ARGV[1])  -- tollway.redis.LUA_NOW_MS, prepended
 local member_id = ARGV[2]
 local window = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway import BadRequest, RequestContext, RouteTarget, StashKey, hookimpl, quote_input
 from tollway.config import ProviderConfig
+from tollway.redis import round_trip_deadline, shared
 from tollway.sse import SSESplitter
 from tollway_response_cache._entry import Entry, decode, encode
 from tollway_response_cache._key import (
@@ -47,7 +48,7 @@ from tollway_response_cache._provider import (
 )
 from tollway_response_cache._settings import NAME, ResponseCacheSettings
 from tollway_response_cache._state import RequestState, Runtime
-from tollway_response_cache._store import MemoryStore, RedisStore, connect, now_ms
+from tollway_response_cache._store import MemoryStore, RedisStore, now_ms
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway, ResponseView
@@ -128,26 +129,19 @@ async def gateway_started(gateway: Gateway) -> None:
     problems = settings.problems()
     if problems:
         raise ValueError("; ".join(problems))
-    url = gateway.settings.redis_url
+    redis = shared(gateway, NAME, cluster=settings.redis_cluster)
     store: MemoryStore | RedisStore
-    if url:
-        cluster = settings.redis_cluster or bool(getattr(gateway.settings, "redis_cluster", False))
-        client = connect(
-            url,
-            cluster=cluster,
-            socket_timeout=settings.redis_socket_timeout_seconds,
-            connect_timeout=settings.redis_connect_timeout_seconds,
+    if redis is not None:
+        deadline = round_trip_deadline(
+            settings.redis_socket_timeout_seconds, settings.redis_connect_timeout_seconds
         )
-        deadline = (
-            settings.redis_connect_timeout_seconds + 2 * settings.redis_socket_timeout_seconds
-        )
-        store = RedisStore(client, settings.key_prefix, deadline)
+        store = RedisStore(redis.client, settings.key_prefix, deadline)
     else:
         store = MemoryStore(settings.max_entries, settings.max_memory_bytes)
     provider = gateway.provider_for(
         ProviderConfig(name=PROVIDER_ID, type=PROVIDER_TYPE, id=PROVIDER_ID)
     )
-    runtime = Runtime(settings, store, provider.key)
+    runtime = Runtime(settings, store, provider.key, redis)
     gateway.stash[_RUNTIME] = runtime
     if isinstance(store, RedisStore):
         status = await runtime.check()

@@ -7,19 +7,16 @@ import logging
 import secrets
 import time
 
-from redis.exceptions import RedisError
-
+from tollway.redis import BACKEND_ERRORS as BACKEND_ERRORS
+from tollway.redis import FailurePolicy, RedisFacility, describe
 from tollway_response_cache._entry import Entry
 from tollway_response_cache._metrics import COALESCED, REDIS_ERRORS
-from tollway_response_cache._settings import ResponseCacheSettings
+from tollway_response_cache._settings import NAME, ResponseCacheSettings
 from tollway_response_cache._store import ALONE, HIT, LEAD, WAIT, MemoryStore, RedisStore
 
 __all__ = ["RequestState", "Runtime"]
 
 log = logging.getLogger("tollway.response_cache")
-
-#: Errors of the Redis backend that make the cache step aside (the request is still served).
-BACKEND_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
 _POLL_FIRST = 0.01
 _POLL_MAX = 0.2
@@ -71,14 +68,30 @@ class Runtime:
     """One gateway's cache: the store, the in-process flights, the replay provider's key."""
 
     def __init__(
-        self, settings: ResponseCacheSettings, store: MemoryStore | RedisStore, provider_key: str
+        self,
+        settings: ResponseCacheSettings,
+        store: MemoryStore | RedisStore,
+        provider_key: str,
+        facility: RedisFacility | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.provider_key = provider_key
+        #: The gateway's Redis (None: in process), released at :meth:`close`.
+        self.facility = facility
         self.flights: dict[str, asyncio.Future[Entry | None]] = {}
-        self.down_until = 0.0
-        self.redis_error: str | None = None
+        #: A failing Redis is skipped (requests go upstream uncached) and logged once per
+        #: ``redis_retry_interval_seconds``.
+        self.policy = FailurePolicy(
+            log,
+            "response_cache_redis_unavailable during=%(during)s error=%(error)s; requests go "
+            "upstream uncached for %(retry)gs",
+            recovered="response_cache_redis_recovered",
+            errors=REDIS_ERRORS,
+            retry_interval=settings.redis_retry_interval_seconds,
+            warn_every=None,
+            typed_errors=True,
+        )
         self.lock_ms = max(1, round(settings.coalesce_wait_seconds * 1000))
         #: Keys whose invalid ``response_cache`` config was already logged.
         self.warned: set[str] = set()
@@ -89,57 +102,34 @@ class Runtime:
 
     # --- the backend, failing open ---------------------------------------------------------
 
-    def _failed(self, exc: BaseException, during: str) -> None:
-        REDIS_ERRORS.inc()
-        now = time.monotonic()
-        if now >= self.down_until:
-            log.warning(
-                "response_cache_redis_unavailable during=%s error=%s; requests go upstream "
-                "uncached for %gs",
-                during,
-                _describe(exc),
-                self.settings.redis_retry_interval_seconds,
-            )
-        self.redis_error = _describe(exc)
-        self.down_until = now + self.settings.redis_retry_interval_seconds
-
-    def _available(self) -> bool:
-        return not self.down_until or time.monotonic() >= self.down_until
-
-    def _ok(self) -> None:
-        if self.redis_error is not None:
-            self.redis_error = None
-            self.down_until = 0.0
-            log.info("response_cache_redis_recovered")
-
     async def _lookup(self, key: str, max_age_ms: int, token: str) -> tuple[str, Entry | None]:
-        if not self._available():
+        if not self.policy.available():
             return ALONE, None
         try:
             found = await self.store.lookup(key, max_age_ms, token, self.lock_ms)
         except BACKEND_ERRORS as exc:
-            self._failed(exc, "lookup")
+            self.policy.failed(exc, "lookup")
             return ALONE, None
-        self._ok()
+        self.policy.ok()
         return found
 
     async def put(self, key: str, entry: Entry, ttl_ms: int, token: str) -> None:
-        if not self._available():
+        if not self.policy.available():
             return
         try:
             await self.store.put(key, entry, ttl_ms, token)
         except BACKEND_ERRORS as exc:
-            self._failed(exc, "store")
+            self.policy.failed(exc, "store")
         else:
-            self._ok()
+            self.policy.ok()
 
     async def release(self, key: str, token: str) -> None:
-        if not token or not self._available():
+        if not token or not self.policy.available():
             return
         try:
             await self.store.release(key, token)
         except BACKEND_ERRORS as exc:
-            self._failed(exc, "release")
+            self.policy.failed(exc, "release")
 
     # --- single flight ------------------------------------------------------------------------
 
@@ -231,6 +221,8 @@ class Runtime:
                 flight.set_result(None)
         self.flights.clear()
         await self.store.close()
+        if self.facility is not None:
+            await self.facility.release(NAME)
 
     async def check(self) -> str:
         """The ``/readyz`` line: the cache never stops traffic, so never ``error``."""
@@ -239,12 +231,6 @@ class Runtime:
         try:
             await self.store.ping()
         except BACKEND_ERRORS as exc:
-            return (
-                f"degraded: response cache cannot reach Redis ({_describe(exc)}); serving uncached"
-            )
+            error = describe(exc, typed=True)
+            return f"degraded: response cache cannot reach Redis ({error}); serving uncached"
         return "ok"
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

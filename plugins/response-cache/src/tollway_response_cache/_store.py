@@ -18,15 +18,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
+from tollway.redis import RedisClient, Script
 from tollway_response_cache._entry import Entry, EntryFormatError, decode, encode
 
-__all__ = ["ALONE", "HIT", "LEAD", "WAIT", "MemoryStore", "RedisStore", "connect"]
+__all__ = ["ALONE", "HIT", "LEAD", "WAIT", "MemoryStore", "RedisStore"]
 
 ALONE, HIT, LEAD, WAIT = "alone", "hit", "lead", "wait"
 
@@ -122,29 +118,16 @@ class MemoryStore:
         self.bytes = 0
 
 
-def connect(url: str, *, cluster: bool, socket_timeout: float, connect_timeout: float) -> Any:
-    """A pooled asyncio client with bounded timeouts and at most one immediate retry."""
-    options: dict[str, Any] = {
-        "socket_timeout": socket_timeout,
-        "socket_connect_timeout": connect_timeout,
-        "retry": Retry(NoBackoff(), 1),
-        "health_check_interval": 0,
-    }
-    if cluster:
-        return RedisCluster.from_url(url, **options)
-    return Redis.from_url(url, **options)
-
-
 class RedisStore:
     """Entries in Redis with ``PX`` expiry, plus a short fill lock per key for coalescing."""
 
-    def __init__(self, client: Any, prefix: str, deadline_seconds: float) -> None:
+    def __init__(self, client: RedisClient, prefix: str, deadline_seconds: float) -> None:
         self.client = client
         self.prefix = prefix
         self.deadline = deadline_seconds
-        self._lookup = client.register_script(_LOOKUP)
-        self._put = client.register_script(_PUT)
-        self._release = client.register_script(_RELEASE)
+        self._lookup = Script(client, _LOOKUP)
+        self._put = Script(client, _PUT)
+        self._release = Script(client, _RELEASE)
 
     def _keys(self, key: str) -> list[str]:
         tag = "{" + key + "}"  # entry and lock in one hash slot
@@ -181,4 +164,4 @@ class RedisStore:
             await self.client.ping()
 
     async def close(self) -> None:
-        await self.client.aclose()
+        return None  # the client is the gateway's (tollway.redis): not closed here

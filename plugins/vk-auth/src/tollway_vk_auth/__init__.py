@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from tollway import Credential, Principal, RequestContext, StashKey, hookimpl
+from tollway.redis import RedisFacility, shared
 from tollway.secrets import load_gateway_secrets
 from tollway_vk_auth._cache import AuthCache, Entry
 from tollway_vk_auth._client import ControlPlaneClient, ControlPlaneUnavailable
@@ -59,6 +60,8 @@ __all__ = [
 log = logging.getLogger("tollway.vk_auth")
 
 _INTERNAL_PREFIX = "/api/internal/gateway/"
+#: How this plugin is named to the shared Redis (tollway.redis).
+_REDIS_USER = "vk-auth"
 
 
 @attrs.define(eq=False)
@@ -71,6 +74,8 @@ class VKAuthState:
     feed: ChangeFeed
     l2: L2 | None
     embedded: bool
+    #: The gateway's Redis, which ``l2`` uses (None: no L2).
+    facility: RedisFacility | None = None
     #: The auth cache bootstrap (``GATEWAY_CACHE_BOOTSTRAP_ALL_KEYS``), while it runs.
     bootstrap: asyncio.Task[None] | None = None
     #: How it ended: "" (not run / running), "ok: …" or "degraded: …".
@@ -94,21 +99,6 @@ def _embedded_control_plane(gateway: Gateway) -> bool:
     return any(info.name == "tollway-control-plane" for info in gateway.plugin_infos)
 
 
-def _redis_client(url: str, cluster: bool) -> Any:
-    kwargs: dict[str, Any] = {
-        "socket_connect_timeout": 1.0,
-        "socket_timeout": 1.0,
-        "health_check_interval": 30,
-    }
-    if cluster:
-        from redis.asyncio.cluster import RedisCluster
-
-        return RedisCluster.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-    from redis.asyncio import Redis
-
-    return Redis.from_url(url, **kwargs)
-
-
 @hookimpl
 async def gateway_started(gateway: Gateway) -> None:
     settings = VKAuthSettings.from_env()  # SettingsError names the variable; start-up stops
@@ -127,9 +117,10 @@ async def gateway_started(gateway: Gateway) -> None:
     client = ControlPlaneClient(base_url, secrets.internal, node_id)
     await client.start()
     l2: L2 | None = None
-    if gateway.settings.redis_url:
+    redis = shared(gateway, _REDIS_USER, cluster=settings.redis_cluster)
+    if redis is not None:
         l2 = L2(
-            _redis_client(gateway.settings.redis_url, settings.redis_cluster),
+            redis.client,
             secrets.internal,
             settings.redis_prefix,
             settings.l2_ttl,
@@ -143,7 +134,7 @@ async def gateway_started(gateway: Gateway) -> None:
         draining=lambda: bool(gateway.draining),
     )
     feed.start()
-    state = VKAuthState(settings, cache, client, feed, l2, embedded)
+    state = VKAuthState(settings, cache, client, feed, l2, embedded, facility=redis)
     gateway.stash[_STATE] = state
     if settings.bootstrap_all_keys:
         # In the background: the listener must be up first in the embedded mode, where the
@@ -209,8 +200,8 @@ async def gateway_stopping(gateway: Gateway) -> None:
     await state.feed.stop()
     await state.cache.drain()
     await state.client.close()
-    if state.l2 is not None:
-        await state.l2.close()
+    if state.facility is not None:
+        await state.facility.release(_REDIS_USER)
 
 
 @hookimpl(trylast=True)

@@ -13,15 +13,15 @@ Side keys, all with the entry TTL:
   they are served fresh (set by "everything changed" events);
 * ``<prefix>warm`` — present while any entry is, for ``/readyz``.
 
-Every operation is best effort: a Redis error is logged (at most every 30 s) and the tier is
-skipped — the control plane and L1 still answer.
+Every operation is best effort: a Redis error is logged (at most every 30 s, by the gateway's
+failure policy, :class:`tollway.redis.FailurePolicy`) and the tier is skipped — the control plane
+and L1 still answer.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,6 +30,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from tollway.redis import FailurePolicy
 
 __all__ = ["L2", "derive_key", "open_sealed", "seal"]
 
@@ -71,21 +73,22 @@ class L2:
         self.prefix = prefix
         self.ttl = ttl
         self._aead = AESGCM(derive_key(internal_secret))
-        self._last_error_log = 0.0
+        #: Log, at most every 30 s; never skip the tier (each call tries Redis).
+        self.policy = FailurePolicy(
+            log,
+            "auth_cache_l2_error op=%(during)s error=%(error)s",
+            retry_interval=0.0,
+            warn_every=30.0,
+            typed_errors=True,
+            structured=True,
+            during_field="op",
+        )
 
     def entry_name(self, key_hash: str) -> str:
         return f"{self.prefix}{key_hash}"
 
     def _error(self, what: str, exc: BaseException) -> None:
-        now = time.monotonic()
-        if now - self._last_error_log >= 30:
-            self._last_error_log = now
-            log.warning(
-                "auth_cache_l2_error op=%s error=%s",
-                what,
-                f"{type(exc).__name__}: {exc}",
-                extra={"op": what, "error": f"{type(exc).__name__}: {exc}"},
-            )
+        self.policy.failed(exc, what)
 
     async def get(self, key_hash: str) -> tuple[dict[str, Any] | None, float]:
         """The decrypted entry document (None when absent or unreadable), and ``stale_before``."""
@@ -173,9 +176,3 @@ class L2:
         except Exception as exc:
             self._error("warm", exc)
             return False
-
-    async def close(self) -> None:
-        try:
-            await self.redis.aclose()
-        except Exception:  # pragma: no cover - closing a broken connection
-            pass

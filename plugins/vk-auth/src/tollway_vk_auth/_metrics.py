@@ -4,26 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter
+from tollway.metrics import counter
 
 __all__ = ["HITS", "hit_counter"]
 
-_NAME = "gateway_auth_cache_hits_total"
-
-
-def _counter() -> Any:
-    try:
-        return Counter(
-            "gateway_auth_cache_hits",
-            "Virtual-key authentications by the cache tier that answered: l1 (in-process), "
-            "l2 (Redis) or miss (the control plane was asked)",
-            ["tier"],
-        )
-    except ValueError:  # already registered (module reloaded in one process)
-        return REGISTRY._names_to_collectors[_NAME]
-
-
-HITS = _counter()
+HITS = counter(
+    "gateway_auth_cache_hits",
+    "Virtual-key authentications by the cache tier that answered: l1 (in-process), "
+    "l2 (Redis) or miss (the control plane was asked)",
+    ["tier"],
+)
 
 
 def hit_counter(tier: str) -> Any:

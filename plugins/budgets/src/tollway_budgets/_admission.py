@@ -1,0 +1,220 @@
+"""Admission: seed the counters, check and reserve in one atomic step, refuse or warn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from tollway import BudgetExceeded, RequestContext, hookimpl
+from tollway.redis import BACKEND_ERRORS
+from tollway_budgets._budgets import Counter, counters_for, end_user_of
+from tollway_budgets._client import ControlPlaneUnavailable
+from tollway_budgets._estimate import estimate_request
+from tollway_budgets._metrics import BLOCKS
+from tollway_budgets._state import REQUEST, STATE, WARN_EVERY, Request, State
+from tollway_budgets._store import Admission, LocalStore
+from tollway_budgets._windows import format_us
+
+__all__ = ["DECISION", "WARNING_HEADER", "admit"]
+
+log = logging.getLogger("tollway.budgets")
+
+WARNING_HEADER = "X-LangWatch-Budget-Warning"
+DECISION = "langwatch.budget.decision"
+
+
+async def _seed(state: State, counters: Sequence[Counter], *, reseed: bool) -> None:
+    """Seed counters with the ledger's spend for their window plus this replica's entries not
+    yet in the ledger; one seed per counter at a time (concurrent requests wait for it)."""
+    loop = asyncio.get_running_loop()
+    waits = [state.seeding[c.ident] for c in counters if c.ident in state.seeding]
+    todo = [c for c in counters if c.ident not in state.seeding]
+    if todo:
+        future: asyncio.Future[None] = loop.create_future()
+        for c in todo:
+            state.seeding[c.ident] = future
+        try:
+            await _do_seed(state, todo, reseed=reseed)
+        finally:
+            future.set_result(None)
+            for c in todo:
+                if state.seeding.get(c.ident) is future:
+                    del state.seeding[c.ident]
+    for wait in waits:
+        await asyncio.shield(wait)
+
+
+async def _do_seed(state: State, counters: Sequence[Counter], *, reseed: bool) -> None:
+    outbox = state.outbox
+    provisional = 0
+    lock = outbox.lock if outbox is not None else contextlib.nullcontext()
+    async with lock:  # no ledger batch half-way: an entry is pending or in the ledger, not both
+        pending = [outbox.pending_sum(c.matches) if outbox is not None else 0 for c in counters]
+        ledger = [0] * len(counters)
+        if state.client is not None:
+            try:
+                ledger = await state.client.spend([c.spend_query() for c in counters])
+            except ControlPlaneUnavailable as exc:
+                provisional = time.time_ns() // 1_000_000 + round(
+                    state.settings.seed_retry_seconds * 1000
+                )
+                now = time.monotonic()
+                if now - state.last_seed_warning >= WARN_EVERY:
+                    state.last_seed_warning = now
+                    log.warning(
+                        "budget_seed_failed counters=%d error=%s: counting from this replica's "
+                        "own unsent spend until the control plane answers",
+                        len(counters),
+                        exc,
+                    )
+        seeds = [a + b for a, b in zip(ledger, pending, strict=True)]
+        if isinstance(state.store, LocalStore):
+            state.store.seed(counters, seeds, provisional, reseed=reseed)
+        else:
+            await state.store.seed(counters, seeds, provisional, reseed=reseed)
+
+
+async def admit_counters(
+    state: State, counters: list[Counter], amounts: list[int], request_id: str
+) -> Admission | None:
+    """One admission (seeding missing counters first); None: fail open (Redis down)."""
+    store = state.store
+    settings = state.settings
+    ttl_ms = round(settings.reservation_ttl_seconds * 1000)
+    retry_ms = round(settings.seed_retry_seconds * 1000)
+    if isinstance(store, LocalStore):
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms - state.last_purge > 60_000:
+            state.last_purge = now_ms
+            store.purge(now_ms)
+        admission = store.admit(counters, amounts, request_id, now_ms, ttl_ms, retry_ms)
+        if admission.status == "seed":
+            await _seed(state, [counters[i] for i in admission.missing], reseed=False)
+            admission = store.admit(counters, amounts, request_id, now_ms, ttl_ms, retry_ms)
+    else:
+        if not state.policy.available():
+            state.policy.refuse()
+            return None
+        try:
+            admission = await store.admit(counters, amounts, request_id, None, ttl_ms, retry_ms)
+            for _ in range(2):
+                if admission.status != "seed":
+                    break
+                await _seed(state, [counters[i] for i in admission.missing], reseed=False)
+                admission = await store.admit(counters, amounts, request_id, None, ttl_ms, retry_ms)
+        except BACKEND_ERRORS as exc:
+            state.policy.failed(exc, "admission")
+            state.policy.refuse()
+            return None
+        state.policy.ok()
+    if admission.status == "seed":
+        return None  # counters keep vanishing (Redis evicting?): let it through
+    if admission.reseed:
+        state.spawn(_reseed(state, [counters[i] for i in admission.reseed]))
+    return admission
+
+
+async def _reseed(state: State, counters: list[Counter]) -> None:
+    try:
+        await _seed(state, counters, reseed=True)
+    except BACKEND_ERRORS as exc:
+        state.policy.failed(exc, "seed")
+
+
+def _usd(micros: int) -> str:
+    whole, frac = divmod(micros, 1_000_000)
+    text = f"{whole}.{frac:06d}".rstrip("0")
+    head, _, tail = text.partition(".")
+    return f"${head}.{tail.ljust(2, '0')}"
+
+
+def _percent(spent: int, limit: int) -> int:
+    if limit <= 0:
+        return 100 if spent >= 0 else 0
+    return spent * 100 // limit
+
+
+def _refusal(counter: Counter, spent: int, reserved: int, at_us: int) -> BudgetExceeded:
+    budget = counter.budget
+    named = f" {budget.name!r}" if budget.name else ""
+    in_flight = f" (+{_usd(reserved)} reserved by calls in flight)" if reserved else ""
+    until = counter.until_us
+    if until is None:
+        when = "it does not reset by itself (a total budget)"
+        retry: float | None = None
+    else:
+        when = f"it resets at {format_us(until)[:19]}Z"
+        retry = max(1.0, (until - at_us) / 1_000_000)
+    subject = (
+        f"end user {counter.scope_value!r}" if budget.scope_type == "end_user" else budget.scope_id
+    )
+    return BudgetExceeded(
+        f"budget exceeded: {budget.label}{named} for {subject} has spent "
+        f"{_usd(spent)}{in_flight} of its {_usd(budget.limit)} limit; {when}. Ask the operator "
+        f"to raise it (tollway gateway-budgets update {budget.id} --limit USD)"
+        + (
+            "" if until is not None else f" or reset it (tollway gateway-budgets reset {budget.id})"
+        ),
+        code="budget_exceeded",
+        retry_after=retry,
+    )
+
+
+@hookimpl(trylast=True)
+async def admit(ctx: RequestContext) -> None:
+    """Budget precheck and reservation (after every other admission check)."""
+    principal = ctx.principal
+    if principal is None:
+        return
+    raw = principal.extras.get("budgets")
+    if not raw:
+        return
+    state: State | None = ctx.gateway.stash.get(STATE)
+    if state is None:
+        return
+    budgets = state.budgets_of(principal, raw)
+    if not budgets:
+        return
+    end_user = end_user_of(ctx) if any(b.scope_type == "end_user" for b in budgets) else None
+    at_us = ctx.started_unix_ns // 1000
+    grace_ms = round(state.settings.reservation_ttl_seconds * 1000) + 3_600_000
+    counters = counters_for(
+        budgets, principal, end_user, at_us, state.settings.redis_key_prefix, grace_ms
+    )
+    if not counters:
+        return
+    estimate = estimate_request(ctx, state, principal)
+    amounts = [estimate] * len(counters)
+    # Recorded before the round trip: if the client leaves while it runs, `account` (which
+    # always runs) releases whatever the script reserved.
+    request = Request(counters, amounts)
+    ctx.stash[REQUEST] = request
+    admission = await admit_counters(state, counters, amounts, ctx.request_id)
+    if admission is None or admission.status != "ok":
+        request.counters = []  # nothing was reserved
+    if admission is None:
+        ctx.span_attributes[DECISION] = "fail_open"
+        return
+    threshold = state.settings.warn_percent
+    if admission.status == "blocked":
+        counter = counters[admission.index]
+        spent, reserved = admission.spent[0], admission.reserved[0]
+        BLOCKS.labels(counter.budget.scope_type).inc()
+        pct = _percent(spent + reserved, counter.budget.limit)
+        ctx.response_headers[WARNING_HEADER] = f"{counter.budget.scope_type}:{pct}"
+        ctx.span_attributes[DECISION] = "block"
+        ctx.span_attributes["langwatch.budget.scope"] = counter.budget.label
+        raise _refusal(counter, spent, reserved, at_us)
+    warnings = []
+    for counter, spent, reserved in zip(counters, admission.spent, admission.reserved, strict=True):
+        pct = _percent(spent + reserved, counter.budget.limit)
+        if pct >= threshold:
+            warnings.append(f"{counter.budget.scope_type}:{pct}")
+    if warnings:
+        ctx.response_headers[WARNING_HEADER] = ",".join(warnings)
+        ctx.span_attributes[DECISION] = "warn"
+    else:
+        ctx.span_attributes[DECISION] = "allow"

@@ -1,0 +1,99 @@
+"""The reservation estimate: what a request may cost, before it runs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from tollway import Principal, RequestContext
+from tollway_budgets._prices import Prices, override_entry
+from tollway_budgets._settings import BudgetSettings
+from tollway_budgets._state import AVERAGE_MIN_SAMPLES, State
+
+if TYPE_CHECKING:
+    from tollway.config import ProviderConfig
+
+__all__ = ["estimate_micros", "estimate_request"]
+
+_MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def _requested_output(body: dict[str, Any]) -> int | None:
+    for field in _MAX_TOKENS_FIELDS:
+        value = body.get(field)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def estimate_micros(
+    body_bytes: int,
+    requested_output: int | None,
+    prices: Prices | None,
+    settings: BudgetSettings,
+    *,
+    embeddings: bool = False,
+    recent_output: float | None = None,
+) -> int:
+    """The reservation for a request: its input at ``ceil(body bytes / 4)`` tokens plus an
+    output estimate of ``min(max_tokens or output_estimate_default_tokens,
+    output_estimate_cap_tokens)`` tokens (never ``max_tokens`` blindly), at the model's input
+    and output prices, rounded once. ``recent_output`` (``recent_average`` mode) lowers the
+    output estimate to 1.5 times the model's recent average."""
+    if prices is None:
+        return 0
+    input_tokens = -(-body_bytes // 4)
+    output = 0
+    if not embeddings:
+        output = min(
+            requested_output
+            if requested_output is not None
+            else settings.output_estimate_default_tokens,
+            settings.output_estimate_cap_tokens,
+        )
+        if recent_output is not None:
+            output = min(output, math.ceil(recent_output * 1.5))
+    i, o, _, _, d = prices.for_prompt(input_tokens).scaled
+    return (2 * (input_tokens * i + output * o) + d) // (2 * d)  # rounded once, half up
+
+
+def _chain_configs(ctx: RequestContext, principal: Principal) -> list[ProviderConfig]:
+    return [p.config for p, _ in ctx.gateway.chain(principal, ctx.endpoint)]
+
+
+def estimate_request(ctx: RequestContext, state: State, principal: Principal) -> int:
+    model = ctx.model
+    # tollway-model-access (trylast too) runs after this plugin and may still resolve an
+    # alias: price the model the alias names.
+    aliases = principal.config.get("model_aliases")
+    if isinstance(aliases, Mapping):
+        target = aliases.get(model)
+        if isinstance(target, str) and target:
+            model = target
+    configs = _chain_configs(ctx, principal)
+    found: Prices | None = None
+    for config in configs:
+        override = state.override_of(config)
+        if override and override_entry(override, model) is not None:
+            found = state.prices(model, config, config.type)
+            break
+    if found is None:
+        for provider_type in dict.fromkeys([c.type for c in configs] or [""]):
+            found = state.table.lookup(model, provider_type)
+            if found is not None:
+                break
+    prices = state.priced(model, found)
+    recent = None
+    if state.settings.output_estimate == "recent_average":
+        average = state.averages.get(model)
+        if average is not None and average.samples >= AVERAGE_MIN_SAMPLES:
+            recent = average.value
+    return estimate_micros(
+        len(ctx.raw_body),
+        _requested_output(ctx.body),
+        prices,
+        state.settings,
+        embeddings=ctx.endpoint == "embeddings",
+        recent_output=recent,
+    )

@@ -1,0 +1,195 @@
+"""What the plugin keeps: per gateway (:class:`State`, on ``gateway.stash``) and per request
+(:class:`Request`, on ``ctx.stash``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from tollway import Principal, ServiceUnavailable, StashKey
+from tollway.redis import FailurePolicy, RedisFacility
+from tollway_budgets._budgets import Budget, BudgetConfigError, Counter, parse_budgets
+from tollway_budgets._client import ControlPlaneClient, LocalControlPlane
+from tollway_budgets._metrics import REDIS_ERRORS
+from tollway_budgets._outbox import Outbox
+from tollway_budgets._prices import PriceError, Prices, PriceTable, override_entry, parse_override
+from tollway_budgets._settings import BudgetSettings
+from tollway_budgets._store import LocalStore, RedisStore
+
+if TYPE_CHECKING:
+    from quart import Quart
+
+    from tollway.config import ProviderConfig
+
+__all__ = [
+    "APP",
+    "AVERAGE_MIN_SAMPLES",
+    "CACHE_LIMIT",
+    "REQUEST",
+    "STATE",
+    "WARN_EVERY",
+    "Average",
+    "Request",
+    "State",
+    "failure_policy",
+]
+
+log = logging.getLogger("tollway.budgets")
+
+WARN_EVERY = 10.0
+CACHE_LIMIT = 10_000
+#: Samples of a model's output before ``recent_average`` trusts its average.
+AVERAGE_MIN_SAMPLES = 5
+
+
+@attrs.define(eq=False)
+class Average:
+    samples: int = 0
+    value: float = 0.0
+
+    def add(self, tokens: int) -> None:
+        self.samples += 1
+        self.value += (tokens - self.value) / min(self.samples, 20)
+
+
+@attrs.define(eq=False)
+class Request:
+    """What one request took (``admit``) and what it already recorded."""
+
+    counters: list[Counter] = attrs.field(factory=list)
+    amounts: list[int] = attrs.field(factory=list)
+    spooled: bool = False
+    cost: int | None = None
+    terminal_seen: bool = False
+
+
+@attrs.define(eq=False)
+class State:
+    settings: BudgetSettings
+    table: PriceTable
+    store: LocalStore | RedisStore
+    client: ControlPlaneClient | LocalControlPlane | None
+    outbox: Outbox | None
+    node_id: str
+    unknown_prices: Prices | None
+    policy: FailurePolicy
+    #: The gateway's Redis (None: counters in process).
+    facility: RedisFacility | None = None
+    last_seed_warning: float = -math.inf
+    last_purge: float = 0.0
+    budgets: dict[int, tuple[object, tuple[Budget, ...] | BudgetConfigError]] = attrs.field(
+        factory=dict
+    )
+    overrides: dict[int, tuple[object, dict[str, Any] | PriceError]] = attrs.field(factory=dict)
+    seeding: dict[str, asyncio.Future[None]] = attrs.field(factory=dict)
+    averages: dict[str, Average] = attrs.field(factory=dict)
+    unpriced: set[str] = attrs.field(factory=set)
+    tasks: set[asyncio.Task[Any]] = attrs.field(factory=set)
+
+    @property
+    def redis(self) -> bool:
+        return isinstance(self.store, RedisStore)
+
+    # --- caches keyed by the identity of a bundle's objects ------------------------------
+
+    def budgets_of(self, principal: Principal, raw: Any) -> tuple[Budget, ...]:
+        cached = self.budgets.get(id(raw))
+        if cached is None or cached[0] is not raw:
+            try:
+                parsed: tuple[Budget, ...] | BudgetConfigError = parse_budgets(raw, principal)
+            except BudgetConfigError as exc:
+                parsed = exc
+            if len(self.budgets) > CACHE_LIMIT:
+                self.budgets.clear()
+            cached = (raw, parsed)
+            self.budgets[id(raw)] = cached
+        result = cached[1]
+        if isinstance(result, BudgetConfigError):
+            raise ServiceUnavailable(
+                f"the virtual key {principal.display_prefix}… has budgets the gateway cannot "
+                f"read ({result}); ask the operator to fix them",
+                code="budget_config_invalid",
+            )
+        return result
+
+    def override_of(self, config: ProviderConfig) -> dict[str, Any]:
+        raw = config.config.get("prices")
+        if raw is None:
+            return {}
+        cached = self.overrides.get(id(raw))
+        if cached is None or cached[0] is not raw:
+            try:
+                parsed: dict[str, Any] | PriceError = parse_override(
+                    raw, f"providers[{config.name}].config.prices"
+                )
+            except PriceError as exc:
+                log.error("budget_price_override_invalid provider=%s error=%s", config.name, exc)
+                parsed = exc
+            if len(self.overrides) > CACHE_LIMIT:
+                self.overrides.clear()
+            cached = (raw, parsed)
+            self.overrides[id(raw)] = cached
+        result = cached[1]
+        return {} if isinstance(result, PriceError) else result
+
+    # --- prices --------------------------------------------------------------------------
+
+    def prices(
+        self, model: str, config: ProviderConfig | None, provider_type: str
+    ) -> Prices | None:
+        """The provider's ``config.prices`` for ``model`` over the table's, else the table's."""
+        base = self.table.lookup(model, provider_type)
+        if config is not None:
+            override = self.override_of(config)
+            key = override_entry(override, model) if override else None
+            if key is not None:
+                return Prices.per_mtok(override[key], base, f"provider:{config.name}:{key}")
+        return base
+
+    def priced(self, model: str, found: Prices | None) -> Prices | None:
+        if found is not None:
+            return found
+        if model not in self.unpriced and len(self.unpriced) < CACHE_LIMIT:
+            self.unpriced.add(model)
+            log.warning(
+                "budget_price_unknown model=%s: neither the price table nor the provider's "
+                "config.prices knows it; %s",
+                model,
+                "using plugin.budgets.unknown_model_prices"
+                if self.unknown_prices is not None
+                else "its calls cost 0 — add config.prices to the provider",
+            )
+        return self.unknown_prices
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+STATE: StashKey[State] = StashKey("tollway-budgets.state")
+APP: StashKey[Quart] = StashKey("tollway-budgets.app")
+REQUEST: StashKey[Request] = StashKey("tollway-budgets.request")
+
+
+def failure_policy(settings: BudgetSettings) -> FailurePolicy:
+    """What the budget counters do while Redis fails (``on_redis_error``)."""
+    return FailurePolicy(
+        log,
+        "budget_redis_unavailable policy=%(policy)s during=%(during)s error=%(error)s",
+        recovered="budget_redis_recovered",
+        errors=REDIS_ERRORS,
+        on_error=settings.on_redis_error,
+        retry_interval=settings.redis_retry_interval_seconds,
+        warn_every=WARN_EVERY,
+        refusal=(
+            "the gateway's budget counters cannot reach Redis, and it is configured to refuse "
+            "requests then (plugin.budgets.on_redis_error = fail_closed); retry shortly, or ask "
+            "the operator to check GATEWAY_REDIS_URL"
+        ),
+        refusal_code="budget_counters_unavailable",
+    )
