@@ -2,7 +2,7 @@
 
     nox -s tests      # every package installed editable into one venv, then pytest
     nox -s lint       # ruff check + ruff format --check
-    nox -s typecheck  # mypy (strict on core/)
+    nox -s typecheck  # mypy (strict on every package)
     nox -s package    # build each distribution on its own (sdist + wheel)
 
 CI and the README use ``./run test``, which runs the same three checks in ``.venv``.

@@ -37,7 +37,12 @@ from typing import Any
 import attrs
 import orjson
 
-from tollway_budgets._client import ControlPlaneClient, ControlPlaneUnavailable, LedgerRejected
+from tollway_budgets._client import (
+    ControlPlaneClient,
+    ControlPlaneUnavailable,
+    LedgerRejected,
+    LocalControlPlane,
+)
 from tollway_budgets._windows import parse_us
 
 __all__ = ["Outbox"]
@@ -77,7 +82,7 @@ class Outbox:
     def __init__(
         self,
         directory: Path,
-        client: ControlPlaneClient,
+        client: ControlPlaneClient | LocalControlPlane,
         *,
         interval: float,
         batch_size: int,

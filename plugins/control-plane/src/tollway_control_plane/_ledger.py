@@ -71,7 +71,7 @@ def check_ledger_entry(entry: Any, where: str = "entry") -> dict[str, Any]:
             raise ValidationError(f"{where}.{wire}: required, a non-empty string")
         if column == "created_at":
             try:
-                value = format_time(parse_time(value))
+                value = format_time(parse_time(str(value)))
             except ValueError as exc:
                 raise ValidationError(f"{where}.created_at: {exc}") from None
         elif column in _LEDGER_TEXT:

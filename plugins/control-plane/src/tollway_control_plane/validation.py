@@ -247,7 +247,7 @@ def _name(nullable: bool = False) -> Field:
 
 
 def _id(nullable: bool = False, description: str = "") -> Field:
-    schema = {"description": description} if description else {}
+    schema: dict[str, Any] = {"description": description} if description else {}
     return _str_field(
         MAX_ID,
         nullable=nullable,

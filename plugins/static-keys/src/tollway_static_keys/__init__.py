@@ -77,7 +77,8 @@ def gateway_started(gateway: Gateway) -> None:
 
 @hookimpl
 def authenticate(ctx: RequestContext, credential: Credential) -> Principal | None:
-    entry = ctx.gateway.stash[_TABLE].get(_digest(credential.secret))
+    table: dict[bytes, tuple[Principal, bool]] = ctx.gateway.stash[_TABLE]
+    entry = table.get(_digest(credential.secret))
     if entry is None:
         return None
     principal, disabled = entry
