@@ -58,6 +58,7 @@ from tollway._logging import request_id_var
 from tollway._markers import hookimpl
 from tollway._netcheck import Netcheck, NetTarget, parse_hostport
 from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager, provider_classes
+from tollway._qualified import parse_qualified_model
 from tollway._sse import error_event
 from tollway._types import Attempt, Credential, Principal, RouteTarget
 from tollway.config import PROVIDER_HINT, ProviderConfig, Settings, structure_plugin_settings
@@ -123,11 +124,11 @@ class _Router:
         model = ctx.model
         endpoint = ctx.endpoint
         entries = self.gateway.chain(ctx.principal, endpoint)
-        first, sep, rest = model.partition("/")
-        if sep and rest:
-            qualified = [(p, m) for p, m in entries if first in (p.type, p.name)]
-            if qualified:
-                entries, model = qualified, rest
+        qualified = parse_qualified_model(model)
+        if qualified is not None:
+            named = [(p, m) for p, m in entries if qualified.names(p.type, p.name)]
+            if named:
+                entries, model = named, qualified.model
         return [
             RouteTarget(p.key, pinned or model)
             for p, pinned in entries

@@ -130,13 +130,7 @@ class AnthropicProvider(Provider):
             return await self._send_chat(ctx, target, http)
         forget_dropped(ctx)
         url = upstream_url(self.base_url, "/v1/messages", ctx.query_string)
-        if target.model != ctx.model:
-            body = dict(ctx.body)
-            body["model"] = target.model
-            payload = orjson.dumps(body)
-        else:
-            payload = ctx.body_bytes()
-        resp = await http.post(url, self._headers(ctx), payload)
+        resp = await http.post(url, self._headers(ctx), ctx.body_bytes(target.model))
         await raise_for_upstream_status(resp)
         return await messages_result(ctx, resp)
 

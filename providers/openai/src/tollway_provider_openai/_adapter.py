@@ -171,11 +171,7 @@ class OpenAIProvider(Provider):
         return upstream_url(self.base_url, _SUFFIX[endpoint], query_string)
 
     def _body(self, ctx: RequestContext, target: RouteTarget) -> bytes:
-        if target.model != ctx.model:
-            body = dict(ctx.body)
-            body["model"] = target.model
-            return orjson.dumps(body)
-        return ctx.body_bytes()
+        return ctx.body_bytes(target.model)
 
     async def send(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
