@@ -517,6 +517,16 @@ class Gateway:
                     verdict.reason or f"blocked by guardrail {verdict.evaluator or plugin}"
                 )
 
+    async def answer(self, ctx: RequestContext) -> ProviderResult | None:
+        """A plugin's own answer (``answer`` hook), or None: then the providers answer."""
+        found = await self.hooks.answer(ctx)
+        if found is None:
+            return None
+        plugin, result = found
+        ctx.answered_by = plugin
+        ctx.span_attributes["langwatch.answered_by"] = plugin
+        return result
+
     async def route(self, ctx: RequestContext) -> list[RouteTarget]:
         targets = await self.hooks.route(ctx) or []
         if not targets:
@@ -692,8 +702,10 @@ class Gateway:
                 on_parsed(ctx)
             await self.hooks.admit(ctx)
             await self.guard_request(ctx)
-            await self.route(ctx)
-            result = await self.dispatch(ctx)
+            result = await self.answer(ctx) if self.hooks.answers else None
+            if result is None:
+                await self.route(ctx)
+                result = await self.dispatch(ctx)
             if result.events is not None:
                 return self._stream_reply(ctx, result)
             return await self._body_reply(ctx, result)

@@ -119,12 +119,12 @@ def _refusal(
     )
 
 
-@hookimpl
+@hookimpl(phase="model")
 def admit(ctx: RequestContext) -> None:
     """Resolve the key's alias for the requested model, then apply ``models_allowed``.
 
-    Unmarked: after the rate limiter (``tryfirst``) and policy rules (unmarked, registered
-    later so called earlier), before budgets (``trylast``) — SPEC §4's order."""
+    Phase ``model``: after rate limits and policy rules (which judge the model as asked),
+    before the request rewrites and budgets (which see the resolved model)."""
     principal = ctx.principal
     if principal is None:
         return

@@ -68,14 +68,11 @@ class RequestState:
 
 
 class Runtime:
-    """One gateway's cache: the store, the in-process flights, the replay provider's key."""
+    """One gateway's cache: the store and the in-process flights."""
 
-    def __init__(
-        self, settings: ResponseCacheSettings, store: MemoryStore | RedisStore, provider_key: str
-    ) -> None:
+    def __init__(self, settings: ResponseCacheSettings, store: MemoryStore | RedisStore) -> None:
         self.settings = settings
         self.store = store
-        self.provider_key = provider_key
         self.flights: dict[str, asyncio.Future[Entry | None]] = {}
         self.down_until = 0.0
         self.redis_error: str | None = None
