@@ -338,3 +338,20 @@ def test_answer_that_is_not_a_provider_result_is_a_plugin_bug() -> None:
 
     with pytest.raises(TypeError, match="'p0' answered"):
         asyncio.run(make(Bad()).answer(ctx()))
+
+
+def test_adapter_classes_without_a_plugin_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tollway.provider.adapter_problems`` finds the installed adapters from the entry points
+    alone: the same classes a gateway's plugin manager registers."""
+    import pluggy
+
+    from tollway._plugins import installed_provider_classes, provider_classes
+
+    pm, _ = build_plugin_manager(PluginSelection())
+    want = provider_classes(pm)
+
+    def no_manager(*args: object, **kwargs: object) -> None:
+        raise AssertionError("built a plugin manager")
+
+    monkeypatch.setattr(pluggy, "PluginManager", no_manager)
+    assert installed_provider_classes() == want
