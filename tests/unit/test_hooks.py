@@ -196,3 +196,162 @@ def test_stash_is_typed_and_private() -> None:
     c = ctx()
     c.stash[a] = 1
     assert c.stash[a] == 1 and b not in c.stash and c.stash.get(b, 7) == 7
+
+
+# --- declared call modes and admission phases ----------------------------------------------------
+
+
+def test_every_docstring_states_the_declared_call_mode() -> None:
+    """The caller reads ``@calls(...)``; the docs read the docstring: they must agree."""
+    import re
+
+    from tollway import hookspecs
+    from tollway._markers import call_spec
+
+    found = 0
+    for name, fn in vars(hookspecs).items():
+        if not hasattr(fn, "tollway_spec"):
+            continue
+        found += 1
+        spec = call_spec(fn)
+        match = re.search(
+            r"^\s*Call mode: \*\*(\w+)\*\*, (may be ``async def``|synchronous)",
+            fn.__doc__ or "",
+            re.M,
+        )
+        assert match, name
+        assert match[1] == spec.mode, f"{name}: docstring says {match[1]}, spec {spec.mode}"
+        assert (match[2] == "synchronous") == spec.sync_only, name
+    assert found > 15
+
+
+def _admit_order(*plugins: tuple[str, object]) -> list[str]:
+    order: list[str] = []
+    pm, _ = build_plugin_manager(PluginSelection(), extra=list(plugins), load_installed=False)
+    hooks = Hooks(pm)
+    for impl in hooks._admit:
+        order.append(impl.plugin)
+    return order
+
+
+def _phased(phase: str | None, **marks: bool) -> object:
+    class Plugin:
+        @hookimpl(phase=phase, **marks)
+        def admit(self, ctx: RequestContext) -> None:
+            pass
+
+    return Plugin()
+
+
+@pytest.mark.parametrize("names", [("a", "b", "c", "d", "e"), ("e", "d", "c", "b", "a")])
+def test_admission_order_is_the_documented_phases_whatever_the_names(
+    names: tuple[str, ...],
+) -> None:
+    """limits → policy → model → request → budget, as hookspecs.admit documents, whichever
+    order the plugins are registered in and whatever they are called."""
+    from tollway.hookspecs import ADMIT_PHASES
+
+    plugins = {
+        "budget": _phased(None, trylast=True),  # unphased trylast → last phase
+        "request": _phased(None),  # unphased, unmarked → default phase
+        "model": _phased("model"),
+        "policy": _phased("policy"),
+        "limits": _phased(None, tryfirst=True),  # unphased tryfirst → first phase
+    }
+    for order in (list(plugins), list(reversed(plugins))):
+        named = [(f"{n}-{phase}", plugins[phase]) for n, phase in zip(names, order, strict=True)]
+        got = [name.split("-", 1)[1] for name in _admit_order(*named)]
+        assert got == list(ADMIT_PHASES)
+
+
+def test_installed_plugins_admit_in_the_documented_order() -> None:
+    pm, _ = build_plugin_manager(PluginSelection())
+    hooks = Hooks(pm)
+    got = [(i.plugin, i.phase) for i in hooks._admit]
+    want = [
+        ("tollway-rate-limits", "limits"),
+        ("tollway-policy-rules", "policy"),
+        ("tollway-model-access", "model"),
+        ("tollway-cache-passthrough", "request"),
+        ("tollway-budgets", "budget"),
+    ]
+    assert [g for g in got if g in want] == [w for w in want if w in got]
+
+
+def test_unknown_phase_is_refused_with_the_plugin_name() -> None:
+    with pytest.raises(PluginLoadError, match=r"'bad'.*no phase 'later'"):
+        _admit_order(("bad", _phased("later")))
+
+    class Route:
+        @hookimpl(phase="model")
+        def route(self, ctx: RequestContext) -> None:
+            return None
+
+    with pytest.raises(PluginLoadError, match="declares no phases"):
+        make(Route())
+
+
+def test_async_impl_of_a_sync_only_hook_is_refused() -> None:
+    class Reg:
+        @hookimpl
+        async def register_settings(self, register: object) -> None:
+            pass
+
+    with pytest.raises(PluginLoadError, match="register_settings must be synchronous"):
+        make(Reg())
+
+
+# --- answer ---------------------------------------------------------------------------------------
+
+
+def test_answer_first_wins_and_names_the_plugin() -> None:
+    from tollway.provider import ProviderResult
+
+    result = ProviderResult(200, [], body=b"{}")
+
+    class Never:
+        @hookimpl
+        def answer(self, ctx: RequestContext) -> ProviderResult:
+            raise AssertionError("must not run after an answer")
+
+    class Pass:
+        @hookimpl(tryfirst=True)
+        def answer(self, ctx: RequestContext) -> None:
+            return None
+
+    class Answers:
+        @hookimpl
+        async def answer(self, ctx: RequestContext) -> ProviderResult:
+            return result
+
+    hooks = make(Never(), Answers(), Pass())
+    assert hooks.answers
+    assert asyncio.run(hooks.answer(ctx())) == ("p1", result)
+    assert not make().answers
+
+
+def test_answer_that_is_not_a_provider_result_is_a_plugin_bug() -> None:
+    class Bad:
+        @hookimpl
+        def answer(self, ctx: RequestContext) -> object:
+            return {"status": 200}
+
+    with pytest.raises(TypeError, match="'p0' answered"):
+        asyncio.run(make(Bad()).answer(ctx()))
+
+
+def test_adapter_classes_without_a_plugin_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``tollway.provider.adapter_problems`` finds the installed adapters from the entry points
+    alone: the same classes a gateway's plugin manager registers."""
+    import pluggy
+
+    from tollway._plugins import installed_provider_classes, provider_classes
+
+    pm, _ = build_plugin_manager(PluginSelection())
+    want = provider_classes(pm)
+
+    def no_manager(*args: object, **kwargs: object) -> None:
+        raise AssertionError("built a plugin manager")
+
+    monkeypatch.setattr(pluggy, "PluginManager", no_manager)
+    assert installed_provider_classes() == want

@@ -31,6 +31,7 @@ from tollway._errors import (
 )
 from tollway._input import quote_input
 from tollway._markers import hookimpl, hookspec
+from tollway._qualified import QualifiedModel, parse_qualified_model
 from tollway._types import Attempt, ChainEntry, Credential, Principal, RouteTarget, Usage, Verdict
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "PayloadTooLarge",
     "Principal",
     "ProviderError",
+    "QualifiedModel",
     "RateLimitExceeded",
     "RequestContext",
     "RequestHeadersTooLarge",
@@ -65,5 +67,6 @@ __all__ = [
     "__version__",
     "hookimpl",
     "hookspec",
+    "parse_qualified_model",
     "quote_input",
 ]

@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
 from tollway._context import RequestContext
-from tollway.gateway import _ENDPOINT_PATHS, CIHeaders, Gateway, Reply
+from tollway._intake import ENDPOINT_PATHS
+from tollway._reply import CIHeaders, Reply
+from tollway.gateway import Gateway
 
 __all__ = ["GatewayASGI"]
 
@@ -38,7 +40,7 @@ class GatewayASGI:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = _ENDPOINT_PATHS.get(scope["path"])
+            endpoint = ENDPOINT_PATHS.get(scope["path"])
             if endpoint is not None:
                 await self._serve(endpoint, scope, receive, send)
                 return

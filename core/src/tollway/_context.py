@@ -75,7 +75,10 @@ class Stash:
 class RequestContext:
     """Everything one request carries through the hooks.
 
-    The raw body is forwarded byte-for-byte unless a hook calls :meth:`set_body`.
+    The context owns the model: :attr:`model` is what the request is for (the client's
+    ``body["model"]`` until a plugin assigns another, an alias for example), and the body sent
+    upstream carries the model of the provider attempt (:meth:`body_bytes`). The raw body is
+    forwarded byte-for-byte unless a hook calls :meth:`set_body` or the model changed.
     """
 
     request_id: str
@@ -92,7 +95,7 @@ class RequestContext:
     trace_flags: int = 1
     raw_body: bytes = b""
     body: dict[str, Any] = attrs.field(factory=dict)
-    model: str = ""
+    _model: str = attrs.field(default="", alias="model")
     stream: bool = False
     principal: Principal | None = None
     #: Headers any hook wants on the client response (budget warnings, rate-limit headroom, …).
@@ -130,8 +133,26 @@ class RequestContext:
     verdicts: list[tuple[str, str, Any]] = attrs.field(factory=list)
     #: Every attempt failed and the gateway answers with its own error (see fallback_count).
     attempts_exhausted: bool = False
+    #: The plugin whose ``answer`` hook answered the request (no provider was called), or None.
+    answered_by: str | None = None
     _body_dirty: bool = False
-    _encoded: bytes | None = None
+    #: The last re-serialisation: (model it carries, bytes).
+    _encoded: tuple[str, bytes] | None = None
+
+    @property
+    def model(self) -> str:
+        """The model this request is for; the router and the providers read it.
+
+        Assign it to change the model (``ctx.model = "gpt-4o"``, what an alias does): that is
+        the one place it changes. The body is not touched; the model is written into the bytes
+        sent upstream once, when a provider is called (:meth:`body_bytes`), and only when it
+        differs from the body's. ``ctx.body["model"]`` keeps what the client sent.
+        """
+        return self._model
+
+    @model.setter
+    def model(self, value: str) -> None:
+        self._model = value
 
     @property
     def fallback_count(self) -> int:
@@ -144,7 +165,15 @@ class RequestContext:
         return made if self.attempts_exhausted else max(0, made - 1)
 
     def set_body(self, body: dict[str, Any]) -> None:
-        """Replace the parsed body; the upstream then receives its re-serialisation."""
+        """Replace the parsed body; the upstream then receives its re-serialisation.
+
+        Change the model with ``ctx.model = …``, not through the body. (For plugins written
+        before the context owned the model: a ``body["model"]`` that differs from the current
+        body's is taken as ``ctx.model`` too.)
+        """
+        model = body.get("model")
+        if isinstance(model, str) and model and model != self.body.get("model"):
+            self._model = model
         self.body = body
         self._body_dirty = True
         self._encoded = None
@@ -154,13 +183,27 @@ class RequestContext:
         """True when a hook rewrote the body (it is no longer forwarded byte-for-byte)."""
         return self._body_dirty
 
-    def body_bytes(self) -> bytes:
-        """The bytes to send upstream: the client's own unless the body was rewritten."""
-        if not self._body_dirty:
+    def body_bytes(self, model: str | None = None) -> bytes:
+        """The bytes to send upstream, carrying ``model``.
+
+        ``model`` defaults to the current provider attempt's (:attr:`resolved_model`, which the
+        core sets to the route target's model before calling the provider), else
+        :attr:`model`; an adapter passes ``target.model``. The result is the client's own bytes
+        unless a hook rewrote the body or ``model`` differs from the body's; a
+        re-serialisation is made once per model and reused.
+        """
+        if model is None:
+            model = self.resolved_model or self._model
+        body = self.body
+        same_model = model == body.get("model")
+        if same_model and not self._body_dirty:
             return self.raw_body
-        if self._encoded is None:
-            self._encoded = orjson.dumps(self.body)
-        return self._encoded
+        encoded = self._encoded
+        if encoded is not None and encoded[0] == model:
+            return encoded[1]
+        data = orjson.dumps(body if same_model or not model else {**body, "model": model})
+        self._encoded = (model, data)
+        return data
 
     @property
     def is_anthropic_client(self) -> bool:

@@ -2,8 +2,11 @@
 
 pluggy has no async support: a ``firstresult`` call with an ``async def`` implementation returns
 the un-awaited coroutine. The core therefore walks each hook's implementations itself, in
-pluggy's call order, awaiting what needs awaiting. The implementation lists are computed once at
-start-up (plugins cannot change while the gateway serves), so a call costs a list walk.
+pluggy's call order (re-sorted by phase for hooks that declare phases), awaiting what needs
+awaiting. How each hook is called (first / each / isolated, sync only, phases) is read from its
+specification's ``@calls(...)`` declaration in :mod:`tollway.hookspecs`, never restated here.
+The implementation lists are computed once at start-up (plugins cannot change while the gateway
+serves), so a call costs a list walk.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import attrs
 import pluggy
 
 from tollway._context import RequestContext
+from tollway._markers import PHASE_ATTR, CallSpec, call_spec
 from tollway._plugins import PluginLoadError
 from tollway._types import Credential, Principal, RouteTarget, Verdict
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway, ResponseView
+    from tollway.provider import ProviderResult
     from tollway.state import StateLocation
 
 __all__ = ["Hooks", "Impl"]
@@ -35,21 +40,70 @@ class Impl:
     function: Callable[..., Any]
     argnames: tuple[str, ...]
     is_async: bool
+    #: The phase it runs in, for hooks that declare phases ("" otherwise).
+    phase: str = ""
+
+
+def spec_of(pm: pluggy.PluginManager, hook: str) -> CallSpec:
+    """The call mode hook ``hook``'s specification declares."""
+    caller = getattr(pm.hook, hook)
+    assert caller.spec is not None, hook
+    return call_spec(caller.spec.function)
+
+
+def _spec_names(pm: pluggy.PluginManager) -> list[str]:
+    from tollway import hookspecs
+
+    return [
+        name
+        for name, fn in vars(hookspecs).items()
+        if callable(fn) and hasattr(fn, "tollway_spec") and hasattr(pm.hook, name)
+    ]
 
 
 def _impls(pm: pluggy.PluginManager, hook: str) -> tuple[Impl, ...]:
+    """``hook``'s implementations in call order, checked against its declared call mode."""
     caller = getattr(pm.hook, hook)
+    spec = spec_of(pm, hook)
     out = []
     # pluggy calls implementations from the end of get_hookimpls() backwards.
     for impl in reversed(caller.get_hookimpls()):
+        plugin = pm.get_name(impl.plugin) or repr(impl.plugin)
+        is_async = inspect.iscoroutinefunction(impl.function)
+        if is_async and spec.sync_only:
+            raise PluginLoadError(
+                f"plugin {plugin!r}: {hook} must be synchronous (a plain def); "
+                + (
+                    "it runs per SSE event, so hand slow work to a task"
+                    if hook == "on_stream_chunk"
+                    else "the core calls it without awaiting"
+                )
+            )
+        phase = getattr(impl.function, PHASE_ATTR, None)
+        if phase is not None and phase not in spec.phases:
+            known = ", ".join(spec.phases) if spec.phases else "none: it declares no phases"
+            raise PluginLoadError(
+                f"plugin {plugin!r}: hook {hook}() has no phase {phase!r} (its phases: {known})"
+            )
+        if spec.phases and phase is None:
+            if impl.tryfirst:
+                phase = spec.phases[0]
+            elif impl.trylast:
+                phase = spec.phases[-1]
+            else:
+                phase = spec.default_phase
         out.append(
             Impl(
-                plugin=pm.get_name(impl.plugin) or repr(impl.plugin),
+                plugin=plugin,
                 function=impl.function,
                 argnames=tuple(impl.argnames),
-                is_async=inspect.iscoroutinefunction(impl.function),
+                is_async=is_async,
+                phase=phase or "",
             )
         )
+    if spec.phases:
+        # Stable: within one phase, pluggy's order stays.
+        out.sort(key=lambda i: spec.phases.index(i.phase))
     return tuple(out)
 
 
@@ -60,49 +114,83 @@ async def _call(impl: Impl, kwargs: dict[str, Any]) -> Any:
     return result
 
 
+async def _first(impls: Sequence[Impl], kwargs: dict[str, Any]) -> tuple[str, Any] | None:
+    """Mode ``first``: the first non-None result and the plugin that gave it."""
+    for impl in impls:
+        result = await _call(impl, kwargs)
+        if result is not None:
+            return impl.plugin, result
+    return None
+
+
+async def _each(impls: Sequence[Impl], kwargs: dict[str, Any]) -> None:
+    """Mode ``each``: every implementation in order; the first to raise stops the call."""
+    for impl in impls:
+        if impl.is_async:
+            await impl.function(*[kwargs[n] for n in impl.argnames])
+        else:
+            impl.function(*[kwargs[n] for n in impl.argnames])
+
+
+async def _isolated(
+    impls: Sequence[Impl], kwargs: dict[str, Any], hook: str, request_id: str
+) -> None:
+    """Mode ``isolated``: every implementation; an exception is logged per plugin."""
+    for impl in impls:
+        try:
+            await _call(impl, kwargs)
+        except Exception:
+            log.exception(
+                "hook_failed hook=%s plugin=%s request_id=%s", hook, impl.plugin, request_id
+            )
+
+
 class Hooks:
     """One typed method per per-request hook; core code never calls ``pm.hook.x`` directly."""
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
-        self._authenticate = _impls(pm, "authenticate")
-        self._admit = _impls(pm, "admit")
-        self._pre_guardrail = _impls(pm, "pre_guardrail")
-        self._route = _impls(pm, "route")
-        self._filter_models = _impls(pm, "filter_models")
-        self._before_attempt = _impls(pm, "before_attempt")
-        self._post_guardrail = _impls(pm, "post_guardrail")
-        self._account = _impls(pm, "account")
-        self._started = _impls(pm, "gateway_started")
-        self._stopping = _impls(pm, "gateway_stopping")
-        for impl in _impls(pm, "on_stream_chunk"):
-            if impl.is_async:
-                raise PluginLoadError(
-                    f"plugin {impl.plugin!r}: on_stream_chunk must be synchronous (it runs per "
-                    "SSE event); make it a plain def and hand slow work to a task"
-                )
+        #: Every hook called through this facade, with its declared call mode.
+        self.specs: dict[str, CallSpec] = {}
+        self.impls: dict[str, tuple[Impl, ...]] = {}
+        for name in _spec_names(pm):
+            # Every hook, so a plugin breaking a declared rule (an async impl of a sync-only
+            # hook, an unknown phase) is refused at start-up with its name.
+            self.specs[name] = spec_of(pm, name)
+            self.impls[name] = _impls(pm, name)
+        for name, mode in _CALLED.items():
+            declared = self.specs[name].mode
+            if declared != mode:  # a spec edited without its caller: fail loudly at start-up
+                raise AssertionError(f"{name} is declared {declared!r} but called {mode!r}")
+        self._authenticate = self.impls["authenticate"]
+        self._admit = self.impls["admit"]
+        self._pre_guardrail = self.impls["pre_guardrail"]
+        self._answer = self.impls["answer"]
+        self._route = self.impls["route"]
+        self._filter_models = self.impls["filter_models"]
+        self._before_attempt = self.impls["before_attempt"]
+        self._post_guardrail = self.impls["post_guardrail"]
+        self._account = self.impls["account"]
+        self._started = self.impls["gateway_started"]
+        self._stopping = self.impls["gateway_stopping"]
         #: Sync ``on_stream_chunk`` implementations; empty → the core never dispatches per chunk.
         self.stream_chunk: tuple[Callable[[RequestContext, bytearray], Verdict | None], ...] = (
-            tuple(_bind_chunk(i) for i in _impls(pm, "on_stream_chunk"))
+            tuple(_bind_chunk(i) for i in self.impls["on_stream_chunk"])
         )
+
+    @property
+    def answers(self) -> bool:
+        """Whether any plugin implements ``answer`` (else the core skips the step)."""
+        return bool(self._answer)
 
     # --- request hooks -------------------------------------------------------------------
 
     async def authenticate(self, ctx: RequestContext, credential: Credential) -> Principal | None:
-        kwargs = {"ctx": ctx, "credential": credential}
-        for impl in self._authenticate:
-            result = await _call(impl, kwargs)
-            if result is not None:
-                return result  # type: ignore[no-any-return]
-        return None
+        found = await _first(self._authenticate, {"ctx": ctx, "credential": credential})
+        return None if found is None else found[1]
 
     async def admit(self, ctx: RequestContext) -> None:
-        kwargs = {"ctx": ctx}
-        for impl in self._admit:
-            if impl.is_async:
-                await impl.function(*[kwargs[n] for n in impl.argnames])
-            else:
-                impl.function(*[kwargs[n] for n in impl.argnames])
+        await _each(self._admit, {"ctx": ctx})
 
     async def pre_guardrail(self, ctx: RequestContext) -> list[tuple[str, Verdict]]:
         return await self._verdicts(self._pre_guardrail, {"ctx": ctx})
@@ -127,28 +215,28 @@ class Hooks:
                 break
         return out
 
+    async def answer(self, ctx: RequestContext) -> tuple[str, ProviderResult] | None:
+        """The first plugin's answer, with the plugin's name."""
+        from tollway.provider import ProviderResult
+
+        found = await _first(self._answer, {"ctx": ctx})
+        if found is not None and not isinstance(found[1], ProviderResult):
+            raise TypeError(f"plugin {found[0]!r} answered {found[1]!r}, not a ProviderResult")
+        return found
+
     async def route(self, ctx: RequestContext) -> list[RouteTarget] | None:
-        kwargs = {"ctx": ctx}
-        for impl in self._route:
-            result = await _call(impl, kwargs)
-            if result is not None:
-                return list(result)
-        return None
+        found = await _first(self._route, {"ctx": ctx})
+        return None if found is None else list(found[1])
 
     async def before_attempt(self, ctx: RequestContext, target: RouteTarget) -> None:
-        if not self._before_attempt:
-            return
-        kwargs = {"ctx": ctx, "target": target}
-        for impl in self._before_attempt:
-            await _call(impl, kwargs)
+        if self._before_attempt:
+            await _each(self._before_attempt, {"ctx": ctx, "target": target})
 
     async def filter_models(self, ctx: RequestContext, models: list[str]) -> None:
-        kwargs = {"ctx": ctx, "models": models}
-        for impl in self._filter_models:
-            await _call(impl, kwargs)
+        await _each(self._filter_models, {"ctx": ctx, "models": models})
 
     async def account(self, ctx: RequestContext) -> None:
-        await self._isolated(self._account, {"ctx": ctx}, "account", ctx.request_id)
+        await _isolated(self._account, {"ctx": ctx}, "account", ctx.request_id)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -164,7 +252,7 @@ class Hooks:
                 ) from exc
 
     async def gateway_stopping(self, gateway: Gateway) -> None:
-        await self._isolated(self._stopping, {"gateway": gateway}, "gateway_stopping", "-")
+        await _isolated(self._stopping, {"gateway": gateway}, "gateway_stopping", "-")
 
     def readiness_checks(self, gateway: Gateway) -> dict[str, Callable[[], Any]]:
         checks: dict[str, Callable[[], Any]] = {}
@@ -188,18 +276,6 @@ class Hooks:
                 out.update(result)
         return out
 
-    @staticmethod
-    async def _isolated(
-        impls: Sequence[Impl], kwargs: dict[str, Any], hook: str, request_id: str
-    ) -> None:
-        for impl in impls:
-            try:
-                await _call(impl, kwargs)
-            except Exception:
-                log.exception(
-                    "hook_failed hook=%s plugin=%s request_id=%s", hook, impl.plugin, request_id
-                )
-
 
 def _bind_chunk(impl: Impl) -> Callable[[RequestContext, bytearray], Verdict | None]:
     fn = impl.function
@@ -217,3 +293,20 @@ def _bind_chunk(impl: Impl) -> Callable[[RequestContext, bytearray], Verdict | N
 
 
 AwaitableOrValue = Awaitable[Any] | Any
+
+#: The hooks this facade calls and the mode its method implements, checked against each
+#: specification's declaration when the facade is built.
+_CALLED: dict[str, str] = {
+    "authenticate": "first",
+    "admit": "each",
+    "pre_guardrail": "each",
+    "answer": "first",
+    "route": "first",
+    "before_attempt": "each",
+    "filter_models": "each",
+    "post_guardrail": "each",
+    "on_stream_chunk": "each",
+    "account": "isolated",
+    "gateway_started": "each",
+    "gateway_stopping": "isolated",
+}

@@ -23,6 +23,7 @@ __all__ = [
     "PluginInfo",
     "PluginLoadError",
     "build_plugin_manager",
+    "installed_provider_classes",
     "provider_classes",
 ]
 
@@ -189,8 +190,7 @@ def plugin_name(pm: pluggy.PluginManager, plugin: Any) -> str:
     return pm.get_name(plugin) or repr(plugin)
 
 
-def provider_classes(pm: pluggy.PluginManager) -> dict[str, type[Provider]]:
-    """The provider adapter classes the plugins of ``pm`` register, by ``type``."""
+def _provider_registry() -> tuple[dict[str, type[Provider]], Any]:
     classes: dict[str, type[Provider]] = {}
 
     def register(cls: type[Provider]) -> None:
@@ -203,5 +203,32 @@ def provider_classes(pm: pluggy.PluginManager) -> dict[str, type[Provider]]:
             )
         classes[cls.type] = cls
 
+    return classes, register
+
+
+def provider_classes(pm: pluggy.PluginManager) -> dict[str, type[Provider]]:
+    """The provider adapter classes the plugins of ``pm`` register, by ``type``."""
+    classes, register = _provider_registry()
     pm.hook.register_providers(register=register)
+    return classes
+
+
+def installed_provider_classes() -> dict[str, type[Provider]]:
+    """The adapter classes every installed plugin registers, by ``type``, without building a
+    plugin manager: each entry point of the ``tollway`` group is loaded (one that fails to
+    import is skipped) and its ``register_providers`` implementation, if it has one, called.
+    For validating provider configs outside a gateway (the control plane's writes)."""
+    classes, register = _provider_registry()
+    for ep in _entry_points():
+        try:
+            plugin = ep.load()
+        except Exception:
+            continue
+        for attr in dir(plugin):
+            fn = getattr(plugin, attr, None)
+            opts = getattr(fn, f"{PROJECT_NAME}_impl", None)
+            if opts is None or not callable(fn):
+                continue
+            if (opts.get("specname") or attr) == "register_providers":
+                fn(register=register)
     return classes

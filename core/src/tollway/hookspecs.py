@@ -14,7 +14,9 @@ subset of the hook's parameters, in any order: ``def authenticate(credential)`` 
 Start-up hooks (``register_*``, ``readiness_checks``) are plain pluggy calls, made once and
 synchronously. Request and lifecycle hooks are *not* called through pluggy's ``pm.hook``: the
 core walks the implementations itself (``tollway._hooks``) so that ``async def``
-implementations are awaited. Each hook states its call mode:
+implementations are awaited (pluggy's ``firstresult`` would return an un-awaited coroutine).
+Each specification declares its call mode once, with ``@calls(...)`` in this module; the core's
+caller reads that declaration, and the ``Call mode:`` line of each hook below states the same:
 
 * **all**: a plain pluggy call. Every implementation runs; return values are collected where the
   hook says they are used. Implementations must be plain ``def`` functions.
@@ -32,6 +34,12 @@ recently registered runs first; within ``trylast`` the first registered runs fir
 registers the installed plugins in alphabetical order of their entry-point names, then its
 built-in router (``trylast``), so the router is always the last ``route`` implementation. State
 the order you need with ``tryfirst`` / ``trylast`` instead of relying on names.
+
+**Phases.** ``admit`` declares named phases that run in a fixed order, whatever the plugins are
+called: an implementation says where it belongs with ``@hookimpl(phase="model")``. Within one
+phase, pluggy's order applies. An implementation without a phase goes to the hook's default
+phase, or to its first phase when marked ``tryfirst`` and to its last when marked ``trylast``.
+A phase the hook does not declare stops start-up, naming the plugin.
 
 A synchronous request-time implementation runs on the event loop: it must not block, so no file
 or network I/O and no long computation. Use ``async def`` for I/O.
@@ -65,18 +73,22 @@ steps after it (except ``account``) and answers with the gateway's error envelop
 5. The body is parsed: it must be a JSON object with the endpoint's required fields, ``model``
    a non-empty string and ``stream`` a boolean (400 ``bad_request``). From here on
    ``ctx.body``, ``ctx.model`` and ``ctx.stream`` are set.
-6. ``admit``: rate limits (``tryfirst``), then policy rules, model access and cache mode
-   (unmarked), then budgets (``trylast``).
+6. ``admit``, by phase: ``limits`` (rate limits), ``policy`` (policy rules, on the model as
+   the client asked), ``model`` (model access: aliases, then ``models_allowed``), ``request``
+   (other checks and request rewrites: cache mode), ``budget`` (budget reservations).
 7. ``pre_guardrail``.
-8. ``route`` builds the fallback chain; an empty chain is refused with 403
+8. ``answer``: a plugin may answer the request itself (a response-cache hit, a mock, a canned
+   refusal); then steps 9 and 10 are skipped and its answer goes on to step 11 like a
+   provider's.
+9. ``route`` builds the fallback chain; an empty chain is refused with 403
    ``model_not_allowed``, code ``model_not_routable``.
-9. Dispatch, for each target of the chain until one answers: the provider's circuit breaker
-   (an open breaker skips the provider), then ``before_attempt``, then the provider call. The
-   next target is tried after a connection error, a timeout, a 5xx, a 429 or a 404, never once
-   the first byte of a stream has reached the client.
-10. A complete response goes through ``post_guardrail``; a stream goes to the client event by
+10. Dispatch, for each target of the chain until one answers: the provider's circuit breaker
+    (an open breaker skips the provider), then ``before_attempt``, then the provider call. The
+    next target is tried after a connection error, a timeout, a 5xx, a 429 or a 404, never once
+    the first byte of a stream has reached the client.
+11. A complete response goes through ``post_guardrail``; a stream goes to the client event by
     event through ``on_stream_chunk``.
-11. ``account`` runs once the client's response is complete, off the request path, for every
+12. ``account`` runs once the client's response is complete, off the request path, for every
     model call, whatever its outcome: refusals at any step above and client disconnects
     included.
 
@@ -88,7 +100,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tollway._markers import hookspec
+from tollway._markers import calls, hookspec
 
 if TYPE_CHECKING:
     import click
@@ -98,9 +110,13 @@ if TYPE_CHECKING:
     from tollway._types import Credential, Principal, RouteTarget, Verdict
     from tollway.gateway import Gateway, ResponseView
     from tollway.ledger import Ledger
-    from tollway.provider import Provider
+    from tollway.provider import Provider, ProviderResult
     from tollway.spans import SpanSink
     from tollway.state import StateLocation
+
+
+#: The phases of ``admit``, in the order they run (see its docstring).
+ADMIT_PHASES = ("limits", "policy", "model", "request", "budget")
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,6 +125,7 @@ if TYPE_CHECKING:
 
 
 @hookspec
+@calls("all", sync_only=True)
 def register_providers(register: Callable[[type[Provider]], None]) -> None:
     """Register provider adapter classes.
 
@@ -126,13 +143,14 @@ def register_providers(register: Callable[[type[Provider]], None]) -> None:
         (``"openai"``, ``"anthropic"``, …) is the value of ``type`` in a ``[[providers]]``
         table. Registering the same class twice is harmless.
     :returns: nothing.
-    :raises tollway._plugins.PluginLoadError: raised by ``register`` (start-up stops) when a
+    :raises tollway.plugins.PluginLoadError: raised by ``register`` (start-up stops) when a
         class has an empty ``type``, or when two different classes are registered for one type
         (the message names both modules).
     """
 
 
 @hookspec
+@calls("all", sync_only=True)
 def register_settings(register: Callable[[str, type[Any]], None]) -> None:
     """Declare a plugin's settings section.
 
@@ -152,12 +170,13 @@ def register_settings(register: Callable[[str, type[Any]], None]) -> None:
         into ``cls``: an attrs class (preferably ``@attrs.frozen``) whose fields all have
         defaults, so that an absent section yields the defaults.
     :returns: nothing.
-    :raises tollway._plugins.PluginLoadError: raised by ``register`` (start-up stops) when two
+    :raises tollway.plugins.PluginLoadError: raised by ``register`` (start-up stops) when two
         plugins register the same name.
     """
 
 
 @hookspec
+@calls("all", sync_only=True)
 def register_guardrail_evaluators(register: Callable[[str, Any], None]) -> None:
     """Register guardrail evaluators by name (``"pii"``, ``"webhook"``, …).
 
@@ -179,6 +198,7 @@ def register_guardrail_evaluators(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
+@calls("all", sync_only=True)
 def register_commands(cli: click.Group) -> None:
     """Add sub-commands to the ``tollway`` CLI.
 
@@ -203,6 +223,7 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
+@calls("all", sync_only=True)
 def register_routes(app: Quart, gateway: Gateway) -> None:
     """Add HTTP routes to the gateway's Quart application.
 
@@ -218,13 +239,14 @@ def register_routes(app: Quart, gateway: Gateway) -> None:
     :param app: the ``quart.Quart`` application.
     :param gateway: the ``tollway.gateway.Gateway``.
     :returns: nothing.
-    :raises tollway._plugins.PluginLoadError: raised by the core (start-up stops) when a route
+    :raises tollway.plugins.PluginLoadError: raised by the core (start-up stops) when a route
         takes over a path the core owns: anything under ``/v1/``, ``/healthz``, ``/startupz``
         and ``/readyz``.
     """
 
 
 @hookspec
+@calls("all", sync_only=True)
 def register_span_sinks(register: Callable[[SpanSink], None], gateway: Gateway) -> None:
     """Offer an in-process destination for this gateway's own request spans.
 
@@ -245,6 +267,7 @@ def register_span_sinks(register: Callable[[SpanSink], None], gateway: Gateway) 
 
 
 @hookspec
+@calls("all", sync_only=True)
 def register_ledgers(register: Callable[[Ledger], None], gateway: Gateway) -> None:
     """Offer an in-process spend ledger, so that spend is recorded without HTTP to this process.
 
@@ -271,6 +294,7 @@ def register_ledgers(register: Callable[[Ledger], None], gateway: Gateway) -> No
 
 
 @hookspec
+@calls("each")
 def gateway_started(gateway: Gateway) -> None:
     """The gateway is about to accept traffic: open connections, load data, start tasks.
 
@@ -293,6 +317,7 @@ def gateway_started(gateway: Gateway) -> None:
 
 
 @hookspec
+@calls("isolated")
 def gateway_stopping(gateway: Gateway) -> None:
     """The gateway has drained: flush and close what ``gateway_started`` opened.
 
@@ -310,6 +335,7 @@ def gateway_stopping(gateway: Gateway) -> None:
 
 
 @hookspec
+@calls("all", sync_only=True)
 def readiness_checks(gateway: Gateway) -> dict[str, Callable[[], Any]] | None:
     """Return named readiness checks for ``/readyz``.
 
@@ -338,6 +364,7 @@ def readiness_checks(gateway: Gateway) -> dict[str, Callable[[], Any]] | None:
 
 
 @hookspec
+@calls("all", sync_only=True)
 def describe_state(state: StateLocation, gateway: Gateway | None) -> dict[str, Any] | None:
     """Say where this plugin keeps its state, for ``tollway status`` and ``/readyz``.
 
@@ -365,6 +392,7 @@ def describe_state(state: StateLocation, gateway: Gateway | None) -> dict[str, A
 
 
 @hookspec
+@calls("first")
 def authenticate(ctx: RequestContext, credential: Credential) -> Principal | None:
     """Decide who the caller is.
 
@@ -396,6 +424,7 @@ def authenticate(ctx: RequestContext, credential: Credential) -> Principal | Non
 
 
 @hookspec
+@calls("each", phases=ADMIT_PHASES, default_phase="request")
 def admit(ctx: RequestContext) -> None:
     """Admission control: rate limits, policy rules, model access, budget prechecks.
 
@@ -403,14 +432,25 @@ def admit(ctx: RequestContext) -> None:
     ``ctx.principal``, ``ctx.body``, ``ctx.model`` and ``ctx.stream`` are set. Not called for
     ``GET /v1/models``.
 
-    Call mode: **each**, may be ``async def``. The intended order is rate limits first
-    (``tryfirst``), then policy rules, model access and cache mode (unmarked), then budgets last
-    (``trylast``).
+    Call mode: **each**, may be ``async def``, by phase. The phases run in this order, whatever
+    the plugins are named; declare yours with ``@hookimpl(phase="…")``:
 
-    An implementation may rewrite the request with ``ctx.set_body(new_body)`` (the provider then
-    receives the re-serialised body instead of the client's bytes; a plugin that changes the
-    model, an alias for example, must also assign ``ctx.model``, which the router reads), and
-    may add headers to the client's response, errors included, through
+    1. ``limits``: rate limits (``tollway-rate-limits``), so every request counts and the
+       cheapest refusal comes first. An unphased ``tryfirst`` implementation runs here.
+    2. ``policy``: judge the request as the client sent it (``tollway-policy-rules``; it sees
+       the model the client asked for, before any alias).
+    3. ``model``: resolve and authorise the model (``tollway-model-access``: ``model_aliases``,
+       then ``models_allowed``). Later phases see the resolved ``ctx.model``.
+    4. ``request``: other checks and request rewrites (``tollway-cache-passthrough``'s cache
+       mode). An unphased, unmarked implementation runs here.
+    5. ``budget``: reservations, after every check that may refuse
+       (``tollway-budgets``). An unphased ``trylast`` implementation runs here.
+
+    An implementation may change the model by assigning ``ctx.model`` (an alias, for example):
+    the router reads it, and the core writes it into the upstream body once, when a provider is
+    called, leaving ``ctx.body`` as the client sent it. It may rewrite the rest of the request
+    with ``ctx.set_body(new_body)`` (the provider then receives the re-serialised body instead of
+    the client's bytes), and may add headers to the client's response, errors included, through
     ``ctx.response_headers``. Anything reserved here (a budget reservation, a tokens-per-minute
     pre-debit) must be settled in ``account``, which always runs.
 
@@ -424,6 +464,7 @@ def admit(ctx: RequestContext) -> None:
 
 
 @hookspec
+@calls("each")
 def pre_guardrail(ctx: RequestContext) -> Verdict | None:
     """Judge the request before it is routed.
 
@@ -444,10 +485,41 @@ def pre_guardrail(ctx: RequestContext) -> Verdict | None:
 
 
 @hookspec
+@calls("first")
+def answer(ctx: RequestContext) -> ProviderResult | None:
+    """Answer the request without calling a provider: a cache hit, a mock, a canned refusal.
+
+    Called once per model call, after ``pre_guardrail`` and before ``route``: the request has
+    been admitted and judged, ``ctx.model`` is the resolved model. The core walks the
+    implementations only when a plugin implements the hook.
+
+    Call mode: **first**, may be ``async def``. The first answer wins; no route is built and no
+    provider, circuit breaker or ``before_attempt`` is involved. The answer then takes the same
+    path as a provider's: a complete body goes through ``post_guardrail``, a stream to the
+    client event by event through ``on_stream_chunk`` and ``ctx.stream_listeners``, with the
+    same response headers, and ``account`` runs. The core sets ``ctx.answered_by`` to the
+    plugin's name and the span attribute ``langwatch.answered_by``; ``ctx.attempts`` stays
+    empty. Say what happened on the response with ``ctx.response_headers`` (the response cache
+    sends ``X-LangWatch-Cache: hit``), and set ``ctx.usage`` (``Usage()`` when no tokens were
+    spent, so budgets and token limits charge nothing) and, if you want ``X-LangWatch-Provider``
+    and ``X-LangWatch-Model`` on the response, ``ctx.provider``, ``ctx.provider_type`` and
+    ``ctx.resolved_model``.
+
+    :param ctx: the request's ``tollway.RequestContext``.
+    :returns: a ``tollway.provider.ProviderResult`` to answer with (``status``, ``headers``, and
+        ``body`` bytes or ``events``, an async iterator of complete SSE events, for a stream),
+        or ``None`` to let the next implementation, and then the providers, answer. Anything
+        else is a plugin bug and answers 500.
+    :raises tollway.GatewayError: to refuse the request with that error.
+    """
+
+
+@hookspec
+@calls("first")
 def route(ctx: RequestContext) -> list[RouteTarget] | None:
     """Build the fallback chain for this request.
 
-    Called once per model call, after ``pre_guardrail``.
+    Called once per model call, after ``answer`` when no plugin answered.
 
     Call mode: **first**, may be ``async def``. The core's built-in router is ``trylast``, so
     any plugin's implementation is asked first. It uses ``ctx.principal.chain`` when the key
@@ -468,6 +540,7 @@ def route(ctx: RequestContext) -> list[RouteTarget] | None:
 
 
 @hookspec
+@calls("each")
 def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
     """Admit one provider attempt of the fallback chain: per-provider rate limits, breakers.
 
@@ -489,6 +562,7 @@ def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
 
 
 @hookspec
+@calls("each")
 def filter_models(ctx: RequestContext, models: list[str]) -> None:
     """Edit the ``GET /v1/models`` list: remove what the caller may not use, add what it may.
 
@@ -507,6 +581,7 @@ def filter_models(ctx: RequestContext, models: list[str]) -> None:
 
 
 @hookspec
+@calls("each")
 def post_guardrail(ctx: RequestContext, response: ResponseView) -> Verdict | None:
     """Judge a complete, non-streaming response before the client sees it.
 
@@ -532,6 +607,7 @@ def post_guardrail(ctx: RequestContext, response: ResponseView) -> Verdict | Non
 
 
 @hookspec
+@calls("each", sync_only=True)
 def on_stream_chunk(ctx: RequestContext, chunk: bytearray) -> Verdict | None:
     """See a streaming response on its way to the client, chunk by chunk.
 
@@ -560,6 +636,7 @@ def on_stream_chunk(ctx: RequestContext, chunk: bytearray) -> Verdict | None:
 
 
 @hookspec
+@calls("isolated")
 def account(ctx: RequestContext) -> None:
     """The request is over: settle reservations, record usage, export.
 

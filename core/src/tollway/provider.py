@@ -539,11 +539,11 @@ def upstream_url(base: str, suffix: str, query_string: bytes) -> str:
 
 @functools.cache
 def _installed_classes() -> dict[str, type[Provider]]:
-    from tollway._plugins import build_plugin_manager, provider_classes
-    from tollway.config import PluginSelection
+    """Every installed adapter class by type, read once per process from the entry points
+    (no plugin manager: only the ``register_providers`` functions are called)."""
+    from tollway._plugins import installed_provider_classes
 
-    pm, _ = build_plugin_manager(PluginSelection(), skip_broken=True)
-    return provider_classes(pm)
+    return installed_provider_classes()
 
 
 def outbound_problems(

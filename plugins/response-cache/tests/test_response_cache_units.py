@@ -198,7 +198,7 @@ def test_validate_config() -> None:
 
 def _runtime(wait: float = 5.0) -> Runtime:
     settings = ResponseCacheSettings(coalesce_wait_seconds=wait)
-    return Runtime(settings, MemoryStore(100, 10_000), "response-cache")
+    return Runtime(settings, MemoryStore(100, 10_000))
 
 
 def test_single_flight_in_process() -> None:

@@ -311,12 +311,7 @@ class AnthropicWireProvider(Provider):
             return await self._send_chat(ctx, target, http)
         forget_dropped(ctx)
         url = self.messages_url(ctx.query_string)
-        if target.model != ctx.model:
-            body = dict(ctx.body)
-            body["model"] = target.model
-            payload = orjson.dumps(body)
-        else:
-            payload = ctx.body_bytes()
+        payload = ctx.body_bytes(target.model)
         return await messages_answer(
             ctx, http, url, self._headers(ctx), payload, model=target.model, upstream="Anthropic"
         )

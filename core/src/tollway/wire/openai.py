@@ -163,12 +163,9 @@ class OpenAIWireProvider(Provider):
         return upstream_url(self.base_url, _SUFFIX[endpoint], query_string)
 
     def request_body(self, ctx: RequestContext, target: RouteTarget) -> bytes:
-        """The bytes of a native request: the client's own, unless routing changed the model."""
-        if target.model != ctx.model:
-            body = dict(ctx.body)
-            body["model"] = target.model
-            return orjson.dumps(body)
-        return ctx.body_bytes()
+        """The bytes of a native request: the client's own, unless routing changed the model
+        (then re-serialised once per model by :meth:`RequestContext.body_bytes`)."""
+        return ctx.body_bytes(target.model)
 
     # --- the wire -------------------------------------------------------------------------
 

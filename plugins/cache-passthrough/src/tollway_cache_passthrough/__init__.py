@@ -86,7 +86,7 @@ def _invalid(principal_id: str, problem: str) -> ServiceUnavailable:
     )
 
 
-@hookimpl
+@hookimpl(phase="request")
 def admit(ctx: RequestContext) -> None:
     """Apply the key's ``cache.mode`` to the request body (see the module docstring)."""
     principal = ctx.principal

@@ -1,8 +1,9 @@
 """Per-key model access (SPEC §2, §3): ``model_aliases`` and ``models_allowed``.
 
-In the ``admit`` hook (``trylast``: after rate limits and policy rules) the requested model is
-first resolved through the key's ``model_aliases`` (one hop; the body is rewritten only when the
-model changes, otherwise it is forwarded byte-for-byte), then judged against ``models_allowed``
+In the ``admit`` hook (phase ``model``: after rate limits and policy rules) the requested model
+is first resolved through the key's ``model_aliases`` (one hop: ``ctx.model`` is set to the
+target; the core writes it into the upstream body, which is otherwise forwarded byte-for-byte),
+then judged against ``models_allowed``
 (exact ids and trailing-``*`` globs; ``null`` or absent = every model). A request for
 ``openai/gpt-4o`` is judged as given and as ``gpt-4o`` when ``openai`` names a provider type or
 a provider. ``filter_models`` applies the same rules to ``GET /v1/models`` and lists the aliases.
@@ -17,11 +18,13 @@ import orjson
 from tollway import (
     ModelNotAllowed,
     Principal,
+    QualifiedModel,
     RequestContext,
     ServiceUnavailable,
     Stash,
     StashKey,
     hookimpl,
+    parse_qualified_model,
 )
 from tollway_model_access._access import (
     AccessCache,
@@ -59,20 +62,22 @@ def _cache(gateway: Any) -> AccessCache:
     return cache
 
 
-def _names_provider(gateway: Any, principal: Principal, name: str) -> bool:
-    """Whether ``name`` (the part before ``/``) is a provider type or a provider's name."""
+def _names_provider(gateway: Any, principal: Principal, qualified: QualifiedModel) -> bool:
+    """Whether the qualifier names an installed provider type, a configured provider, or a
+    provider of the key's chain."""
+    name = qualified.prefix
     if gateway is not None and (name in gateway.provider_classes or name in gateway.providers):
         return True
-    return any(name in (e.provider.type, e.provider.name) for e in principal.chain)
+    return any(qualified.names(e.provider.type, e.provider.name) for e in principal.chain)
 
 
 def admitted(access: ModelAccess, model: str, gateway: Any, principal: Principal) -> bool:
     """``models_allowed`` judged on ``model`` and, for ``provider/model``, on the bare model."""
     if access.allows(model):
         return True
-    first, sep, rest = model.partition("/")
-    return bool(sep and rest) and (
-        access.allows(rest) and _names_provider(gateway, principal, first)
+    qualified = parse_qualified_model(model)
+    return qualified is not None and (
+        access.allows(qualified.model) and _names_provider(gateway, principal, qualified)
     )
 
 
@@ -114,12 +119,12 @@ def _refusal(
     )
 
 
-@hookimpl
+@hookimpl(phase="model")
 def admit(ctx: RequestContext) -> None:
     """Resolve the key's alias for the requested model, then apply ``models_allowed``.
 
-    Unmarked: after the rate limiter (``tryfirst``) and policy rules (unmarked, registered
-    later so called earlier), before budgets (``trylast``) — SPEC §4's order."""
+    Phase ``model``: after rate limits and policy rules (which judge the model as asked),
+    before the request rewrites and budgets (which see the resolved model)."""
     principal = ctx.principal
     if principal is None:
         return
@@ -134,7 +139,7 @@ def admit(ctx: RequestContext) -> None:
     if access.aliases:
         target = access.aliases.get(requested)
         if target is not None:
-            ctx.set_body({**ctx.body, "model": target})
+            # The context owns the model; the core writes it into the upstream body once.
             ctx.model = model = target
     if access.rules is None or admitted(access, model, ctx.gateway, principal):
         return

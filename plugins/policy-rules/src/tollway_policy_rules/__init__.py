@@ -147,7 +147,7 @@ def _cache(gateway: Any) -> RulesCache:
     return cache
 
 
-@hookimpl
+@hookimpl(phase="policy")
 def admit(ctx: RequestContext) -> None:
     """Judge the request against the key's ``policy_rules`` (no-op without them)."""
     principal = ctx.principal

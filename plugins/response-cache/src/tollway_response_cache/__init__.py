@@ -7,14 +7,16 @@ endpoint, resolved model, body, stream flag — see :mod:`tollway_response_cache
 included, without an upstream call. ``X-LangWatch-Cache: hit|miss|bypass|force`` on the
 response says what happened.
 
-How it fits the pipeline (authenticate → admit → pre_guardrail → route → dispatch → account):
+How it fits the pipeline (authenticate → admit → pre_guardrail → answer → route → dispatch →
+account):
 
-* ``route`` (``tryfirst``) looks the request up. A hit routes it to the plugin's replay
-  provider (:class:`~tollway_response_cache._provider.ReplayProvider`), so rate limits (in
-  ``admit``) still count it while budgets see no usage. A miss defers to the next router and
-  marks the request for capture. Concurrent identical misses coalesce: the first calls the
-  upstream, the others wait for its answer (in-process; across replicas through a Redis fill
-  lock).
+* ``answer`` looks the request up. A hit is answered from the cache directly
+  (:func:`~tollway_response_cache._provider.replay`): no route, no provider, no circuit
+  breaker; rate limits (in ``admit``) still count it while budgets see no usage, and the reply
+  goes through post guardrails, stream listeners and ``account`` like a provider's. A miss
+  defers to the router and marks the request for capture. Concurrent identical misses coalesce:
+  the first calls the upstream, the others wait for its answer (in-process; across replicas
+  through a Redis fill lock).
 * ``post_guardrail`` (``tryfirst``) keeps a miss's complete body; a per-request stream listener
   (registered first) buffers a miss's stream as it is relayed.
 * ``account`` stores the answer when the call succeeded (status < 400, no mid-stream failure,
@@ -27,8 +29,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from tollway import BadRequest, RequestContext, RouteTarget, StashKey, hookimpl, quote_input
-from tollway.config import ProviderConfig
+from tollway import BadRequest, RequestContext, StashKey, hookimpl, quote_input
 from tollway.redis import round_trip_deadline, shared
 from tollway.sse import SSESplitter
 from tollway_response_cache._entry import Entry, decode, encode
@@ -40,19 +41,14 @@ from tollway_response_cache._key import (
     cacheable_temperature,
 )
 from tollway_response_cache._metrics import OUTCOMES
-from tollway_response_cache._provider import (
-    PROVIDER_ID,
-    PROVIDER_TYPE,
-    REQUEST,
-    ReplayProvider,
-)
+from tollway_response_cache._provider import REQUEST, replay
 from tollway_response_cache._settings import NAME, ResponseCacheSettings
 from tollway_response_cache._state import RequestState, Runtime
 from tollway_response_cache._store import MemoryStore, RedisStore, now_ms
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway, ResponseView
-    from tollway.provider import Provider
+    from tollway.provider import ProviderResult
 
 __all__ = [
     "DEFAULT_TTL_S",
@@ -60,7 +56,6 @@ __all__ = [
     "IGNORED_FIELDS",
     "KEYED_HEADERS",
     "Entry",
-    "ReplayProvider",
     "ResponseCacheSettings",
     "cache_digest",
     "cache_scope",
@@ -119,11 +114,6 @@ def register_settings(register: Callable[[str, type[Any]], None]) -> None:
 
 
 @hookimpl
-def register_providers(register: Callable[[type[Provider]], None]) -> None:
-    register(ReplayProvider)
-
-
-@hookimpl
 async def gateway_started(gateway: Gateway) -> None:
     settings: ResponseCacheSettings = gateway.settings.plugin(NAME)
     problems = settings.problems()
@@ -138,10 +128,7 @@ async def gateway_started(gateway: Gateway) -> None:
         store = RedisStore(redis.client, settings.key_prefix, deadline)
     else:
         store = MemoryStore(settings.max_entries, settings.max_memory_bytes)
-    provider = gateway.provider_for(
-        ProviderConfig(name=PROVIDER_ID, type=PROVIDER_TYPE, id=PROVIDER_ID)
-    )
-    runtime = Runtime(settings, store, provider.key, redis)
+    runtime = Runtime(settings, store, redis)
     gateway.stash[_RUNTIME] = runtime
     if isinstance(store, RedisStore):
         status = await runtime.check()
@@ -183,8 +170,8 @@ def _outcome(ctx: RequestContext, outcome: str) -> None:
 
 
 @hookimpl(tryfirst=True)
-async def route(ctx: RequestContext) -> list[RouteTarget] | None:
-    """Serve a hit from the cache (see the module docstring); ``None`` defers on a miss."""
+async def answer(ctx: RequestContext) -> ProviderResult | None:
+    """Answer a hit from the cache (see the module docstring); ``None`` defers on a miss."""
     principal = ctx.principal
     if principal is None:
         return None
@@ -236,7 +223,7 @@ async def route(ctx: RequestContext) -> list[RouteTarget] | None:
     if entry is not None and entry.stream == ctx.stream:
         state.entry = entry
         _outcome(ctx, "hit")
-        return [RouteTarget(runtime.provider_key, ctx.model)]
+        return replay(ctx, entry)
     state.capture = True
     if ctx.stream:
         state.stream_buffer = bytearray()

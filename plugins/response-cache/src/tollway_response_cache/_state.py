@@ -65,18 +65,16 @@ class RequestState:
 
 
 class Runtime:
-    """One gateway's cache: the store, the in-process flights, the replay provider's key."""
+    """One gateway's cache: the store and the in-process flights."""
 
     def __init__(
         self,
         settings: ResponseCacheSettings,
         store: MemoryStore | RedisStore,
-        provider_key: str,
         facility: RedisFacility | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.provider_key = provider_key
         #: The gateway's Redis (None: in process), released at :meth:`close`.
         self.facility = facility
         self.flights: dict[str, asyncio.Future[Entry | None]] = {}

@@ -221,8 +221,8 @@ def span_attributes(ctx: RequestContext) -> dict[str, AttrValue]:
         a["langwatch.guardrail.decision"] = "block"
         if ctx.stream and ctx.terminated_at_chunk is not None:
             direction = "stream_chunk"
-        elif any(x.outcome == "ok" for x in ctx.attempts):
-            direction = "post"
+        elif ctx.answered_by is not None or any(x.outcome == "ok" for x in ctx.attempts):
+            direction = "post"  # an answer existed (a provider's, or a plugin's via `answer`)
         else:
             direction = "pre"
         a["langwatch.guardrail.direction"] = direction

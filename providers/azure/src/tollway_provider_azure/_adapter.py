@@ -11,8 +11,6 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-import orjson
-
 from tollway import RequestContext, RouteTarget
 from tollway.config import ProviderConfig
 from tollway.wire.openai import OpenAIWireProvider
@@ -256,8 +254,5 @@ class AzureOpenAIProvider(OpenAIWireProvider):
     def request_body(self, ctx: RequestContext, target: RouteTarget) -> bytes:
         if ctx.endpoint == "responses":
             # The Responses API picks the deployment from the body's model.
-            deployment = self._deployment(target)
-            if ctx.body.get("model") != deployment:
-                return orjson.dumps({**ctx.body, "model": deployment})
-            return ctx.body_bytes()
+            return ctx.body_bytes(self._deployment(target))
         return super().request_body(ctx, target)

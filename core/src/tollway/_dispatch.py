@@ -1,0 +1,258 @@
+"""Dispatch: try the fallback chain in order, behind circuit breakers and ``before_attempt``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from tollway._breaker import Breaker
+from tollway._context import RequestContext
+from tollway._errors import (
+    GatewayError,
+    ProviderError,
+    ServiceUnavailable,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamHTTPError,
+    UpstreamTimeout,
+    UpstreamTimeoutError,
+)
+from tollway._types import Attempt, RouteTarget
+from tollway.outbound import ALLOW_CIDRS_ENV
+from tollway.provider import Provider, ProviderResult, UpstreamHTTP
+
+if TYPE_CHECKING:
+    from tollway._hooks import Hooks
+
+__all__ = ["Dispatch", "OutboundRefusedError"]
+
+log = logging.getLogger("tollway.gateway")
+
+
+class Dispatch:
+    """Dispatch with fallback over the route's targets, behind each provider's breaker."""
+
+    # Set by the Gateway.
+    hooks: Hooks
+    http: UpstreamHTTP
+    breakers: dict[str, Breaker]
+    instances: dict[str, Provider]
+
+    async def dispatch(self, ctx: RequestContext) -> ProviderResult:
+        """Try the chain in order; fall back on retryable failures before the first byte.
+
+        Providers whose breaker is open are skipped without waiting for their timeout (not
+        counted as attempts); ``fallback.max_attempts`` in the key's config caps the attempts.
+        """
+        failures: list[tuple[Provider, UpstreamError]] = []
+        skipped: GatewayError | None = None
+        max_attempts = _max_attempts(ctx)
+        for target in ctx.targets:
+            if len(failures) >= max_attempts:
+                break
+            provider = self.instances.get(target.provider)
+            if provider is None:
+                raise ServiceUnavailable(
+                    f"the route names provider {target.provider!r}, which is not configured on "
+                    "this gateway; fix the routing policy or the route plugin",
+                    code="provider_unknown",
+                )
+            breaker = self.breakers.get(provider.key)
+            if breaker is None:
+                breaker = self.breakers[provider.key] = Breaker()
+            if not breaker.allow():
+                ctx.attempts.append(
+                    Attempt(
+                        provider.key,
+                        provider.type,
+                        target.model,
+                        "circuit_open",
+                        None,
+                        "circuit_open",
+                        0.0,
+                    )
+                )
+                continue
+            try:
+                await self.hooks.before_attempt(ctx, target)
+            except GatewayError as exc:
+                breaker.release()
+                skipped = exc
+                ctx.attempts.append(
+                    Attempt(
+                        provider.key, provider.type, target.model, "skipped", None, exc.type, 0.0
+                    )
+                )
+                continue
+            ctx.provider, ctx.provider_type, ctx.resolved_model = (
+                provider.name,
+                provider.type,
+                target.model,
+            )
+            t0 = time.perf_counter()
+            try:
+                result = await provider.send(ctx, target, self.http.for_provider(provider.config))
+                if result.events is not None:
+                    result.events = await _prime(result.events)
+            except UpstreamError as exc:
+                elapsed = time.perf_counter() - t0
+                ctx.upstream_wait_s += elapsed
+                status = getattr(exc, "status", None)
+                if status is None or status >= 500:
+                    breaker.failure()
+                else:
+                    breaker.success()
+                ctx.attempts.append(
+                    Attempt(
+                        provider.key,
+                        provider.type,
+                        target.model,
+                        "error",
+                        status,
+                        exc.reason,
+                        elapsed,
+                    )
+                )
+                log.info(
+                    "provider_attempt_failed provider=%s model=%s reason=%s",
+                    provider.name,
+                    target.model,
+                    exc.reason,
+                )
+                failures.append((provider, exc))
+                if not exc.retryable:
+                    break
+                continue
+            except BaseException:
+                breaker.release()
+                raise
+            breaker.success()
+            elapsed = time.perf_counter() - t0
+            ctx.upstream_wait_s += elapsed
+            ctx.attempts.append(
+                Attempt(provider.key, provider.type, target.model, "ok", result.status, "", elapsed)
+            )
+            return result
+        if not failures:
+            if skipped is not None:
+                raise skipped
+            names = ", ".join(t.provider for t in ctx.targets)
+            raise ServiceUnavailable(
+                f"every provider for this request is failing and temporarily skipped by its "
+                f"circuit breaker ({names}); retry shortly",
+                code="circuit_open",
+                retry_after=5,
+            )
+        error = _exhausted(failures)
+        ctx.attempts_exhausted = not isinstance(error, _PassThrough)
+        raise error
+
+
+class _PassThrough(Exception):
+    def __init__(self, error: UpstreamHTTPError) -> None:
+        self.error = error
+
+
+async def _prime(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Wait for the first upstream event, so a stream that fails before any content can still
+    fall back; then hand back an iterator that yields it first."""
+    it = events.__aiter__()
+    try:
+        first = await it.__anext__()
+    except StopAsyncIteration:
+        first = b""
+
+    async def chained() -> AsyncIterator[bytes]:
+        try:
+            if first:
+                yield first
+            async for chunk in it:
+                yield chunk
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    return chained()
+
+
+def _max_attempts(ctx: RequestContext) -> int:
+    principal = ctx.principal
+    if principal is not None:
+        fallback = principal.config.get("fallback")
+        if isinstance(fallback, dict):
+            value = fallback.get("max_attempts")
+            if isinstance(value, int) and value > 0:
+                return value
+    return len(ctx.targets)
+
+
+_STORE_HINT = (
+    f"the gateway operator can list its network in {ALLOW_CIDRS_ENV}; a stored provider "
+    "cannot set allow_private_network"
+)
+
+
+class _RefusedMixin:
+    """An adapter whose URLs the SSRF guard refuses: every attempt fails before connecting
+    (a failed attempt, so the fallback chain goes on), saying what to fix."""
+
+    name: str
+    refused_because: str
+
+    async def send(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        raise OutboundRefusedError(
+            f"provider {self.name!r} is refused by the SSRF guard: {self.refused_because}"
+        )
+
+
+class OutboundRefusedError(UpstreamConnectError):
+    """An attempt refused by the SSRF guard before any connection was made."""
+
+    reason = "outbound_refused"
+
+
+_REFUSED_CLASSES: dict[type[Provider], type[Provider]] = {}
+
+
+def _refused(provider: Provider, problems: list[str]) -> Provider:
+    cls = type(provider)
+    refused_cls = _REFUSED_CLASSES.get(cls)
+    if refused_cls is None:
+        refused_cls = type(f"Refused{cls.__name__}", (_RefusedMixin, cls), {})
+        _REFUSED_CLASSES[cls] = refused_cls
+    refused = refused_cls(provider.config)
+    refused.refused_because = "; ".join(problems)  # type: ignore[attr-defined]
+    log.warning("provider_refused_by_ssrf_guard provider=%s reason=%s", provider.name, problems[0])
+    return refused
+
+
+def _exhausted(failures: list[tuple[Provider, UpstreamError]]) -> Exception:
+    last_provider, last = failures[-1]
+    if isinstance(last, UpstreamHTTPError) and not last.retryable:
+        # A refusal no other provider can fix (e.g. 400): the client sees it as it is.
+        return _PassThrough(last)
+    if len(failures) == 1:
+        if isinstance(last, UpstreamHTTPError):
+            return _PassThrough(last)
+        if isinstance(last, UpstreamTimeoutError):
+            return UpstreamTimeout(
+                f"provider {last_provider.name} ({last_provider.type}) did not answer in time: "
+                f"{last.message}"
+            )
+        return ProviderError(
+            f"provider {last_provider.name} ({last_provider.type}) failed: {last.message}",
+            code=last.reason,
+        )
+    summary = "; ".join(f"{p.name}: {e.reason}" for p, e in failures)
+    if all(isinstance(e, UpstreamTimeoutError) for _, e in failures):
+        return UpstreamTimeout(f"every provider attempt timed out ({summary})")
+    return ProviderError(
+        f"all {len(failures)} provider attempts failed ({summary}); check the providers' "
+        "status and credentials",
+        code="fallback_exhausted",
+    )

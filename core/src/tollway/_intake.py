@@ -1,0 +1,175 @@
+"""A request's intake: context, key, body (pipeline steps 1 to 5)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from tollway._body import BadEncoding, BodyReader, BodyTooLarge, decode_body
+from tollway._context import CHAT, EMBEDDINGS, MESSAGES, RESPONSES, RequestContext
+from tollway._errors import (
+    BadRequest,
+    InvalidAPIKey,
+    PayloadTooLarge,
+)
+from tollway._ids import new_span_id, new_trace_id, parse_traceparent, request_id
+from tollway._input import (
+    duplicate_key,
+    model_problem,
+    quote_input,
+)
+from tollway._types import Credential
+from tollway.keys import KeyFormatError, check_key_format
+
+if TYPE_CHECKING:
+    from tollway._hooks import Hooks
+
+__all__ = ["ENDPOINT_PATHS", "Intake"]
+
+log = logging.getLogger("tollway.gateway")
+
+
+_KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key")
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    CHAT: ("model", "messages"),
+    MESSAGES: ("model", "messages"),
+    RESPONSES: ("model",),
+    EMBEDDINGS: ("model", "input"),
+}
+ENDPOINT_PATHS = {
+    "/v1/chat/completions": CHAT,
+    "/v1/messages": MESSAGES,
+    "/v1/responses": RESPONSES,
+    "/v1/embeddings": EMBEDDINGS,
+}
+
+
+class Intake:
+    """A request's arrival: its context, its key (``authenticate``), its body read and parsed."""
+
+    # Set by the Gateway.
+    hooks: Hooks
+    max_body: int
+
+    def new_context(
+        self, endpoint: str, method: str, path: str, query: bytes, headers: Any
+    ) -> RequestContext:
+        parent = parse_traceparent(headers.get("traceparent"))
+        if parent is not None:
+            trace_id, parent_span, flags = parent
+        else:
+            trace_id, parent_span, flags = new_trace_id(), None, 1
+        return RequestContext(
+            request_id=request_id(),
+            endpoint=endpoint,
+            method=method,
+            path=path,
+            query_string=query,
+            headers=headers,
+            trace_id=trace_id,
+            span_id=new_span_id(),
+            gateway=self,
+            parent_span_id=parent_span,
+            trace_flags=flags,
+        )
+
+    async def read_body(self, ctx: RequestContext, chunks: AsyncIterator[bytes]) -> None:
+        length = ctx.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise self._too_large()
+        reader = BodyReader(self.max_body)
+        try:
+            async for chunk in chunks:
+                reader.feed(chunk)
+            data = reader.data
+            encoding = ctx.headers.get("content-encoding")
+            if encoding:
+                data = decode_body(data, encoding, self.max_body)
+        except BodyTooLarge:
+            raise self._too_large() from None
+        except BadEncoding as exc:
+            raise BadRequest(exc.message) from None
+        ctx.raw_body = data
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"request body exceeds {self.max_body} bytes (the gateway's "
+            "SERVER_MAX_REQUEST_BODY_BYTES cap); send a smaller body or ask the operator "
+            "to raise the cap"
+        )
+
+    def parse_body(self, ctx: RequestContext) -> None:
+        raw = ctx.raw_body
+        if not raw.strip():
+            raise BadRequest("the request body is empty; send a JSON object")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise BadRequest(
+                f"the request body must be a JSON object, not a JSON {type(body).__name__}"
+            )
+        # The gateway must judge exactly what the provider will act on (SPEC §2).
+        try:
+            duplicate = duplicate_key(raw, body)
+        except ValueError as exc:
+            raise BadRequest(str(exc), code="duplicate_key") from None
+        if duplicate is not None:
+            raise BadRequest(
+                f"the request body names the key {quote_input(duplicate)} twice in one JSON "
+                "object; parsers disagree on which value wins, so this gateway refuses "
+                "duplicate keys. Send each key once",
+                code="duplicate_key",
+            )
+        ctx.body = body
+        for field in _REQUIRED[ctx.endpoint]:
+            if field not in body:
+                raise BadRequest(f"missing required field {field!r}", param=field)
+        model = body["model"]
+        if not isinstance(model, str) or not model:
+            raise BadRequest("'model' must be a non-empty string", param="model")
+        problem = model_problem(model)
+        if problem is not None:
+            raise BadRequest(f"'model' {problem}", code="invalid_model", param="model")
+        ctx.model = model
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool) and stream is not None:
+            raise BadRequest("'stream' must be true or false", param="stream")
+        ctx.stream = bool(stream) and ctx.endpoint != EMBEDDINGS
+        if ctx.endpoint in (CHAT, MESSAGES) and not isinstance(body["messages"], list):
+            raise BadRequest("'messages' must be an array", param="messages")
+
+    async def authenticate(self, ctx: RequestContext) -> None:
+        headers = ctx.headers
+        presented: str | None = None
+        source = ""
+        for name in _KEY_HEADERS:
+            value = headers.get(name)
+            if value:
+                presented, source = value.strip(), name
+                break
+        if presented is not None and source == "authorization":
+            scheme, _, token = presented.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise InvalidAPIKey(
+                    "the Authorization header must be 'Bearer <virtual key>'",
+                    code="malformed_key",
+                )
+            presented = token.strip()
+        try:
+            secret = check_key_format(presented)
+        except KeyFormatError as exc:
+            raise InvalidAPIKey(exc.message, code=exc.code) from None
+        principal = await self.hooks.authenticate(ctx, Credential(secret, source))
+        if principal is None:
+            raise InvalidAPIKey(
+                f"the virtual key {secret[:18]}… is not known to this gateway; check that you "
+                "copied the whole secret, that the key was not deleted, and that the CLI that "
+                "created it uses this gateway's store (`tollway status` compares them)",
+                code="unknown_key",
+            )
+        ctx.principal = principal
