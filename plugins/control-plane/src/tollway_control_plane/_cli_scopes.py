@@ -8,13 +8,7 @@ from typing import Any
 
 import click
 
-from tollway_control_plane._cli_common import (
-    _call,
-    _json_option,
-    _list_command,
-    _show,
-    _table,
-)
+from tollway_control_plane._cli_common import _call, _json_option, _list_command, _show, _table
 
 
 @click.group("scopes")
