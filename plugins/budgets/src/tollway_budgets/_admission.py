@@ -207,14 +207,18 @@ async def admit(ctx: RequestContext) -> None:
         ctx.response_headers[WARNING_HEADER] = f"{counter.budget.scope_type}:{pct}"
         ctx.span_attributes[DECISION] = "block"
         ctx.span_attributes["langwatch.budget.scope"] = counter.budget.label
+        ctx.span_attributes["langwatch.budget.id"] = counter.budget.id
         raise _refusal(counter, spent, reserved, at_us)
     warnings = []
+    warned: list[str] = []
     for counter, spent, reserved in zip(counters, admission.spent, admission.reserved, strict=True):
         pct = _percent(spent + reserved, counter.budget.limit)
         if pct >= threshold:
             warnings.append(f"{counter.budget.scope_type}:{pct}")
+            warned.append(counter.budget.id)
     if warnings:
         ctx.response_headers[WARNING_HEADER] = ",".join(warnings)
         ctx.span_attributes[DECISION] = "warn"
+        ctx.span_attributes["langwatch.budget.id"] = ",".join(warned)
     else:
         ctx.span_attributes[DECISION] = "allow"
