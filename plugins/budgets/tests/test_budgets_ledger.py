@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-import tollway_budgets
 from tollway import hookimpl
 from tollway.config import Settings
 from tollway.gateway import Gateway
 from tollway.ledger import Ledger, LedgerInputError
+from tollway_budgets import _plugin
 from tollway_budgets._client import ControlPlaneUnavailable, LedgerRejected, LocalControlPlane
 
 
@@ -48,9 +48,9 @@ class Offers:
 def test_the_offered_ledger_is_found_without_the_control_plane() -> None:
     book = Book()
     gw = Gateway(Settings(), extra_plugins=[("book", Offers(book))], load_installed=False)
-    assert tollway_budgets._embedded_ledger(gw) is book
+    assert _plugin._embedded_ledger(gw) is book
     bare = Gateway(Settings(), load_installed=False)
-    assert tollway_budgets._embedded_ledger(bare) is None
+    assert _plugin._embedded_ledger(bare) is None
 
 
 def test_local_control_plane_over_a_ledger() -> None:

@@ -30,6 +30,8 @@ from tollway_simulator.common import (
 from tollway_simulator.faults import Fault, parse_fault
 from tollway_simulator.fixtures import read_fixture, split_events
 
+pytest_plugins = ["simulator_fixtures"]
+
 # --------------------------------------------------------------------------- CLI and plugin
 
 

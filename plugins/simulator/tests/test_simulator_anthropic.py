@@ -13,6 +13,8 @@ from simulator_helpers import DATA, USER, _send_recorded, _sse
 
 from tollway_simulator.common import GREETING
 
+pytest_plugins = ["simulator_fixtures"]
+
 # --------------------------------------------------------------------------- messages
 
 

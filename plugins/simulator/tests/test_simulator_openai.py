@@ -21,6 +21,8 @@ from simulator_helpers import (
 
 from tollway_simulator.common import GREETING
 
+pytest_plugins = ["simulator_fixtures"]
+
 # --------------------------------------------------------------------------- chat completions
 
 

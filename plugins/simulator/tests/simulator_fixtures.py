@@ -1,5 +1,6 @@
 """Fixtures of the simulator's tests: one simulator subprocess per test module (``url``) and the
-official SDK clients pointed at it."""
+official SDK clients pointed at it. Registered by each test module with ``pytest_plugins`` (a
+conftest.py here would shadow the repository-wide tests/conftest.py)."""
 
 from __future__ import annotations
 
