@@ -53,43 +53,15 @@ class _Local:
 
 
 class _Remote:
+    """``/api/admin/requests`` through the CLI's remote client (same errors as every command)."""
+
     def __init__(self, url: str, token: str) -> None:
-        import httpx
+        from tollway_control_plane.client import RemoteService
 
-        from tollway_control_plane.admin import PREFIX
-
-        self.url = url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.url + PREFIX,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30.0,
-        )
+        self._service = RemoteService(url, token)
 
     def _call(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        import httpx
-
-        from tollway_control_plane.store import NotFound, StoreError, ValidationError
-
-        try:
-            response = self._http.get(path, params=params)
-        except httpx.HTTPError as exc:
-            raise StoreError(
-                f"cannot reach the control plane at {self.url} ({type(exc).__name__}: {exc}); "
-                "check TOLLWAY_ADMIN_URL"
-            ) from None
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        if response.status_code < 400:
-            return data
-        err = data.get("error", {}) if isinstance(data, dict) else {}
-        message = err.get("message") or f"HTTP {response.status_code}: {response.text[:200]}"
-        if response.status_code == 422:
-            raise ValidationError(err.get("problems") or [message])
-        if response.status_code == 404:
-            raise NotFound(message)
-        raise StoreError(message)
+        return self._service.request("GET", path, params=params)
 
     def get(self, request_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(f"/requests/{quote(request_id, safe='')}")
@@ -100,7 +72,7 @@ class _Remote:
         return result
 
     def close(self) -> None:
-        self._http.close()
+        self._service.close()
 
 
 @contextmanager

@@ -36,8 +36,20 @@ class RemoteService:
     def call(self, name: str, id: str | None = None, body: Any = None) -> Any:
         op = operation(name)
         path = op.path.replace("{id}", quote(id or "", safe=""))
+        return self.request(op.method, path, json=body if op.body else None)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
+        """One admin API request (``path`` under ``/api/admin``); its JSON answer, or the
+        store error the answer's status and envelope mean."""
         try:
-            response = self._http.request(op.method, path, json=body if op.body else None)
+            response = self._http.request(method, path, json=json, params=params)
         except httpx.HTTPError as exc:
             raise StoreError(
                 f"cannot reach the control plane at {self.url} ({type(exc).__name__}: {exc}); "
