@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tollway._context import StashKey
+from tollway._registry import collect
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
@@ -85,22 +86,13 @@ def ledgers(gateway: Gateway) -> list[Ledger]:
     Collected on first use and kept on ``gateway.stash``: call it from ``gateway_started`` or
     later. An object that does not look like a :class:`Ledger` stops start-up naming it.
     """
-    found = gateway.stash.get(_LEDGERS)
-    if found is not None:
-        return found
-    offered: list[Ledger] = []
-
-    def register(ledger: Ledger) -> None:
-        if not isinstance(ledger, Ledger):
-            raise TypeError(
-                f"register_ledgers: {ledger!r} is not a tollway.ledger.Ledger (it needs a "
-                "'name' and async 'record(entries, node_id)' and 'spend(queries)' methods)"
-            )
-        offered.append(ledger)
-
-    gateway.pm.hook.register_ledgers(register=register, gateway=gateway)
-    gateway.stash[_LEDGERS] = offered
-    return offered
+    return collect(
+        gateway,
+        _LEDGERS,
+        "register_ledgers",
+        Ledger,
+        "a 'name' and async 'record(entries, node_id)' and 'spend(queries)' methods",
+    )
 
 
 def ledger(gateway: Gateway) -> Ledger | None:

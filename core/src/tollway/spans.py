@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tollway._context import StashKey
+from tollway._registry import collect
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
@@ -56,19 +57,10 @@ def span_sinks(gateway: Gateway) -> list[SpanSink]:
     Collected on first use and kept on ``gateway.stash``: call it from ``gateway_started`` or
     later. An object that does not look like a :class:`SpanSink` stops start-up naming it.
     """
-    found = gateway.stash.get(_SINKS)
-    if found is not None:
-        return found
-    sinks: list[SpanSink] = []
-
-    def register(sink: SpanSink) -> None:
-        if not isinstance(sink, SpanSink):
-            raise TypeError(
-                f"register_span_sinks: {sink!r} is not a tollway.spans.SpanSink (it needs a "
-                "'name' and an 'export(body, auth_token)' method)"
-            )
-        sinks.append(sink)
-
-    gateway.pm.hook.register_span_sinks(register=register, gateway=gateway)
-    gateway.stash[_SINKS] = sinks
-    return sinks
+    return collect(
+        gateway,
+        _SINKS,
+        "register_span_sinks",
+        SpanSink,
+        "a 'name' and an 'export(body, auth_token)' method",
+    )
