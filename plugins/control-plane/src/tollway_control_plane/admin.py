@@ -8,15 +8,15 @@ so). ``GET /api/admin/openapi.json`` (no token needed) describes it.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from typing import Any
 
 import orjson
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, g, request
 
 from tollway_control_plane._crypto import CredentialError
 from tollway_control_plane.admin_requests import add_routes as add_request_routes
 from tollway_control_plane.admin_requests import openapi_paths as request_paths
+from tollway_control_plane.auth import authenticate
 from tollway_control_plane.protocol import BodyTooLarge, read_body, state
 from tollway_control_plane.service import OPERATIONS, Operation
 from tollway_control_plane.store import DatabaseError, StoreError, ValidationError
@@ -31,6 +31,7 @@ blueprint = Blueprint("tollway_control_plane_admin", __name__, url_prefix=PREFIX
 _ERROR_TYPES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     409: "conflict",
     413: "payload_too_large",
@@ -61,10 +62,14 @@ async def _authorize() -> Response | None:
             "'Authorization: Bearer <token>'",
         )
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        presented.strip().encode(), token.encode()
-    ):
+    principal = (
+        authenticate(token, presented.strip(), store=state().store)
+        if scheme.lower() == "bearer"
+        else None
+    )
+    if principal is None:
         return _error(401, "send the admin token as 'Authorization: Bearer <TOLLWAY_ADMIN_TOKEN>'")
+    g.principal = principal
     return None
 
 
@@ -82,7 +87,9 @@ def _view(op: Operation) -> Any:
                 except orjson.JSONDecodeError as exc:
                     return _error(400, f"the body is not valid JSON: {exc}")
         try:
-            result = await asyncio.to_thread(state().service.call, op.name, kwargs.get("id"), body)
+            result = await asyncio.to_thread(
+                state().service.call, op.name, kwargs.get("id"), body, principal=g.principal
+            )
         except ValidationError as exc:
             return _error(422, exc.message, exc.problems)
         except StoreError as exc:

@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import orjson
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, g, request
 
 from tollway_control_plane.store import DatabaseError, StoreError, ValidationError
 from tollway_control_plane.traces import LIST_FILTERS, get_request, list_requests, span_store
@@ -33,7 +33,7 @@ async def _run(fn: Any, *args: Any) -> Response:
     except ValidationError as exc:
         return _error(422, "validation_error", exc.message, exc.problems)
     except StoreError as exc:
-        kind = "not_found" if exc.status == 404 else "error"
+        kind = {403: "forbidden", 404: "not_found"}.get(exc.status, "error")
         return _error(exc.status, kind, exc.message)
     except DatabaseError as exc:
         return _error(503, "error", str(exc))
@@ -45,13 +45,25 @@ def add_routes(blueprint: Blueprint) -> None:
     from tollway_control_plane.protocol import state
 
     async def requests_list() -> Response:
+        principal = g.principal
         filters = {k: v for k, v in request.args.items() if v != ""}
         spans = span_store(state())
-        return await _run(lambda: {"data": list_requests(spans, filters)})
+
+        def listing() -> Any:
+            principal.require("requests.list")
+            return {"data": list_requests(spans, filters)}
+
+        return await _run(listing)
 
     async def requests_get(id: str) -> Response:
+        principal = g.principal
         spans = span_store(state())
-        return await _run(get_request, spans, id)
+
+        def get() -> Any:
+            principal.require("requests.get")
+            return get_request(spans, id)
+
+        return await _run(get)
 
     blueprint.add_url_rule("/requests", "requests_list", requests_list, methods=["GET"])
     blueprint.add_url_rule("/requests/<id>", "requests_get", requests_get, methods=["GET"])

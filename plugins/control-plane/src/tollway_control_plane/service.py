@@ -22,6 +22,7 @@ from tollway.config import ProviderConfig
 from tollway_control_plane._crypto import mask_secret
 from tollway_control_plane._db import IntegrityError
 from tollway_control_plane._util import UNSET, Unset
+from tollway_control_plane.auth import SUPERUSER, Principal
 from tollway_control_plane.store import (
     PER_END_USER,
     PRIVATE_NETWORK_REFUSED,
@@ -216,9 +217,19 @@ class Service:
     def close(self) -> None:
         self.store.close()
 
-    def call(self, name: str, id: str | None = None, body: Any = None) -> Any:
-        """Run operation ``name`` (``keys.create``…) with its id and JSON body."""
+    def call(
+        self,
+        name: str,
+        id: str | None = None,
+        body: Any = None,
+        *,
+        principal: Principal = SUPERUSER,
+    ) -> Any:
+        """Run operation ``name`` (``keys.create``…) with its id and JSON body, as ``principal``
+        (the CLI on a local store is the super-user; the admin API and the console pass the
+        caller's token); :class:`~tollway_control_plane.auth.Forbidden` when it may not."""
         op = _BY_NAME[name]
+        principal.require(name)
         method = getattr(self, name.replace(".", "_"))
         args: list[Any] = []
         if op.has_id:
