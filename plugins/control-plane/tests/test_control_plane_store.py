@@ -57,7 +57,7 @@ def test_defaults_and_migrations(store: Store, store_url: str) -> None:  # noqa:
     assert [o.id for o in store.list_organizations()] == ["org_default"]
     assert [(t.id, t.name) for t in store.list_teams()] == [("team_default", "default")]
     assert [(p.id, p.team_id) for p in store.list_projects()] == [("proj_default", "team_default")]
-    assert store.db.applied_versions() == {1, 2, 3, 4, 5, 6}
+    assert store.db.applied_versions() == {1, 2, 3, 4, 5, 6, 7}
     assert store.store_id.startswith("store_")
     # Opening again applies nothing and keeps the data (and the store's id).
     store.create_key(name="k")

@@ -1,8 +1,11 @@
 """The admin REST API: ``/api/admin/…`` JSON CRUD over :data:`~tollway_control_plane.service.
-OPERATIONS`, behind ``Authorization: Bearer $TOLLWAY_ADMIN_TOKEN``.
+OPERATIONS`, behind ``Authorization: Bearer <token>``: the bootstrap ``TOLLWAY_ADMIN_TOKEN``
+(the super-user) or an API token (``lw_at_…``, permissions at a scope; see
+:mod:`tollway_control_plane.auth` and :mod:`tollway_control_plane.access`).
 
-Without ``TOLLWAY_ADMIN_TOKEN`` on the control plane the API is off (every call 401, saying
-so). ``GET /api/admin/openapi.json`` (no token needed) describes it.
+Without ``TOLLWAY_ADMIN_TOKEN`` only API tokens minted against the store work (every other
+call 401, saying so). ``GET /api/admin/openapi.json`` (no token needed) describes it, each
+operation with the permission it needs (``x-permission``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from quart import Blueprint, Response, g, request
 from tollway_control_plane._crypto import CredentialError
 from tollway_control_plane.admin_requests import add_routes as add_request_routes
 from tollway_control_plane.admin_requests import openapi_paths as request_paths
-from tollway_control_plane.auth import authenticate
+from tollway_control_plane.auth import TOKEN_PREFIX, authenticate, permission_for
 from tollway_control_plane.protocol import BodyTooLarge, read_body, state
 from tollway_control_plane.service import OPERATIONS, Operation
 from tollway_control_plane.store import DatabaseError, StoreError, ValidationError
@@ -54,23 +57,37 @@ def _error(status: int, message: str, problems: list[str] | None = None) -> Resp
 async def _authorize() -> Response | None:
     if request.path == f"{PREFIX}/openapi.json":
         return None
-    token = state().admin_token
-    if not token:
-        return _error(
-            401,
-            "the admin API is off: set TOLLWAY_ADMIN_TOKEN on the control plane, then send "
-            "'Authorization: Bearer <token>'",
-        )
+    cp = state()
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    principal = (
-        authenticate(token, presented.strip(), store=state().store)
-        if scheme.lower() == "bearer"
-        else None
-    )
+    presented = presented.strip() if scheme.lower() == "bearer" else ""
+    try:
+        principal = await asyncio.to_thread(authenticate, cp.admin_token, presented, store=cp.store)
+    except DatabaseError as exc:
+        return _error(503, str(exc))
     if principal is None:
-        return _error(401, "send the admin token as 'Authorization: Bearer <TOLLWAY_ADMIN_TOKEN>'")
+        return _error(401, _unauthorized_message(cp.admin_token, presented))
     g.principal = principal
     return None
+
+
+def _unauthorized_message(admin_token: str | None, presented: str) -> str:
+    if presented.startswith(TOKEN_PREFIX):
+        return (
+            f"the API token {presented[:12]}… is unknown, revoked or expired; "
+            "`tollway api-tokens list` shows each token's status — create a new one with "
+            "`tollway api-tokens create`"
+        )
+    if not admin_token:
+        return (
+            "the admin API is off for anything but API tokens: TOLLWAY_ADMIN_TOKEN is not set "
+            "on the control plane. Set it (the bootstrap super-user), or mint an API token "
+            "against this store with `tollway api-tokens create --scope … --permissions …`, "
+            "then send 'Authorization: Bearer <token>'"
+        )
+    return (
+        "send the admin token or an API token as 'Authorization: Bearer <token>' "
+        "(TOLLWAY_ADMIN_TOKEN, or a lw_at_… secret from `tollway api-tokens create`)"
+    )
 
 
 def _view(op: Operation) -> Any:
@@ -121,6 +138,18 @@ async def openapi_document() -> Response:
 
 # --- OpenAPI ----------------------------------------------------------------------------------
 
+
+def permission_sentence(name: str) -> str:
+    """The sentence an operation's OpenAPI description says its permission with."""
+    needed = permission_for(name)
+    if needed is None:
+        return "Any valid token may call this."
+    return (
+        f"Needs the {needed} permission; an API token scoped to a team or project sees and "
+        "changes only what is in its scope."
+    )
+
+
 _STR = {"type": "string"}
 _ID_PARAM = {
     "name": "id",
@@ -154,6 +183,8 @@ def openapi() -> dict[str, Any]:
         entry: dict[str, Any] = {
             "operationId": op.name.replace(".", "_"),
             "summary": op.summary,
+            "description": permission_sentence(op.name),
+            "x-permission": permission_for(op.name),
             "tags": [op.name.split(".")[0]],
             "responses": {
                 str(op.status): {
@@ -161,6 +192,7 @@ def openapi() -> dict[str, Any]:
                     "content": {"application/json": {"schema": {"type": ["object", "array"]}}},
                 },
                 "401": {"$ref": "#/components/responses/Error"},
+                "403": {"$ref": "#/components/responses/Error"},
                 "404": {"$ref": "#/components/responses/Error"},
                 "409": {"$ref": "#/components/responses/Error"},
                 "422": {"$ref": "#/components/responses/Error"},
@@ -193,7 +225,12 @@ def openapi() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "TOLLWAY_ADMIN_TOKEN"}
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "TOLLWAY_ADMIN_TOKEN (everything) or an API token (lw_at_…: "
+                    "its permissions, in its scope)",
+                }
             },
             "responses": {
                 "Error": {

@@ -1,6 +1,7 @@
 """The request explorer in the admin API: ``GET /api/admin/requests`` (filtered list, newest
 first) and ``GET /api/admin/requests/{id}`` (one request by its ``grq_…`` id), behind the same
-``Authorization: Bearer $TOLLWAY_ADMIN_TOKEN`` as the rest of ``/api/admin``."""
+``Authorization: Bearer <token>`` as the rest of ``/api/admin`` (``requests:read``; a token
+scoped to a team or project sees only its projects' requests)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 import orjson
 from quart import Blueprint, Response, g, request
 
+from tollway_control_plane.access import project_ids
+from tollway_control_plane.auth import permission_for
 from tollway_control_plane.store import DatabaseError, StoreError, ValidationError
 from tollway_control_plane.traces import LIST_FILTERS, get_request, list_requests, span_store
 
@@ -51,7 +54,8 @@ def add_routes(blueprint: Blueprint) -> None:
 
         def listing() -> Any:
             principal.require("requests.list")
-            return {"data": list_requests(spans, filters)}
+            projects = project_ids(state().service, principal)
+            return {"data": list_requests(spans, filters, projects=projects)}
 
         return await _run(listing)
 
@@ -61,7 +65,7 @@ def add_routes(blueprint: Blueprint) -> None:
 
         def get() -> Any:
             principal.require("requests.get")
-            return get_request(spans, id)
+            return get_request(spans, id, projects=project_ids(state().service, principal))
 
         return await _run(get)
 
@@ -88,6 +92,9 @@ def openapi_paths(prefix: str) -> dict[str, Any]:
             "get": {
                 "operationId": "requests_list",
                 "summary": "List recent gateway requests, newest first",
+                "description": "Needs the requests:read permission; a token scoped to a team or "
+                "project sees only its projects' requests.",
+                "x-permission": permission_for("requests.list"),
                 "tags": ["requests"],
                 "parameters": [
                     {
@@ -105,6 +112,7 @@ def openapi_paths(prefix: str) -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
                     "401": _ERR,
+                    "403": _ERR,
                     "422": _ERR,
                 },
             }
@@ -113,6 +121,9 @@ def openapi_paths(prefix: str) -> dict[str, Any]:
             "get": {
                 "operationId": "requests_get",
                 "summary": "One gateway request by its X-LangWatch-Request-Id (grq_…)",
+                "description": "Needs the requests:read permission; another project's request "
+                "is 404 to a token scoped to a team or project.",
+                "x-permission": permission_for("requests.get"),
                 "tags": ["requests"],
                 "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STR}],
                 "responses": {
@@ -122,6 +133,7 @@ def openapi_paths(prefix: str) -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     },
                     "401": _ERR,
+                    "403": _ERR,
                     "404": _ERR,
                 },
             }

@@ -9,24 +9,32 @@ the admin API, the console and the CLI alike, so there is one place that decides
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from tollway_control_plane._errors import StoreError
+from tollway_control_plane._errors import StoreError, ValidationError
 
 if TYPE_CHECKING:
     from tollway_control_plane.store import Store
 
 __all__ = [
+    "IMPLIED",
     "OPERATION_PERMISSIONS",
     "PERMISSIONS",
     "SUPERUSER",
+    "TOKEN_PREFIX",
     "Forbidden",
     "Principal",
     "authenticate",
+    "parse_permissions",
     "permission_for",
+    "principal_for_token",
 ]
+
+#: How an API token's secret starts (a virtual key's starts ``lw_vk_``).
+TOKEN_PREFIX = "lw_at_"
 
 #: Every permission an API token can hold (``resource:verb``, the reference's spelling).
 PERMISSIONS: tuple[str, ...] = (
@@ -77,6 +85,17 @@ OPERATION_PERMISSIONS: dict[str, str | None] = {
     "store.info": None,
     "requests.list": "requests:read",
     "requests.get": "requests:read",
+    "api_tokens.create": "apiTokens:manage",
+    "api_tokens.list": "apiTokens:manage",
+    "api_tokens.get": "apiTokens:manage",
+    "api_tokens.revoke": "apiTokens:manage",
+}
+
+
+#: Permissions that include another: the reference's ``modelProviders:update`` sets up a
+#: project's model providers, adding new ones included (its migration guide's token has only it).
+IMPLIED: dict[str, frozenset[str]] = {
+    "modelProviders:update": frozenset({"modelProviders:create"}),
 }
 
 
@@ -106,10 +125,24 @@ class Principal:
     scope_id: str | None = None
     superuser: bool = False
     token_id: str | None = None
+    #: The scope's place in the tree (a team token knows its organization, a project token its
+    #: team and organization): what the service compares a resource's place with.
+    organization_id: str | None = None
+    team_id: str | None = None
+    project_id: str | None = None
+
+    @property
+    def scope_label(self) -> str:
+        """``project:proj_x``; ``installation`` for the super-user."""
+        if self.superuser or self.scope_id is None:
+            return "installation"
+        return f"{self.scope_kind}:{self.scope_id}"
 
     def can(self, permission: str | None) -> bool:
         """Whether the caller holds ``permission`` (at its own scope)."""
-        return permission is None or self.superuser or permission in self.permissions
+        if permission is None or self.superuser or permission in self.permissions:
+            return True
+        return any(permission in IMPLIED.get(held, ()) for held in self.permissions)
 
     def require(self, operation: str) -> None:
         """Raise :class:`Forbidden` unless the caller may run ``operation``."""
@@ -124,12 +157,67 @@ class Principal:
 SUPERUSER = Principal("admin token", frozenset(PERMISSIONS), superuser=True)
 
 
+def parse_permissions(value: str | Iterable[Any]) -> tuple[str, ...]:
+    """``"virtualKeys:create, budgets:update"`` (or a list) → the permissions, in
+    :data:`PERMISSIONS` order without repeats; :class:`ValidationError` naming the valid ones
+    when one is unknown or none is given. ``*`` (or ``all``) stands for every permission."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    wanted: set[str] = set()
+    unknown: list[str] = []
+    for item in items:
+        text = item.strip() if isinstance(item, str) else item
+        if text in ("*", "all"):
+            wanted.update(PERMISSIONS)
+        elif isinstance(text, str) and text in PERMISSIONS:
+            wanted.add(text)
+        elif text != "":
+            unknown.append(repr(text)[:80])
+    if unknown:
+        raise ValidationError(
+            f"permissions: unknown {', '.join(unknown)}; valid: {', '.join(PERMISSIONS)} "
+            "(or * for all)"
+        )
+    if not wanted:
+        raise ValidationError(
+            f"permissions: give at least one of {', '.join(PERMISSIONS)} (comma-separated)"
+        )
+    return tuple(p for p in PERMISSIONS if p in wanted)
+
+
+def principal_for_token(token: Any) -> Principal:
+    """The principal of a stored API token (an :class:`~tollway_control_plane._api_tokens.
+    ApiToken`)."""
+    scope_ids = {
+        "organization": token.organization_id,
+        "team": token.team_id,
+        "project": token.project_id,
+    }
+    return Principal(
+        f"API token {token.id} ({token.name})",
+        frozenset(token.permissions),
+        scope_kind=token.scope_type,
+        scope_id=scope_ids[token.scope_type],
+        token_id=token.id,
+        organization_id=token.organization_id,
+        team_id=token.team_id,
+        project_id=token.project_id,
+    )
+
+
 def authenticate(
     admin_token: str | None, presented: str, *, store: Store | None = None
 ) -> Principal | None:
     """The principal ``presented`` (a bearer secret) stands for, or ``None``: the bootstrap
     ``admin_token``, or (given the ``store``) an API token that is neither revoked nor
-    expired."""
+    expired. API tokens work with or without an admin token. Look-ups are cached for about a
+    second (:meth:`~tollway_control_plane.store.Store.resolve_api_token`): a revocation takes
+    effect on every replica within that second."""
+    if not presented:
+        return None
     if admin_token and hmac.compare_digest(presented.encode(), admin_token.encode()):
         return SUPERUSER
+    if store is not None and presented.startswith(TOKEN_PREFIX):
+        token = store.resolve_api_token(presented)
+        if token is not None:
+            return principal_for_token(token)
     return None

@@ -1,5 +1,5 @@
 """The control plane's ``tollway`` commands (SPEC §8): ``virtual-keys``, ``model-providers``,
-``routing-policies``, ``gateway-budgets``, ``scopes`` and ``control-plane``.
+``routing-policies``, ``gateway-budgets``, ``scopes``, ``api-tokens`` and ``control-plane``.
 
 They work on the store that ``tollway serve`` would use — resolved by
 :func:`tollway.state.cli_state` from ``--config`` / ``--data-dir`` and the environment, see
@@ -34,6 +34,7 @@ from tollway_control_plane._cli_common import open_local_store as open_local_sto
 from tollway_control_plane._cli_keys import virtual_keys
 from tollway_control_plane._cli_providers import model_providers, routing_policies
 from tollway_control_plane._cli_scopes import scopes
+from tollway_control_plane._cli_tokens import api_tokens
 
 if TYPE_CHECKING:
     from tollway.state import StateLocation
@@ -152,6 +153,7 @@ def add_commands(cli: click.Group) -> None:
         scopes,
         control_plane,
         requests_group,
+        api_tokens,
     ):
         cli.add_command(add_state_options(command))
     add_alias = getattr(cli, "add_alias", None)

@@ -22,6 +22,7 @@ from tollway.config import ProviderConfig
 from tollway_control_plane._crypto import mask_secret
 from tollway_control_plane._db import IntegrityError
 from tollway_control_plane._util import UNSET, Unset
+from tollway_control_plane.access import Access
 from tollway_control_plane.auth import SUPERUSER, Principal
 from tollway_control_plane.store import (
     PER_END_USER,
@@ -82,6 +83,10 @@ OPERATIONS: list[Operation] = [
     Operation("scopes.list", "GET", "/scopes", summary="Organizations, teams and projects"),
     Operation("scopes.create", "POST", "/scopes", True, 201, summary="Create a team or project"),
     Operation("store.info", "GET", "/store", summary="The store's id and kind (no secrets)"),
+    Operation("api_tokens.create", "POST", "/api-tokens", True, 201, "Create an API token"),
+    Operation("api_tokens.list", "GET", "/api-tokens", summary="List API tokens (no secrets)"),
+    Operation("api_tokens.get", "GET", "/api-tokens/{id}", summary="Get one API token"),
+    Operation("api_tokens.revoke", "POST", "/api-tokens/{id}/revoke", summary="Revoke, for good"),
 ]
 _BY_NAME = {op.name: op for op in OPERATIONS}
 _RESOURCE = {
@@ -90,6 +95,7 @@ _RESOURCE = {
     "policies": "routing policy",
     "budgets": "budget",
     "scopes": "scope",
+    "api_tokens": "API token",
 }
 
 
@@ -227,9 +233,12 @@ class Service:
     ) -> Any:
         """Run operation ``name`` (``keys.create``…) with its id and JSON body, as ``principal``
         (the CLI on a local store is the super-user; the admin API and the console pass the
-        caller's token); :class:`~tollway_control_plane.auth.Forbidden` when it may not."""
+        caller's token); :class:`~tollway_control_plane.auth.Forbidden` when it may not. A
+        token scoped below the installation works only in its scope's subtree
+        (:mod:`tollway_control_plane.access`: this is the one place that checks it)."""
         op = _BY_NAME[name]
         principal.require(name)
+        access = None if principal.superuser else Access(self, principal)
         method = getattr(self, name.replace(".", "_"))
         args: list[Any] = []
         if op.has_id:
@@ -239,11 +248,19 @@ class Service:
                     "letters, digits and _ - . : @"
                 )
             args.append(id)
+            if access is not None:
+                access.check_target(name, str(id))
         if op.body:
             check_body(name, body)
-            args.append(_body(body))
+            checked = _body(body)
+            if access is not None and name.endswith(".create"):
+                checked = access.check_create(name, checked)
+                if name == "api_tokens.create":
+                    checked = {**checked, "created_by": principal.name}
+            args.append(checked)
         try:
-            return method(*args)
+            result = method(*args)
+            return access.filter(name, result) if access and name.endswith(".list") else result
         except IntegrityError as exc:  # a concurrent write removed what this one refers to
             raise Conflict(
                 f"the change conflicts with another one made at the same time ({exc}); retry"
@@ -522,6 +539,28 @@ class Service:
             project = self.store.create_project(name, team_id)
             return {"type": kind, **project.to_json()}
         raise ValidationError("type: must be organization, team or project")
+
+    # --- API tokens ---------------------------------------------------------------------
+
+    def api_tokens_create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        _check_fields(body, ("name", "scope", "permissions", "expires_at", "created_by"))
+        token, secret = self.store.create_api_token(
+            name=_or(_get(body, "name", str, nullable=False), "API token"),
+            scope=_get(body, "scope", str, required=True, nullable=False),
+            permissions=_get(body, "permissions", (str, list), required=True, nullable=False),
+            expires_at=_or(_get(body, "expires_at", str), None),
+            created_by=_or(_get(body, "created_by", str), "admin token or local CLI"),
+        )
+        return {**token.to_json(), "secret": secret}
+
+    def api_tokens_list(self) -> list[dict[str, Any]]:
+        return _each(self.store.list_api_tokens(), lambda t: t.to_json())
+
+    def api_tokens_get(self, token_id: str) -> dict[str, Any]:
+        return self.store.get_api_token(token_id).to_json()
+
+    def api_tokens_revoke(self, token_id: str) -> dict[str, Any]:
+        return self.store.revoke_api_token(token_id).to_json()
 
     # --- the store ----------------------------------------------------------------------
 

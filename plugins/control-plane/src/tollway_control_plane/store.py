@@ -8,7 +8,7 @@ The API is synchronous — the HTTP layer calls it from worker threads
 in the same transaction.
 
 :class:`Store` is composed of one part per resource (``_scopes``, ``_keys``, ``_providers``,
-``_policies``, ``_budgets``, ``_ledger``, on the shared ``_base``); records are in
+``_policies``, ``_budgets``, ``_ledger``, ``_api_tokens``, on the shared ``_base``); records are in
 ``_records``, the vocabulary and single-value checks in ``_values``. Import them all from
 here.
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tollway_control_plane._api_tokens import ApiToken, ApiTokensMixin
 from tollway_control_plane._base import StoreBase, read_store_id, store_target
 from tollway_control_plane._budgets import BudgetsMixin, window_start
 from tollway_control_plane._db import DatabaseError
@@ -100,6 +101,7 @@ __all__ = [
     "ROTATION_GRACE",
     "STORED_PROVIDER_HINT",
     "USAGE_SUMS",
+    "ApiToken",
     "Budget",
     "ChangeEvent",
     "Conflict",
@@ -139,6 +141,7 @@ class Store(
     PoliciesMixin,
     BudgetsMixin,
     LedgerMixin,
+    ApiTokensMixin,
     StoreBase,
 ):
     """The control-plane store. Open with :meth:`open`; thread-safe; close with :meth:`close`.

@@ -352,6 +352,7 @@ class SpanStore:
         since: str | None = None,
         limit: int = 50,
         before_id: int | None = None,
+        project_ids: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Rows, newest first, matching every filter given. ``status`` is ``ok``, ``error``, an
         HTTP status (``429``) or an error type (``rate_limit_exceeded``)."""
@@ -377,6 +378,11 @@ class SpanStore:
         if before_id is not None:
             where.append("id < ?")
             params.append(before_id)
+        if project_ids is not None:
+            if not project_ids:
+                return []
+            where.append(f"project_id IN ({', '.join('?' for _ in project_ids)})")
+            params.extend(project_ids)
         sql = (
             f"SELECT s.id, {_SELECT} FROM request_spans s "
             "LEFT JOIN virtual_keys k ON k.id = s.vk_id"
@@ -587,12 +593,18 @@ class EmbeddedSpanSink:
 # --- queries the CLI and the admin API share ----------------------------------------------------
 
 
-def get_request(spans: SpanStore, request_id: str) -> dict[str, Any]:
+def get_request(
+    spans: SpanStore, request_id: str, *, projects: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The record of one request by its ``grq_…`` id (``X-LangWatch-Request-Id``); raises
-    :class:`~tollway_control_plane.store.NotFound`."""
+    :class:`~tollway_control_plane.store.NotFound` (also when ``projects`` is given and the
+    request is in none of them, with the same message)."""
     from tollway_control_plane.store import NotFound
 
-    rows = spans.get(request_id.strip())
+    # A NUL cannot be in a stored id (and PostgreSQL refuses it in a parameter).
+    rows = [] if "\x00" in request_id else spans.get(request_id.strip())
+    if rows and projects is not None and rows[-1]["project_id"] not in set(projects):
+        rows = []
     if not rows:
         raise NotFound(
             f"no request {request_id!r} is stored (spans are kept "
@@ -607,15 +619,21 @@ def get_request(spans: SpanStore, request_id: str) -> dict[str, Any]:
 LIST_FILTERS = ("key", "project", "model", "status", "since", "limit")
 
 
-def list_requests(spans: SpanStore, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+def list_requests(
+    spans: SpanStore, filters: Mapping[str, Any], *, projects: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
     """Request summaries, newest first. ``filters``: ``key`` (a virtual key id), ``project``,
     ``model`` (as asked), ``status`` (``ok``, ``error``, an HTTP status or an error type),
-    ``since`` (``1h``, ``30m``, ``2d`` or an ISO-8601 time), ``limit`` (1..1000, default 50)."""
+    ``since`` (``1h``, ``30m``, ``2d`` or an ISO-8601 time), ``limit`` (1..1000, default 50).
+    ``projects``: only requests of these projects (``None``: all)."""
     unknown = sorted(set(filters) - set(LIST_FILTERS))
     if unknown:
         raise ValidationError(
             [f"{k}: unknown filter (known: {', '.join(LIST_FILTERS)})" for k in unknown]
         )
+    nul = [k for k, v in filters.items() if "\x00" in str(v)]
+    if nul:
+        raise ValidationError([f"{k}: must not contain a NUL character" for k in sorted(nul)])
     raw_limit = filters.get("limit")
     limit = 50
     if raw_limit not in (None, ""):
@@ -632,5 +650,6 @@ def list_requests(spans: SpanStore, filters: Mapping[str, Any]) -> list[dict[str
         status=(str(filters["status"]).strip().lower() or None) if filters.get("status") else None,
         since=parse_since(filters.get("since")),
         limit=limit,
+        project_ids=projects,
     )
     return [request_record(r, detail=False) for r in rows]

@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 import orjson
 
+from tollway_control_plane.auth import PERMISSIONS, parse_permissions
 from tollway_control_plane.store import (
     BUDGET_WINDOWS,
     ON_BREACH,
@@ -478,6 +479,22 @@ def _scope(description: str, nullable: bool = False) -> Field:
     return Field(body, _string(MAX_EXTERNAL_ID + 32), nullable)
 
 
+def _permissions() -> Field:
+    def check(name: str, value: Any) -> str | None:
+        try:
+            parse_permissions(value if isinstance(value, str | list) else [value])
+        except ValidationError as exc:
+            return exc.message.removeprefix("permissions: ")
+        return None
+
+    item = {"type": "string", "enum": [*PERMISSIONS, "*"]}
+    body = {
+        "description": "permissions, a list or 'a,b' (* for all)",
+        "oneOf": [{"type": "array", "minItems": 1, "items": item}, {"type": "string"}],
+    }
+    return Field(body, check)
+
+
 _KEY_SCOPE = _scope("organization|team|project[:ID]", nullable=True)
 _RATE = _int(1, nullable=True, description="a positive limit; null: no limit")
 _PRIORITY = _int(INT64_MIN, description="lower is tried first")
@@ -560,6 +577,13 @@ BODIES: dict[str, dict[str, Field]] = {
     },
 }
 
+BODIES["api_tokens.create"] = {
+    "name": _name(),
+    "scope": _scope("organization|team:ID|project:ID (default: the calling token's scope)"),
+    "permissions": _permissions(),
+    "expires_at": _time(),
+}
+
 #: Fields a create must have.
 REQUIRED: dict[str, tuple[str, ...]] = {
     "keys.create": ("name",),
@@ -567,6 +591,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "policies.create": ("name", "providers"),
     "budgets.create": ("scope", "limit_usd"),
     "scopes.create": ("type", "name"),
+    "api_tokens.create": ("permissions",),
 }
 
 
