@@ -30,8 +30,15 @@ from control_plane_helpers import (  # noqa: F401 (fixtures)
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tollway_control_plane.auth import PERMISSIONS, authenticate, parse_permissions
-from tollway_control_plane.store import Store, ValidationError, parse_scope
+from tollway_control_plane.auth import (
+    PERMISSIONS,
+    Forbidden,
+    authenticate,
+    parse_permissions,
+    principal_for_token,
+)
+from tollway_control_plane.service import Service
+from tollway_control_plane.store import NotFound, Store, ValidationError, parse_scope
 from tollway_control_plane.traces import SpanRow, SpanStore
 
 ADMIN = "admin-token-for-api-token-tests-0123"
@@ -393,3 +400,49 @@ def test_api_token_works_without_the_admin_token(tmp_path: Path) -> None:
         assert [t["id"] for t in listed] == [created["id"]]
     finally:
         stop(cp.proc)
+
+
+def test_team_token_reads_what_is_above_but_cannot_change_it(setup: Setup) -> None:
+    team, p2 = setup.ids["team"], setup.ids["p2"]
+    with setup.client(ADMIN) as admin:
+        org_provider = admin.post(
+            "/model-providers", json={"type": "openai", "name": "org-wide", "api_key": "sk-x" * 4}
+        ).json()
+    secret = setup.mint(f"team:{team}", "modelProviders:read,modelProviders:update,scopes:read")
+    with setup.client(secret) as api:
+        assert api.get(f"/model-providers/{org_provider['id']}").status_code == 200
+        assert org_provider["id"] in {p["id"] for p in api.get("/model-providers").json()}
+        changed = api.patch(f"/model-providers/{org_provider['id']}", json={"priority": 3})
+        assert changed.status_code == 403 and "organization:" in changed.json()["error"]["message"]
+        assert api.delete(f"/model-providers/{org_provider['id']}").status_code == 403
+        own = api.post("/model-providers", json={"type": "openai", "name": "team-own"})
+        assert own.status_code == 201 and own.json()["scope"] == f"team:{team}"
+        assert api.patch(f"/model-providers/{own.json()['id']}", json={"priority": 2}).is_success
+        scopes = api.get("/scopes").json()
+        assert [t["id"] for t in scopes["teams"]] == [team]
+        assert setup.ids["p1"] in {p["id"] for p in scopes["projects"]}
+        assert p2 not in {p["id"] for p in scopes["projects"]}
+        assert [o["id"] for o in scopes["organizations"]] == ["org_default"]
+        org_only = api.post("/scopes", json={"type": "organization", "name": "mine"})
+        assert org_only.status_code == 403
+
+
+def test_service_applies_the_same_checks_without_http(store: Store) -> None:
+    """What the console does: Service.call with the principal, on SQLite and PostgreSQL."""
+    service = Service(store)
+    mine = store.create_project("mine")
+    other = store.create_project("other")
+    token, _ = store.create_api_token(
+        name="p", scope=f"project:{mine.id}", permissions="virtualKeys:create,virtualKeys:read"
+    )
+    principal = principal_for_token(token)
+    key = service.call("keys.create", body={"name": "k"}, principal=principal)
+    assert key["project_id"] == mine.id
+    with pytest.raises(Forbidden, match=f"project:{mine.id}"):
+        service.call(
+            "keys.create", body={"name": "k", "scope": f"project:{other.id}"}, principal=principal
+        )
+    theirs = service.call("keys.create", body={"name": "t", "scope": f"project:{other.id}"})
+    with pytest.raises(NotFound):
+        service.call("keys.get", theirs["id"], principal=principal)
+    assert [k["id"] for k in service.call("keys.list", principal=principal)] == [key["id"]]
