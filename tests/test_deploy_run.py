@@ -136,6 +136,27 @@ def test_gateway_probe_paths_answer(stack: Stack, tmp_path: Path) -> None:
     assert '"control_plane":"ok"' in checks and "control_plane_store" not in checks
 
 
+def test_embedded_overlay_environment_serves_its_own_control_plane(tmp_path: Path) -> None:
+    """The embedded overlay's environment: the gateway serves the store itself, and its probe
+    paths answer."""
+    objects = render("embedded", tmp_path)
+    ((_, container),) = list(containers(objects))
+    env = plain_env(container)
+    env.update({name: secrets.token_hex(32) for name in GATEWAY_SECRETS})
+    for name in ("SERVER_ADDR", "TOLLWAY_DATA_DIR", "TOLLWAY_CONFIG"):
+        env.pop(name)
+    gateway = start_gateway(tmp_path / "gw", env=env, keys=[])
+    try:
+        for path in sorted(_probe_paths(objects, "tollway-gateway")):
+            assert _status(gateway.url + path) == 200, (path, gateway.logs())
+        with urllib.request.urlopen(gateway.url + "/readyz", timeout=5) as resp:
+            assert '"control_plane_store":"ok"' in resp.read().decode()
+        # The secrets came from the environment: nothing was generated into the data dir.
+        assert not (gateway.data_dir / "gateway-secrets.json").exists()
+    finally:
+        stop(gateway.proc)
+
+
 def test_control_plane_probe_paths_answer(stack: Stack, tmp_path: Path) -> None:
     paths = _probe_paths(render("standalone", tmp_path), "tollway-control-plane")
     paths.add(_healthcheck_path(compose()["services"]["control-plane"]["healthcheck"]["test"]))
