@@ -379,6 +379,10 @@ def test_compose_health_checks_and_urls_match_the_services() -> None:
         assert health.path in GATEWAY_PATHS
         assert [p.split(":")[-1] for p in gateway["ports"]] == [str(health.port)]
         assert set(GATEWAY_SECRETS) <= set(env)
+        mounts = dict(reversed(v.split(":")[:2]) for v in gateway["volumes"])
+        assert mounts["/etc/tollway/tollway.toml"] == "./tollway.toml"
+        data = mounts[dockerfile_env()["TOLLWAY_DATA_DIR"]]
+        assert data == f"{name}-data" and data in compose()["volumes"]
         grace = int(gateway["stop_grace_period"].rstrip("s"))
         drain = float(env["SERVER_DRAIN_DELAY_SECONDS"]) + float(env["SERVER_GRACEFUL_SECONDS"])
         assert grace >= drain
