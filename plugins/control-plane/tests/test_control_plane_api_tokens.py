@@ -27,7 +27,7 @@ from control_plane_helpers import (  # noqa: F401 (fixtures)
     tollway,
     tollway_json,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tollway_control_plane.auth import (
@@ -46,6 +46,7 @@ ADMIN = "admin-token-for-api-token-tests-0123"
 # --- parsing --------------------------------------------------------------------------------
 
 
+@settings(deadline=None)  # parsing is quick; a loaded CI machine is not
 @given(st.lists(st.sampled_from(PERMISSIONS), min_size=1), st.sampled_from(["", " ", "  "]))
 def test_permissions_text_parses_to_the_set_in_canonical_order(chosen: list[str], pad: str) -> None:
     text = ",".join(f"{pad}{p}{pad}" for p in chosen)
@@ -53,6 +54,7 @@ def test_permissions_text_parses_to_the_set_in_canonical_order(chosen: list[str]
     assert parse_permissions(chosen) == parse_permissions(text)
 
 
+@settings(deadline=None)  # parsing is quick; a loaded CI machine is not
 @given(
     st.text(min_size=1, max_size=40).filter(lambda t: t.strip() not in (*PERMISSIONS, "*", "all"))
 )
@@ -73,6 +75,7 @@ def test_no_permission_or_star() -> None:
 _IDS = st.from_regex(r"[A-Za-z0-9_-]{1,30}", fullmatch=True)
 
 
+@settings(deadline=None)  # parsing is quick; a loaded CI machine is not
 @given(st.sampled_from(["organization", "team", "project", "org", "Team"]), _IDS)
 def test_token_scope_text_parses(kind: str, ident: str) -> None:
     expected = {"org": "organization"}.get(kind.lower(), kind.lower())
