@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,3 +297,72 @@ def test_config_errors_inline_and_names_escaped(served: Served, browser: Any) ->
     page.wait_for_load_state()
     assert '"gpt-4o-mini"' in page.input_value("textarea[name=config]")
     assert page.query_selector(".errors") is None
+
+
+def test_done_when_demo_new_user(tmp_path: Path, browser: Any) -> None:
+    """Issue 21's "Done when": ``tollway serve --demo``, open the printed console URL, sign in
+    with the printed admin token, create a key, call with the SDK, find the call by its request
+    id with its cost and attempts."""
+    import openai
+
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LW_", "TOLLWAY_", "OTEL_", "GATEWAY_OTEL_")) and k not in SECRETS_ENV
+    }
+    env["TOLLWAY_DATA_DIR"] = str(tmp_path / "data")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollway", "serve", "--demo", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        console_url = token = None
+        deadline = time.monotonic() + 60
+        while console_url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if m := re.search(r"TOLLWAY_ADMIN_TOKEN=(\S+)", line):
+                token = m.group(1)
+            if m := re.match(r"console: (http://\S+)", line):
+                console_url = m.group(1)
+        assert console_url and token, "".join(lines)
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+
+        page = browser.new_context().new_page()
+        page.set_default_timeout(15_000)
+        page.goto(console_url)
+        page.fill("input[name=token]", token)
+        page.click("button[type=submit]")
+        page.click("nav >> text=Virtual keys")
+        page.fill("#create-key input[name=name]", "my first key")
+        page.click("#create-key button[type=submit]")
+        secret = page.inner_text("code.secret")
+
+        base = console_url.rsplit("/console", 1)[0]
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=secret, max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}]
+        )
+        request_id = raw.headers["x-langwatch-request-id"]
+        page.click("nav >> text=Requests")
+        found_by = time.monotonic() + 15
+        while True:
+            page.fill("input[name=q]", request_id)
+            page.press("input[name=q]", "Enter")
+            page.wait_for_load_state()
+            if page.query_selector("#request-id"):
+                break
+            assert time.monotonic() < found_by, "the demo call never showed up"
+            time.sleep(0.3)
+        assert re.search(r"\d+\.\d+ USD", page.inner_text("#request-cost"))
+        assert "demo-openai" in page.inner_text("#attempts")
+    finally:
+        stop(proc)

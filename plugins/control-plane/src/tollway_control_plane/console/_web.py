@@ -26,7 +26,7 @@ from tollway_control_plane.console.sessions import (
 from tollway_control_plane.protocol import BodyTooLarge, read_body, state
 from tollway_control_plane.store import DatabaseError, NotFound, StoreError, ValidationError
 
-__all__ = ["PREFIX", "blueprint", "call", "can", "form", "render", "sessions"]
+__all__ = ["PREFIX", "blueprint", "call", "can", "form", "project_of", "render", "sessions"]
 
 log = logging.getLogger("tollway_control_plane.console")
 
@@ -72,6 +72,11 @@ def _origin_ok() -> bool:
     return same_origin(
         request.headers.get("origin"), request.headers.get("referer"), scheme, request.host
     )
+
+
+def project_of(principal: Principal) -> str | None:
+    """The one project a project-scoped principal may see (``None``: no such limit)."""
+    return principal.scope_id if principal.scope_kind == "project" else None
 
 
 def can(operation: str) -> bool:

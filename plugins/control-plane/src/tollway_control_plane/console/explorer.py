@@ -11,12 +11,12 @@ from typing import Any
 from quart import Response, g, redirect, request, url_for
 
 from tollway_control_plane.auth import Principal
-from tollway_control_plane.console._web import blueprint, render
+from tollway_control_plane.console._web import blueprint, project_of, render
 from tollway_control_plane.console.charts import latency_split
 from tollway_control_plane.console.queries import request_for_trace
 from tollway_control_plane.protocol import state
-from tollway_control_plane.store import ValidationError
-from tollway_control_plane.traces import get_request, list_requests, span_store
+from tollway_control_plane.store import NotFound, ValidationError
+from tollway_control_plane.traces import SpanStore, get_request, list_requests, span_store
 
 __all__: list[str] = []
 
@@ -36,6 +36,14 @@ async def _as_principal(operation: str, fn: Any, *args: Any) -> Any:
     return await asyncio.to_thread(run)
 
 
+def _visible(spans: SpanStore, request_id: str, project: str | None) -> dict[str, Any]:
+    """The request's record; ``NotFound`` also when it is outside the caller's project."""
+    record = get_request(spans, request_id)
+    if project is not None and record.get("project_id") != project:
+        raise NotFound(f"no request {request_id!r} in project {project}")
+    return record
+
+
 @blueprint.get("/requests")
 async def requests() -> Response:
     q = request.args.get("q", "").strip()
@@ -43,9 +51,16 @@ async def requests() -> Response:
     search_error = None
     if q:
         if q.startswith("grq_"):
-            return redirect(url_for("tollway_console.request_page", request_id=q), 303)  # type: ignore[return-value]
-        if _TRACE_ID.match(q):
-            found = await _as_principal("requests.get", request_for_trace, spans, q.lower())
+            try:
+                await _as_principal("requests.get", _visible, spans, q, project_of(g.principal))
+            except NotFound as exc:
+                search_error = exc.message  # stay here, the search bar at hand
+            else:
+                return redirect(url_for("tollway_console.request_page", request_id=q), 303)  # type: ignore[return-value]
+        elif _TRACE_ID.match(q):
+            found = await _as_principal(
+                "requests.get", request_for_trace, spans, q.lower(), project_of(g.principal)
+            )
             if found:
                 return redirect(url_for("tollway_console.request_page", request_id=found), 303)  # type: ignore[return-value]
             search_error = f"no stored request has trace id {q}"
@@ -55,12 +70,14 @@ async def requests() -> Response:
                 "32-hex-digit trace id; use the filters for the rest"
             )
     filters = {f: request.args.get(f, "").strip() for f in _FILTERS}
+    query = {k: v for k, v in filters.items() if v}
+    project = project_of(g.principal)
+    if project is not None:  # a project's token sees its project's requests only
+        query["project"] = project
     errors: list[str] = []
     rows: list[dict[str, Any]] = []
     try:
-        rows = await _as_principal(
-            "requests.list", list_requests, spans, {k: v for k, v in filters.items() if v}
-        )
+        rows = await _as_principal("requests.list", list_requests, spans, query)
     except ValidationError as exc:
         errors = exc.problems or [exc.message]
     return await render(
@@ -78,5 +95,7 @@ async def requests() -> Response:
 @blueprint.get("/requests/<request_id>")
 async def request_page(request_id: str) -> Response:
     spans = span_store(state())
-    record: dict[str, Any] = await _as_principal("requests.get", get_request, spans, request_id)
+    record: dict[str, Any] = await _as_principal(
+        "requests.get", _visible, spans, request_id, project_of(g.principal)
+    )
     return await render("request.html", r=record, split=latency_split(record))

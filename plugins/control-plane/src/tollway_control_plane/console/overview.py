@@ -8,7 +8,7 @@ import asyncio
 from quart import Response, g
 
 from tollway_control_plane.auth import Principal
-from tollway_control_plane.console._web import blueprint, render
+from tollway_control_plane.console._web import blueprint, project_of, render
 from tollway_control_plane.console.charts import hourly_bars
 from tollway_control_plane.console.queries import Overview
 from tollway_control_plane.console.queries import overview as overview_query
@@ -17,11 +17,6 @@ from tollway_control_plane.store import format_usd
 from tollway_control_plane.traces import span_store
 
 __all__: list[str] = []
-
-
-def project_of(principal: Principal) -> str | None:
-    """The one project a project-scoped principal may see (``None``: no such limit)."""
-    return principal.scope_id if principal.scope_kind == "project" else None
 
 
 @blueprint.get("/")

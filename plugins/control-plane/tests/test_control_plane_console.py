@@ -1,0 +1,245 @@
+"""The console's guard rails over plain HTTP (the browser walkthrough is in
+test_control_plane_console_browser.py): sign-in, the session cookie, CSRF and cross-site posts,
+escaping, secrets shown once, a read-only principal, a project-scoped principal.
+
+Against ``tollway control-plane`` as a subprocess; the principals without a token of their own
+(read-only, project-scoped) are given a session in-process on the same app code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from control_plane_helpers import SECRETS_ENV, cli_env, start_control_plane, stop
+
+ADMIN_TOKEN = "console-http-admin-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    data_dir = tmp_path_factory.mktemp("console-http")
+    proc = start_control_plane(data_dir, env=cli_env(data_dir, TOLLWAY_ADMIN_TOKEN=ADMIN_TOKEN))
+    try:
+        yield proc
+    finally:
+        stop(proc.proc)
+
+
+def _client(cp: Any, origin: str | None = "self") -> httpx.Client:
+    headers = {"origin": cp.url} if origin == "self" else ({"origin": origin} if origin else {})
+    return httpx.Client(base_url=cp.url, headers=headers, timeout=10)
+
+
+def _signed_in(cp: Any) -> httpx.Client:
+    client = _client(cp)
+    r = client.post("/console/login", data={"token": ADMIN_TOKEN})
+    assert r.status_code == 303, r.text
+    return client
+
+
+def _csrf(client: httpx.Client, path: str = "/console/keys") -> str:
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    match = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert match, page.text
+    return match.group(1)
+
+
+def test_start_prints_the_console_url(cp: Any) -> None:
+    assert f"console: {cp.url}/console/ (sign in with TOLLWAY_ADMIN_TOKEN)" in cp.logs()
+
+
+def test_unauthenticated_pages_redirect_to_sign_in(cp: Any) -> None:
+    client = _client(cp)
+    for path in ("/console/", "/console/keys", "/console/requests?key=vk_1", "/console/budgets"):
+        r = client.get(path)
+        assert r.status_code == 303, path
+        assert r.headers["location"].startswith("/console/login?next=/console/"), r.headers
+    # A forged session cookie is no session.
+    forged = _client(cp)
+    forged.cookies.set("tollway_console", "made-up", path="/console")
+    assert forged.get("/console/keys").status_code == 303
+    # The sign-in page and the assets need no session; nothing comes from elsewhere.
+    login = client.get("/console/login")
+    assert login.status_code == 200 and 'name="token"' in login.text
+    assert "http://" not in login.text and "https://" not in login.text
+    assert "default-src 'self'" in login.headers["content-security-policy"]
+    assert client.get("/console/static/console.css").status_code == 200
+    assert client.get("/console/static/console.js").status_code == 200
+
+
+def test_sign_in_sets_a_strict_cookie_and_refuses_bad_tokens(cp: Any) -> None:
+    client = _client(cp)
+    bad = client.post("/console/login", data={"token": "not-the-token"})
+    assert bad.status_code == 401 and "was not accepted" in bad.text
+    assert "set-cookie" not in bad.headers
+    r = client.post("/console/login", data={"token": ADMIN_TOKEN, "next": "/console/budgets"})
+    assert r.status_code == 303 and r.headers["location"] == "/console/budgets"
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console" in cookie
+    assert "Secure" not in cookie  # plain http here; https sets it
+    assert ADMIN_TOKEN not in cookie
+    # next= never leaves the console.
+    for target in ("https://evil.example/", "//evil.example/console", "/api/admin/store"):
+        r = _client(cp).post("/console/login", data={"token": ADMIN_TOKEN, "next": target})
+        assert r.headers["location"] == "/console/", target
+    # A sign-in posted from another site is refused.
+    r = _client(cp, "https://evil.example").post("/console/login", data={"token": ADMIN_TOKEN})
+    assert r.status_code == 403
+
+
+def test_posts_need_the_csrf_token_and_this_origin(cp: Any) -> None:
+    client = _signed_in(cp)
+    csrf = _csrf(client)
+    before = client.get("/console/keys").text.count("<tr>")
+    cases = {
+        "no csrf": (client, {"name": "x"}),
+        "wrong csrf": (client, {"name": "x", "csrf": "A" * 43}),
+    }
+    cross = _client(cp, "https://evil.example")
+    no_origin = _client(cp, None)
+    for other in (cross, no_origin):
+        other.cookies.update(client.cookies)
+    cases["cross-site"] = (cross, {"name": "x", "csrf": csrf})
+    cases["no origin or referer"] = (no_origin, {"name": "x", "csrf": csrf})
+    for label, (c, data) in cases.items():
+        r = c.post("/console/keys", data=data)
+        assert r.status_code == 403, label
+        assert "refused" in r.text, label
+    assert client.get("/console/keys").text.count("<tr>") == before  # nothing was created
+    # With both: created.
+    r = client.post("/console/keys", data={"name": "csrf-ok", "csrf": csrf, "env": "live"})
+    assert r.status_code == 200 and "csrf-ok" in r.text
+
+
+def test_names_are_escaped_and_secrets_shown_once(cp: Any) -> None:
+    client = _signed_in(cp)
+    csrf = _csrf(client)
+    name = "<script>alert(1)</script>"
+    r = client.post("/console/keys", data={"name": name, "csrf": csrf})
+    assert r.status_code == 200
+    assert name not in r.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
+    secret = re.search(r'<code class="secret">(lw_vk_live_\w+)</code>', r.text)
+    assert secret, r.text
+    key_id = re.search(r'href="/console/keys/(vk_\w+)"', r.text)
+    assert key_id
+    for path in ("/console/keys", f"/console/keys/{key_id.group(1)}", "/console/"):
+        page = client.get(path)
+        assert page.status_code == 200
+        assert secret.group(1) not in page.text, path
+        assert name not in page.text, path
+    assert r.headers["cache-control"] == "no-store"
+    # Search matches names; the search text is escaped too.
+    listed = client.get("/console/keys", params={"q": "<script>"})
+    assert "&lt;script&gt;alert(1)" in listed.text and "<script>alert" not in listed.text
+
+
+def test_config_errors_are_the_services(cp: Any) -> None:
+    client = _signed_in(cp)
+    csrf = _csrf(client)
+    r = client.post(
+        "/console/keys", data={"name": "cfg", "csrf": csrf, "config": '{"models_allowed": 3}'}
+    )
+    assert r.status_code == 422
+    # The same words the CLI prints for the same body.
+    assert "models_allowed: must be an array of strings or null, not an integer" in r.text
+    r = client.post("/console/keys", data={"name": "cfg", "csrf": csrf, "config": "{nope"})
+    assert r.status_code == 422 and "config: not valid JSON" in r.text
+
+
+def test_unknown_things_are_404_pages(cp: Any) -> None:
+    client = _signed_in(cp)
+    r = client.get("/console/keys/vk_nope")
+    assert r.status_code == 404 and "no virtual key" in r.text
+    r = client.get("/console/requests/grq_nope")
+    assert r.status_code == 404 and "no request &#39;grq_nope&#39;" in r.text
+    r = client.get("/console/requests", params={"q": "what"})
+    assert r.status_code == 404 and "grq_" in r.text
+    r = client.get("/console/requests", params={"since": "yesterday-ish"})
+    assert r.status_code == 422 and "since:" in r.text
+
+
+# --- principals without a token of their own: a session made in-process ---------------------
+
+
+def _app_with_session(tmp_path: Path, principal: Any) -> tuple[Any, str, Any]:
+    from tollway_control_plane.console.sessions import SessionStore
+    from tollway_control_plane.runtime import ControlPlane
+    from tollway_control_plane.server import create_app
+
+    env = {**SECRETS_ENV, "TOLLWAY_ADMIN_TOKEN": ADMIN_TOKEN}
+    control = ControlPlane.open(tmp_path / "data", env, environment="local")
+    sessions = SessionStore()
+    control.extras["console_sessions"] = sessions
+    session = sessions.create(principal)
+    return create_app(control), session.id, control
+
+
+def _read_only() -> Any:
+    from tollway_control_plane.auth import PERMISSIONS, Principal
+
+    reads = frozenset(p for p in PERMISSIONS if p.endswith(":read"))
+    return Principal("read-only token", reads, token_id="tok_ro")
+
+
+def test_read_only_principal_sees_no_write_buttons_and_is_refused(tmp_path: Path) -> None:
+    app, sid, control = _app_with_session(tmp_path, _read_only())
+    key, _ = control.store.create_key(name="existing")
+
+    async def run() -> None:
+        client = app.test_client()
+        client.set_cookie("localhost", "tollway_console", sid, path="/console")
+        headers = {"origin": "http://localhost"}
+        keys = await (await client.get("/console/keys")).get_data(as_text=True)
+        assert "existing" in keys
+        assert "Create key" not in keys and 'id="create-key"' not in keys
+        page = await (await client.get(f"/console/keys/{key.id}")).get_data(as_text=True)
+        for button in ("Rotate secret", "Revoke", "Disable", "Save config"):
+            assert button not in page, button
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf  # the sign-out form carries it
+        for path, form in (
+            ("/console/keys", {"name": "forged"}),
+            (f"/console/keys/{key.id}/revoke", {}),
+            (f"/console/keys/{key.id}/rotate", {}),
+            (f"/console/keys/{key.id}/config", {"config": "{}"}),
+        ):
+            r = await client.post(path, form={**form, "csrf": csrf.group(1)}, headers=headers)
+            body = await r.get_data(as_text=True)
+            assert r.status_code == 403, path
+            assert "lacks the virtualKeys:" in body, body
+        assert control.store.get_key(key.id).status == "active"
+        assert [k.name for k in control.store.list_keys()] == ["existing"]
+
+    try:
+        asyncio.run(run())
+    finally:
+        control.close()
+
+
+def test_a_principal_without_requests_read_is_refused_the_explorer(tmp_path: Path) -> None:
+    from tollway_control_plane.auth import Principal
+
+    app, sid, control = _app_with_session(
+        tmp_path, Principal("keys only", frozenset({"virtualKeys:read"}))
+    )
+
+    async def run() -> None:
+        client = app.test_client()
+        client.set_cookie("localhost", "tollway_console", sid, path="/console")
+        for path in ("/console/requests", "/console/requests/grq_x", "/console/"):
+            r = await client.get(path)
+            assert r.status_code == 403, path
+            assert "requests:read" in await r.get_data(as_text=True)
+        assert (await client.get("/console/keys")).status_code == 200
+
+    try:
+        asyncio.run(run())
+    finally:
+        control.close()
