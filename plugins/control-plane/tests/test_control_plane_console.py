@@ -243,3 +243,62 @@ def test_a_principal_without_requests_read_is_refused_the_explorer(tmp_path: Pat
         asyncio.run(run())
     finally:
         control.close()
+
+
+def test_a_project_scoped_principal_sees_only_its_project(tmp_path: Path) -> None:
+    import time as _time
+
+    from tollway_control_plane.auth import PERMISSIONS, Principal
+    from tollway_control_plane.traces import SpanRow, span_store
+
+    reads = frozenset(p for p in PERMISSIONS if p.endswith(":read"))
+    app, sid, control = _app_with_session(tmp_path, Principal("placeholder", reads))
+    mine = control.store.create_project("mine")
+    theirs = control.store.create_project("theirs")
+    now_ns = _time.time_ns()
+    rows = [
+        SpanRow(
+            request_id=f"grq_{project.name}",
+            trace_id=f"{i + 1:032x}",
+            span_id=f"{i + 1:016x}",
+            parent_span_id=None,
+            name="chat gpt-4o-mini",
+            start_ns=now_ns - 5_000_000,
+            end_ns=now_ns,
+            attributes={
+                "langwatch.gateway_request_id": f"grq_{project.name}",
+                "langwatch.project_id": project.id,
+                "gen_ai.request.model": f"model-of-{project.name}",
+                "http.response.status_code": 200,
+            },
+            events=[],
+            resource={},
+            status_error=False,
+        )
+        for i, project in enumerate((mine, theirs))
+    ]
+    span_store(control).insert(rows)
+    scoped = control.extras["console_sessions"].create(
+        Principal("project token", reads, scope_kind="project", scope_id=mine.id)
+    )
+
+    async def run() -> None:
+        client = app.test_client()
+        client.set_cookie("localhost", "tollway_console", scoped.id, path="/console")
+        listed = await (await client.get("/console/requests")).get_data(as_text=True)
+        assert "grq_mine" in listed and "grq_theirs" not in listed
+        assert (await client.get("/console/requests/grq_mine")).status_code == 200
+        assert (await client.get("/console/requests/grq_theirs")).status_code == 404
+        r = await client.get("/console/requests", query_string={"q": f"{2:032x}"})
+        assert r.status_code == 404  # their trace id finds nothing
+        overview = await (await client.get("/console/")).get_data(as_text=True)
+        assert "model-of-mine" in overview and "model-of-theirs" not in overview
+        # The installation-wide principal sees both.
+        client.set_cookie("localhost", "tollway_console", sid, path="/console")
+        listed = await (await client.get("/console/requests")).get_data(as_text=True)
+        assert "grq_mine" in listed and "grq_theirs" in listed
+
+    try:
+        asyncio.run(run())
+    finally:
+        control.close()

@@ -194,11 +194,17 @@ def test_console_walkthrough(served: Served, browser: Any) -> None:
     # A budget on the key (the CLI), so there is a bar to watch.
     served.cli_json(
         "gateway-budgets", "create", "--scope", f"virtual_key:{key_id}", "--window", "day",
-        "--limit", "0.01", "--on-breach", "warn", "--name", "walkthrough",
+        "--limit", "0.00002", "--on-breach", "warn", "--name", "walkthrough",
+    )  # fmt: skip
+    served.cli_json(
+        "gateway-budgets", "create", "--scope", f"virtual_key:{key_id}", "--window", "month",
+        "--limit", "0.000001", "--on-breach", "warn", "--name", "tiny-monthly",
     )  # fmt: skip
     page.goto(f"{served.console}/budgets")
     row = "tr:has-text('walkthrough')"
     assert page.inner_text(f"{row} .budget-spent").strip() in ("0", "0.00", "0.000000")
+    assert page.inner_text(f"{row} .budget-percent").strip() == "0 %"
+    assert page.get_attribute(row, "data-state") == "ok"
 
     # Call the gateway with the SDK; find the call by its request id in the search bar.
     client = openai.OpenAI(base_url=f"{served.url}/v1", api_key=secret, max_retries=0)
@@ -236,7 +242,8 @@ def test_console_walkthrough(served: Served, browser: Any) -> None:
 
     # The budget bar moved (the spend is settled a moment after the call).
     page.goto(f"{served.console}/budgets")
-    _reload_until(page, f"{row} .budget-spent", lambda t: t.strip() not in ("0", "0.00", ""))
+    _reload_until(page, f"{row} .budget-percent", lambda t: t.strip() not in ("0 %", ""))
+    assert page.get_attribute("tr:has-text('tiny-monthly')", "data-state") == "breached"
     _shot(page, "budgets")
 
     page.goto(f"{served.console}/")
