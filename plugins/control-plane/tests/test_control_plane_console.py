@@ -302,3 +302,24 @@ def test_a_project_scoped_principal_sees_only_its_project(tmp_path: Path) -> Non
         asyncio.run(run())
     finally:
         control.close()
+
+
+def test_repeated_failed_sign_ins_are_throttled(tmp_path: Path) -> None:
+    from tollway_control_plane.console.sessions import LoginThrottle
+
+    app, _, control = _app_with_session(tmp_path, _read_only())
+
+    async def run() -> None:
+        client = app.test_client()
+        headers = {"origin": "http://localhost"}
+        for _ in range(LoginThrottle.MAX_FAILURES):
+            r = await client.post("/console/login", form={"token": "guess"}, headers=headers)
+            assert r.status_code == 401
+        r = await client.post("/console/login", form={"token": ADMIN_TOKEN}, headers=headers)
+        assert r.status_code == 429  # even the right token, until the window passes
+        assert "Too many failed sign-ins" in await r.get_data(as_text=True)
+
+    try:
+        asyncio.run(run())
+    finally:
+        control.close()

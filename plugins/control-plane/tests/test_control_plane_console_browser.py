@@ -150,6 +150,18 @@ def _sign_in(browser: Any, served: Served, token: str = ADMIN_TOKEN) -> Any:
     page = context.new_page()
     page.set_default_timeout(15_000)
     page.on("dialog", lambda dialog: dialog.accept())
+    # A CSP violation (inline script or style, something from elsewhere) is a console error.
+    problems: list[str] = []
+
+    def on_console(message: Any) -> None:
+        # A search for a request not stored yet answers 404 (and the test searches again).
+        if message.type == "error" and "/console/requests?q=grq_" not in str(message.location):
+            problems.append(f"{message.text} {message.location}")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("requestfailed", lambda r: problems.append(f"{r.url}: {r.failure}"))
+    page.console_problems = problems
     page.goto(f"{served.console}/keys")
     assert "/console/login" in page.url  # not signed in: the sign-in page
     _shot(page, "login")
@@ -278,6 +290,7 @@ def test_console_walkthrough(served: Served, browser: Any) -> None:
         assert time.monotonic() < deadline, "the revoked key still works"
         time.sleep(0.3)
 
+    assert page.console_problems == []
     # Sign out: the session is over.
     page.click("text=Sign out")
     page.wait_for_url(re.compile(r".*/console/login"))

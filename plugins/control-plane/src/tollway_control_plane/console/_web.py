@@ -19,6 +19,7 @@ from tollway_control_plane._crypto import CredentialError
 from tollway_control_plane.auth import Forbidden, Principal, authenticate, permission_for
 from tollway_control_plane.console.sessions import (
     COOKIE,
+    LoginThrottle,
     SessionStore,
     request_is_https,
     same_origin,
@@ -60,6 +61,14 @@ def sessions() -> SessionStore:
     found = extras.get("console_sessions")
     if not isinstance(found, SessionStore):
         found = extras["console_sessions"] = SessionStore()
+    return found
+
+
+def _throttle() -> LoginThrottle:
+    extras = state().extras
+    found = extras.get("console_login_throttle")
+    if not isinstance(found, LoginThrottle):
+        found = extras["console_login_throttle"] = LoginThrottle()
     return found
 
 
@@ -218,6 +227,17 @@ async def login() -> Response:
     if request.method == "GET":
         return await render("login.html", next=request.args.get("next", ""), off=off, error=None)
     data = await _read_form() or {}
+    address = request.remote_addr or "?"
+    throttle = _throttle()
+    if throttle.blocked(address):
+        log.warning("console_login_throttled remote=%s", address)
+        return await render(
+            "login.html",
+            429,
+            next=data.get("next", ""),
+            off=off,
+            error="Too many failed sign-ins from this address: wait a minute, then try again.",
+        )
     presented = data.get("token", "").strip()
     principal = (
         await asyncio.to_thread(authenticate, cp.admin_token, presented, store=cp.store)
@@ -225,7 +245,8 @@ async def login() -> Response:
         else None
     )
     if principal is None:
-        log.info("console_login_refused")
+        throttle.failed(address)
+        log.info("console_login_refused remote=%s", address)
         return await render(
             "login.html",
             401,
@@ -233,6 +254,8 @@ async def login() -> Response:
             off=off,
             error="That token was not accepted: paste TOLLWAY_ADMIN_TOKEN or an API token.",
         )
+    throttle.succeeded(address)
+    sessions().end(request.cookies.get(COOKIE))  # a sign-in always starts a new session
     session = sessions().create(principal)
     log.info("console_login principal=%s", principal.name)
     response: Response = redirect(_next_path(data.get("next")), 303)  # type: ignore[assignment]

@@ -25,6 +25,7 @@ __all__ = [
     "COOKIE",
     "IDLE_SECONDS",
     "MAX_AGE_SECONDS",
+    "LoginThrottle",
     "Session",
     "SessionStore",
     "request_is_https",
@@ -97,6 +98,45 @@ class SessionStore:
         ]
         for sid in stale:
             del self._sessions[sid]
+
+
+class LoginThrottle:
+    """Failed sign-ins per client address: after :data:`MAX_FAILURES` within
+    :data:`FAILURE_WINDOW_SECONDS`, further attempts from it are refused until the window
+    passes (guessing a token from a browser form stays slow)."""
+
+    MAX_FAILURES = 10
+    FAILURE_WINDOW_SECONDS = 60.0
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, address: str, at: float) -> list[float]:
+        kept = [t for t in self._failures.get(address, []) if at - t < self.FAILURE_WINDOW_SECONDS]
+        if kept:
+            self._failures[address] = kept
+        else:
+            self._failures.pop(address, None)
+        return kept
+
+    def blocked(self, address: str) -> bool:
+        with self._lock:
+            return len(self._recent(address, self._clock())) >= self.MAX_FAILURES
+
+    def failed(self, address: str) -> None:
+        at = self._clock()
+        with self._lock:
+            if address not in self._failures and len(self._failures) >= self.MAX_ADDRESSES:
+                self._failures.pop(next(iter(self._failures)))
+            self._failures.setdefault(address, []).append(at)
+            self._recent(address, at)
+
+    def succeeded(self, address: str) -> None:
+        with self._lock:
+            self._failures.pop(address, None)
 
 
 def _trust_forwarded_proto() -> bool:
