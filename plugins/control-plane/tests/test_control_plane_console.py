@@ -86,7 +86,14 @@ def test_sign_in_sets_a_strict_cookie_and_refuses_bad_tokens(cp: Any) -> None:
     assert "Secure" not in cookie  # plain http here; https sets it
     assert ADMIN_TOKEN not in cookie
     # next= never leaves the console.
-    for target in ("https://evil.example/", "//evil.example/console", "/api/admin/store"):
+    for target in (
+        "https://evil.example/",
+        "//evil.example/console",
+        "/api/admin/store",
+        "/consolex",
+        "/console/../api/admin/store",
+        "/console\\..\\api",
+    ):
         r = _client(cp).post("/console/login", data={"token": ADMIN_TOKEN, "next": target})
         assert r.headers["location"] == "/console/", target
     # A sign-in posted from another site is refused.
@@ -323,3 +330,56 @@ def test_repeated_failed_sign_ins_are_throttled(tmp_path: Path) -> None:
         asyncio.run(run())
     finally:
         control.close()
+
+
+def test_providers_and_routing_order_through_the_console(cp: Any) -> None:
+    client = _signed_in(cp)
+    csrf = _csrf(client, "/console/providers")
+    upstream_secret = "sk-console-upstream-secret-0123456789"
+    ids = []
+    for name in ("first", "second"):
+        r = client.post(
+            "/console/providers",
+            data={
+                "csrf": csrf,
+                "name": name,
+                "type": "openai",
+                "base_url": "https://api.openai.com/v1",
+                "api_key": upstream_secret,
+                "models": "gpt-4o-mini, gpt-4o",
+            },
+        )
+        assert r.status_code == 303, r.text
+    admin = httpx.Client(
+        base_url=f"{cp.url}/api/admin",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    stored = {p["name"]: p for p in admin.get("/model-providers").json()}
+    ids = [stored["first"]["id"], stored["second"]["id"]]
+    assert stored["first"]["models"] == ["gpt-4o-mini", "gpt-4o"]
+    page = client.get("/console/providers").text
+    assert upstream_secret not in page and "first" in page and "second" in page
+    # A refused create keeps what was typed, except the credential.
+    r = client.post(
+        "/console/providers",
+        data={"csrf": csrf, "name": "bad", "type": "nope", "api_key": upstream_secret},
+    )
+    assert r.status_code == 422 and "type:" in r.text and upstream_secret not in r.text
+
+    policy = admin.post("/routing-policies", json={"name": "ordered", "providers": ids}).json()
+    r = client.post(
+        f"/console/policies/{policy['id']}/move",
+        data={"csrf": csrf, "index": "0", "direction": "down"},
+    )
+    assert r.status_code == 303
+    moved = admin.get(f"/routing-policies/{policy['id']}").json()
+    assert [e["provider_id"] for e in moved["entries"]] == ids[::-1]
+    assert moved["revision"] == policy["revision"] + 1
+    page = client.get("/console/policies").text
+    assert page.index(ids[1]) < page.index(ids[0])
+    r = client.post(
+        f"/console/policies/{policy['id']}/move",
+        data={"csrf": csrf, "index": "0", "direction": "up"},
+    )
+    assert r.status_code == 422 and "no entry can move up from 0" in r.text

@@ -136,9 +136,10 @@ async def call(name: str, id: str | None = None, body: Any = None) -> Any:
 
 def _next_path(value: str | None) -> str:
     """Where to go after signing in: a console path only (never another site)."""
-    if value:
+    if value and "\\" not in value:
         parts = urlsplit(value)
-        if not parts.scheme and not parts.netloc and parts.path.startswith(PREFIX):
+        inside = parts.path == PREFIX or parts.path.startswith(f"{PREFIX}/")
+        if not parts.scheme and not parts.netloc and inside and ".." not in parts.path:
             return value
     return url_for("tollway_console.overview")
 
