@@ -383,3 +383,71 @@ def test_providers_and_routing_order_through_the_console(cp: Any) -> None:
         data={"csrf": csrf, "index": "0", "direction": "up"},
     )
     assert r.status_code == 422 and "no entry can move up from 0" in r.text
+
+
+def test_key_lifecycle_and_config_edits(cp: Any) -> None:
+    client = _signed_in(cp)
+    csrf = _csrf(client)
+    created = client.post(
+        "/console/keys",
+        data={"name": "lifecycle", "csrf": csrf, "config": '{"models_allowed": ["gpt-4o"]}'},
+    )
+    key_id = re.search(r'href="/console/keys/(vk_\w+)"', created.text)
+    assert key_id
+    kid = key_id.group(1)
+    admin = httpx.Client(
+        base_url=f"{cp.url}/api/admin",
+        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=10,
+    )
+    assert admin.get(f"/virtual-keys/{kid}").json()["config"]["models_allowed"] == ["gpt-4o"]
+    # Removing a field from the document clears it.
+    r = client.post(f"/console/keys/{kid}/config", data={"csrf": csrf, "config": "{}"})
+    assert r.status_code == 303
+    assert "models_allowed" not in admin.get(f"/virtual-keys/{kid}").json()["config"]
+    # … at any depth (the service takes a merge patch, where objects merge).
+    nested = '{"rate_limits": {"rpm": 5, "tpm": 1000}}'
+    r = client.post(f"/console/keys/{kid}/config", data={"csrf": csrf, "config": nested})
+    assert r.status_code == 303
+    r = client.post(
+        f"/console/keys/{kid}/config", data={"csrf": csrf, "config": '{"rate_limits": {"rpm": 5}}'}
+    )
+    assert r.status_code == 303
+    assert admin.get(f"/virtual-keys/{kid}").json()["config"] == {"rate_limits": {"rpm": 5}}
+    r = client.post(f"/console/keys/{kid}/config", data={"csrf": csrf, "config": "[1]"})
+    assert r.status_code == 422 and "config: must be a JSON object" in r.text
+    for verb, status in (("disable", "disabled"), ("enable", "active"), ("revoke", "revoked")):
+        r = client.post(f"/console/keys/{kid}/{verb}", data={"csrf": csrf})
+        assert r.status_code == 303, verb
+        assert admin.get(f"/virtual-keys/{kid}").json()["status"] == status
+    page = client.get(f"/console/keys/{kid}").text
+    assert "Rotate secret" not in page and "status-revoked" in page
+
+
+def test_cookie_is_secure_over_https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app, _, control = _app_with_session(tmp_path, _read_only())
+    monkeypatch.delenv("TOLLWAY_CONSOLE_TRUST_PROXY", raising=False)
+
+    async def sign_in(scheme: str, headers: dict[str, str]) -> str:
+        client = app.test_client()
+        r = await client.post(
+            "/console/login", form={"token": ADMIN_TOKEN}, headers=headers, scheme=scheme
+        )
+        assert r.status_code == 303, await r.get_data(as_text=True)
+        return str(r.headers["set-cookie"])
+
+    async def run() -> None:
+        assert "Secure" in await sign_in("https", {"origin": "https://localhost"})
+        assert "Secure" not in await sign_in("http", {"origin": "http://localhost"})
+        proxied = {"origin": "https://localhost", "x-forwarded-proto": "https"}
+        # Not trusted by default: the origin (https) then differs from the connection (http).
+        client = app.test_client()
+        r = await client.post("/console/login", form={"token": ADMIN_TOKEN}, headers=proxied)
+        assert r.status_code == 403
+        monkeypatch.setenv("TOLLWAY_CONSOLE_TRUST_PROXY", "true")
+        assert "Secure" in await sign_in("http", proxied)
+
+    try:
+        asyncio.run(run())
+    finally:
+        control.close()

@@ -112,3 +112,32 @@ def test_https_detection_trusts_the_proxy_header_only_when_told(
     assert request_is_https("http", "HTTPS, http")
     assert not request_is_https("http", "http")
     assert not request_is_https("http", None)
+
+
+def _apply(target: object, patch: object) -> object:
+    """RFC 7386 merge patch application (the reference semantics the store implements)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            result.pop(k, None)
+        else:
+            result[k] = _apply(result.get(k), v)
+    return result
+
+
+_LEAF = st.one_of(st.integers(), st.text(max_size=5), st.booleans(), st.lists(st.integers()))
+_JSON = st.recursive(
+    _LEAF, lambda inner: st.dictionaries(st.text(max_size=4), inner, max_size=4), max_leaves=12
+)
+_OBJECT = st.dictionaries(st.text(max_size=4), _JSON, max_size=5)
+
+
+@given(current=_OBJECT, wanted=_OBJECT)
+def test_config_edit_patch_turns_the_current_config_into_the_edited_one(
+    current: dict[str, object], wanted: dict[str, object]
+) -> None:
+    from tollway_control_plane.console.keys import merge_patch
+
+    assert _apply(current, merge_patch(current, wanted)) == wanted

@@ -11,7 +11,7 @@ from quart import Response, redirect, request, url_for
 from tollway_control_plane.console._web import blueprint, call, form, render
 from tollway_control_plane.store import ValidationError
 
-__all__: list[str] = []
+__all__ = ["merge_patch"]
 
 #: Fields a key search matches (case-insensitive substring).
 _SEARCHED = ("id", "name", "display_prefix", "scope", "status", "env")
@@ -20,6 +20,17 @@ _SEARCHED = ("id", "name", "display_prefix", "scope", "status", "env")
 def _matches(key: dict[str, Any], query: str) -> bool:
     q = query.lower()
     return any(q in str(key.get(f) or "").lower() for f in _SEARCHED)
+
+
+def merge_patch(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386, what ``keys.update`` takes for ``config``) that turns
+    ``current`` into ``wanted``: a field missing from ``wanted`` becomes ``null`` (cleared),
+    at every depth where both sides are objects."""
+    patch: dict[str, Any] = dict.fromkeys(k for k in current if k not in wanted)
+    for k, v in wanted.items():
+        old = current.get(k)
+        patch[k] = merge_patch(old, v) if isinstance(v, dict) and isinstance(old, dict) else v
+    return patch
 
 
 def _pretty(value: Any) -> str:
@@ -113,11 +124,10 @@ async def key_config(key_id: str) -> Response:
         return await _key_page(
             key_id, 422, config_text=text, errors=["config: must be a JSON object"]
         )
-    # The update merges; a field left out of the edited document is cleared (null).
+    # The update takes a merge patch; the page edits the whole document.
     current: dict[str, Any] = (await call("keys.get", key_id))["config"]
-    merged = {**dict.fromkeys(k for k in current if k not in config), **config}
     try:
-        await call("keys.update", key_id, {"config": merged})
+        await call("keys.update", key_id, {"config": merge_patch(current, config)})
     except ValidationError as exc:
         return await _key_page(key_id, 422, config_text=text, errors=exc.problems or [exc.message])
     return redirect(url_for("tollway_console.key", key_id=key_id), 303)  # type: ignore[return-value]
