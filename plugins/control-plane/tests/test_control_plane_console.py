@@ -414,6 +414,16 @@ def test_key_lifecycle_and_config_edits(cp: Any) -> None:
     )
     assert r.status_code == 303
     assert admin.get(f"/virtual-keys/{kid}").json()["config"] == {"rate_limits": {"rpm": 5}}
+    # An edit made on a page opened before someone else's change is refused, not applied.
+    opened = re.search(r'name="revision" value="(\d+)"', client.get(f"/console/keys/{kid}").text)
+    assert opened
+    admin.patch(f"/virtual-keys/{kid}", json={"config": {"tags": ["meanwhile"]}})
+    r = client.post(
+        f"/console/keys/{kid}/config",
+        data={"csrf": csrf, "config": "{}", "revision": opened.group(1)},
+    )
+    assert r.status_code == 409 and "the key changed since this page was opened" in r.text
+    assert admin.get(f"/virtual-keys/{kid}").json()["config"]["tags"] == ["meanwhile"]
     r = client.post(f"/console/keys/{kid}/config", data={"csrf": csrf, "config": "[1]"})
     assert r.status_code == 422 and "config: must be a JSON object" in r.text
     for verb, status in (("disable", "disabled"), ("enable", "active"), ("revoke", "revoked")):

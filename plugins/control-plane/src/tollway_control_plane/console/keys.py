@@ -114,7 +114,8 @@ async def key(key_id: str) -> Response:
 
 @blueprint.post("/keys/<key_id>/config")
 async def key_config(key_id: str) -> Response:
-    text = (await form()).get("config", "")
+    data = await form()
+    text = data.get("config", "")
     config, problem = _parse_json(text, "config")
     if problem:
         return await _key_page(key_id, 422, config_text=text, errors=[problem])
@@ -125,7 +126,18 @@ async def key_config(key_id: str) -> Response:
             key_id, 422, config_text=text, errors=["config: must be a JSON object"]
         )
     # The update takes a merge patch; the page edits the whole document.
-    current: dict[str, Any] = (await call("keys.get", key_id))["config"]
+    key = await call("keys.get", key_id)
+    current: dict[str, Any] = key["config"]
+    if data.get("revision") and data["revision"] != str(key["revision"]):
+        return await _key_page(
+            key_id,
+            409,
+            config_text=text,
+            errors=[
+                f"the key changed since this page was opened (revision {data['revision']} → "
+                f"{key['revision']}): copy your edit, reload the page and apply it again"
+            ],
+        )
     try:
         await call("keys.update", key_id, {"config": merge_patch(current, config)})
     except ValidationError as exc:
