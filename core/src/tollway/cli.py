@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import subprocess
 import sys
 import threading
@@ -81,7 +82,7 @@ def serve(demo: bool, port: int | None, workers: int) -> None:
 
     overrides: dict[str, Any] = {}
     sim: subprocess.Popen[str] | None = None
-    demo_key = ""
+    demo_key = demo_admin_token = ""
     if demo:
         overrides, sim, demo_key = _demo_setup(port, cli_state().data_dir)
     elif port is not None:
@@ -89,6 +90,8 @@ def serve(demo: bool, port: int | None, workers: int) -> None:
         overrides = {"server": {"addr": f"{host}:{port}"}}
     try:
         state = cli_state(overrides=overrides)
+        if demo:  # after the state: the CLI's own store lookup stays local
+            demo_admin_token = _demo_admin_token(state.data_dir)
         settings = state.settings
         configure_logging(settings.log.format, settings.log.level)
         if workers > 1 and not settings.redis_url:
@@ -112,12 +115,15 @@ def serve(demo: bool, port: int | None, workers: int) -> None:
             host, _, p = bind.rpartition(":")
             shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
             base = f"http://{shown}:{p}"
-            for line in _using_lines(state, gateway.hooks.describe_state(state, None)):
+            report = gateway.hooks.describe_state(state, None)
+            for line in _using_lines(state, report):
                 click.echo(line, err=True)
             if demo:
-                _print_demo(base, demo_key)
+                _print_demo(base, demo_key, demo_admin_token)
             else:
                 click.echo(f"tollway {__version__} listening on {base}", err=True)
+            for line in _page_lines(base, report):
+                click.echo(line, err=True)
 
         try:
             run_gateway(gateway, on_ready=ready)
@@ -146,6 +152,36 @@ def _using_lines(state: StateLocation, report: dict[str, Any]) -> list[str]:
         if isinstance(part, dict) and isinstance(part.get("using"), str):
             lines.append(f"using {part['using']}")
     return lines
+
+
+def _page_lines(base: str, report: dict[str, Any]) -> list[str]:
+    """``console: http://…/console (…)``: the web pages plugins said they serve
+    (``describe_state``'s ``page``), at the address the gateway listens on."""
+    lines = []
+    for part in report.values():
+        if not isinstance(part, dict) or not isinstance(part.get("page"), str):
+            continue
+        line = f"{part.get('label') or 'page'}: {base}{part['page']}"
+        if isinstance(part.get("note"), str):
+            line += f" ({part['note']})"
+        lines.append(line)
+    return lines
+
+
+def _demo_admin_token(data_dir_text: str) -> str:
+    """Demo mode signs in to the console (and the admin API) with ``TOLLWAY_ADMIN_TOKEN``: the
+    one set (then ``""``: it is not printed), else one kept in the data dir
+    (``demo-admin-token``), made on first use."""
+    if os.environ.get("TOLLWAY_ADMIN_TOKEN", "").strip():
+        return ""
+    token_file = Path(data_dir_text) / "demo-admin-token"
+    token = token_file.read_text().strip() if token_file.exists() else ""
+    if len(token) < 32:
+        token = secrets.token_urlsafe(32)
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+    os.environ["TOLLWAY_ADMIN_TOKEN"] = token
+    return token
 
 
 def _demo_setup(
@@ -208,7 +244,12 @@ def _demo_setup(
     return overrides, sim, key
 
 
-def _print_demo(base: str, key: str) -> None:
+def _print_demo(base: str, key: str, admin_token: str) -> None:
+    sign_in = (
+        f"the admin token:\n\n  TOLLWAY_ADMIN_TOKEN={admin_token}"
+        if admin_token
+        else "your TOLLWAY_ADMIN_TOKEN."
+    )
     click.echo(
         f"""
 Tollway {__version__} is running in demo mode on {base}
@@ -231,6 +272,8 @@ Then, in Python:
   print(anthropic.Anthropic().messages.create(
       model="claude-sonnet-4-5", max_tokens=256,
       messages=[{{"role": "user", "content": "Hello"}}]).content[0].text)
+
+The console (create keys, find a request by its id) signs in with {sign_in}
 
 Press Ctrl-C to stop.
 """,

@@ -376,6 +376,12 @@ def describe_state(state: StateLocation, gateway: Gateway | None) -> dict[str, A
     gateway, what it returns is served on ``/readyz`` under ``"state"``: no secrets and no
     paths — an id or a kind, enough to compare with what ``tollway status`` finds locally.
 
+    With ``gateway=None``, an entry that is a ``dict`` with a ``"using"`` string is printed by
+    ``tollway serve`` and ``tollway status`` (``using …``); one with a ``"page"`` path
+    (``"/console/"``; optional ``"label"`` and ``"note"``) is a web page this plugin serves on
+    the gateway's port: ``tollway serve`` prints ``label: http://host:port/path (note)`` once
+    it listens.
+
     Call mode: **all**, synchronous: every implementation runs.
 
     :param state: where the command or gateway keeps state (config file, data dir, sources).

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from tollway.state import StateLocation
     from tollway_control_plane.runtime import ControlPlane
 
-__all__ = ["EmbeddedLedger", "__version__", "embedded", "embedded_ledger"]
+__all__ = ["EmbeddedLedger", "__version__", "console_page", "embedded", "embedded_ledger"]
 
 __version__ = "0.1.0"
 
@@ -90,6 +90,16 @@ class EmbeddedLedger:
         except ValidationError as exc:
             raise LedgerInputError(exc.message) from exc
         return await asyncio.to_thread(self._cp().store.ledger_spend, checked)
+
+
+def console_page() -> dict[str, Any]:
+    """The console, as ``describe_state`` reports a page: ``tollway serve`` and ``tollway
+    control-plane`` print ``console: http://…/console (…)``."""
+    if os.environ.get("TOLLWAY_ADMIN_TOKEN", "").strip():
+        note = "sign in with TOLLWAY_ADMIN_TOKEN"
+    else:
+        note = "off until TOLLWAY_ADMIN_TOKEN is set"
+    return {"label": "console", "page": "/console/", "note": note}
 
 
 def embedded_ledger(gateway: Gateway) -> EmbeddedLedger | None:
@@ -168,7 +178,10 @@ def describe_state(state: StateLocation, gateway: Gateway | None) -> dict[str, A
     if gateway is None:  # tollway status, and serve's "using …" lines: find, never create
         from tollway_control_plane.cli import describe_cli_state
 
-        return describe_cli_state(state)
+        report = describe_cli_state(state)
+        if embedded():  # tollway serve prints where the console is
+            report["console"] = console_page()
+        return report
     cp = gateway.stash.get(_CONTROL_PLANE)
     if cp is None:
         return None

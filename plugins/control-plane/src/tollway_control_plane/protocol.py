@@ -400,11 +400,13 @@ async def spend() -> Response:
 
 def mount(app: Quart, cp: ControlPlane | Callable[[], ControlPlane], *, admin: bool = True) -> None:
     """Serve the control plane ``cp`` (or a getter for it) from ``app``: the internal
-    protocol, ``/api/health`` and (``admin``) the admin REST API."""
+    protocol, ``/api/health`` and (``admin``) the admin REST API and the console."""
     app.extensions[EXTENSION] = cp
     app.register_blueprint(blueprint)
     app.register_blueprint(health)
     if admin:
         from tollway_control_plane.admin import blueprint as admin_blueprint
+        from tollway_control_plane.console import blueprint as console_blueprint
 
         app.register_blueprint(admin_blueprint)
+        app.register_blueprint(console_blueprint)  # /console: the same service, in a browser

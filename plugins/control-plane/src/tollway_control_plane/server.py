@@ -15,6 +15,7 @@ from hypercorn.config import Config
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
+from tollway_control_plane import console_page
 from tollway_control_plane.ingest import blueprint as otel_blueprint
 from tollway_control_plane.protocol import mount
 from tollway_control_plane.runtime import ControlPlane
@@ -103,6 +104,8 @@ def run(cp: ControlPlane, host: str, port: int) -> None:
 
     shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     print(f"tollway control-plane listening on http://{shown}:{bound_port}", flush=True)
+    page = console_page()
+    print(f"console: http://{shown}:{bound_port}{page['page']} ({page['note']})", flush=True)
     print(f"store: {cp.store.db!r}", file=sys.stderr, flush=True)
     try:
         asyncio.run(main())
