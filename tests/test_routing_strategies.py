@@ -71,12 +71,14 @@ def test_weighted_three_to_one_split(fast: Simulator, sim: Simulator, gateway_fa
         + openai_provider("b", sim.url, "weight = 1")
     )
     seen: Counter[str] = Counter()
-    for r in _calls(gw, 1000):
+    # 1,000 calls at ±5 % go through the control plane (test_routing_policies_e2e.py); here
+    # 400 at ±8 % (3.7 standard deviations) keep the file fast.
+    for r in _calls(gw, 400):
         assert r.status_code == 200, r.text
         assert r.headers["x-langwatch-provider"] == "openai"  # the type: the wire contract
         seen[r.headers["x-langwatch-provider-name"]] += 1
-    assert 700 <= seen["a"] <= 800, seen
-    assert seen["a"] + seen["b"] == 1000
+    assert 0.67 * 400 <= seen["a"] <= 0.83 * 400, seen
+    assert seen["a"] + seen["b"] == 400
 
 
 def test_weight_zero_is_fallback_only(fast: Simulator, broken: Simulator, gateway_factory) -> None:
