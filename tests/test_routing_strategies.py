@@ -4,6 +4,8 @@ and failover to an Anthropic provider for an OpenAI client that sent no ``max_to
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 
@@ -204,3 +206,29 @@ def test_bad_routing_settings_say_what_to_fix(tmp_path) -> None:
     text = str(exc.value)
     assert "routing.strategy" in text and "least-latency" in text
     assert "providers[0].weight" in text
+
+
+def test_cool_down_is_shared_across_replicas(tmp_path, fast: Simulator, gateway_factory) -> None:
+    # Retry-After: 30, so the cool-down outlives the test; unique names keep other runs' stats
+    # (same Redis) apart.
+    limited = start_simulator("--fault", "429:30")
+    try:
+        tag = uuid.uuid4().hex[:8]
+        config = openai_provider(f"limited-{tag}", limited.url, "priority = 0") + (
+            openai_provider(f"spare-{tag}", fast.url, "priority = 1")
+        )
+        env = {"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0"}
+        one, two = gateway_factory(config, env), gateway_factory(config, env)
+        (first,) = _calls(one, 1)
+        assert first.status_code == 200 and first.headers["x-langwatch-fallback-count"] == "1"
+        assert limited.stats()["requests"] == 1
+        # The other replica learns the cool-down from Redis (published at once, read every
+        # second) and skips the credential without ever asking it.
+        time.sleep(3)
+        for r in _calls(two, 5):
+            assert r.status_code == 200, r.text
+            assert r.headers["x-langwatch-provider-name"] == f"spare-{tag}"
+            assert r.headers["x-langwatch-fallback-count"] == "0"
+        assert limited.stats()["requests"] == 1
+    finally:
+        stop(limited.proc)

@@ -51,6 +51,7 @@ from tollway._netcheck import Netcheck, NetTarget, parse_hostport
 from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager, provider_classes
 from tollway._reply import _LOGGED_BODY_BYTES, CIHeaders, Reply, ResponseView, _log_body
 from tollway._router import Router
+from tollway._routing_share import start_sharing
 from tollway._types import Principal, RouteTarget
 from tollway.config import PROVIDER_HINT, ProviderConfig, Settings, structure_plugin_settings
 from tollway.egress import Egress
@@ -281,6 +282,7 @@ class Gateway(ModelsListing, Dispatch):
             # /startupz waits for it.
             self.spawn_daemon(self.netcheck.run())
         await self.hooks.gateway_started(self)
+        start_sharing(self)
         self.checks = self.hooks.readiness_checks(self)
         self.state_report = self.hooks.describe_state(self.state, self)
         self.started = True

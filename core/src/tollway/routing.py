@@ -169,7 +169,7 @@ class LiveStats:
     cool-down deadline set by upstream 429s. Peers' values (other replicas, via Redis) are
     merged in by :meth:`merge_peers`; the local ones are what :meth:`snapshot` publishes."""
 
-    __slots__ = ("_cool", "_peer_busy", "_peer_cool", "_peer_ttfb", "busy", "ttfb")
+    __slots__ = ("_cool", "_peer_busy", "_peer_cool", "_peer_ttfb", "busy", "on_cool_down", "ttfb")
 
     def __init__(self) -> None:
         #: EWMA of the time to first byte, seconds, by provider key (measured here).
@@ -181,6 +181,8 @@ class LiveStats:
         self._peer_ttfb: dict[str, float] = {}
         self._peer_busy: dict[str, int] = {}
         self._peer_cool: dict[str, float] = {}
+        #: Called after a new cool-down (the Redis share publishes it at once).
+        self.on_cool_down: Callable[[], None] | None = None
 
     # --- measurements -----------------------------------------------------------------
 
@@ -204,6 +206,8 @@ class LiveStats:
         until = (time.time() if now is None else now) + seconds
         if until > self._cool.get(key, 0.0):
             self._cool[key] = until
+            if self.on_cool_down is not None:
+                self.on_cool_down()
         return until
 
     # --- what strategies read ----------------------------------------------------------
