@@ -28,6 +28,7 @@ from tollway.provider import Provider, ProviderResult, UpstreamHTTP
 from tollway.routing import (
     DEFAULT_COOLDOWN_SECONDS,
     DEFAULT_MAX_TOKENS_HEADER,
+    FAILURE_PENALTY_SECONDS,
     LiveStats,
     retry_after_seconds,
 )
@@ -74,6 +75,7 @@ class Dispatch:
                 waited += exc.wait
 
     async def _walk(self, ctx: RequestContext) -> ProviderResult:
+        ctx.attempts_exhausted = False  # a walk after a cool-down wait starts over
         failures: list[tuple[Provider, UpstreamError]] = []
         skipped: GatewayError | None = None
         cooling: list[float] = []
@@ -152,6 +154,9 @@ class Dispatch:
                 status = getattr(exc, "status", None)
                 if status is None or status >= 500:
                     breaker.failure()
+                    # A failing provider sinks under least-latency instead of staying
+                    # "unmeasured" (tried first) forever.
+                    live.first_byte(provider.key, elapsed + FAILURE_PENALTY_SECONDS)
                 else:
                     breaker.success()
                 if status == 429 and isinstance(exc, UpstreamHTTPError):

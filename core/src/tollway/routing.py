@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS_HEADER",
     "EWMA_ALPHA",
     "EXPLORE",
+    "FAILURE_PENALTY_SECONDS",
     "MAX_COOLDOWN_SECONDS",
     "MAX_OUTPUT_LOOKUP",
     "STRATEGIES",
@@ -64,6 +65,9 @@ EWMA_ALPHA: Final = 0.3
 EXPLORE: Final = 0.02
 #: Cool-down after an upstream 429 without a usable ``Retry-After``.
 DEFAULT_COOLDOWN_SECONDS: Final = 1.0
+#: Added to the time a failed attempt (connection error, timeout, 5xx) took before it is folded
+#: into the latency average: a failing provider sinks under ``least-latency``.
+FAILURE_PENALTY_SECONDS: Final = 1.0
 #: The longest cool-down a ``Retry-After`` can set.
 MAX_COOLDOWN_SECONDS: Final = 300.0
 
