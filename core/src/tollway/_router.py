@@ -42,6 +42,7 @@ class Router:
             if endpoint in p.endpoints and (pinned is not None or p.serves(model))
         ]
         if strategy != "ordered" and len(served) > 1:
+            ctx.span_attributes["langwatch.routing.strategy"] = strategy
             walk = order(
                 strategy,
                 [p.key for p, _, _ in served],
