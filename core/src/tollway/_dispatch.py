@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -12,6 +14,7 @@ from tollway._context import RequestContext
 from tollway._errors import (
     GatewayError,
     ProviderError,
+    RateLimitExceeded,
     ServiceUnavailable,
     UpstreamConnectError,
     UpstreamError,
@@ -22,9 +25,17 @@ from tollway._errors import (
 from tollway._types import Attempt, RouteTarget
 from tollway.outbound import ALLOW_CIDRS_ENV
 from tollway.provider import Provider, ProviderResult, UpstreamHTTP
+from tollway.routing import (
+    DEFAULT_COOLDOWN_SECONDS,
+    DEFAULT_MAX_TOKENS_HEADER,
+    FAILURE_PENALTY_SECONDS,
+    LiveStats,
+    retry_after_seconds,
+)
 
 if TYPE_CHECKING:
     from tollway._hooks import Hooks
+    from tollway.config import Settings
 
 __all__ = ["Dispatch", "OutboundRefusedError"]
 
@@ -39,16 +50,37 @@ class Dispatch:
     http: UpstreamHTTP
     breakers: dict[str, Breaker]
     instances: dict[str, Provider]
+    live: LiveStats
+    settings: Settings
 
     async def dispatch(self, ctx: RequestContext) -> ProviderResult:
         """Try the chain in order; fall back on retryable failures before the first byte.
 
-        Providers whose breaker is open are skipped without waiting for their timeout (not
-        counted as attempts); ``fallback.max_attempts`` in the key's config caps the attempts.
+        Providers whose breaker is open, or that are cooling down after an upstream 429
+        (``Retry-After``, shared by the replicas), are skipped without a call (not counted as
+        attempts); ``fallback.max_attempts`` in the key's config caps the attempts. When every
+        provider is cooling down, the request waits for the first to come back, up to
+        ``[routing] max_cooldown_wait_seconds``, then walks the chain again.
         """
+        bound = self.settings.routing.max_cooldown_wait_seconds
+        waited = 0.0
+        while True:
+            try:
+                return await self._walk(ctx)
+            except _Throttled as exc:
+                if exc.wait <= 0 or waited + exc.wait > bound:
+                    raise exc.error from None
+                log.info("provider_cooldown_wait seconds=%.2f", exc.wait)
+                await asyncio.sleep(exc.wait)
+                waited += exc.wait
+
+    async def _walk(self, ctx: RequestContext) -> ProviderResult:
+        ctx.attempts_exhausted = False  # a walk after a cool-down wait starts over
         failures: list[tuple[Provider, UpstreamError]] = []
         skipped: GatewayError | None = None
+        cooling: list[float] = []
         max_attempts = _max_attempts(ctx)
+        live = self.live
         for target in ctx.targets:
             if len(failures) >= max_attempts:
                 break
@@ -59,6 +91,21 @@ class Dispatch:
                     "this gateway; fix the routing policy or the route plugin",
                     code="provider_unknown",
                 )
+            left = live.cooling(provider.key)
+            if left > 0:
+                cooling.append(left)
+                ctx.attempts.append(
+                    Attempt(
+                        provider.key,
+                        provider.type,
+                        target.model,
+                        "cooling_down",
+                        None,
+                        "cooling_down",
+                        0.0,
+                    )
+                )
+                continue
             breaker = self.breakers.get(provider.key)
             if breaker is None:
                 breaker = self.breakers[provider.key] = Breaker()
@@ -91,19 +138,31 @@ class Dispatch:
                 provider.type,
                 target.model,
             )
+            # Each attempt reports its own default (a failed Anthropic attempt's is not the
+            # answering provider's).
+            ctx.response_headers.pop(DEFAULT_MAX_TOKENS_HEADER, None)
+            live.started(provider.key)
             t0 = time.perf_counter()
             try:
                 result = await provider.send(ctx, target, self.http.for_provider(provider.config))
                 if result.events is not None:
                     result.events = await _prime(result.events)
             except UpstreamError as exc:
+                live.ended(provider.key)
                 elapsed = time.perf_counter() - t0
                 ctx.upstream_wait_s += elapsed
                 status = getattr(exc, "status", None)
                 if status is None or status >= 500:
                     breaker.failure()
+                    # A failing provider sinks under least-latency instead of staying
+                    # "unmeasured" (tried first) forever.
+                    live.first_byte(provider.key, elapsed + FAILURE_PENALTY_SECONDS)
                 else:
                     breaker.success()
+                if status == 429 and isinstance(exc, UpstreamHTTPError):
+                    pause = retry_after_seconds(exc.headers) or DEFAULT_COOLDOWN_SECONDS
+                    live.cool_down(provider.key, pause)
+                    cooling.append(pause)
                 ctx.attempts.append(
                     Attempt(
                         provider.key,
@@ -126,18 +185,33 @@ class Dispatch:
                     break
                 continue
             except BaseException:
+                live.ended(provider.key)
                 breaker.release()
                 raise
             breaker.success()
             elapsed = time.perf_counter() - t0
+            live.first_byte(provider.key, elapsed)
+            ctx.in_flight_to = provider.key
             ctx.upstream_wait_s += elapsed
             ctx.attempts.append(
                 Attempt(provider.key, provider.type, target.model, "ok", result.status, "", elapsed)
             )
             return result
+        throttled = bool(cooling) and all(getattr(e, "status", None) == 429 for _, e in failures)
         if not failures:
             if skipped is not None:
                 raise skipped
+            if cooling:
+                wait = min(cooling)
+                raise _Throttled(
+                    wait,
+                    RateLimitExceeded(
+                        "every provider for this request is rate limited upstream and cooling "
+                        f"down (the first is back in {wait:.1f} s); retry after that",
+                        code="providers_cooling_down",
+                        retry_after=max(1, math.ceil(wait)),
+                    ),
+                )
             names = ", ".join(t.provider for t in ctx.targets)
             raise ServiceUnavailable(
                 f"every provider for this request is failing and temporarily skipped by its "
@@ -147,7 +221,18 @@ class Dispatch:
             )
         error = _exhausted(failures)
         ctx.attempts_exhausted = not isinstance(error, _PassThrough)
+        if throttled:
+            raise _Throttled(min(cooling), error)
         raise error
+
+
+class _Throttled(Exception):
+    """Nothing answered and every provider tried or skipped is cooling down after a 429:
+    :meth:`Dispatch.dispatch` may wait ``wait`` seconds and walk again, else raise ``error``."""
+
+    def __init__(self, wait: float, error: Exception) -> None:
+        self.wait = wait
+        self.error = error
 
 
 class _PassThrough(Exception):

@@ -57,6 +57,8 @@ def test_plugin_registers_simulate() -> None:
 
 def test_parse_fault() -> None:
     assert parse_fault("503") == Fault("status", 503)
+    assert parse_fault("429:2") == Fault("status", 429, retry_after=2)
+    assert str(parse_fault("429:2")) == "429:2"
     assert parse_fault("midstream") == Fault("midstream", 3)
     assert parse_fault("midstream:7") == Fault("midstream", 7)
     assert parse_fault("slow-first-byte") == Fault("slow-first-byte", 2000)
@@ -177,6 +179,12 @@ def test_status_faults(
     if status == 429:
         assert oexc.value.response.headers["retry-after"] == "1"
         assert aexc.value.response.headers["retry-after"] == "1"
+
+
+def test_429_fault_with_retry_after(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.RateLimitError) as exc:
+        oai.chat.completions.create(model="gpt-4o", messages=USER, extra_headers=_fault("429:2"))
+    assert exc.value.response.headers["retry-after"] == "2"
 
 
 def test_fault_timeout(url: str) -> None:

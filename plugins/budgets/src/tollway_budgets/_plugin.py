@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway import hookimpl
 from tollway.redis import BACKEND_ERRORS, round_trip_deadline, shared
+from tollway.routing import MAX_OUTPUT_LOOKUP
 from tollway.secrets import load_gateway_secrets
 from tollway_budgets._client import ControlPlaneClient, LocalControlPlane, embedded_base_url
 from tollway_budgets._outbox import Outbox
@@ -86,6 +87,8 @@ async def gateway_started(gateway: Gateway) -> None:
     if problems:
         raise ValueError("; ".join(problems))
     table = await asyncio.to_thread(PriceTable.packaged)
+    # The models' maximum output caps the max_tokens the gateway fills in (tollway.routing).
+    gateway.stash[MAX_OUTPUT_LOOKUP] = table.max_output
     store: LocalStore | RedisStore
     redis = shared(gateway, NAME, max_connections=settings.redis_max_connections)
     if redis is not None:

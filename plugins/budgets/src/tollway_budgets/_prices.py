@@ -230,8 +230,13 @@ def _from_table(name: str, raw: Mapping[str, Any]) -> Prices | None:
 class PriceTable:
     """The packaged price table: model name → raw prices, converted on first use."""
 
-    def __init__(self, raw: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        raw: Mapping[str, Mapping[str, Any]],
+        max_output: Mapping[str, int] | None = None,
+    ) -> None:
         self._raw = raw
+        self._max_output = max_output or {}
         self._converted: dict[str, Prices | None] = {}
         self._lookups: dict[tuple[str, str], Prices | None] = {}
 
@@ -242,9 +247,13 @@ class PriceTable:
             files("tollway_budgets").joinpath("data/litellm-model-prices.json").read_bytes()
         )
         raw: dict[str, dict[str, Any]] = {}
+        max_output: dict[str, int] = {}
         for name, entry in data.items():
             if name == "sample_spec" or not isinstance(entry, dict):
                 continue
+            most = entry.get("max_output_tokens")
+            if isinstance(most, int) and not isinstance(most, bool) and most > 0:
+                max_output[name] = most
             kept = {
                 k: v
                 for k, v in entry.items()
@@ -252,7 +261,17 @@ class PriceTable:
             }
             if kept:
                 raw[name] = kept
-        return cls(raw)
+        return cls(raw, max_output)
+
+    def max_output(self, model: str, provider_type: str = "") -> int | None:
+        """The table's maximum output tokens for ``model`` (names tried as :meth:`lookup`
+        does), or None: what the gateway fills in as ``max_tokens`` at most
+        (:data:`tollway.routing.MAX_OUTPUT_LOOKUP`)."""
+        for name in _candidates(model, provider_type):
+            found = self._max_output.get(name)
+            if found is not None:
+                return found
+        return None
 
     def __len__(self) -> int:
         return len(self._raw)

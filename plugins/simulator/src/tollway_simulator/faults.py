@@ -15,7 +15,8 @@ DEFAULT_SLOW_FIRST_BYTE_MS = 2000
 
 FAULT_HELP = (
     "an HTTP status 400-599 (e.g. 500, 503, 429, 404, 400; the provider's native error body; "
-    "429 adds retry-after: 1), timeout (never answer), reset (abort the TCP connection), "
+    "429 adds retry-after: 1, 429:N retry-after: N), timeout (never answer), "
+    "reset (abort the TCP connection), "
     "html (502 text/html page), midstream[:N] (N events, default 3, then drop the connection; "
     "non-stream: drop mid-body), slow-first-byte[:MS] (default 2000 ms before the headers), "
     "malformed-sse (an invalid event in the middle of the stream)"
@@ -28,9 +29,13 @@ class Fault:
 
     kind: FaultKind
     value: int = 0
+    #: For a 429: the ``retry-after`` seconds it sends.
+    retry_after: int = 1
 
     def __str__(self) -> str:
         if self.kind == "status":
+            if self.value == 429 and self.retry_after != 1:
+                return f"429:{self.retry_after}"
             return str(self.value)
         if self.kind in ("midstream", "slow-first-byte"):
             return f"{self.kind}:{self.value}"
@@ -47,6 +52,8 @@ def parse_fault(spec: str) -> Fault:
             status = int(text)
             if 400 <= status <= 599:
                 return Fault("status", status)
+        elif name == "429" and arg.isdigit():
+            return Fault("status", 429, retry_after=int(arg))
         elif name in ("timeout", "reset", "html", "malformed-sse") and not sep:
             return Fault(name)  # type: ignore[arg-type]
         elif name == "midstream":

@@ -232,7 +232,7 @@ class Simulator:
         if fault is not None:
             kind = fault.kind
             if kind == "status":
-                return _json_response(status_fault_reply(flavor, fault.value))
+                return _json_response(status_fault_reply(flavor, fault.value, fault.retry_after))
             if kind == "html":
                 return _json_response(html_fault_reply())
             if kind == "timeout":
