@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from tollway._breaker import Breaker
+from tollway._breaker import Breaker, BreakerSettings, counts_as_failure
 from tollway._context import RequestContext
 from tollway._errors import (
     GatewayError,
@@ -59,10 +59,9 @@ class Dispatch:
                     "this gateway; fix the routing policy or the route plugin",
                     code="provider_unknown",
                 )
-            breaker = self.breakers.get(provider.key)
-            if breaker is None:
-                breaker = self.breakers[provider.key] = Breaker()
-            if not breaker.allow():
+            breaker = self._breaker(provider)
+            ticket = breaker.admit()
+            if ticket is None:
                 ctx.attempts.append(
                     Attempt(
                         provider.key,
@@ -72,17 +71,25 @@ class Dispatch:
                         None,
                         "circuit_open",
                         0.0,
+                        breaker.state(),
                     )
                 )
                 continue
             try:
                 await self.hooks.before_attempt(ctx, target)
             except GatewayError as exc:
-                breaker.release()
+                breaker.release(ticket)
                 skipped = exc
                 ctx.attempts.append(
                     Attempt(
-                        provider.key, provider.type, target.model, "skipped", None, exc.type, 0.0
+                        provider.key,
+                        provider.type,
+                        target.model,
+                        "skipped",
+                        None,
+                        exc.type,
+                        0.0,
+                        breaker.state(),
                     )
                 )
                 continue
@@ -100,10 +107,7 @@ class Dispatch:
                 elapsed = time.perf_counter() - t0
                 ctx.upstream_wait_s += elapsed
                 status = getattr(exc, "status", None)
-                if status is None or status >= 500:
-                    breaker.failure()
-                else:
-                    breaker.success()
+                breaker.record(ticket, counts_as_failure(status))
                 ctx.attempts.append(
                     Attempt(
                         provider.key,
@@ -113,6 +117,7 @@ class Dispatch:
                         status,
                         exc.reason,
                         elapsed,
+                        breaker.state(),
                     )
                 )
                 log.info(
@@ -126,13 +131,22 @@ class Dispatch:
                     break
                 continue
             except BaseException:
-                breaker.release()
+                breaker.release(ticket)
                 raise
-            breaker.success()
+            breaker.record(ticket, counts_as_failure(result.status))
             elapsed = time.perf_counter() - t0
             ctx.upstream_wait_s += elapsed
             ctx.attempts.append(
-                Attempt(provider.key, provider.type, target.model, "ok", result.status, "", elapsed)
+                Attempt(
+                    provider.key,
+                    provider.type,
+                    target.model,
+                    "ok",
+                    result.status,
+                    "",
+                    elapsed,
+                    breaker.state(),
+                )
             )
             return result
         if not failures:
@@ -148,6 +162,25 @@ class Dispatch:
         error = _exhausted(failures)
         ctx.attempts_exhausted = not isinstance(error, _PassThrough)
         raise error
+
+    def _breaker(self, provider: Provider) -> Breaker:
+        """The provider's breaker, its settings following the provider's
+        ``config.circuit_breaker`` (a new revision of a stored provider may change them)."""
+        raw = provider.config.config.get("circuit_breaker")
+        breaker = self.breakers.get(provider.key)
+        if breaker is not None and breaker.source is raw:
+            return breaker
+        settings, problems = BreakerSettings.parse(
+            raw, f"providers[{provider.name}].config.circuit_breaker"
+        )
+        for problem in problems:
+            log.warning("circuit_breaker_setting_ignored %s", problem)
+        if breaker is None:
+            breaker = self.breakers[provider.key] = Breaker(settings)
+        else:
+            breaker.settings = settings
+        breaker.source = raw
+        return breaker
 
 
 class _PassThrough(Exception):

@@ -447,9 +447,16 @@ def test_shutdown_gives_up_after_its_timeout_when_the_collector_is_down() -> Non
 
 
 def test_metrics_observe_and_parse() -> None:
+    class FakeBreaker:
+        opens = 2
+
+        def state(self) -> str:
+            return "open"
+
     class FakeGateway:
         in_flight = 3
         streaming_active = 1
+        breakers = {"p1": FakeBreaker()}
 
     metrics = GatewayMetrics(FakeGateway())  # type: ignore[arg-type]
     ctx = finished_ctx()
@@ -482,6 +489,10 @@ def test_metrics_observe_and_parse() -> None:
     assert samples[("gateway_in_flight_requests", ())] == 3
     assert samples[("gateway_streaming_active", ())] == 1
     assert samples[("gateway_overhead_seconds_count", ())] == 2
+    state = "gateway_circuit_breaker_state"
+    assert samples[(state, (("provider", "p1"), ("state", "open")))] == 1
+    assert samples[(state, (("provider", "p1"), ("state", "closed")))] == 0
+    assert samples[("gateway_circuit_breaker_opens_total", (("provider", "p1"),))] == 2
     for name in RECORDED_METRICS:
         family = name.removesuffix("_total")
         assert family in families, name

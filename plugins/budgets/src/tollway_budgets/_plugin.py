@@ -130,6 +130,8 @@ async def gateway_started(gateway: Gateway) -> None:
         settings, table, store, client, outbox, node_id, unknown, failure_policy(settings), redis
     )
     gateway.stash[STATE] = state
+    if redis is not None:
+        state.policy.share(redis)  # one back-off and one probe for every plugin
     if isinstance(store, RedisStore):
         try:
             await store.ping()
