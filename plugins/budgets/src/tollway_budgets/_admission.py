@@ -186,8 +186,14 @@ async def admit(ctx: RequestContext) -> None:
     )
     if not counters:
         return
-    estimate = estimate_request(ctx, state, principal)
-    amounts = [estimate] * len(counters)
+    # One estimate per distinct default_max_output_tokens among the budgets (usually one).
+    estimates: dict[int | None, int] = {}
+    amounts = []
+    for counter in counters:
+        bound = counter.budget.default_max_output_tokens
+        if bound not in estimates:
+            estimates[bound] = estimate_request(ctx, state, principal, bound)
+        amounts.append(estimates[bound])
     # Recorded before the round trip: if the client leaves while it runs, `account` (which
     # always runs) releases whatever the script reserved.
     request = Request(counters, amounts)
