@@ -172,13 +172,15 @@ def test_reservations_of_crashed_requests_expire(kind: str) -> None:
             await s.seed(counters, 0)
             assert (await s.admit(counters, 100, "lost")).status == "ok"
             assert (await s.admit(counters, 1, "x", NOW_MS + 1)).status == "blocked"
-            # The request never settles (its replica died): after the TTL it no longer counts.
+            # The request never settles (its replica died): after its lease the reservation is
+            # reclaimed, billed at its amount (an upper bound) and reported to the caller.
             later = await s.admit(counters, 1, "y", NOW_MS + TTL_MS + 1)
-            assert (later.status, later.reserved) == ("ok", (0,))
-            # A late settlement of the expired one adds its cost, releases nothing twice.
+            assert (later.status, later.spent, later.reserved) == ("blocked", (100,), (0,))
+            assert [(rid, amount) for rid, amount, _ in later.reclaimed] == [("lost", 100)]
+            # A late settlement corrects it to the actual cost, releasing nothing twice.
             await s.settle(counters, "lost", 30)
             check = await s.admit(counters, 0, "z", NOW_MS + TTL_MS + 2)
-            assert (check.spent, check.reserved) == ((30,), (1,))
+            assert (check.spent, check.reserved, check.reclaimed) == ((30,), (0,), ())
 
     run(body())
 

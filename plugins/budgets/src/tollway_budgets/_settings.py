@@ -30,8 +30,14 @@ class BudgetSettings:
     #: no more than 1.5 times the model's recent average output on this replica (once known) —
     #: smaller reservations, a larger possible overshoot (see the docs' overspend bound).
     output_estimate: Literal["capped", "recent_average"] = "capped"
-    #: A reservation whose request never settles (the replica crashed) expires after this.
+    #: Without Redis: a reservation whose request never settles expires after this. With
+    #: Redis: a settlement that keeps failing is retried this long.
     reservation_ttl_seconds: float = 900.0
+    #: With Redis: each replica renews its in-flight reservations' leases every third of this
+    #: (its heartbeat); a replica that died stops, and its reservations are reclaimed by the
+    #: next admission on their counters within this long (billed at the reservation in the
+    #: ledger, marked ``usage_estimated``).
+    reservation_lease_seconds: float = 10.0
 
     # --- warnings ------------------------------------------------------------------------
     #: ``X-LangWatch-Budget-Warning`` from this share of a budget on (percent).
@@ -84,6 +90,7 @@ class BudgetSettings:
         out = []
         for field in (
             "reservation_ttl_seconds",
+            "reservation_lease_seconds",
             "redis_socket_timeout_seconds",
             "redis_connect_timeout_seconds",
             "outbox_flush_interval_seconds",
