@@ -258,19 +258,12 @@ def _pings(client: redis.Redis) -> bool:
         return False
 
 
-def test_a_settlement_that_timed_out_is_retried_when_redis_answers(
-    sim: Simulator, tmp_path: Path
-) -> None:
-    """Redis frozen while a call ends: its settlement times out, and the reservation is
-    released by the heartbeat's retry as soon as Redis answers again — not 900 s later."""
-    server = PrivateRedis(tmp_path / "redis")
-    prefix = new_prefix()
-    gw: Proc | None = None
-    try:
-        secret = mint_key("test")
-        config = (
-            budgets_toml(prefix, reservation_lease_seconds=LEASE)
-            + f"""
+def static_gateway(tmp: Path, sim: Simulator, redis_url: str, prefix: str) -> tuple[Proc, str]:
+    """A gateway (embedded control plane) with one static key under a roomy project budget."""
+    secret = mint_key("test")
+    config = (
+        budgets_toml(prefix, reservation_lease_seconds=LEASE)
+        + f"""
 [[providers]]
 name = "sim"
 type = "openai"
@@ -283,11 +276,53 @@ secret = "{secret}"
 project_id = "proj_settle"
 extras = {{ budgets = [{{ scope = "project", window = "day", limit_usd = 100 }}] }}
 """
-        )
-        gw = start_gateway(
-            tmp_path / "gw", tmp_path / "data", config=config,
-            env={"GATEWAY_REDIS_URL": server.url},
-        )  # fmt: skip
+    )
+    gw = start_gateway(
+        tmp / "gw", tmp / "data", config=config, env={"GATEWAY_REDIS_URL": redis_url}
+    )
+    return gw, secret
+
+
+def test_a_client_that_leaves_releases_its_reservation(sim: Simulator, tmp_path: Path) -> None:
+    """The client gives up on a call the provider takes a minute to answer: the reservation is
+    released when the client leaves, not when the call would have ended or the lease lapsed."""
+    if not redis_available():
+        pytest.skip("Redis is not reachable at 127.0.0.1:6379")
+    prefix = new_prefix()
+    gw: Proc | None = None
+    try:
+        gw, secret = static_gateway(tmp_path, sim, REDIS_URL, prefix)
+        headers = {
+            "authorization": f"Bearer {secret}",
+            "content-type": "application/json",
+            "x-simulator-latency-ms": "60000",
+        }
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{gw.url}/v1/chat/completions",
+                content=body("gpt-4o", max_tokens=5),
+                headers=headers,
+                timeout=httpx.Timeout(10, read=2),
+            )
+        # Released (settled) within seconds of the client leaving; the heartbeat would
+        # otherwise keep it for as long as the call runs.
+        wait_for(lambda: not reservations(prefix), 10, "the reservation's release")
+    finally:
+        if gw is not None:
+            stop(gw.proc, signal.SIGKILL)
+        drop_redis_keys(prefix)
+
+
+def test_a_settlement_that_timed_out_is_retried_when_redis_answers(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Redis frozen while a call ends: its settlement times out, and the reservation is
+    released by the heartbeat's retry as soon as Redis answers again — not 900 s later."""
+    server = PrivateRedis(tmp_path / "redis")
+    prefix = new_prefix()
+    gw: Proc | None = None
+    try:
+        gw, secret = static_gateway(tmp_path, sim, server.url, prefix)
         headers = {"authorization": f"Bearer {secret}", "x-simulator-latency-ms": "1500"}
         done: list[httpx.Response] = []
         thread = threading.Thread(

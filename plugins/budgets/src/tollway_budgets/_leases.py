@@ -55,7 +55,7 @@ def held(state: State, request_id: str, counters: list[Counter], admission: Admi
     """An admission reserved on ``counters``: renew its lease until it settles; bill what it
     reclaimed of dead replicas' reservations."""
     if admission.status == "ok" and isinstance(state.store, RedisStore):
-        state.leases[request_id] = [c.zset_key for c in counters]
+        state.leases[request_id] = ([c.zset_key for c in counters], time.monotonic())
     if admission.reclaimed:
         bill_reclaimed(state, admission.reclaimed)
 
@@ -115,7 +115,13 @@ async def heartbeat(state: State) -> None:
         try:
             await _retry_settlements(state, store)
             groups: dict[str, list[str]] = {}
-            for request_id, zsets in list(state.leases.items()):
+            oldest = time.monotonic() - state.settings.reservation_ttl_seconds
+            for request_id, (zsets, since) in list(state.leases.items()):
+                if since < oldest:
+                    # Held this long without settling (a request that never ended?): stop
+                    # renewing; the reservation is reclaimed like a dead replica's.
+                    del state.leases[request_id]
+                    continue
                 for z in zsets:
                     groups.setdefault(z, []).append(request_id)
             if groups:

@@ -31,7 +31,8 @@ class BudgetSettings:
     #: smaller reservations, a larger possible overshoot (see the docs' overspend bound).
     output_estimate: Literal["capped", "recent_average"] = "capped"
     #: Without Redis: a reservation whose request never settles expires after this. With
-    #: Redis: a settlement that keeps failing is retried this long.
+    #: Redis: the longest a replica renews a reservation's lease, and retries a settlement
+    #: that keeps failing (set it above your longest streams).
     reservation_ttl_seconds: float = 900.0
     #: With Redis: each replica renews its in-flight reservations' leases every third of this
     #: (its heartbeat); a replica that died stops, and its reservations are reclaimed by the
