@@ -165,6 +165,26 @@ def test_block_when_spent_plus_reserved_reaches_the_limit(kind: str) -> None:
 
 
 @KINDS
+def test_after_a_pause_longer_than_a_lease_nothing_is_reclaimed_at_once(kind: str) -> None:
+    """A Redis outage stops every replica's renewals: after a pause longer than a lease,
+    nothing is reclaimed for a whole lease of admissions (live replicas renew meanwhile)."""
+
+    async def body() -> None:
+        async with store(kind) as s:
+            counters = s.counters({"id": "b", "scope": "project", "limit_micro_usd": 100})
+            await s.seed(counters, 0)
+            assert (await s.admit(counters, 100, "held")).status == "ok"
+            first = await s.admit(counters, 1, "a", NOW_MS + 2 * TTL_MS)
+            assert (first.status, first.reserved, first.reclaimed) == ("blocked", (100,), ())
+            second = await s.admit(counters, 1, "b", NOW_MS + 2 * TTL_MS + 1)
+            assert second.reclaimed == ()
+            third = await s.admit(counters, 1, "c", NOW_MS + 3 * TTL_MS)
+            assert [r for r, _, _ in third.reclaimed] == ["held"]
+
+    run(body())
+
+
+@KINDS
 def test_reservations_of_crashed_requests_expire(kind: str) -> None:
     async def body() -> None:
         async with store(kind) as s:

@@ -66,6 +66,10 @@ class _LocalCounter:
     reclaimed: dict[str, int] = attrs.field(factory=dict)
     #: 0, or when a provisional counter should be seeded again (ms).
     provisional_until_ms: int = 0
+    #: The last admission, and when the current run of admissions (none more than a lease
+    #: apart) began (ms): reservations are reclaimed only after a whole lease of use.
+    last_admission_ms: int = 0
+    in_use_since_ms: int = 0
 
 
 def _text(value: Any) -> str:
@@ -95,7 +99,13 @@ class LocalStore:
         taken: list[tuple[str, int, str]] = []
         for i, (spec, counter) in enumerate(zip(counters, found, strict=True)):
             assert counter is not None
-            expired = [r for r, (_, exp) in counter.reservations.items() if exp <= now_ms]
+            if now_ms - counter.last_admission_ms > ttl_ms:
+                counter.in_use_since_ms = now_ms
+            counter.last_admission_ms = now_ms
+            in_use = now_ms - counter.in_use_since_ms >= ttl_ms
+            expired = [
+                r for r, (_, exp) in counter.reservations.items() if in_use and exp <= now_ms
+            ]
             for r in expired:
                 amount = counter.reservations.pop(r)[0]
                 counter.reserved -= amount

@@ -13,6 +13,10 @@
 -- A reservation whose lease ended (its replica stopped renewing it: it died) is reclaimed:
 -- released, its amount added to spent (the request is billed at its reservation, an upper
 -- bound) and marked x:<request id> (a late settlement corrects spent by the difference).
+-- Only once the counter has been in use for a whole lease: hb is its last admission (ms), hs
+-- when its current run of admissions (none more than a lease apart) began. After a pause
+-- longer than a lease — a Redis outage, during which no replica could renew anything —
+-- nothing is reclaimed for one lease, so that live replicas renew theirs first.
 --
 -- Reply: {2, now, reclaimed, i...}   counters i do not exist yet: seed them, then call again
 --        {0, now, reclaimed, i, spent, reserved}   counter i is a block budget at or over
@@ -39,7 +43,15 @@ local spent, reserved = {}, {}
 for i = 1, n do
   local c, z = KEYS[2 * i - 1], KEYS[2 * i]
   local a = 7 + (i - 1) * 4
-  local expired = redis.call('ZRANGEBYSCORE', z, '-inf', now)
+  local hb = tonumber(redis.call('HGET', c, 'hb') or '0')
+  local hs = tonumber(redis.call('HGET', c, 'hs') or '0')
+  if now - hb > ttl then
+    hs = now
+    redis.call('HSET', c, 'hs', now)
+  end
+  redis.call('HSET', c, 'hb', now)
+  local expired = {}
+  if now - hs >= ttl then expired = redis.call('ZRANGEBYSCORE', z, '-inf', now) end
   if #expired > 0 then
     for _, m in ipairs(expired) do
       local amt = redis.call('HGET', c, 'r:' .. m)
