@@ -158,6 +158,7 @@ def test_block_when_spent_plus_reserved_reaches_the_limit(kind: str) -> None:
             # A warn budget far over its limit never blocks.
             assert (await s.admit([warn], 5, "d")).status == "ok"
             # At exactly the limit a block budget refuses.
+            assert (await s.admit([block], 1, "x")).status == "ok"
             await s.settle([block], "x", 50)
             assert (await s.admit([block], 0, "e")).status == "blocked"
 
@@ -197,7 +198,9 @@ def test_reservations_of_crashed_requests_expire(kind: str) -> None:
             later = await s.admit(counters, 1, "y", NOW_MS + TTL_MS + 1)
             assert (later.status, later.spent, later.reserved) == ("blocked", (100,), (0,))
             assert [(rid, amount) for rid, amount, _ in later.reclaimed] == [("lost", 100)]
-            # A late settlement corrects it to the actual cost, releasing nothing twice.
+            # A late settlement corrects it to the actual cost, releasing nothing twice; a
+            # settlement retried (it had run after all) changes nothing.
+            await s.settle(counters, "lost", 30)
             await s.settle(counters, "lost", 30)
             check = await s.admit(counters, 0, "z", NOW_MS + TTL_MS + 2)
             assert (check.spent, check.reserved, check.reclaimed) == ((30,), (0,), ())

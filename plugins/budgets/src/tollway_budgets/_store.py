@@ -146,8 +146,10 @@ class LocalStore:
             held = counter.reservations.pop(request_id, None)
             if held is not None:
                 counter.reserved -= held[0]
+            elif request_id in counter.reclaimed:
+                cost -= counter.reclaimed.pop(request_id)
             else:
-                cost -= counter.reclaimed.pop(request_id, 0)
+                continue  # settled already: a retry changes nothing
             counter.spent += cost
 
     def seed(

@@ -4,6 +4,8 @@
 -- ARGV: request id, n, then per counter: the actual cost (micro-USD).
 -- The reservation is released and the cost added. A reservation already reclaimed (its lease
 -- lapsed, so its amount was added to spent: see admit.lua) is corrected to the cost instead.
+-- A request with neither was settled already (a settlement that timed out on the caller's
+-- side may still have run, and is then retried): nothing changes, so a retry is harmless.
 -- A counter that no longer exists (Redis lost it) is left alone: it is seeded again from the
 -- ledger.
 
@@ -23,6 +25,8 @@ for i = 1, n do
       if taken then
         cost = cost - tonumber(taken)
         redis.call('HDEL', c, 'x:' .. rid)
+      else
+        cost = 0
       end
     end
     if cost ~= 0 then redis.call('HINCRBY', c, 'spent', cost) end
