@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from tollway._breaker import Breaker
+from tollway._breaker import Breaker, BreakerSettings, counts_as_failure
 from tollway._context import RequestContext
 from tollway._errors import (
     GatewayError,
@@ -106,10 +106,9 @@ class Dispatch:
                     )
                 )
                 continue
-            breaker = self.breakers.get(provider.key)
-            if breaker is None:
-                breaker = self.breakers[provider.key] = Breaker()
-            if not breaker.allow():
+            breaker = self._breaker(provider)
+            ticket = breaker.admit()
+            if ticket is None:
                 ctx.attempts.append(
                     Attempt(
                         provider.key,
@@ -119,17 +118,25 @@ class Dispatch:
                         None,
                         "circuit_open",
                         0.0,
+                        breaker.state(),
                     )
                 )
                 continue
             try:
                 await self.hooks.before_attempt(ctx, target)
             except GatewayError as exc:
-                breaker.release()
+                breaker.release(ticket)
                 skipped = exc
                 ctx.attempts.append(
                     Attempt(
-                        provider.key, provider.type, target.model, "skipped", None, exc.type, 0.0
+                        provider.key,
+                        provider.type,
+                        target.model,
+                        "skipped",
+                        None,
+                        exc.type,
+                        0.0,
+                        breaker.state(),
                     )
                 )
                 continue
@@ -152,13 +159,11 @@ class Dispatch:
                 elapsed = time.perf_counter() - t0
                 ctx.upstream_wait_s += elapsed
                 status = getattr(exc, "status", None)
-                if status is None or status >= 500:
-                    breaker.failure()
+                breaker.record(ticket, counts_as_failure(status))
+                if counts_as_failure(status):
                     # A failing provider sinks under least-latency instead of staying
                     # "unmeasured" (tried first) forever.
                     live.first_byte(provider.key, elapsed + FAILURE_PENALTY_SECONDS)
-                else:
-                    breaker.success()
                 if status == 429 and isinstance(exc, UpstreamHTTPError):
                     pause = retry_after_seconds(exc.headers) or DEFAULT_COOLDOWN_SECONDS
                     live.cool_down(provider.key, pause)
@@ -172,6 +177,7 @@ class Dispatch:
                         status,
                         exc.reason,
                         elapsed,
+                        breaker.state(),
                     )
                 )
                 log.info(
@@ -186,15 +192,24 @@ class Dispatch:
                 continue
             except BaseException:
                 live.ended(provider.key)
-                breaker.release()
+                breaker.release(ticket)
                 raise
-            breaker.success()
+            breaker.record(ticket, counts_as_failure(result.status))
             elapsed = time.perf_counter() - t0
             live.first_byte(provider.key, elapsed)
             ctx.in_flight_to = provider.key
             ctx.upstream_wait_s += elapsed
             ctx.attempts.append(
-                Attempt(provider.key, provider.type, target.model, "ok", result.status, "", elapsed)
+                Attempt(
+                    provider.key,
+                    provider.type,
+                    target.model,
+                    "ok",
+                    result.status,
+                    "",
+                    elapsed,
+                    breaker.state(),
+                )
             )
             return result
         throttled = bool(cooling) and all(getattr(e, "status", None) == 429 for _, e in failures)
@@ -224,6 +239,25 @@ class Dispatch:
         if throttled:
             raise _Throttled(min(cooling), error)
         raise error
+
+    def _breaker(self, provider: Provider) -> Breaker:
+        """The provider's breaker, its settings following the provider's
+        ``config.circuit_breaker`` (a new revision of a stored provider may change them)."""
+        raw = provider.config.config.get("circuit_breaker")
+        breaker = self.breakers.get(provider.key)
+        if breaker is not None and breaker.source is raw:
+            return breaker
+        settings, problems = BreakerSettings.parse(
+            raw, f"providers[{provider.name}].config.circuit_breaker"
+        )
+        for problem in problems:
+            log.warning("circuit_breaker_setting_ignored %s", problem)
+        if breaker is None:
+            breaker = self.breakers[provider.key] = Breaker(settings)
+        else:
+            breaker.settings = settings
+        breaker.source = raw
+        return breaker
 
 
 class _Throttled(Exception):

@@ -123,3 +123,6 @@ class Attempt:
     status: int | None
     reason: str
     duration_s: float
+    #: The provider's circuit breaker once this attempt ended (``closed``, ``open``,
+    #: ``half_open``; see docs/reliability.md).
+    breaker_state: str = "closed"

@@ -17,6 +17,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn
 
+from tollway._breaker import BreakerSettings
 from tollway.egress import mask_url, proxy_problem, standard_from_env
 from tollway.outbound import (
     ALLOW_CIDRS_ENV,
@@ -489,6 +490,10 @@ def _validate(settings: Settings) -> list[str]:
         problem = proxy_problem(p.config.get("proxy"))
         if problem:
             problems.append(f"{where}.config.proxy: {problem}")
+        _, breaker_problems = BreakerSettings.parse(
+            p.config.get("circuit_breaker"), f"{where}.config.circuit_breaker"
+        )
+        problems.extend(breaker_problems)
     return problems
 
 

@@ -27,7 +27,7 @@ from tollway_simulator.common import (
     reply_words,
     tool_arguments,
 )
-from tollway_simulator.faults import Fault, parse_fault
+from tollway_simulator.faults import Fault, parse_fault, parse_fault_mix, pick_fault
 from tollway_simulator.fixtures import read_fixture, split_events
 
 pytest_plugins = ["simulator_fixtures"]
@@ -53,6 +53,22 @@ def test_plugin_registers_simulate() -> None:
     assert any(
         ep.name == "tollway-simulator" and ep.value == "tollway_simulator.plugin" for ep in eps
     )
+
+
+def test_parse_fault_mix() -> None:
+    mix = parse_fault_mix("500=0.3, timeout=0.1")
+    assert mix == ((Fault("status", 500), 0.3), (Fault("timeout"), 0.1))
+    assert pick_fault(mix, 0.0) == Fault("status", 500)
+    assert pick_fault(mix, 0.35) == Fault("timeout")
+    assert pick_fault(mix, 0.45) is None
+    for bad, why in (
+        ("500", "expected F=SHARE"),
+        ("500=2", "from 0 to 1"),
+        ("500=0.7,timeout=0.7", "more than 1"),
+        ("bogus=0.1", "unknown fault"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            parse_fault_mix(bad)
 
 
 def test_parse_fault() -> None:

@@ -108,6 +108,9 @@ class Prices:
     tiers: tuple[tuple[int, Prices], ...] = ()
     #: Where they came from: ``table:<entry>``, ``provider:<name>:<entry>`` or ``default``.
     source: str = ""
+    #: The most output tokens the model produces in one answer (the table's
+    #: ``max_output_tokens``), when known: the worst case of a request without ``max_tokens``.
+    max_output_tokens: int | None = None
     #: The four prices as integers over one common denominator (exact; integer arithmetic is
     #: several times faster than Fractions on the request path).
     scaled: tuple[int, int, int, int, int] = attrs.field(
@@ -159,6 +162,7 @@ class Prices:
             # An override replaces the table's tiers: its prices are what the provider charges.
             tiers=(),
             source=source,
+            max_output_tokens=base.max_output_tokens if base else None,
         )
 
 
@@ -205,6 +209,7 @@ def _from_table(name: str, raw: Mapping[str, Any]) -> Prices | None:
             cache_read=input_ if base["cache_read"] is None else base["cache_read"],
             cache_write=input_ if base["cache_write"] is None else base["cache_write"],
             source=f"table:{name}",
+            max_output_tokens=_max_output(raw.get("max_output_tokens")),
         )
         tiers: dict[int, dict[str, Fraction]] = {}
         for key, value in raw.items():
@@ -225,6 +230,12 @@ def _from_table(name: str, raw: Mapping[str, Any]) -> Prices | None:
         return prices
     except PriceError:
         return None
+
+
+def _max_output(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
 
 
 class PriceTable:
@@ -257,7 +268,9 @@ class PriceTable:
             kept = {
                 k: v
                 for k, v in entry.items()
-                if k in _TABLE_FIELDS.values() or _TIER.fullmatch(k) is not None
+                if k in _TABLE_FIELDS.values()
+                or k == "max_output_tokens"
+                or _TIER.fullmatch(k) is not None
             }
             if kept:
                 raw[name] = kept

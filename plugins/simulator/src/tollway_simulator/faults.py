@@ -67,3 +67,45 @@ def parse_fault(spec: str) -> Fault:
     except ValueError:
         pass
     raise ValueError(f"unknown fault {spec!r}; expected {FAULT_HELP}")
+
+
+#: A random mix of faults: each entry's fault hits that share of the requests.
+FaultMix = tuple[tuple[Fault, float], ...]
+
+FAULT_MIX_HELP = (
+    "comma-separated F=SHARE entries, each fault F hitting that share (0-1) of the requests at "
+    "random, the rest answered normally; the shares add up to at most 1 "
+    "(e.g. 500=0.3,timeout=0.1)"
+)
+
+
+def parse_fault_mix(spec: str) -> FaultMix:
+    """Parse a fault mix (see ``FAULT_MIX_HELP``); raise ``ValueError`` saying what to fix."""
+    entries: list[tuple[Fault, float]] = []
+    for part in spec.split(","):
+        name, sep, share_text = part.strip().rpartition("=")
+        if not sep or not name:
+            raise ValueError(
+                f"fault mix entry {part.strip()!r}: expected F=SHARE; {FAULT_MIX_HELP}"
+            )
+        try:
+            share = float(share_text)
+        except ValueError:
+            share = -1.0
+        if not 0 <= share <= 1:
+            raise ValueError(
+                f"fault mix entry {part.strip()!r}: SHARE must be a number from 0 to 1"
+            )
+        entries.append((parse_fault(name), share))
+    if sum(share for _, share in entries) > 1 + 1e-9:
+        raise ValueError(f"fault mix {spec!r}: the shares add up to more than 1")
+    return tuple(entries)
+
+
+def pick_fault(mix: FaultMix, draw: float) -> Fault | None:
+    """The fault of ``mix`` for a request whose uniform random number is ``draw`` (0-1)."""
+    for fault, share in mix:
+        if draw < share:
+            return fault
+        draw -= share
+    return None

@@ -9,10 +9,13 @@ process and platform collectors.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from tollway import RequestContext
 
@@ -82,6 +85,8 @@ RECORDED_METRICS: tuple[str, ...] = (
     "gateway_streaming_active",
     "gateway_overhead_seconds",
     "gateway_otel_spans_dropped_total",
+    "gateway_circuit_breaker_state",
+    "gateway_circuit_breaker_opens_total",
 )
 
 #: SPEC §7 metrics other plugins record in prometheus-client's default registry, with the
@@ -176,6 +181,7 @@ class GatewayMetrics:
         if gateway is not None:
             self.in_flight.set_function(lambda: gateway.in_flight)
             self.streaming.set_function(lambda: gateway.streaming_active)
+            registry.register(_Breakers(gateway))
 
     def observe(self, ctx: RequestContext) -> None:
         """Record one finished request (called from ``account``)."""
@@ -195,6 +201,43 @@ class GatewayMetrics:
     def exposition(self) -> bytes:
         """The text exposition: the default registry (other plugins, process), then ours."""
         return generate_latest(prometheus_client.REGISTRY) + generate_latest(self.registry)
+
+
+_BREAKER_STATES = ("closed", "open", "half_open")
+
+
+class _Breakers(Collector):
+    """The providers' circuit breakers, read at scrape time: one ``state`` series per provider
+    and state (1 for the current one), and how often each opened."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def describe(self) -> list[Metric]:
+        return list(self._families({}))
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self.gateway.breakers)
+
+    def _families(self, breakers: dict[str, Any]) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "gateway_circuit_breaker_state",
+            "Each provider's circuit breaker in this process: 1 for its current state "
+            "(closed, open, half_open), 0 for the others.",
+            labels=["provider", "state"],
+        )
+        opens = CounterMetricFamily(
+            "gateway_circuit_breaker_opens",
+            "Times a provider's circuit breaker opened (closed to open) in this process.",
+            labels=["provider"],
+        )
+        for provider, breaker in sorted(breakers.items()):
+            current = breaker.state()
+            for name in _BREAKER_STATES:
+                state.add_metric([provider, name], 1.0 if name == current else 0.0)
+            opens.add_metric([provider], breaker.opens)
+        yield state
+        yield opens
 
 
 #: The ``Content-Type`` of :meth:`GatewayMetrics.exposition`: the classic text format, which
