@@ -377,16 +377,16 @@ def start_control_plane(
     port: int = 0,
     timeout: float = 30,
 ) -> ControlPlaneProcess:
-    """``tollway control-plane --host HOST --port PORT`` with exactly ``env`` (its store:
-    ``TOLLWAY_DATABASE_URL``, or the SQLite file in ``data_dir``); ready once it printed its
-    address and ``/api/health`` answers 200."""
+    """``tollway control-plane --host HOST --port PORT`` (``0``: any free port) with ``env``
+    (its store: ``TOLLWAY_DATABASE_URL``, or the SQLite file in its data dir — ``env``'s
+    ``TOLLWAY_DATA_DIR``, by default ``data_dir``), logging to ``data_dir/control-plane.log``;
+    ready once it printed its address and ``/api/health`` answers 200."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir / "control-plane.log"
     argv = [sys.executable, "-m", "tollway", "control-plane", "--host", host, "--port", str(port)]
+    full_env = {"TOLLWAY_DATA_DIR": str(data_dir), **env}
     with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [*argv, "--data-dir", str(data_dir)], env=dict(env), stdout=fh, stderr=subprocess.STDOUT
-        )
+        proc = subprocess.Popen(argv, env=full_env, stdout=fh, stderr=subprocess.STDOUT)
     cp = ControlPlaneProcess(proc, "", log)
 
     def ready() -> bool:
