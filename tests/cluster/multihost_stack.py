@@ -55,9 +55,14 @@ GATEWAY_PLUGINS = [
 #: USD per million tokens = micro-USD per token: a call's cost is an exact integer.
 PRICE_IN, PRICE_OUT = 20, 100
 MAX_TOKENS = 20
-#: The limiter's and the budgets' back-off after a Redis error (their
-#: ``redis_retry_interval_seconds``, the default).
-RETRY_INTERVAL = 1.0
+#: The last gateway refuses what Redis cannot decide; the others admit it (the default).
+FAIL_CLOSED = """
+[plugin.tollway-rate-limits]
+on_redis_error = "fail_closed"
+
+[plugin.budgets]
+on_redis_error = "fail_closed"
+"""
 
 
 def cost_of(usage: dict[str, int]) -> int:
@@ -120,6 +125,8 @@ class Stack:
         self.balancer: TcpBalancer | None = None
         self.gateways: list[GatewayProcess] = []
         self.provider: dict[str, Any] = {}
+        #: The index of the gateway configured with :data:`FAIL_CLOSED`.
+        self.fail_closed = 2
         self.http = httpx.Client(timeout=20)
 
     # --- start and stop --------------------------------------------------------------------
@@ -163,6 +170,7 @@ class Stack:
             self.gateways.append(
                 start_gateway(
                     self.tmp / f"gw{i}",
+                    FAIL_CLOSED if i == self.fail_closed else "",
                     env={**gw_env, "TOLLWAY_DATA_DIR": str(self.tmp / f"gw{i}" / "data")},
                     keys=[],
                     wait=False,

@@ -37,6 +37,8 @@ pytest.importorskip("psycopg")
 LONG = os.environ.get("TOLLWAY_TEST_MULTIHOST_LONG", "") not in ("", "0")
 LOOPBACK = os.environ.get("TOLLWAY_TEST_MULTIHOST_LOOPBACK", "") not in ("", "0")
 RPM = 9
+#: What a fail-closed gateway answers while Redis cannot decide.
+UNAVAILABLE = {"rate_limiter_unavailable", "budget_counters_unavailable"}
 BURST = 60 if LONG else 15
 
 pytestmark = pytest.mark.slow
@@ -130,31 +132,42 @@ def test_redis_master_killed_replica_promoted_limits_hold(stack: Stack) -> None:
     assert master is not None
     killed = time.monotonic()
     redis.kill(master)
-    seen: dict[str, int] = {}
+    # What each gateway answered meanwhile, e.g. {"probe 200 limited": 3, "capped 503": 7}.
+    seen: list[dict[str, int]] = [{} for _ in stack.gateways]
     promoted_at: list[float] = []
 
     def enforced_everywhere() -> bool:
         if not promoted_at and redis.master_of_slot(slot) not in (None, master):
             promoted_at.append(time.monotonic() - killed)
         back = True
-        for gw in stack.gateways:
+        for gw, tally in zip(stack.gateways, seen, strict=True):
             status, body = stack.chat(gw, probe["secret"])
-            kind = f"{status}{' limited' if body.get('_limited') else ''}"
-            seen[f"probe {kind}"] = seen.get(f"probe {kind}", 0) + 1
-            capped_status = stack.chat(gw, capped["secret"])[0]
-            seen[f"capped {capped_status}"] = seen.get(f"capped {capped_status}", 0) + 1
-            back = back and kind == "200 limited" and capped_status == 402
+            kind = f"probe {status}{' limited' if body.get('_limited') else ''}"
+            capped_status, capped_body = stack.chat(gw, capped["secret"])
+            for what, b in ((kind, body), (f"capped {capped_status}", capped_body)):
+                tally[what] = tally.get(what, 0) + 1
+                if what.endswith("503"):
+                    assert b["error"]["code"] in UNAVAILABLE, b
+            back = back and kind == "probe 200 limited" and capped_status == 402
         return back and bool(promoted_at)
 
     window = poll_seconds(enforced_everywhere, 30, "limits and budgets enforced again")
     new_master = redis.wait_failover(slot, master)
     print(
         f"\nkilled master :{master} (slot {slot}); replica :{new_master} promoted after "
-        f"{promoted_at[0]:.1f}s; every gateway enforcing again after {window:.1f}s; "
-        f"answers meanwhile: {dict(sorted(seen.items()))}"
+        f"{promoted_at[0]:.1f}s; every gateway enforcing again after {window:.1f}s"
     )
-    # Fail-open is the default: during the window nothing was refused for want of Redis.
-    assert not any(k.endswith("503") for k in seen)
+    for i, tally in enumerate(seen):
+        policy = "fail_closed" if i == stack.fail_closed else "fail_open"
+        print(f"  gateway {i} ({policy}) answered meanwhile: {dict(sorted(tally.items()))}")
+        if i == stack.fail_closed:
+            # Nothing admitted without a decision; the window answered 503.
+            assert set(tally) <= {"probe 200 limited", "probe 503", "capped 402", "capped 503"}
+            assert tally.get("probe 503", 0) and tally.get("capped 503", 0)
+        else:
+            # Nothing refused for want of Redis; the window admitted without a decision.
+            assert not any(k.endswith("503") for k in tally)
+            assert tally.get("probe 200", 0) and tally.get("capped 200", 0)
     # After the window: rpm exact again, and a budget holds its bound against the ledger.
     key = stack.new_key(rate_limits={"rpm": RPM})
     statuses = [s for s, _ in stack.burst(key["secret"], BURST)]
