@@ -5,7 +5,6 @@ simulator and the official SDKs."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -77,19 +76,21 @@ def cli_env(gw: GatewayProcess) -> dict[str, str]:
     }
 
 
+ADMIN = {"authorization": "Bearer workers-admin-token"}
+
+
 def store_key(gw: GatewayProcess, config: dict[str, Any]) -> str:
-    """A virtual key created in the embedded control plane's store (not a static key): the
-    workers resolve it through the control plane process."""
-    made = cli_json(
-        cli_env(gw),
-        "vk",
-        "create",
-        "--name",
-        f"w-{uuid.uuid4().hex[:6]}",
-        "--config-json",
-        json.dumps(config),
+    """A virtual key created in the embedded control plane's store (not a static key) through
+    the admin API on the gateway's port (relayed to the control plane process); the workers
+    resolve it through that process."""
+    r = httpx.post(
+        f"{gw.url}/api/admin/virtual-keys",
+        json={"name": f"w-{uuid.uuid4().hex[:6]}", "config": config},
+        headers=ADMIN,
+        timeout=20,
     )
-    return str(made["secret"])
+    assert r.status_code == 201, r.text
+    return str(r.json()["secret"])
 
 
 def served_by(gw: GatewayProcess) -> dict[str, int]:
@@ -144,16 +145,28 @@ def test_both_sdks_on_both_workers_and_one_scrape_counts_them_all(gw: GatewayPro
         time.sleep(0.1)
     workers = Counter(served_by(gw)[i] for i in ids)
     assert set(workers) == {0, 1}, workers
-    # The request explorer (the control plane's store) has the requests of both workers.
+    # The request explorer (the control plane's store) has the requests of both workers: through
+    # the admin API on the shared port, and through the CLI working on the store itself.
     deadline = time.monotonic() + 15
     listed: set[str] = set()
-    while time.monotonic() < deadline:
-        time.sleep(1)
-        rows = cli_json(cli_env(gw), "requests", "list", "--limit", "200")
-        listed = {r["request_id"] for r in rows}
-        if set(ids) <= listed:
-            break
+    while time.monotonic() < deadline and not set(ids) <= listed:
+        time.sleep(0.3)
+        r = httpx.get(f"{gw.url}/api/admin/requests", params={"limit": 200}, headers=ADMIN)
+        assert r.status_code == 200, r.text
+        listed = {row["request_id"] for row in r.json()["data"]}
     assert set(ids) <= listed
+    rows = cli_json(cli_env(gw), "requests", "list", "--limit", "200")
+    assert set(ids) <= {row["request_id"] for row in rows}
+
+
+def test_the_control_plane_api_answers_on_the_shared_port(gw: GatewayProcess) -> None:
+    assert httpx.get(f"{gw.url}/api/health", timeout=10).status_code == 200
+    r = httpx.get(f"{gw.url}/api/admin/virtual-keys", headers=ADMIN, timeout=10)
+    assert r.status_code == 200
+    r = httpx.get(f"{gw.url}/api/admin/virtual-keys", timeout=10)
+    assert r.status_code == 401 and "TOLLWAY_ADMIN_TOKEN" in r.json()["error"]["message"]
+    # The control plane's own /metrics and trace receiver stay on its loopback port.
+    assert httpx.post(f"{gw.url}/api/otel/v1/traces", content=b"{}").status_code == 404
 
 
 def test_rate_limit_and_response_cache_are_shared_by_the_workers(gw: GatewayProcess) -> None:

@@ -19,9 +19,17 @@ from tollway._asgi import GatewayASGI
 from tollway._errors import BadRequest, GatewayError, RequestHeadersTooLarge
 from tollway._ids import request_id
 from tollway._input import MAX_REQUEST_HEADER_BYTES
+from tollway._workers import supervised_control_plane, worker_index
 from tollway.gateway import Gateway, create_app
 
-__all__ = ["bind_address", "envelope_protocol_errors", "protocol_error_reply", "run_gateway"]
+__all__ = [
+    "bind_address",
+    "envelope_protocol_errors",
+    "protocol_error_reply",
+    "run_gateway",
+    "supervised_control_plane",
+    "worker_index",
+]
 
 log = logging.getLogger("tollway.server")
 

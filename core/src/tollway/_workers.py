@@ -43,11 +43,13 @@ from typing import Any
 import attrs
 
 __all__ = [
+    "CONTROL_PLANE_ENV",
     "READY_FD_ENV",
     "WORKER_ENV",
     "Supervisor",
     "parse_workers",
     "reuseport_socket",
+    "supervised_control_plane",
     "worker_index",
 ]
 
@@ -57,6 +59,8 @@ log = logging.getLogger("tollway.workers")
 WORKER_ENV = "TOLLWAY_WORKER_ID"
 #: Set by the supervisor: the pipe a worker writes ``"<index> <pid>\n"`` into once it serves.
 READY_FD_ENV = "TOLLWAY_WORKER_READY_FD"
+#: Set by the supervisor when it runs the embedded control plane: that control plane's URL.
+CONTROL_PLANE_ENV = "TOLLWAY_WORKERS_CONTROL_PLANE"
 #: A worker that exits sooner than this after its start is restarted after a pause.
 _QUICK_EXIT_S = 10.0
 #: How long the supervisor waits for the control plane it starts to listen.
@@ -78,6 +82,13 @@ def worker_index(env: Mapping[str, str] | None = None) -> int | None:
     """This process's worker index when a supervisor started it, else None."""
     raw = (os.environ if env is None else env).get(WORKER_ENV, "")
     return int(raw) if raw.isdigit() else None
+
+
+def supervised_control_plane(env: Mapping[str, str] | None = None) -> str | None:
+    """In a worker whose supervisor runs the embedded control plane: that control plane's
+    URL (a loopback address), else None."""
+    url = (os.environ if env is None else env).get(CONTROL_PLANE_ENV, "").strip()
+    return url if url and worker_index(env) is not None else None
 
 
 def reuseport_socket(addr: str) -> socket.socket:
@@ -197,6 +208,7 @@ class Supervisor:
         self._cp = proc
         self._cp_port = int(url.rpartition(":")[2])
         self.env["LW_GATEWAY_BASE_URL"] = url
+        self.env[CONTROL_PLANE_ENV] = url
         log.info("workers_control_plane_started url=%s pid=%d", url, proc.pid)
         return True
 
