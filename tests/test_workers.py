@@ -262,15 +262,8 @@ def test_sigterm_drains_an_in_flight_stream(gw: GatewayProcess) -> None:
             os.kill(pid, 0)
 
 
-def test_more_than_one_worker_needs_redis(tmp_path: Path) -> None:
-    out = tollway(
-        "serve",
-        "--workers",
-        "2",
-        env={"GATEWAY_REDIS_URL": "", "TOLLWAY_DATA_DIR": str(tmp_path)},
-    )
-    assert out.returncode != 0
-    assert "GATEWAY_REDIS_URL" in out.stderr
+# `--workers 2` without GATEWAY_REDIS_URL is refused:
+# tests/test_lifecycle.py::test_workers_without_redis_refused.
 
 
 def test_workers_auto_is_the_number_of_cores(tmp_path: Path) -> None:
@@ -304,3 +297,41 @@ def test_parse_workers() -> None:
     assert parse_workers("1") == 1
     assert parse_workers("3") == 3
     assert parse_workers(" AUTO ") == (os.cpu_count() or 1)
+
+
+def test_no_child_outlives_a_killed_supervisor(sim: Simulator, tmp_path: Path) -> None:
+    """SIGKILL leaves the supervisor no chance to clean up: the kernel's parent-death signal
+    (and each worker's watch on its parent) stops the workers and the control plane."""
+    g = start_gateway(
+        tmp_path,
+        providers=default_providers(sim.url)[:1],
+        env={"GATEWAY_REDIS_URL": REDIS},
+        plugins=["tollway_static_keys", "tollway_provider_openai", "tollway_control_plane"],
+        command=SERVE_2,
+        timeout=90,
+    )
+    try:
+        assert g.openai().chat.completions.create(model="gpt-4o-mini", messages=HELLO).choices
+        children = list(worker_pids(g).values())
+        m = re.search(r"workers_control_plane_started url=\S+ pid=(\d+)", g.logs())
+        assert m is not None and len(children) == 2
+        children.append(int(m.group(1)))
+        g.proc.kill()
+        g.proc.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        alive = children
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in children if _alive(pid)]
+        assert not alive, f"still running after the supervisor died: {alive}"
+    finally:
+        stop(g.proc)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, reaped by init soon, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -187,7 +187,7 @@ def run_gateway(
             loop.add_signal_handler(sig, on_signal, sig.name)
 
         if parent_pid is not None:
-            tasks.add(loop.create_task(_watch_parent(parent_pid, on_signal)))
+            tasks.add(loop.create_task(_watch_parent(parent_pid, gateway, on_signal)))
         if sock is None:
             if on_ready is not None:
                 gateway.on_started.append(lambda: on_ready(bind))
@@ -208,11 +208,14 @@ def run_gateway(
             pass
 
 
-async def _watch_parent(parent_pid: int, on_signal: Callable[[str], None]) -> None:
+async def _watch_parent(
+    parent_pid: int, gateway: Gateway, on_signal: Callable[[str], None]
+) -> None:
     """Drain when the supervisor that started this worker is gone (killed with SIGKILL, say):
     a worker never outlives it by more than its drain."""
     while True:
         await asyncio.sleep(1.0)
         if os.getppid() != parent_pid:
             break
-    on_signal("supervisor_exited")
+    if not gateway.draining:  # the kernel's SIGTERM (PR_SET_PDEATHSIG) may have come first
+        on_signal("supervisor_exited")

@@ -16,8 +16,9 @@ The design (docs/operator-guide.md, "Several workers"):
   recorded request spans of all workers are in one place.
 - Signals: SIGTERM/SIGINT are forwarded once to every worker (each drains as a single gateway
   does, ``/readyz`` 503 first); a second one is forwarded again (stop now). Workers run in their
-  own process group, so a terminal's Ctrl-C reaches them only through the supervisor, and a
-  worker whose supervisor disappears drains by itself.
+  own process group, so a terminal's Ctrl-C reaches them only through the supervisor; when the
+  supervisor dies (even by SIGKILL) every child gets SIGTERM from the kernel (Linux
+  ``PR_SET_PDEATHSIG``), and a worker also notices a changed parent and drains by itself.
 - A worker that exits while the supervisor is not stopping is replaced (after a pause when it
   lived less than :data:`_QUICK_EXIT_S`). One that fails before it was ever ready at start-up
   stops the whole command with exit code 1 (a configuration error would only repeat).
@@ -25,6 +26,8 @@ The design (docs/operator-guide.md, "Several workers"):
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import re
@@ -115,6 +118,28 @@ def reuseport_socket(addr: str) -> socket.socket:
     return sock
 
 
+def _parent_death_signal() -> Callable[[], None] | None:
+    """Linux: a ``preexec_fn`` that has the kernel send SIGTERM to the child when the
+    supervisor dies (even by SIGKILL), so no worker or control plane outlives it. The libc
+    handle is loaded here, before any fork: the child only makes the one ``prctl`` call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):  # pragma: no cover - no usable libc
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return preexec
+
+
+_PREEXEC = _parent_death_signal()
+
+
 @attrs.define
 class _Worker:
     index: int
@@ -127,8 +152,9 @@ class _Worker:
 class Supervisor:
     """Runs ``count`` workers serving ``addr`` until SIGTERM/SIGINT (see the module doc).
 
-    ``env`` is the environment every child gets (the supervisor adds its own variables);
-    ``control_plane`` says whether to start the embedded control plane as a child;
+    ``env`` is the environment every child gets (the supervisor adds its own variables) and
+    ``state_args`` the ``--config``/``--data-dir`` options it was given, passed on to every
+    child; ``control_plane`` says whether to start the embedded control plane as a child;
     ``on_ready(bind)`` is called once, when every worker serves for the first time.
     """
 
@@ -136,6 +162,7 @@ class Supervisor:
     addr: str
     env: dict[str, str]
     control_plane: bool
+    state_args: list[str] = attrs.field(factory=list)
     on_ready: Callable[[str], None] | None = None
     workers: dict[int, _Worker] = attrs.field(factory=dict)
     _stop_signals: int = 0
@@ -181,8 +208,10 @@ class Supervisor:
     def _start_control_plane(self) -> bool:
         env = {k: v for k, v in self.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         argv = [sys.executable, "-m", "tollway", "control-plane", "--host", "127.0.0.1"]
-        argv += ["--port", str(self._cp_port)]
-        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, process_group=0)
+        argv += ["--port", str(self._cp_port), *self.state_args]
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, process_group=0, preexec_fn=_PREEXEC
+        )
         assert proc.stdout is not None
         deadline = time.monotonic() + _CONTROL_PLANE_START_S
         line = b""
@@ -215,10 +244,11 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         env = {**self.env, WORKER_ENV: str(index), READY_FD_ENV: str(self._ready_w)}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tollway", "serve"],
+            [sys.executable, "-m", "tollway", "serve", *self.state_args],
             env=env,
             pass_fds=(self._ready_w,),
             process_group=0,
+            preexec_fn=_PREEXEC,
         )
         self.workers[index] = _Worker(index, proc, time.monotonic())
         log.info("worker_started worker=%d pid=%d", index, proc.pid)

@@ -182,18 +182,25 @@ def _serve_workers(count: int, port: int | None) -> None:
         pm, _ = build_plugin_manager(settings.plugins)
     except (ValueError, PluginLoadError) as exc:
         raise click.ClickException(str(exc)) from None
-    env = dict(os.environ)
-    env["TOLLWAY_DATA_DIR"] = state.data_dir
-    if state.config_file:
-        env["TOLLWAY_CONFIG"] = state.config_file
+    # Children resolve their state as this process did: the same environment and working
+    # directory, and the --config/--data-dir given here.
+    state_args: list[str] = []
+    if state.config_file and state.config_from == "--config":
+        state_args += ["--config", state.config_file]
+    if state.data_dir_from == "--data-dir":
+        state_args += ["--data-dir", state.data_dir]
     # The embedded control plane gets one process of its own (one writer for the store),
     # which every worker reaches over the internal protocol on loopback.
     root = click.get_current_context().find_root()
     embedded = not os.environ.get("LW_GATEWAY_BASE_URL", "").strip()
     has_control_plane = cli.get_command(root, "control-plane") is not None
 
+    supervised_cp = embedded and has_control_plane
+
     def ready(bind: str) -> None:
-        for line in _using_lines(state, Hooks(pm).describe_state(state, None)):
+        # The control plane process has printed its store already.
+        report = {} if supervised_cp else Hooks(pm).describe_state(state, None)
+        for line in _using_lines(state, report):
             click.echo(line, err=True)
         click.echo(
             f"tollway {__version__} listening on {_base_url(bind)} with {count} workers",
@@ -201,7 +208,12 @@ def _serve_workers(count: int, port: int | None) -> None:
         )
 
     supervisor = Supervisor(
-        count, addr, env, control_plane=embedded and has_control_plane, on_ready=ready
+        count,
+        addr,
+        dict(os.environ),
+        control_plane=supervised_cp,
+        state_args=state_args,
+        on_ready=ready,
     )
     try:
         code = supervisor.run()
