@@ -27,6 +27,7 @@ from tollway.testing import (
     GatewayProcess,
     cli_json,
     default_providers,
+    free_port,
     start_gateway,
     stop,
 )
@@ -59,6 +60,8 @@ def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
             "GATEWAY_REDIS_URL": REDIS,
             "TOLLWAY_ADMIN_TOKEN": "workers-admin-token",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
+            # A drain delay, so /readyz can be seen turning 503 on every worker.
+            "SERVER_DRAIN_DELAY_SECONDS": "1",
         },
         command=SERVE_2,
         timeout=90,
@@ -250,6 +253,11 @@ def test_sigterm_drains_an_in_flight_stream(gw: GatewayProcess) -> None:
         time.sleep(0.02)
     assert got, "stream did not start"
     gw.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # Every worker drains: /readyz is 503 whichever worker a new connection reaches.
+    probes = [httpx.get(f"{gw.url}/readyz", timeout=5) for _ in range(6)]
+    assert [p.status_code for p in probes] == [503] * 6
+    assert {p.json()["status"] for p in probes} == {"draining"}
     t.join(30)
     assert done.is_set()
     assert b"data: [DONE]" in b"".join(got)
@@ -335,3 +343,58 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_that_cannot_start_stops_the_command(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    dist = site / "crashy-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: crashy\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[tollway]\ncrashy = crashy_mod\n")
+    (site / "crashy_mod.py").write_text(
+        "from tollway import hookimpl\n"
+        "@hookimpl\n"
+        "def gateway_started(gateway):\n"
+        "    raise RuntimeError('cannot reach the licence server')\n"
+    )
+    out = tollway(
+        "serve",
+        "--workers",
+        "2",
+        "--port",
+        str(free_port()),
+        env={
+            "PYTHONPATH": str(site),
+            "TOLLWAY_DATA_DIR": str(tmp_path / "d"),
+            "GATEWAY_REDIS_URL": REDIS,
+            "TOLLWAY_PLUGINS": "crashy,tollway-static-keys",
+        },
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert "crashy" in out.stderr and "licence server" in out.stderr
+    assert "worker_failed_to_start" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = tollway(
+            "serve",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+            env={
+                "SERVER_ADDR": "127.0.0.1:1",
+                "TOLLWAY_DATA_DIR": str(tmp_path),
+                "GATEWAY_REDIS_URL": REDIS,
+            },
+        )
+    assert out.returncode == 1
+    assert "cannot listen" in out.stderr and "Traceback" not in out.stderr
