@@ -61,7 +61,7 @@ def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
             "TOLLWAY_ADMIN_TOKEN": "workers-admin-token",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             # A drain delay, so /readyz can be seen turning 503 on every worker.
-            "SERVER_DRAIN_DELAY_SECONDS": "1",
+            "SERVER_DRAIN_DELAY_SECONDS": "3",
         },
         command=SERVE_2,
         timeout=90,
@@ -172,6 +172,28 @@ def test_the_control_plane_api_answers_on_the_shared_port(gw: GatewayProcess) ->
     assert httpx.post(f"{gw.url}/api/otel/v1/traces", content=b"{}").status_code == 404
 
 
+def test_the_console_signs_in_through_any_worker(gw: GatewayProcess) -> None:
+    """The console's sessions live in the control plane process: a session made through one
+    worker is good on the other (every request below is a new connection)."""
+    assert f"console: {gw.url}/console/" in gw.logs()
+    login = f"{gw.url}/console/login"
+    r = httpx.post(
+        login,
+        data={"token": "workers-admin-token", "next": ""},
+        headers={"origin": gw.url},
+        timeout=10,
+    )
+    assert r.status_code == 303, r.text
+    cookies = r.cookies
+    assert cookies, "no session cookie"
+    for _ in range(6):
+        page = httpx.get(f"{gw.url}/console/", cookies=cookies, timeout=10)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+    # A form from elsewhere is refused: the console sees the gateway's own Host.
+    r = httpx.post(login, data={"token": "x"}, headers={"origin": "http://evil.example"})
+    assert r.status_code == 403
+
+
 def test_rate_limit_and_response_cache_are_shared_by_the_workers(gw: GatewayProcess) -> None:
     key = store_key(gw, {"rate_limits": {"rpm": 4}})
     codes = [
@@ -255,8 +277,8 @@ def test_sigterm_drains_an_in_flight_stream(gw: GatewayProcess) -> None:
     gw.proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     # Every worker drains: /readyz is 503 whichever worker a new connection reaches.
-    probes = [httpx.get(f"{gw.url}/readyz", timeout=5) for _ in range(6)]
-    assert [p.status_code for p in probes] == [503] * 6
+    probes = [httpx.get(f"{gw.url}/readyz", timeout=5) for _ in range(5)]
+    assert [p.status_code for p in probes] == [503] * 5
     assert {p.json()["status"] for p in probes} == {"draining"}
     t.join(30)
     assert done.is_set()

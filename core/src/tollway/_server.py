@@ -19,7 +19,7 @@ from tollway._asgi import GatewayASGI
 from tollway._errors import BadRequest, GatewayError, RequestHeadersTooLarge
 from tollway._ids import request_id
 from tollway._input import MAX_REQUEST_HEADER_BYTES
-from tollway._workers import supervised_control_plane, worker_index
+from tollway._workers import serves_workers, supervised_control_plane, worker_index
 from tollway.gateway import Gateway, create_app
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "envelope_protocol_errors",
     "protocol_error_reply",
     "run_gateway",
+    "serves_workers",
     "supervised_control_plane",
     "worker_index",
 ]

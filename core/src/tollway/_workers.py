@@ -52,6 +52,7 @@ __all__ = [
     "Supervisor",
     "parse_workers",
     "reuseport_socket",
+    "serves_workers",
     "supervised_control_plane",
     "worker_index",
 ]
@@ -64,6 +65,8 @@ WORKER_ENV = "TOLLWAY_WORKER_ID"
 READY_FD_ENV = "TOLLWAY_WORKER_READY_FD"
 #: Set by the supervisor when it runs the embedded control plane: that control plane's URL.
 CONTROL_PLANE_ENV = "TOLLWAY_WORKERS_CONTROL_PLANE"
+#: Set by the supervisor in the control plane process it starts (its workers relay to it).
+SERVES_WORKERS_ENV = "TOLLWAY_WORKERS_SUPERVISED"
 #: A worker that exits sooner than this after its start is restarted after a pause.
 _QUICK_EXIT_S = 10.0
 #: How long the supervisor waits for the control plane it starts to listen.
@@ -92,6 +95,12 @@ def supervised_control_plane(env: Mapping[str, str] | None = None) -> str | None
     URL (a loopback address), else None."""
     url = (os.environ if env is None else env).get(CONTROL_PLANE_ENV, "").strip()
     return url if url and worker_index(env) is not None else None
+
+
+def serves_workers(env: Mapping[str, str] | None = None) -> bool:
+    """True in the control plane process a ``serve --workers N`` supervisor started: its
+    requests come relayed by the workers (see :func:`supervised_control_plane`)."""
+    return (os.environ if env is None else env).get(SERVES_WORKERS_ENV) == "1"
 
 
 def reuseport_socket(addr: str) -> socket.socket:
@@ -207,6 +216,7 @@ class Supervisor:
 
     def _start_control_plane(self) -> bool:
         env = {k: v for k, v in self.env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        env[SERVES_WORKERS_ENV] = "1"
         argv = [sys.executable, "-m", "tollway", "control-plane", "--host", "127.0.0.1"]
         argv += ["--port", str(self._cp_port), *self.state_args]
         proc = subprocess.Popen(

@@ -198,14 +198,15 @@ def _serve_workers(count: int, port: int | None) -> None:
     supervised_cp = embedded and has_control_plane
 
     def ready(bind: str) -> None:
+        report = Hooks(pm).describe_state(state, None)
         # The control plane process has printed its store already.
-        report = {} if supervised_cp else Hooks(pm).describe_state(state, None)
-        for line in _using_lines(state, report):
+        using = {k: v for k, v in report.items() if not (supervised_cp and k == "store")}
+        for line in _using_lines(state, using):
             click.echo(line, err=True)
-        click.echo(
-            f"tollway {__version__} listening on {_base_url(bind)} with {count} workers",
-            err=True,
-        )
+        base = _base_url(bind)
+        click.echo(f"tollway {__version__} listening on {base} with {count} workers", err=True)
+        for line in _page_lines(base, report):
+            click.echo(line, err=True)
 
     supervisor = Supervisor(
         count,

@@ -19,12 +19,25 @@ extra plugins of its own (the conformance kit's probe)::
 
 Under ``tollway serve --workers N`` (N > 1) every worker is a gateway of its own; when the
 supervisor runs the embedded control plane for them, :func:`supervised_control_plane` gives its
-loopback URL in a worker (the control-plane plugin relays its HTTP API there), else None.
+loopback URL in a worker (the control-plane plugin relays its HTTP API there), else None;
+:func:`serves_workers` is True in that control plane process.
 :func:`worker_index` is the worker's index (0…N-1), None outside a supervisor.
 """
 
 from __future__ import annotations
 
-from tollway._server import bind_address, run_gateway, supervised_control_plane, worker_index
+from tollway._server import (
+    bind_address,
+    run_gateway,
+    serves_workers,
+    supervised_control_plane,
+    worker_index,
+)
 
-__all__ = ["bind_address", "run_gateway", "supervised_control_plane", "worker_index"]
+__all__ = [
+    "bind_address",
+    "run_gateway",
+    "serves_workers",
+    "supervised_control_plane",
+    "worker_index",
+]
