@@ -25,6 +25,7 @@ from tollway_control_plane.console.sessions import (
     same_origin,
 )
 from tollway_control_plane.protocol import BodyTooLarge, read_body, state
+from tollway_control_plane.relay import client_address
 from tollway_control_plane.store import DatabaseError, NotFound, StoreError, ValidationError
 
 __all__ = ["PREFIX", "blueprint", "call", "can", "form", "project_of", "render", "sessions"]
@@ -228,7 +229,7 @@ async def login() -> Response:
     if request.method == "GET":
         return await render("login.html", next=request.args.get("next", ""), off=off, error=None)
     data = await _read_form() or {}
-    address = request.remote_addr or "?"
+    address = client_address()  # the browser's, also through a worker's relay
     throttle = _throttle()
     if throttle.blocked(address):
         log.warning("console_login_throttled remote=%s", address)
