@@ -23,6 +23,11 @@ MESSAGES = "messages"  # POST /v1/messages (Anthropic)
 RESPONSES = "responses"  # POST /v1/responses (OpenAI Responses)
 EMBEDDINGS = "embeddings"  # POST /v1/embeddings
 MODELS = "models"  # GET /v1/models
+COUNT_TOKENS = "count_tokens"  # POST /v1/messages/count_tokens (Anthropic)
+MODERATIONS = "moderations"  # POST /v1/moderations
+IMAGES = "images"  # POST /v1/images/generations
+#: The endpoints whose errors carry Anthropic's envelope.
+ANTHROPIC_ENDPOINTS = frozenset({MESSAGES, COUNT_TOKENS})
 
 
 class StashKey(Generic[T]):
@@ -208,4 +213,4 @@ class RequestContext:
     @property
     def is_anthropic_client(self) -> bool:
         """Whether errors should carry the Anthropic top-level ``"type":"error"``."""
-        return self.endpoint == MESSAGES
+        return self.endpoint in ANTHROPIC_ENDPOINTS

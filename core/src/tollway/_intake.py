@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tollway._body import BadEncoding, BodyReader, BodyTooLarge, decode_body
-from tollway._context import CHAT, EMBEDDINGS, MESSAGES, RESPONSES, RequestContext
+from tollway._context import (
+    CHAT,
+    COUNT_TOKENS,
+    EMBEDDINGS,
+    IMAGES,
+    MESSAGES,
+    MODERATIONS,
+    RESPONSES,
+    RequestContext,
+)
 from tollway._errors import (
     BadRequest,
     InvalidAPIKey,
@@ -38,12 +47,24 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     MESSAGES: ("model", "messages"),
     RESPONSES: ("model",),
     EMBEDDINGS: ("model", "input"),
+    COUNT_TOKENS: ("model", "messages"),
+    MODERATIONS: ("input",),
+    IMAGES: ("model", "prompt"),
 }
+#: The model a request of these endpoints is for when its body names none (OpenAI's default).
+_DEFAULT_MODEL = {MODERATIONS: "omni-moderation-latest"}
+#: The endpoints whose ``"stream": true`` makes the answer a stream of events.
+_STREAMING = frozenset({CHAT, MESSAGES, RESPONSES})
+#: The endpoints whose ``messages`` must be an array.
+_MESSAGE_LISTS = frozenset({CHAT, MESSAGES, COUNT_TOKENS})
 ENDPOINT_PATHS = {
     "/v1/chat/completions": CHAT,
     "/v1/messages": MESSAGES,
     "/v1/responses": RESPONSES,
     "/v1/embeddings": EMBEDDINGS,
+    "/v1/messages/count_tokens": COUNT_TOKENS,
+    "/v1/moderations": MODERATIONS,
+    "/v1/images/generations": IMAGES,
 }
 
 
@@ -129,7 +150,7 @@ class Intake:
         for field in _REQUIRED[ctx.endpoint]:
             if field not in body:
                 raise BadRequest(f"missing required field {field!r}", param=field)
-        model = body["model"]
+        model = body["model"] if "model" in body else _DEFAULT_MODEL[ctx.endpoint]
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' must be a non-empty string", param="model")
         problem = model_problem(model)
@@ -139,8 +160,8 @@ class Intake:
         stream = body.get("stream", False)
         if not isinstance(stream, bool) and stream is not None:
             raise BadRequest("'stream' must be true or false", param="stream")
-        ctx.stream = bool(stream) and ctx.endpoint != EMBEDDINGS
-        if ctx.endpoint in (CHAT, MESSAGES) and not isinstance(body["messages"], list):
+        ctx.stream = bool(stream) and ctx.endpoint in _STREAMING
+        if ctx.endpoint in _MESSAGE_LISTS and not isinstance(body["messages"], list):
             raise BadRequest("'messages' must be an array", param="messages")
 
     async def authenticate(self, ctx: RequestContext) -> None:

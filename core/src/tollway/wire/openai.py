@@ -41,6 +41,7 @@ from tollway.provider import (
     response_headers,
     upstream_url,
 )
+from tollway.wire.anthropic import estimated_count_tokens
 
 __all__ = [
     "MAX_TOKENS_FIELDS",
@@ -52,7 +53,13 @@ __all__ = [
     "responses_usage",
 ]
 
-_SUFFIX = {"chat": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings"}
+_SUFFIX = {
+    "chat": "/chat/completions",
+    "responses": "/responses",
+    "embeddings": "/embeddings",
+    "moderations": "/moderations",
+    "images": "/images/generations",
+}
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
 #: Where a translated Anthropic ``max_tokens`` may go (``config.max_tokens_field``).
 MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens")
@@ -123,10 +130,12 @@ class OpenAIWireProvider(Provider):
     (call it from an override).
     """
 
-    endpoints = frozenset({"chat", "responses", "embeddings", "messages"})
+    endpoints = frozenset(
+        {"chat", "responses", "embeddings", "messages", "count_tokens", "moderations", "images"}
+    )
     #: Client endpoints that speak this provider's own wire formats (relayed byte-for-byte).
     native_endpoints: ClassVar[frozenset[str] | None] = frozenset(
-        {"chat", "responses", "embeddings"}
+        {"chat", "responses", "embeddings", "moderations", "images"}
     )
     #: Where a translated Anthropic ``max_tokens`` goes (OpenAI deprecated ``max_tokens`` for
     #: ``max_completion_tokens``, the only one its reasoning models accept).
@@ -183,6 +192,8 @@ class OpenAIWireProvider(Provider):
     ) -> ProviderResult:
         endpoint = ctx.endpoint
         if endpoint not in self.native:
+            if endpoint == "count_tokens":
+                return estimated_count_tokens(ctx.body)
             return await self._send_messages(ctx, target, http)
         forget_dropped(ctx)
         url = self.endpoint_url(endpoint, target, ctx.query_string)
@@ -264,7 +275,7 @@ class OpenAIWireProvider(Provider):
         usage = doc.get("usage") if isinstance(doc, dict) else None
         if not isinstance(usage, dict):
             return
-        if ctx.endpoint == "responses":
+        if ctx.endpoint in ("responses", "images"):
             ctx.usage = responses_usage(usage)
         elif ctx.endpoint == "embeddings":
             ctx.usage = Usage(input_tokens=int(usage.get("prompt_tokens") or 0))

@@ -21,6 +21,7 @@ from tollway_simulator import (
     azure_wire,
     bedrock_wire,
     gemini_wire,
+    media_wire,
     openai_wire,
     vertex_wire,
 )
@@ -342,6 +343,7 @@ WIRE_ROUTES: tuple[Callable[[Simulator, web.UrlDispatcher], None], ...] = (
     gemini_wire.add_routes,
     bedrock_wire.add_routes,
     vertex_wire.add_routes,
+    media_wire.add_routes,
 )
 
 
