@@ -8,13 +8,17 @@ error envelope).
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import openai
 import orjson
 import pytest
 from conftest import Gateway, Simulator, provider_config, start_gateway, stop
+
+from tollway.testing import StaticKey
 
 CLAUDE = "claude-sonnet-4-5"
 PROMPT = [{"role": "user", "content": "How many tokens is this?"}]
@@ -135,3 +139,131 @@ def test_unknown_route_lists_the_served_ones(gateway: Gateway) -> None:
     r = gateway.post(None, "/v1/audio/nothing", {})
     assert r.status_code == 404
     assert "/v1/moderations" in r.json()["error"]["message"]
+
+
+# --- POST /v1/audio/speech, /v1/audio/transcriptions -----------------------------------------
+
+
+def test_speech_streams_audio_with_the_upstream_content_type(
+    gateway: Gateway, sim: Simulator
+) -> None:
+    text = "Tollway speaks. " * 10
+    with gateway.openai().audio.speech.with_streaming_response.create(
+        model="tts-1", voice="alloy", input=text
+    ) as response:
+        assert response.headers["content-type"] == "audio/mpeg"
+        assert response.headers["x-langwatch-provider"] == "openai"
+        chunks = list(response.iter_bytes(4096))
+    audio = b"".join(chunks)
+    assert audio[:4] == b"RIFF" and len(audio) > 8000  # relayed whole, chunk by chunk
+    assert _upstream(sim)["path"] == "/v1/audio/speech"
+
+
+def test_speech_refuses_bad_input(gateway: Gateway, limited: Gateway) -> None:
+    r = gateway.post(None, "/v1/audio/speech", {"model": "tts-1", "voice": "alloy", "input": ""})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+    with pytest.raises(openai.PermissionDeniedError):
+        limited.openai().audio.speech.create(model="tts-1", voice="alloy", input="hi")
+
+
+def test_transcription_round_trip_forwards_only_documented_fields(
+    gateway: Gateway, sim: Simulator
+) -> None:
+    client = gateway.openai()
+    audio = client.audio.speech.create(model="tts-1", voice="alloy", input="x" * 45).content
+    result = client.audio.transcriptions.create(
+        model="whisper-1",
+        file=("speech.wav", audio, "audio/wav"),
+        language="en",
+        extra_body={"not_documented": "dropped"},
+    )
+    assert result.text == "Hello from the Tollway simulator."
+    upstream = _upstream(sim)
+    assert upstream["path"] == "/v1/audio/transcriptions"
+    sent = base64.b64decode(upstream["body"])
+    assert b'name="language"' in sent and b'name="model"' in sent and audio in sent
+    assert b"not_documented" not in sent
+    verbose = client.audio.transcriptions.create(
+        model="whisper-1", file=("speech.wav", audio, "audio/wav"), response_format="verbose_json"
+    )
+    assert verbose.duration == 3
+
+
+def test_transcription_over_26_mib_is_413(gateway: Gateway) -> None:
+    with pytest.raises(openai.APIStatusError) as err:
+        gateway.openai().audio.transcriptions.create(
+            model="whisper-1", file=("big.wav", b"\0" * (30 * 1024 * 1024), "audio/wav")
+        )
+    assert err.value.status_code == 413
+    assert err.value.body["type"] == "payload_too_large"  # type: ignore[index]
+    assert "26 MiB" in err.value.body["message"]  # type: ignore[index]
+
+
+def test_transcription_needs_a_form(gateway: Gateway) -> None:
+    r = gateway.post(None, "/v1/audio/transcriptions", {"model": "whisper-1"})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_form"
+    assert "multipart/form-data" in r.json()["error"]["message"]
+    r = gateway.post(
+        None,
+        "/v1/audio/transcriptions",
+        b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--b--\r\n',
+        {"content-type": "multipart/form-data; boundary=b"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "file"
+
+
+# --- /v1/responses/{id} ----------------------------------------------------------------------
+
+
+def test_stored_response_retrieve_items_cancel_delete(gateway: Gateway, sim: Simulator) -> None:
+    client = gateway.openai()
+    created = client.responses.create(model="gpt-4o", input="remember me")
+    again = client.responses.retrieve(created.id)
+    assert again.id == created.id and again.output_text == created.output_text
+    assert _upstream(sim)["path"] == f"/v1/responses/{created.id}"
+    items = client.responses.input_items.list(created.id)
+    assert items.data[0].content[0].text == "remember me"  # type: ignore[union-attr]
+    assert client.responses.cancel(created.id).status == "cancelled"
+    client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):  # the upstream's 404, passed through
+        client.responses.retrieve(created.id)
+    # A streamed create is recorded too, and a streamed retrieve relayed as events.
+    with client.responses.stream(model="gpt-4o", input="streamed") as stream:
+        final = stream.get_final_response()
+    events = list(client.responses.retrieve(final.id, stream=True))
+    assert events[-1].type == "response.completed"
+
+
+def test_stored_response_unknown_to_the_gateway(gateway: Gateway, sim: Simulator) -> None:
+    sim.clear()
+    with pytest.raises(openai.NotFoundError) as err:
+        gateway.openai().responses.retrieve("resp_never_created_here")
+    assert err.value.body["code"] == "response_not_found"  # type: ignore[index]
+    assert sim.requests() == []
+    unstored = gateway.openai().responses.create(model="gpt-4o", input="x", store=False)
+    with pytest.raises(openai.NotFoundError):
+        gateway.openai().responses.retrieve(unstored.id)
+
+
+def test_stored_response_owner_is_shared_across_replicas_through_redis(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    env = {"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    key = StaticKey().secret
+    a = start_gateway(tmp_path / "a", provider_config(sim.url), env, key=key)
+    b = start_gateway(tmp_path / "b", provider_config(sim.url), env, key=key)
+    try:
+        created = a.openai().responses.create(model="gpt-4o", input="one replica")
+        deadline = time.monotonic() + 5
+        while True:  # recorded when the call ends, off the answer's path
+            try:
+                found = b.openai().responses.retrieve(created.id)
+                break
+            except openai.NotFoundError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert found.id == created.id
+    finally:
+        stop(a.proc)
+        stop(b.proc)

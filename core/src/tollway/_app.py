@@ -102,6 +102,18 @@ def create_app(gateway: Gateway) -> Quart:
     async def models() -> Response:
         return await gateway.list_models()
 
+    @app.route("/v1/responses/<response_id>", methods=["GET", "DELETE"])
+    async def stored_response(response_id: str) -> Response:
+        return await gateway.stored_response(response_id)
+
+    @app.post("/v1/responses/<response_id>/cancel")
+    async def cancel_response(response_id: str) -> Response:
+        return await gateway.stored_response(response_id)
+
+    @app.get("/v1/responses/<response_id>/input_items")
+    async def response_input_items(response_id: str) -> Response:
+        return await gateway.stored_response(response_id)
+
     @app.get("/v1/models/<path:model>")
     async def model(model: str) -> Response:
         return await gateway.retrieve_model(model)
@@ -146,8 +158,10 @@ def create_app(gateway: Gateway) -> Quart:
 #: What the 404 answer lists (docs/index.md has the same list).
 SERVED_ROUTES = (
     "POST /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, "
-    "/v1/embeddings, /v1/moderations, /v1/images/generations; "
-    "GET /v1/models and /v1/models/{model}"
+    "/v1/embeddings, /v1/moderations, /v1/images/generations, /v1/audio/speech, "
+    "/v1/audio/transcriptions; "
+    "GET/DELETE /v1/responses/{id}, POST /v1/responses/{id}/cancel, "
+    "GET /v1/responses/{id}/input_items, /v1/models and /v1/models/{model}"
 )
 
 

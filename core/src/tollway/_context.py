@@ -26,6 +26,10 @@ MODELS = "models"  # GET /v1/models
 COUNT_TOKENS = "count_tokens"  # POST /v1/messages/count_tokens (Anthropic)
 MODERATIONS = "moderations"  # POST /v1/moderations
 IMAGES = "images"  # POST /v1/images/generations
+SPEECH = "speech"  # POST /v1/audio/speech
+TRANSCRIPTIONS = "transcriptions"  # POST /v1/audio/transcriptions (multipart)
+#: GET/DELETE /v1/responses/{id}, POST …/cancel, GET …/input_items
+STORED_RESPONSES = "stored_responses"
 #: The endpoints whose errors carry Anthropic's envelope.
 ANTHROPIC_ENDPOINTS = frozenset({MESSAGES, COUNT_TOKENS})
 
@@ -140,6 +144,9 @@ class RequestContext:
     attempts_exhausted: bool = False
     #: The plugin whose ``answer`` hook answered the request (no provider was called), or None.
     answered_by: str | None = None
+    #: The id of the response a Responses API call stored upstream (set by the adapter), so
+    #: ``/v1/responses/{id}`` reaches the provider that holds it.
+    stored_response_id: str | None = None
     _body_dirty: bool = False
     #: The last re-serialisation: (model it carries, bytes).
     _encoded: tuple[str, bytes] | None = None

@@ -17,6 +17,8 @@ from tollway._context import (
     MESSAGES,
     MODERATIONS,
     RESPONSES,
+    SPEECH,
+    TRANSCRIPTIONS,
     RequestContext,
 )
 from tollway._errors import (
@@ -32,6 +34,7 @@ from tollway._input import (
 )
 from tollway._types import Credential
 from tollway.keys import KeyFormatError, check_key_format
+from tollway.media import UPLOAD, FormError, parse_form
 
 if TYPE_CHECKING:
     from tollway._hooks import Hooks
@@ -50,9 +53,17 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     COUNT_TOKENS: ("model", "messages"),
     MODERATIONS: ("input",),
     IMAGES: ("model", "prompt"),
+    SPEECH: ("model", "input"),
+    TRANSCRIPTIONS: ("model",),
 }
 #: The model a request of these endpoints is for when its body names none (OpenAI's default).
 _DEFAULT_MODEL = {MODERATIONS: "omni-moderation-latest"}
+#: Endpoints whose body is not the gateway-wide cap's: transcriptions carry audio (the
+#: reference's 26 MiB).
+TRANSCRIPTION_MAX_BYTES = 26 * 1024 * 1024
+_BODY_CAPS = {TRANSCRIPTIONS: TRANSCRIPTION_MAX_BYTES}
+#: OpenAI's limit on the text of one speech request.
+SPEECH_MAX_CHARS = 4096
 #: The endpoints whose ``"stream": true`` makes the answer a stream of events.
 _STREAMING = frozenset({CHAT, MESSAGES, RESPONSES})
 #: The endpoints whose ``messages`` must be an array.
@@ -65,6 +76,8 @@ ENDPOINT_PATHS = {
     "/v1/messages/count_tokens": COUNT_TOKENS,
     "/v1/moderations": MODERATIONS,
     "/v1/images/generations": IMAGES,
+    "/v1/audio/speech": SPEECH,
+    "/v1/audio/transcriptions": TRANSCRIPTIONS,
 }
 
 
@@ -98,31 +111,40 @@ class Intake:
         )
 
     async def read_body(self, ctx: RequestContext, chunks: AsyncIterator[bytes]) -> None:
+        cap = _BODY_CAPS.get(ctx.endpoint) or self.max_body
         length = ctx.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise self._too_large()
-        reader = BodyReader(self.max_body)
+        if length is not None and length.isdigit() and int(length) > cap:
+            raise self._too_large(ctx, cap)
+        reader = BodyReader(cap)
         try:
             async for chunk in chunks:
                 reader.feed(chunk)
             data = reader.data
             encoding = ctx.headers.get("content-encoding")
             if encoding:
-                data = decode_body(data, encoding, self.max_body)
+                data = decode_body(data, encoding, cap)
         except BodyTooLarge:
-            raise self._too_large() from None
+            raise self._too_large(ctx, cap) from None
         except BadEncoding as exc:
             raise BadRequest(exc.message) from None
         ctx.raw_body = data
 
-    def _too_large(self) -> PayloadTooLarge:
+    def _too_large(self, ctx: RequestContext, cap: int) -> PayloadTooLarge:
+        if ctx.endpoint == TRANSCRIPTIONS:
+            return PayloadTooLarge(
+                f"the audio upload exceeds {cap} bytes (26 MiB, the cap of "
+                f"{ctx.path}); split the audio or compress it (e.g. mp3, opus)"
+            )
         return PayloadTooLarge(
-            f"request body exceeds {self.max_body} bytes (the gateway's "
+            f"request body exceeds {cap} bytes (the gateway's "
             "SERVER_MAX_REQUEST_BODY_BYTES cap); send a smaller body or ask the operator "
             "to raise the cap"
         )
 
     def parse_body(self, ctx: RequestContext) -> None:
+        if ctx.endpoint == TRANSCRIPTIONS:
+            self._parse_form(ctx)
+            return
         raw = ctx.raw_body
         if not raw.strip():
             raise BadRequest("the request body is empty; send a JSON object")
@@ -163,6 +185,46 @@ class Intake:
         ctx.stream = bool(stream) and ctx.endpoint in _STREAMING
         if ctx.endpoint in _MESSAGE_LISTS and not isinstance(body["messages"], list):
             raise BadRequest("'messages' must be an array", param="messages")
+        if ctx.endpoint == SPEECH:
+            text = body["input"]
+            if not isinstance(text, str) or not text:
+                raise BadRequest("'input' must be a non-empty string", param="input")
+            if len(text) > SPEECH_MAX_CHARS:
+                raise BadRequest(
+                    f"'input' is {len(text)} characters; the limit is {SPEECH_MAX_CHARS}. "
+                    "Split the text into several requests",
+                    param="input",
+                )
+            # Binary audio, relayed as it arrives: never held back by the heartbeat.
+            ctx.stream = True
+
+    def _parse_form(self, ctx: RequestContext) -> None:
+        """A ``multipart/form-data`` transcription request: its documented fields become the
+        body, its ``file`` the stash's :data:`~tollway.media.UPLOAD`."""
+        try:
+            fields, upload, dropped = parse_form(ctx.raw_body, ctx.headers.get("content-type"))
+        except FormError as exc:
+            raise BadRequest(str(exc), code="invalid_form") from None
+        ctx.body = dict(fields)
+        if upload is None:
+            raise BadRequest(
+                "the form has no 'file' part; send the audio as the 'file' field", param="file"
+            )
+        model = fields.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("missing required field 'model' in the form", param="model")
+        problem = model_problem(model)
+        if problem is not None:
+            raise BadRequest(f"'model' {problem}", code="invalid_model", param="model")
+        if fields.get("stream") not in (None, "false"):
+            raise BadRequest(
+                "streamed transcriptions are not served by this gateway; leave 'stream' out",
+                param="stream",
+            )
+        ctx.stash[UPLOAD] = upload
+        ctx.model = model
+        if dropped:
+            ctx.response_headers["X-LangWatch-Params-Dropped"] = ",".join(sorted(dropped))
 
     async def authenticate(self, ctx: RequestContext) -> None:
         headers = ctx.headers

@@ -141,6 +141,7 @@ class Replies:
     in_flight: int
     streaming_active: int
     log_bodies: bool
+    response_owners: Any
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         raise NotImplementedError  # the Gateway's
@@ -171,6 +172,8 @@ class Replies:
         """The client's response is complete: settle the request (``account``) off-path."""
         self.in_flight -= 1
         ctx.finished = time.perf_counter()
+        if ctx.stored_response_id is not None:
+            self.response_owners.remember(ctx)
         # The task copies the current context: make its log lines carry this request's id.
         token = request_id_var.set(ctx.request_id)
         try:

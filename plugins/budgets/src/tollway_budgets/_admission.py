@@ -26,7 +26,7 @@ WARNING_HEADER = "X-LangWatch-Budget-Warning"
 #: Endpoints that cost nothing through the gateway: never reserved against, never refused by
 #: an exhausted budget (they stay rate-limited). Token counting and moderation are free
 #: upstream; a realtime secret's session is billed by the provider to the call it opens.
-UNPRICED = frozenset({"count_tokens", "moderations", "realtime_client_secrets"})
+UNPRICED = frozenset({"count_tokens", "moderations", "realtime_client_secrets", "stored_responses"})
 DECISION = "langwatch.budget.decision"
 
 

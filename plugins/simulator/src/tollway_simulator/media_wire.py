@@ -1,4 +1,5 @@
-"""The OpenAI wires beyond chat, responses and embeddings: moderations and image generation.
+"""The OpenAI wires beyond chat, responses and embeddings: moderations, image generation,
+speech and transcription.
 
 Routes::
 
@@ -6,6 +7,14 @@ Routes::
                                    unless the text contains "flag-me")
     POST /v1/images/generations    {"prompt", "model", "n"?} → ``n`` tiny PNGs (b64_json); the
                                    ``gpt-image-*`` models report token usage as OpenAI's do
+    POST /v1/audio/speech          {"model", "input", "response_format"?} → a WAV of silence,
+                                   one second per 15 characters (at least one), sent in 4 KiB
+                                   chunks with the format's content type (``audio/mpeg`` for
+                                   the default ``mp3``, as OpenAI labels it)
+    POST /v1/audio/transcriptions  multipart (``file``, ``model``, ``response_format``?) → the
+                                   greeting as ``json`` (with ``usage.seconds``: the WAV's
+                                   duration, else one second per 16 KiB), ``verbose_json``
+                                   (``duration``), ``text``, ``srt`` or ``vtt``
 
 Answers are deterministic; errors have OpenAI's shape.
 """
@@ -13,12 +22,23 @@ Answers are deterministic; errors have OpenAI's shape.
 from __future__ import annotations
 
 import base64
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tollway_simulator.common import Call, JsonReply, Reply, dumps, hex_id, input_tokens_of
+from tollway.media import FormError, parse_form
+from tollway_simulator.common import (
+    GREETING,
+    Call,
+    JsonReply,
+    Reply,
+    StreamReply,
+    dumps,
+    hex_id,
+    input_tokens_of,
+)
 from tollway_simulator.errors import error_reply, provider_headers
 
 if TYPE_CHECKING:
@@ -94,6 +114,81 @@ def images(call: Call) -> Reply:
     return _ok(out)
 
 
+SAMPLE_RATE = 8000
+CHARS_PER_SECOND = 15
+AUDIO_CHUNK = 4096
+_AUDIO_TYPES = {
+    "mp3": "audio/mpeg",
+    "opus": "audio/opus",
+    "aac": "audio/aac",
+    "flac": "audio/flac",
+    "wav": "audio/wav",
+    "pcm": "audio/pcm",
+}
+
+
+def silence_wav(seconds: int) -> bytes:
+    """A mono 8-bit 8 kHz WAV of ``seconds`` of silence."""
+    frames = SAMPLE_RATE * seconds
+    header = b"RIFF" + struct.pack("<I", 36 + frames) + b"WAVE"
+    fmt = b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, SAMPLE_RATE, SAMPLE_RATE, 1, 8)
+    return header + fmt + b"data" + struct.pack("<I", frames) + b"\x80" * frames
+
+
+def wav_seconds(data: bytes) -> float | None:
+    """The duration of a WAV made by :func:`silence_wav` (or any plain PCM WAV), else None."""
+    if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    byte_rate = struct.unpack("<I", data[28:32])[0]
+    size = struct.unpack("<I", data[40:44])[0]
+    return size / byte_rate if byte_rate else None
+
+
+def speech(call: Call) -> Reply:
+    req = call.data
+    text = req.get("input")
+    if not isinstance(text, str) or not text:
+        return _bad("you must provide an input parameter", "input")
+    fmt = req.get("response_format", "mp3")
+    content_type = _AUDIO_TYPES.get(fmt) if isinstance(fmt, str) else None
+    if content_type is None:
+        return _bad(f"Invalid 'response_format': {fmt!r}.", "response_format")
+    audio = silence_wav(max(1, len(text) // CHARS_PER_SECOND))
+    chunks = [audio[i : i + AUDIO_CHUNK] for i in range(0, len(audio), AUDIO_CHUNK)]
+    return StreamReply(chunks, provider_headers("openai"), content_type=content_type)
+
+
+def transcription(form: Any, upload: bytes | None) -> Reply:
+    if upload is None:
+        return _bad("you must provide a file parameter", "file")
+    if not form.get("model"):
+        return _bad("you must provide a model parameter", "model")
+    seconds = wav_seconds(upload) or max(1.0, len(upload) / 16384)
+    fmt = form.get("response_format", "json")
+    headers = provider_headers("openai")
+    body: dict[str, Any]
+    if fmt == "json":
+        body = {"text": GREETING, "usage": {"type": "duration", "seconds": round(seconds)}}
+        return JsonReply(200, dumps(body), headers)
+    if fmt == "verbose_json":
+        body = {
+            "task": "transcribe",
+            "language": "english",
+            "duration": seconds,
+            "text": GREETING,
+            "segments": [],
+        }
+        return JsonReply(200, dumps(body), headers)
+    if fmt == "text":
+        return JsonReply(200, GREETING.encode() + b"\n", headers, "text/plain; charset=utf-8")
+    if fmt in ("srt", "vtt"):
+        sep = "," if fmt == "srt" else "."
+        cue = f"00:00:00{sep}000 --> 00:00:01{sep}000"
+        head = "1\n" if fmt == "srt" else "WEBVTT\n\n"
+        return JsonReply(200, f"{head}{cue}\n{GREETING}\n".encode(), headers, "text/plain")
+    return _bad(f"Invalid 'response_format': {fmt!r}.", "response_format")
+
+
 def add_routes(sim: Simulator, router: web.UrlDispatcher) -> None:
     """Add this wire's routes to the simulator's router."""
 
@@ -103,5 +198,20 @@ def add_routes(sim: Simulator, router: web.UrlDispatcher) -> None:
     async def images_route(request: web.Request) -> web.StreamResponse:
         return await sim.serve(request, "openai", images)
 
+    async def speech_route(request: web.Request) -> web.StreamResponse:
+        return await sim.serve(request, "openai", speech)
+
+    async def transcriptions_route(request: web.Request) -> web.StreamResponse:
+        def answer(call: Call) -> Reply:
+            try:
+                form, upload, _dropped = parse_form(call.body, call.headers.get("content-type"))
+            except FormError as exc:
+                return _bad(str(exc))
+            return transcription(form, None if upload is None else upload.data)
+
+        return await sim.serve(request, "openai", answer, parse_json=False)
+
+    router.add_post("/v1/audio/speech", speech_route)
+    router.add_post("/v1/audio/transcriptions", transcriptions_route)
     router.add_post("/v1/moderations", moderations_route)
     router.add_post("/v1/images/generations", images_route)
