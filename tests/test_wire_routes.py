@@ -267,3 +267,22 @@ def test_stored_response_owner_is_shared_across_replicas_through_redis(
     finally:
         stop(a.proc)
         stop(b.proc)
+
+
+# --- POST /v1/realtime/client_secrets ---------------------------------------------------------
+
+
+def test_realtime_client_secret_for_an_allowed_model(gateway: Gateway, limited: Gateway) -> None:
+    secret = gateway.openai().realtime.client_secrets.create(
+        session={"type": "realtime", "model": "gpt-realtime"}
+    )
+    assert secret.value.startswith("ek_") and secret.expires_at > time.time()
+    with pytest.raises(openai.PermissionDeniedError):
+        limited.openai().realtime.client_secrets.create(
+            session={"type": "realtime", "model": "gpt-realtime"}
+        )
+    r = gateway.post(None, "/v1/realtime/client_secrets", {"session": {"type": "realtime"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "session.model"
+    big = {"session": {"model": "gpt-realtime", "instructions": "x" * 70_000}}
+    r = gateway.post(None, "/v1/realtime/client_secrets", big)
+    assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"

@@ -159,7 +159,7 @@ def create_app(gateway: Gateway) -> Quart:
 SERVED_ROUTES = (
     "POST /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, "
     "/v1/embeddings, /v1/moderations, /v1/images/generations, /v1/audio/speech, "
-    "/v1/audio/transcriptions; "
+    "/v1/audio/transcriptions, /v1/realtime/client_secrets; "
     "GET/DELETE /v1/responses/{id}, POST /v1/responses/{id}/cancel, "
     "GET /v1/responses/{id}/input_items, /v1/models and /v1/models/{model}"
 )

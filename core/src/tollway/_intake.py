@@ -16,6 +16,7 @@ from tollway._context import (
     IMAGES,
     MESSAGES,
     MODERATIONS,
+    REALTIME_SECRETS,
     RESPONSES,
     SPEECH,
     TRANSCRIPTIONS,
@@ -55,13 +56,19 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     IMAGES: ("model", "prompt"),
     SPEECH: ("model", "input"),
     TRANSCRIPTIONS: ("model",),
+    REALTIME_SECRETS: ("session",),
 }
 #: The model a request of these endpoints is for when its body names none (OpenAI's default).
 _DEFAULT_MODEL = {MODERATIONS: "omni-moderation-latest"}
 #: Endpoints whose body is not the gateway-wide cap's: transcriptions carry audio (the
 #: reference's 26 MiB).
 TRANSCRIPTION_MAX_BYTES = 26 * 1024 * 1024
-_BODY_CAPS = {TRANSCRIPTIONS: TRANSCRIPTION_MAX_BYTES}
+#: A realtime client secret's request is a session configuration: small.
+REALTIME_SECRETS_MAX_BYTES = 64 * 1024
+_BODY_CAPS = {
+    TRANSCRIPTIONS: TRANSCRIPTION_MAX_BYTES,
+    REALTIME_SECRETS: REALTIME_SECRETS_MAX_BYTES,
+}
 #: OpenAI's limit on the text of one speech request.
 SPEECH_MAX_CHARS = 4096
 #: The endpoints whose ``"stream": true`` makes the answer a stream of events.
@@ -78,7 +85,22 @@ ENDPOINT_PATHS = {
     "/v1/images/generations": IMAGES,
     "/v1/audio/speech": SPEECH,
     "/v1/audio/transcriptions": TRANSCRIPTIONS,
+    "/v1/realtime/client_secrets": REALTIME_SECRETS,
 }
+
+
+def _model_elsewhere(endpoint: str, body: dict[str, Any]) -> Any:
+    """The model of a request whose body has no top-level ``model``: a realtime session's
+    ``session.model``, or the endpoint's default (moderations)."""
+    if endpoint == REALTIME_SECRETS:
+        session = body["session"]
+        if not isinstance(session, dict) or "model" not in session:
+            raise BadRequest(
+                "missing required field 'session.model' (the realtime model the secret is for)",
+                param="session.model",
+            )
+        return session["model"]
+    return _DEFAULT_MODEL[endpoint]
 
 
 class Intake:
@@ -135,6 +157,11 @@ class Intake:
                 f"the audio upload exceeds {cap} bytes (26 MiB, the cap of "
                 f"{ctx.path}); split the audio or compress it (e.g. mp3, opus)"
             )
+        if ctx.endpoint == REALTIME_SECRETS:
+            return PayloadTooLarge(
+                f"the session configuration exceeds {cap} bytes (the cap of {ctx.path}); "
+                "send the long parts (instructions, tools) with session.update once connected"
+            )
         return PayloadTooLarge(
             f"request body exceeds {cap} bytes (the gateway's "
             "SERVER_MAX_REQUEST_BODY_BYTES cap); send a smaller body or ask the operator "
@@ -172,7 +199,7 @@ class Intake:
         for field in _REQUIRED[ctx.endpoint]:
             if field not in body:
                 raise BadRequest(f"missing required field {field!r}", param=field)
-        model = body["model"] if "model" in body else _DEFAULT_MODEL[ctx.endpoint]
+        model = body["model"] if "model" in body else _model_elsewhere(ctx.endpoint, body)
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' must be a non-empty string", param="model")
         problem = model_problem(model)

@@ -150,6 +150,7 @@ class OpenAIWireProvider(Provider):
             "speech",
             "transcriptions",
             "stored_responses",
+            "realtime_client_secrets",
         }
     )
     #: Client endpoints that speak this provider's own wire formats (relayed byte-for-byte).
@@ -219,6 +220,8 @@ class OpenAIWireProvider(Provider):
                 return await self._send_transcription(ctx, target, http)
             if endpoint == "stored_responses":
                 return await self._send_stored(ctx, http)
+            if endpoint == "realtime_client_secrets":
+                return await self._send_realtime_secret(ctx, target, http)
             return await self._send_messages(ctx, target, http)
         forget_dropped(ctx)
         url = self.endpoint_url(endpoint, target, ctx.query_string)
@@ -290,6 +293,22 @@ class OpenAIWireProvider(Provider):
         if resp.headers.get("content-type", "").startswith("text/event-stream"):
             return ProviderResult(resp.status, out, events=relay_sse(resp), close=resp.close)
         return ProviderResult(resp.status, out, body=await read_body(resp))
+
+    async def _send_realtime_secret(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        """``/v1/realtime/client_secrets``: an ephemeral secret minted upstream for the routed
+        model (``session.model``); the session it opens is billed upstream, not here."""
+        body = ctx.raw_body
+        session = ctx.body["session"]
+        if ctx.body_modified or session.get("model") != target.model:
+            body = orjson.dumps({**ctx.body, "session": {**session, "model": target.model}})
+        url = upstream_url(self.base_url, "/realtime/client_secrets", ctx.query_string)
+        resp = await http.post(url, self._headers(ctx), body)
+        await raise_for_upstream_status(resp)
+        return ProviderResult(
+            resp.status, response_headers(resp.headers.items()), body=await read_body(resp)
+        )
 
     def _sampling(self, model: str) -> tuple[Sampling, bool]:
         """(sampling parameters accepted, whether ``stop`` is accepted) for ``model``."""

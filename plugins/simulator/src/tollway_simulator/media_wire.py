@@ -15,6 +15,9 @@ Routes::
                                    greeting as ``json`` (with ``usage.seconds``: the WAV's
                                    duration, else one second per 16 KiB), ``verbose_json``
                                    (``duration``), ``text``, ``srt`` or ``vtt``
+    POST /v1/realtime/client_secrets {"session": {"model", …}, "expires_after"?} → an
+                                   ``ek_…`` secret expiring after ``expires_after.seconds``
+                                   (600 by default) and the session echoed
 
 Answers are deterministic; errors have OpenAI's shape.
 """
@@ -189,6 +192,22 @@ def transcription(form: Any, upload: bytes | None) -> Reply:
     return _bad(f"Invalid 'response_format': {fmt!r}.", "response_format")
 
 
+def realtime_client_secret(call: Call) -> Reply:
+    session = call.data.get("session")
+    if not isinstance(session, dict) or not session.get("model"):
+        return _bad("Missing required parameter: 'session.model'.", "session.model")
+    expires = call.data.get("expires_after")
+    seconds = expires.get("seconds", 600) if isinstance(expires, dict) else 600
+    expires_at = int(time.time()) + int(seconds)
+    return _ok(
+        {
+            "value": hex_id("ek_"),
+            "expires_at": expires_at,
+            "session": {"type": "realtime", "object": "realtime.session", **session},
+        }
+    )
+
+
 def add_routes(sim: Simulator, router: web.UrlDispatcher) -> None:
     """Add this wire's routes to the simulator's router."""
 
@@ -211,6 +230,10 @@ def add_routes(sim: Simulator, router: web.UrlDispatcher) -> None:
 
         return await sim.serve(request, "openai", answer, parse_json=False)
 
+    async def realtime_route(request: web.Request) -> web.StreamResponse:
+        return await sim.serve(request, "openai", realtime_client_secret)
+
+    router.add_post("/v1/realtime/client_secrets", realtime_route)
     router.add_post("/v1/audio/speech", speech_route)
     router.add_post("/v1/audio/transcriptions", transcriptions_route)
     router.add_post("/v1/moderations", moderations_route)
