@@ -10,13 +10,13 @@ import orjson
 from quart import Quart, Response, has_websocket_context, request, websocket
 from werkzeug.exceptions import HTTPException
 
-from tollway._context import MESSAGES, MODELS
+from tollway._context import GEMINI, MESSAGES, MODELS
 from tollway._errors import (
     BadRequest,
     GatewayError,
 )
 from tollway._input import MAX_MODEL_CHARS, quote_input
-from tollway._intake import ENDPOINT_PATHS, Intake
+from tollway._intake import ENDPOINT_PATHS, GEMINI_METHODS, Intake
 from tollway._logging import request_id_var
 from tollway._plugins import PluginLoadError
 from tollway._reply import CIHeaders, Replies, to_quart
@@ -114,6 +114,34 @@ def create_app(gateway: Gateway) -> Quart:
     async def response_input_items(response_id: str) -> Response:
         return await gateway.stored_response(response_id)
 
+    # The Google GenAI SDK calls v1beta or v1 (its default depends on its version).
+    @app.post("/v1beta/models/<path:target>")
+    @app.post("/v1/models/<path:target>")
+    async def gemini_native(target: str) -> Response:
+        # The Google GenAI SDK's own wire, raw-forwarded to Gemini / Vertex AI providers.
+        if target.rpartition(":")[2] not in GEMINI_METHODS:
+            ctx = gateway.new_context(GEMINI, request.method, request.path, b"", request.headers)
+            return gateway.error_response(
+                ctx,
+                _NotFound(
+                    f"no route for POST {request.path}; Tollway serves Gemini's "
+                    "/v1beta/models/{model}:generateContent and :streamGenerateContent "
+                    "(also under /v1)"
+                ),
+            )
+        headers = CIHeaders((k.lower(), v) for k, v in request.headers.items())
+        reply = await gateway.handle(
+            GEMINI,
+            "POST",
+            request.path,
+            request.query_string,
+            headers,
+            request.body.__aiter__(),
+        )
+        if reply.stream is None:
+            gateway.finish(reply.ctx)
+        return to_quart(reply)
+
     @app.get("/v1/models/<path:model>")
     async def model(model: str) -> Response:
         return await gateway.retrieve_model(model)
@@ -161,7 +189,9 @@ SERVED_ROUTES = (
     "/v1/embeddings, /v1/moderations, /v1/images/generations, /v1/audio/speech, "
     "/v1/audio/transcriptions, /v1/realtime/client_secrets; "
     "GET/DELETE /v1/responses/{id}, POST /v1/responses/{id}/cancel, "
-    "GET /v1/responses/{id}/input_items, /v1/models and /v1/models/{model}"
+    "GET /v1/responses/{id}/input_items, /v1/models and /v1/models/{model}; "
+    "POST /v1beta/models/{model}:generateContent and :streamGenerateContent (Gemini, "
+    "also under /v1)"
 )
 
 

@@ -29,6 +29,8 @@ IMAGES = "images"  # POST /v1/images/generations
 SPEECH = "speech"  # POST /v1/audio/speech
 TRANSCRIPTIONS = "transcriptions"  # POST /v1/audio/transcriptions (multipart)
 REALTIME_SECRETS = "realtime_client_secrets"  # POST /v1/realtime/client_secrets
+#: POST /v1beta/models/{model}:generateContent and :streamGenerateContent (Gemini's own wire)
+GEMINI = "gemini"
 #: GET/DELETE /v1/responses/{id}, POST …/cancel, GET …/input_items
 STORED_RESPONSES = "stored_responses"
 #: The endpoints whose errors carry Anthropic's envelope.

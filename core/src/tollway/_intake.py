@@ -13,6 +13,7 @@ from tollway._context import (
     CHAT,
     COUNT_TOKENS,
     EMBEDDINGS,
+    GEMINI,
     IMAGES,
     MESSAGES,
     MODERATIONS,
@@ -57,7 +58,10 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     SPEECH: ("model", "input"),
     TRANSCRIPTIONS: ("model",),
     REALTIME_SECRETS: ("session",),
+    GEMINI: ("contents",),
 }
+#: Gemini's methods on ``/v1beta/models/{model}:{method}``, and whether each streams.
+GEMINI_METHODS = {"generateContent": False, "streamGenerateContent": True}
 #: The model a request of these endpoints is for when its body names none (OpenAI's default).
 _DEFAULT_MODEL = {MODERATIONS: "omni-moderation-latest"}
 #: Endpoints whose body is not the gateway-wide cap's: transcriptions carry audio (the
@@ -89,9 +93,20 @@ ENDPOINT_PATHS = {
 }
 
 
-def _model_elsewhere(endpoint: str, body: dict[str, Any]) -> Any:
-    """The model of a request whose body has no top-level ``model``: a realtime session's
-    ``session.model``, or the endpoint's default (moderations)."""
+def gemini_target(path: str) -> tuple[str, bool]:
+    """(model, streams) of a Gemini-native path ``/v1beta/models/{model}:{method}`` (or
+    ``/v1/…``)."""
+    target = path.partition("/models/")[2]
+    model, _, method = target.rpartition(":")
+    return model, GEMINI_METHODS.get(method, False)
+
+
+def _model_elsewhere(endpoint: str, body: dict[str, Any], path: str) -> Any:
+    """The model of a request whose body has no top-level ``model``: a Gemini-native call's
+    (in its path), a realtime session's ``session.model``, or the endpoint's default
+    (moderations)."""
+    if endpoint == GEMINI:
+        return gemini_target(path)[0]
     if endpoint == REALTIME_SECRETS:
         session = body["session"]
         if not isinstance(session, dict) or "model" not in session:
@@ -199,7 +214,7 @@ class Intake:
         for field in _REQUIRED[ctx.endpoint]:
             if field not in body:
                 raise BadRequest(f"missing required field {field!r}", param=field)
-        model = body["model"] if "model" in body else _model_elsewhere(ctx.endpoint, body)
+        model = body["model"] if "model" in body else _model_elsewhere(ctx.endpoint, body, ctx.path)
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' must be a non-empty string", param="model")
         problem = model_problem(model)
@@ -212,7 +227,9 @@ class Intake:
         ctx.stream = bool(stream) and ctx.endpoint in _STREAMING
         if ctx.endpoint in _MESSAGE_LISTS and not isinstance(body["messages"], list):
             raise BadRequest("'messages' must be an array", param="messages")
-        if ctx.endpoint == SPEECH:
+        if ctx.endpoint == GEMINI:
+            ctx.stream = gemini_target(ctx.path)[1]
+        elif ctx.endpoint == SPEECH:
             text = body["input"]
             if not isinstance(text, str) or not text:
                 raise BadRequest("'input' must be a non-empty string", param="input")

@@ -366,7 +366,7 @@ class VertexProvider(GeminiWireProvider):
         tokens = self.tokens()
         # The token endpoint goes through the same proxy as this provider's calls.
         tokens.proxy = http.proxy_for(tokens.token_uri).url
-        if is_claude(self.model_ids.upstream(target.model)):
+        if ctx.endpoint != "gemini" and is_claude(self.model_ids.upstream(target.model)):
             return await self._send_claude(ctx, target, http)
         return await self.send_gemini(ctx, target, http)
 
