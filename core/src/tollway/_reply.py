@@ -198,6 +198,9 @@ class Replies:
         headers.update(self.routed_headers(ctx))
         headers.update(ctx.response_headers)
         ctx.status = result.status
+        if ctx.stored_response_id is not None:
+            # Before the client has the id, so it can be retrieved at once.
+            self.response_owners.remember(ctx)
         return Reply(ctx, result.status, _merge(result.headers, headers), body)
 
     def _stream_reply(self, ctx: RequestContext, result: ProviderResult) -> Reply:

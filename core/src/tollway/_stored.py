@@ -1,7 +1,7 @@
 """``/v1/responses/{id}``: retrieve, delete, cancel and list the input items of a stored
 response, at the provider that created it.
 
-Which provider holds a response is recorded when the Responses call that stored it ends
+Which provider holds a response is recorded before the Responses call that stored it ends
 (:attr:`RequestContext.stored_response_id`): in Redis when ``GATEWAY_REDIS_URL`` is set (every
 replica sees it, for 30 days, OpenAI's retention), else in this process (the most recent
 100 000). The record also keeps the model and the project that created it: only keys of that
@@ -89,8 +89,10 @@ class ResponseOwners:
             await self._facility.release("stored-responses")
 
     def remember(self, ctx: RequestContext) -> None:
-        """Record the response ``ctx`` stored (called when its call ends)."""
+        """Record the response ``ctx`` stored: before a complete answer is sent, when a
+        stream ends (before its last byte)."""
         response_id = ctx.stored_response_id
+        ctx.stored_response_id = None  # once
         attempt = next((a for a in reversed(ctx.attempts) if a.outcome == "ok"), None)
         if response_id is None or attempt is None:
             return
