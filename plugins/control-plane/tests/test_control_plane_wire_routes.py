@@ -167,6 +167,10 @@ def test_done_when_one_key_across_the_new_wires(gateway: Embedded) -> None:
     assert generated.sdk_http_response.headers is not None
     ids["gemini"] = generated.sdk_http_response.headers["x-langwatch-request-id"]
 
+    image = oai.images.with_raw_response.generate(model="gpt-image-1", prompt="a lighthouse")
+    ids["image"] = image.headers["x-langwatch-request-id"]
+    assert image.parse().data
+
     created = oai.responses.create(model="gpt-4o", input="keep this one")
     retrieved = oai.responses.with_raw_response.retrieve(created.id)
     ids["retrieve"] = retrieved.headers["x-langwatch-request-id"]
@@ -180,6 +184,7 @@ def test_done_when_one_key_across_the_new_wires(gateway: Embedded) -> None:
     assert records["speech"]["cost_usd"] > 0
     assert records["speech"]["provider_type"] == "openai"
     assert records["transcription"]["cost_usd"] > 0
+    assert records["image"]["cost_usd"] > 0
     assert records["gemini"]["cost_usd"] > 0
     assert records["gemini"]["provider_type"] == "gemini"
     assert records["gemini"]["tokens"]["input"] > 0
