@@ -351,3 +351,12 @@ def test_gemini_native_refusals_are_envelopes(with_gemini: Gateway) -> None:
     assert err.value.code == 403
     r = with_gemini.post(None, "/v1beta/models/gemini-2.5-flash:embedContent", {"content": {}})
     assert r.status_code == 404 and "generateContent" in r.json()["error"]["message"]
+
+
+def test_count_tokens_estimated_by_a_gemini_provider(with_gemini: Gateway) -> None:
+    raw = anthropic.Anthropic(
+        base_url=with_gemini.url, api_key=with_gemini.key, max_retries=0
+    ).messages.with_raw_response.count_tokens(model="gemini-2.5-flash", messages=PROMPT)
+    assert raw.headers["x-langwatch-provider"] == "gemini"
+    assert raw.headers["x-langwatch-token-count"] == "estimated"
+    assert raw.parse().input_tokens > 0

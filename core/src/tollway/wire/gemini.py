@@ -40,6 +40,7 @@ from tollway.provider import (
     relay_sse,
     response_headers,
 )
+from tollway.wire.anthropic import estimated_count_tokens
 from tollway.wire.gemini_translate import (
     ChainedStream,
     GeminiToChatStream,
@@ -93,7 +94,7 @@ class GeminiWireProvider(Provider):
     maps client model ids to the upstream's (checked by :attr:`model_ids`).
     """
 
-    endpoints = frozenset({"chat", "messages", "gemini"})
+    endpoints = frozenset({"chat", "messages", "gemini", "count_tokens"})
     #: Only the Google GenAI SDK's own wire (``/v1beta/models/{model}:generateContent``) is
     #: relayed byte-for-byte; chat and messages clients are translated.
     native_endpoints: ClassVar[frozenset[str] | None] = frozenset({"gemini"})
@@ -140,6 +141,8 @@ class GeminiWireProvider(Provider):
     async def send(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
+        if ctx.endpoint == "count_tokens":
+            return estimated_count_tokens(ctx.body)
         return await self.send_gemini(ctx, target, http)
 
     async def send_gemini(
