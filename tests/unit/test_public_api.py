@@ -16,6 +16,7 @@ PUBLIC = {
     "tollway.server": "tollway._server",
     "tollway.ledger": None,
     "tollway.routing": None,
+    "tollway.media": None,
 }
 
 

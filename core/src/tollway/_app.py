@@ -10,17 +10,19 @@ import orjson
 from quart import Quart, Response, has_websocket_context, request, websocket
 from werkzeug.exceptions import HTTPException
 
-from tollway._context import MESSAGES, MODELS
+from tollway._context import GEMINI, MESSAGES, MODELS
 from tollway._errors import (
     BadRequest,
     GatewayError,
 )
-from tollway._intake import ENDPOINT_PATHS, Intake
+from tollway._input import MAX_MODEL_CHARS, quote_input
+from tollway._intake import ENDPOINT_PATHS, GEMINI_METHODS, Intake
 from tollway._logging import request_id_var
 from tollway._plugins import PluginLoadError
 from tollway._reply import CIHeaders, Replies, to_quart
 
 if TYPE_CHECKING:
+    from tollway._context import RequestContext
     from tollway._types import Principal
     from tollway.gateway import Gateway
     from tollway.provider import Provider
@@ -100,6 +102,50 @@ def create_app(gateway: Gateway) -> Quart:
     async def models() -> Response:
         return await gateway.list_models()
 
+    @app.route("/v1/responses/<response_id>", methods=["GET", "DELETE"])
+    async def stored_response(response_id: str) -> Response:
+        return await gateway.stored_response(response_id)
+
+    @app.post("/v1/responses/<response_id>/cancel")
+    async def cancel_response(response_id: str) -> Response:
+        return await gateway.stored_response(response_id)
+
+    @app.get("/v1/responses/<response_id>/input_items")
+    async def response_input_items(response_id: str) -> Response:
+        return await gateway.stored_response(response_id)
+
+    # The Google GenAI SDK calls v1beta or v1 (its default depends on its version).
+    @app.post("/v1beta/models/<path:target>")
+    @app.post("/v1/models/<path:target>")
+    async def gemini_native(target: str) -> Response:
+        # The Google GenAI SDK's own wire, raw-forwarded to Gemini / Vertex AI providers.
+        if target.rpartition(":")[2] not in GEMINI_METHODS:
+            ctx = gateway.new_context(GEMINI, request.method, request.path, b"", request.headers)
+            return gateway.error_response(
+                ctx,
+                _NotFound(
+                    f"no route for POST {request.path}; Tollway serves Gemini's "
+                    "/v1beta/models/{model}:generateContent and :streamGenerateContent "
+                    "(also under /v1)"
+                ),
+            )
+        headers = CIHeaders((k.lower(), v) for k, v in request.headers.items())
+        reply = await gateway.handle(
+            GEMINI,
+            "POST",
+            request.path,
+            request.query_string,
+            headers,
+            request.body.__aiter__(),
+        )
+        if reply.stream is None:
+            gateway.finish(reply.ctx)
+        return to_quart(reply)
+
+    @app.get("/v1/models/<path:model>")
+    async def model(model: str) -> Response:
+        return await gateway.retrieve_model(model)
+
     @app.get("/healthz")
     async def healthz() -> Response:
         return _json(200, {"status": "ok"})
@@ -125,9 +171,7 @@ def create_app(gateway: Gateway) -> Quart:
         err: GatewayError
         if status == 404:
             err = _NotFound(
-                f"no route for {request.method} {request.path}; Tollway serves POST "
-                "/v1/chat/completions, /v1/messages, /v1/responses, /v1/embeddings and "
-                "GET /v1/models"
+                f"no route for {request.method} {request.path}; Tollway serves {SERVED_ROUTES}"
             )
         elif status == 405:
             err = _MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
@@ -137,6 +181,18 @@ def create_app(gateway: Gateway) -> Quart:
         return gateway.error_response(ctx, err)
 
     return app
+
+
+#: What the 404 answer lists (docs/index.md has the same list).
+SERVED_ROUTES = (
+    "POST /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses, "
+    "/v1/embeddings, /v1/moderations, /v1/images/generations, /v1/audio/speech, "
+    "/v1/audio/transcriptions, /v1/realtime/client_secrets; "
+    "GET/DELETE /v1/responses/{id}, POST /v1/responses/{id}/cancel, "
+    "GET /v1/responses/{id}/input_items, /v1/models and /v1/models/{model}; "
+    "POST /v1beta/models/{model}:generateContent and :streamGenerateContent (Gemini, "
+    "also under /v1)"
+)
 
 
 class _NotFound(GatewayError):
@@ -187,34 +243,80 @@ class ModelsListing(Intake, Replies):
     ) -> list[tuple[Provider, str | None]]:
         raise NotImplementedError  # the Gateway's
 
+    async def _visible_models(
+        self, ctx: RequestContext, model: str | None = None
+    ) -> tuple[list[str], dict[str, str]]:
+        """What a call with this key can route to: its chain (routing policy, inherited and
+        config-file providers, as for a call), a pinned model as itself; then ``filter_models``.
+        With ``model``: just that model, when a provider of the chain serves it (a glob such as
+        ``gpt-*`` serves more than the listing shows)."""
+        await self.authenticate(ctx)
+        owners: dict[str, str] = {}
+        for p, pinned in self.chain(ctx.principal):
+            if model is not None:
+                if pinned == model or (pinned is None and p.serves(model)):
+                    owners.setdefault(model, p.type)
+                continue
+            for m in (pinned,) if pinned is not None else p.models():
+                owners.setdefault(m, p.type)
+        models = list(owners)
+        await self.hooks.filter_models(ctx, models)
+        return models, owners
+
     async def list_models(self) -> Response:
         ctx = self.new_context(MODELS, "GET", request.path, request.query_string, request.headers)
         token = request_id_var.set(ctx.request_id)
         self.in_flight += 1
         try:
-            await self.authenticate(ctx)
-            # What a call with this key can route to: its chain (routing policy, inherited and
-            # config-file providers, as for a call), a pinned model as itself.
-            owners: dict[str, str] = {}
-            for p, pinned in self.chain(ctx.principal):
-                for m in (pinned,) if pinned is not None else p.models():
-                    owners.setdefault(m, p.type)
-            models = list(owners)
-            await self.hooks.filter_models(ctx, models)
+            models, owners = await self._visible_models(ctx)
             created = int(time.time())
             data = [
                 {"id": m, "object": "model", "created": created, "owned_by": owners.get(m, "")}
                 for m in models
             ]
-            ctx.status = 200
-            return Response(
-                orjson.dumps({"object": "list", "data": data}),
-                status=200,
-                headers=self.base_headers(ctx),
-                content_type="application/json",
+            return self._json_reply(ctx, {"object": "list", "data": data})
+        except GatewayError as exc:
+            return self.error_response(ctx, exc)
+        finally:
+            self.finish(ctx)
+            request_id_var.reset(token)
+
+    async def retrieve_model(self, model: str) -> Response:
+        """``GET /v1/models/{model}``: the model as the key sees it (404 when the key's
+        listing does not show it, the same answer as for a model that does not exist)."""
+        ctx = self.new_context(MODELS, "GET", request.path, request.query_string, request.headers)
+        token = request_id_var.set(ctx.request_id)
+        self.in_flight += 1
+        try:
+            models, owners = await self._visible_models(ctx, model)
+            ctx.model = model
+            if model not in models:
+                raise _NotFound(
+                    f"model {quote_input(model, MAX_MODEL_CHARS)} is not available to this key; "
+                    "GET /v1/models lists the models it can use",
+                    code="model_not_found",
+                    param="model",
+                )
+            return self._json_reply(
+                ctx,
+                {
+                    "id": model,
+                    "object": "model",
+                    "created": int(time.time()),
+                    "owned_by": owners.get(model, ""),
+                },
             )
         except GatewayError as exc:
             return self.error_response(ctx, exc)
         finally:
             self.finish(ctx)
             request_id_var.reset(token)
+
+    def _json_reply(self, ctx: RequestContext, body: Any) -> Response:
+        ctx.status = 200
+        return Response(
+            orjson.dumps(body),
+            status=200,
+            headers=self.base_headers(ctx),
+            content_type="application/json",
+        )

@@ -1,8 +1,9 @@
 """The hot path: model calls served straight from ASGI, everything else through Quart.
 
-``POST /v1/chat/completions``, ``/v1/messages``, ``/v1/responses`` and ``/v1/embeddings`` are
-answered here without Quart's request/response objects (about a third of the per-request CPU
-in a profile of the Quart route); health, metrics, ``/v1/models``, plugin routes and errors for
+``POST /v1/chat/completions``, ``/v1/messages``, ``/v1/responses``, ``/v1/embeddings`` and the
+other fixed model-call paths (``tollway._intake.ENDPOINT_PATHS``) are answered here without
+Quart's request/response objects (about a third of the per-request CPU in a profile of the
+Quart route); health, metrics, ``/v1/models``, plugin routes and errors for
 unknown paths stay on Quart. Lifespan events go to Quart, which runs start-up and shutdown.
 """
 
@@ -24,6 +25,10 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+#: Non-streaming endpoints whose answer need not be JSON (the heartbeat pads JSON only).
+_NOT_JSON = frozenset({"transcriptions"})
 
 
 class ClientDisconnected(asyncio.CancelledError):
@@ -131,7 +136,8 @@ class Heartbeat:
         self.started = False
 
     def start(self, ctx: RequestContext) -> None:
-        if not ctx.stream:
+        # A transcription may answer plain text (text, srt, vtt): never pad it as JSON.
+        if not ctx.stream and ctx.endpoint not in _NOT_JSON:
             self.task = asyncio.ensure_future(self._run(ctx))
 
     async def _run(self, ctx: RequestContext) -> None:

@@ -23,6 +23,18 @@ MESSAGES = "messages"  # POST /v1/messages (Anthropic)
 RESPONSES = "responses"  # POST /v1/responses (OpenAI Responses)
 EMBEDDINGS = "embeddings"  # POST /v1/embeddings
 MODELS = "models"  # GET /v1/models
+COUNT_TOKENS = "count_tokens"  # POST /v1/messages/count_tokens (Anthropic)
+MODERATIONS = "moderations"  # POST /v1/moderations
+IMAGES = "images"  # POST /v1/images/generations
+SPEECH = "speech"  # POST /v1/audio/speech
+TRANSCRIPTIONS = "transcriptions"  # POST /v1/audio/transcriptions (multipart)
+REALTIME_SECRETS = "realtime_client_secrets"  # POST /v1/realtime/client_secrets
+#: POST /v1beta/models/{model}:generateContent and :streamGenerateContent (Gemini's own wire)
+GEMINI = "gemini"
+#: GET/DELETE /v1/responses/{id}, POST …/cancel, GET …/input_items
+STORED_RESPONSES = "stored_responses"
+#: The endpoints whose errors carry Anthropic's envelope.
+ANTHROPIC_ENDPOINTS = frozenset({MESSAGES, COUNT_TOKENS})
 
 
 class StashKey(Generic[T]):
@@ -138,6 +150,9 @@ class RequestContext:
     #: The provider key (:attr:`tollway.config.ProviderConfig.key`) this request counts as in
     #: flight to (:class:`tollway.routing.LiveStats`) until it is settled, or None.
     in_flight_to: str | None = None
+    #: The id of the response a Responses API call stored upstream (set by the adapter), so
+    #: ``/v1/responses/{id}`` reaches the provider that holds it.
+    stored_response_id: str | None = None
     _body_dirty: bool = False
     #: The last re-serialisation: (model it carries, bytes).
     _encoded: tuple[str, bytes] | None = None
@@ -211,4 +226,4 @@ class RequestContext:
     @property
     def is_anthropic_client(self) -> bool:
         """Whether errors should carry the Anthropic top-level ``"type":"error"``."""
-        return self.endpoint == MESSAGES
+        return self.endpoint in ANTHROPIC_ENDPOINTS

@@ -143,6 +143,7 @@ class Replies:
     streaming_active: int
     log_bodies: bool
     live: LiveStats
+    response_owners: Any
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         raise NotImplementedError  # the Gateway's
@@ -176,6 +177,8 @@ class Replies:
             self.live.ended(ctx.in_flight_to)
             ctx.in_flight_to = None
         ctx.finished = time.perf_counter()
+        if ctx.stored_response_id is not None:
+            self.response_owners.remember(ctx)
         # The task copies the current context: make its log lines carry this request's id.
         token = request_id_var.set(ctx.request_id)
         try:
@@ -200,6 +203,9 @@ class Replies:
         headers.update(self.routed_headers(ctx))
         headers.update(ctx.response_headers)
         ctx.status = result.status
+        if ctx.stored_response_id is not None:
+            # Before the client has the id, so it can be retrieved at once.
+            self.response_owners.remember(ctx)
         return Reply(ctx, result.status, _merge(result.headers, headers), body)
 
     def _stream_reply(self, ctx: RequestContext, result: ProviderResult) -> Reply:

@@ -74,13 +74,25 @@ class Principal:
 
 @attrs.frozen
 class Usage:
-    """Token usage as the provider reported it."""
+    """Usage as the provider reported it: tokens, and for the audio and image endpoints the
+    units they are priced by."""
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_input_tokens: int = 0
     reasoning_tokens: int = 0
+    #: Characters of text turned into speech (``/v1/audio/speech``).
+    characters: int = 0
+    #: Seconds of audio transcribed (``/v1/audio/transcriptions``).
+    audio_seconds: float = 0.0
+    #: Images generated (``/v1/images/generations``) by a model priced per image.
+    images: int = 0
+
+    @property
+    def has_units(self) -> bool:
+        """Whether any non-token unit (characters, audio seconds, images) is counted."""
+        return bool(self.characters or self.audio_seconds or self.images)
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -89,6 +101,9 @@ class Usage:
             self.cache_read_input_tokens + other.cache_read_input_tokens,
             self.cache_creation_input_tokens + other.cache_creation_input_tokens,
             self.reasoning_tokens + other.reasoning_tokens,
+            self.characters + other.characters,
+            self.audio_seconds + other.audio_seconds,
+            self.images + other.images,
         )
 
 

@@ -52,6 +52,7 @@ from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager, 
 from tollway._reply import _LOGGED_BODY_BYTES, CIHeaders, Reply, ResponseView, _log_body
 from tollway._router import Router
 from tollway._routing_share import start_sharing
+from tollway._stored import ResponseOwners, StoredResponses
 from tollway._types import Principal, RouteTarget
 from tollway.config import PROVIDER_HINT, ProviderConfig, Settings, structure_plugin_settings
 from tollway.egress import Egress
@@ -68,7 +69,7 @@ log = logging.getLogger("tollway.gateway")
 _ENDPOINT_PATHS = ENDPOINT_PATHS
 
 
-class Gateway(ModelsListing, Dispatch):
+class Gateway(ModelsListing, StoredResponses, Dispatch):
     """One gateway process: settings, plugins, providers and the request pipeline."""
 
     def __init__(
@@ -136,6 +137,8 @@ class Gateway(ModelsListing, Dispatch):
         #: ``LW_LOG_MESSAGE_BODY``: request and non-streaming response bodies go to the log.
         self.log_bodies = settings.log.message_body
         self.checks: dict[str, Callable[[], Any]] = {}
+        #: Which provider holds each stored response (``/v1/responses/{id}``).
+        self.response_owners = ResponseOwners()
         #: Called (sync) once start-up finished and the gateway accepts traffic.
         self.on_started: list[Callable[[], None]] = []
 
@@ -283,6 +286,7 @@ class Gateway(ModelsListing, Dispatch):
             self.spawn_daemon(self.netcheck.run())
         await self.hooks.gateway_started(self)
         start_sharing(self)
+        self.response_owners.start(self)
         self.checks = self.hooks.readiness_checks(self)
         self.state_report = self.hooks.describe_state(self.state, self)
         self.started = True
@@ -309,6 +313,7 @@ class Gateway(ModelsListing, Dispatch):
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=self.settings.server.graceful_seconds)
         await self.hooks.gateway_stopping(self)
+        await self.response_owners.stop()
         await self.http.close()
 
     def spawn_daemon(self, coro: Any) -> asyncio.Task[Any]:

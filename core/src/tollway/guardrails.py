@@ -243,20 +243,34 @@ def _embeddings_request(body: Mapping[str, Any], out: list[TextSlot]) -> None:
                 out.append(TextSlot(("input", i), "user", item))
 
 
+def _prompt_request(body: Mapping[str, Any], out: list[TextSlot]) -> None:
+    value = body.get("prompt")
+    if isinstance(value, str):
+        out.append(TextSlot(("prompt",), "user", value))
+
+
 _REQUEST_READERS = {
     _CHAT: _chat_request,
     _MESSAGES: _messages_request,
     _RESPONSES: _responses_request,
     _EMBEDDINGS: _embeddings_request,
+    # The other wires' text: what guardrails judge (and may redact) there too.
+    "count_tokens": _messages_request,
+    "moderations": _embeddings_request,
+    "speech": _embeddings_request,
+    "images": _prompt_request,
+    "transcriptions": _prompt_request,
 }
 
 
 def request_texts(endpoint: str, body: Mapping[str, Any]) -> list[TextSlot]:
     """Every piece of text in a request body, in document order, with its role.
 
-    ``endpoint`` is the client's (``chat``, ``messages``, ``responses``, ``embeddings``); an
-    unknown one has no text. System prompts have role ``system``, tool results ``tool``. Images,
-    tool definitions and tool-call arguments are not text here.
+    ``endpoint`` is the client's (``chat``, ``messages``, ``responses``, ``embeddings``; also
+    ``count_tokens``'s messages, ``moderations``' and ``speech``'s ``input``, ``images``' and
+    ``transcriptions``' ``prompt``); an unknown one has no text. System prompts have role
+    ``system``, tool results ``tool``. Images, tool definitions and tool-call arguments are not
+    text here.
     """
     reader = _REQUEST_READERS.get(endpoint)
     out: list[TextSlot] = []

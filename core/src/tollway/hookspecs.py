@@ -94,7 +94,8 @@ steps after it (except ``account``) and answers with the gateway's error envelop
     model call, whatever its outcome: refusals at any step above and client disconnects
     included.
 
-``GET /v1/models`` runs steps 1 to 3, then ``filter_models``, then ``account``.
+``GET /v1/models`` and ``GET /v1/models/{model}`` run steps 1 to 3, then ``filter_models``, then
+``account``.
 """
 
 from __future__ import annotations
@@ -575,8 +576,10 @@ def filter_models(ctx: RequestContext, models: list[str]) -> None:
     """Edit the ``GET /v1/models`` list: remove what the caller may not use, add what it may.
 
     Called for ``GET /v1/models``, after ``authenticate``, with the model ids the configured
-    providers offer, in priority order. The response lists what remains; ids a plugin added
-    (aliases, for example) are listed with ``owned_by: ""``.
+    providers offer, in priority order; for ``GET /v1/models/{model}`` with that one model
+    when a provider the key reaches serves it (else empty), which is shown only if it remains.
+    The response lists what remains; ids a plugin added (aliases, for example) are listed with
+    ``owned_by: ""``.
 
     Call mode: **each**, may be ``async def``.
 

@@ -296,6 +296,13 @@ class UpstreamHTTP:
     async def get(self, url: str, headers: dict[str, str]) -> aiohttp.ClientResponse:
         return await self._send("GET", url, headers, None)
 
+    async def request(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
+    ) -> aiohttp.ClientResponse:
+        """Any method (``DELETE /responses/{id}``, …); bodies relayed as they are."""
+        headers["accept-encoding"] = "identity"
+        return await self._send(method, url, headers, body)
+
     async def close(self) -> None:
         pool = self._pool
         for session in (pool.direct, pool.proxied):

@@ -284,6 +284,52 @@ def test_provider_override() -> None:
         parse_override({"m": {"input": 3}}, "config.prices")
 
 
+def test_audio_and_image_units_at_the_tables_prices() -> None:
+    table = PriceTable.packaged()
+    tts = table.lookup("tts-1", "openai")
+    # tts-1: 15 USD per million characters = 15 micro-USD per character.
+    assert tts is not None and tts.per_character == 15
+    assert cost_micros(Usage(characters=1000), tts) == 15_000
+    whisper = table.lookup("whisper-1", "openai")
+    # whisper-1: 0.0001 USD per second of audio.
+    assert whisper is not None and whisper.per_second == 100
+    assert cost_micros(Usage(audio_seconds=2.5), whisper) == 250
+    image = table.lookup("gpt-image-1", "openai")
+    # Image models price their output as image tokens.
+    assert image is not None and image.output == 40
+    assert cost_micros(Usage(input_tokens=10, output_tokens=272), image) == 50 + 272 * 40
+    imagen = table.lookup("imagen-3.0-generate-001", "gemini")
+    assert imagen is not None and cost_micros(Usage(images=2), imagen) == 80_000
+    # An override prices units too: per million characters, per second, per image (USD).
+    over = Prices.per_mtok({"per_mchars": 30, "per_audio_second": "0.0002", "per_image": 0.04})
+    assert (over.per_character, over.per_second, over.per_image) == (30, 200, 40_000)
+    # Units and tokens in one request are rounded once, together.
+    assert (
+        cost_micros(
+            Usage(input_tokens=1, characters=1),
+            Prices.per_mtok({"input_per_mtok": "0.4", "per_mchars": "0.2"}),
+        )
+        == 1
+    )
+
+
+@given(usages, st.integers(0, 10_000), st.integers(0, 20), price_values, price_values)
+def test_units_add_to_the_token_cost(
+    usage: Usage, chars: int, images: int, per_char: Fraction, per_image: Fraction
+) -> None:
+    prices = Prices(
+        Fraction(1),
+        Fraction(2),
+        Fraction(1),
+        Fraction(1),
+        per_character=per_char,
+        per_image=per_image,
+    )
+    with_units = Usage(usage.input_tokens, usage.output_tokens, characters=chars, images=images)
+    value = exact(with_units, prices) + chars * per_char + images * per_image
+    assert cost_micros(with_units, prices) == round_half_up(value)
+
+
 # --- the estimate -------------------------------------------------------------------------------
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "AnthropicWireProvider",
     "chat_to_messages_body",
     "claude_sampling",
+    "estimated_count_tokens",
     "messages_answer",
     "messages_result",
     "messages_to_chat_result",
@@ -76,6 +77,24 @@ SAMPLING_VALUES = ("all", "one", "none")
 _NEW_STYLE = re.compile(r"claude-(?:opus|sonnet|haiku)-(\d+)(?:-(\d{1,2}))?(?![0-9])")
 # claude-3-5-sonnet-20241022, claude-3-opus-20240229 …
 _OLD_STYLE = re.compile(r"claude-(\d+)(?:-(\d))?-(?:opus|sonnet|haiku)")
+
+
+#: The fields of a ``count_tokens`` request the estimate counts.
+_COUNTED_FIELDS = ("system", "messages", "tools", "tool_choice", "thinking")
+
+
+def estimated_count_tokens(body: Mapping[str, Any]) -> ProviderResult:
+    """A ``POST /v1/messages/count_tokens`` answer for a provider that has no such endpoint:
+    ``{"input_tokens": n}`` estimated as one token per 4 bytes of the counted fields' compact
+    JSON (``system``, ``messages``, ``tools``, ``tool_choice``, ``thinking``), rounded up, and
+    ``X-LangWatch-Token-Count: estimated`` (docs/translation.md)."""
+    counted = {k: body[k] for k in _COUNTED_FIELDS if k in body}
+    tokens = -(-len(orjson.dumps(counted)) // 4)
+    return ProviderResult(
+        200,
+        [("content-type", "application/json"), ("x-langwatch-token-count", "estimated")],
+        body=orjson.dumps({"input_tokens": tokens}),
+    )
 
 
 def claude_sampling(model: str) -> Sampling:
@@ -250,9 +269,9 @@ class AnthropicWireProvider(Provider):
     ``config.sampling_params`` and ``config.default_max_tokens`` are checked by :meth:`validate`.
     """
 
-    endpoints = frozenset({"messages", "chat"})
+    endpoints = frozenset({"messages", "chat", "count_tokens"})
     #: Client endpoints that speak this provider's own wire format (relayed byte-for-byte).
-    native_endpoints: ClassVar[frozenset[str] | None] = frozenset({"messages"})
+    native_endpoints: ClassVar[frozenset[str] | None] = frozenset({"messages", "count_tokens"})
 
     def validate(self) -> list[str]:
         problems = []
@@ -289,6 +308,10 @@ class AnthropicWireProvider(Provider):
         """The Messages endpoint (``query_string``: the client's, empty on translated calls)."""
         return upstream_url(self.base_url, "/v1/messages", query_string)
 
+    def count_tokens_url(self, query_string: bytes) -> str:
+        """The token-counting endpoint (``POST /v1/messages/count_tokens`` passed through)."""
+        return upstream_url(self.base_url, "/v1/messages/count_tokens", query_string)
+
     def auth_headers(self) -> dict[str, str]:
         """The upstream credential's headers (default: ``x-api-key``)."""
         return {"x-api-key": self.api_key}
@@ -314,8 +337,17 @@ class AnthropicWireProvider(Provider):
         if ctx.endpoint not in self.native:
             return await self._send_chat(ctx, target, http)
         forget_dropped(ctx)
-        url = self.messages_url(ctx.query_string)
         payload = ctx.body_bytes(target.model)
+        if ctx.endpoint == "count_tokens":
+            # Free: relayed as it is, no usage to account.
+            resp = await http.post(
+                self.count_tokens_url(ctx.query_string), self._headers(ctx), payload
+            )
+            await raise_for_upstream_status(resp)
+            return ProviderResult(
+                resp.status, response_headers(resp.headers.items()), body=await read_body(resp)
+            )
+        url = self.messages_url(ctx.query_string)
         return await messages_answer(
             ctx, http, url, self._headers(ctx), payload, model=target.model, upstream="Anthropic"
         )

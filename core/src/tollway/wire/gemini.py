@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import orjson
 
 from tollway._context import RequestContext
+from tollway._sse import event_fields
 from tollway._types import RouteTarget
 from tollway.config import ProviderConfig
 from tollway.formats import (
@@ -39,6 +40,7 @@ from tollway.provider import (
     relay_sse,
     response_headers,
 )
+from tollway.wire.anthropic import estimated_count_tokens
 from tollway.wire.gemini_translate import (
     ChainedStream,
     GeminiToChatStream,
@@ -92,9 +94,10 @@ class GeminiWireProvider(Provider):
     maps client model ids to the upstream's (checked by :attr:`model_ids`).
     """
 
-    endpoints = frozenset({"chat", "messages"})
-    #: Neither client format is Gemini's own: nothing is relayed byte-for-byte.
-    native_endpoints: ClassVar[frozenset[str] | None] = frozenset()
+    endpoints = frozenset({"chat", "messages", "gemini", "count_tokens"})
+    #: Only the Google GenAI SDK's own wire (``/v1beta/models/{model}:generateContent``) is
+    #: relayed byte-for-byte; chat and messages clients are translated.
+    native_endpoints: ClassVar[frozenset[str] | None] = frozenset({"gemini"})
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
@@ -138,12 +141,17 @@ class GeminiWireProvider(Provider):
     async def send(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
+        if ctx.endpoint == "count_tokens":
+            return estimated_count_tokens(ctx.body)
         return await self.send_gemini(ctx, target, http)
 
     async def send_gemini(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
-        """One ``generateContent`` attempt, translated from and to the client's format."""
+        """One ``generateContent`` attempt, translated from and to the client's format (relayed
+        as it is for a Gemini-native client)."""
+        if ctx.endpoint == "gemini":
+            return await self._send_native(ctx, target, http)
         body, dropped = translate_request(ctx, target.model)
         report_dropped(ctx, dropped)
         headers = self._headers(ctx)
@@ -173,6 +181,33 @@ class GeminiWireProvider(Provider):
         answer = chat_response_to_messages(chat) if ctx.endpoint == "messages" else chat
         return ProviderResult(resp.status, _json_headers(out_headers), body=orjson.dumps(answer))
 
+    async def _send_native(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        """A Gemini-native request (the Google GenAI SDK's): the client's bytes to this
+        upstream's ``generateContent`` / ``streamGenerateContent?alt=sse`` for the routed model,
+        the answer relayed as it is; ``usageMetadata`` is read on the way (in a stream, the last
+        one counts)."""
+        payload = orjson.dumps(ctx.body) if ctx.body_modified else ctx.raw_body
+        headers = self._headers(ctx)
+        headers.update(await self.auth_headers())
+        url = self.gemini_url(self.model_ids.upstream(target.model), ctx.stream)
+        resp = await http.post(url, headers, payload)
+        await raise_for_upstream_status(resp)
+        out_headers = response_headers(resp.headers.items())
+        if ctx.stream and resp.headers.get("content-type", "").startswith("text/event-stream"):
+            events = relay_sse(resp, _usage_inspector(ctx), b'"usageMetadata"')
+            return ProviderResult(resp.status, out_headers, events=events, close=resp.close)
+        data = await read_body(resp)
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc = None
+        meta = doc.get("usageMetadata") if isinstance(doc, dict) else None
+        if isinstance(meta, dict):
+            ctx.usage = gemini_usage(meta)
+        return ProviderResult(resp.status, out_headers, body=data)
+
     @staticmethod
     def _stream_translator(ctx: RequestContext, model: str) -> StreamTranslator:
         def on_usage(usage: Any) -> None:
@@ -189,6 +224,21 @@ class GeminiWireProvider(Provider):
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
             on_usage=on_usage,
         )
+
+
+def _usage_inspector(ctx: RequestContext) -> Any:
+    def inspect(event: bytes) -> bytes | None:
+        _, data = event_fields(event)
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        meta = doc.get("usageMetadata") if isinstance(doc, dict) else None
+        if isinstance(meta, dict):
+            ctx.usage = gemini_usage(meta)
+        return None
+
+    return inspect
 
 
 def _json_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:

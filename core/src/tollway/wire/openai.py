@@ -30,6 +30,7 @@ from tollway.formats import (
     reframe_sse,
     report_dropped,
 )
+from tollway.media import UPLOAD, form_body, relay_bytes, transcription_usage
 from tollway.provider import (
     Provider,
     ProviderResult,
@@ -41,6 +42,7 @@ from tollway.provider import (
     response_headers,
     upstream_url,
 )
+from tollway.wire.anthropic import estimated_count_tokens
 
 __all__ = [
     "MAX_TOKENS_FIELDS",
@@ -52,7 +54,13 @@ __all__ = [
     "responses_usage",
 ]
 
-_SUFFIX = {"chat": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings"}
+_SUFFIX = {
+    "chat": "/chat/completions",
+    "responses": "/responses",
+    "embeddings": "/embeddings",
+    "moderations": "/moderations",
+    "images": "/images/generations",
+}
 _INCLUDE_USAGE = b'"stream_options":{"include_usage":true},'
 #: Where a translated Anthropic ``max_tokens`` may go (``config.max_tokens_field``).
 MAX_TOKENS_FIELDS = ("max_completion_tokens", "max_tokens")
@@ -112,6 +120,13 @@ def inject_include_usage(body: dict[str, Any], raw: bytes) -> bytes | None:
     return orjson.dumps(new)
 
 
+def _note_stored(ctx: RequestContext, response: dict[str, Any]) -> None:
+    """Remember the id of a response the upstream stored (``store`` is on unless false)."""
+    response_id = response.get("id")
+    if isinstance(response_id, str) and response.get("store") is not False:
+        ctx.stored_response_id = response_id
+
+
 class OpenAIWireProvider(Provider):
     """A provider adapter for an upstream speaking the OpenAI wire: chat, responses, embeddings
     natively, and ``/v1/messages`` by translation to chat completions (see
@@ -123,10 +138,24 @@ class OpenAIWireProvider(Provider):
     (call it from an override).
     """
 
-    endpoints = frozenset({"chat", "responses", "embeddings", "messages"})
+    endpoints = frozenset(
+        {
+            "chat",
+            "responses",
+            "embeddings",
+            "messages",
+            "count_tokens",
+            "moderations",
+            "images",
+            "speech",
+            "transcriptions",
+            "stored_responses",
+            "realtime_client_secrets",
+        }
+    )
     #: Client endpoints that speak this provider's own wire formats (relayed byte-for-byte).
     native_endpoints: ClassVar[frozenset[str] | None] = frozenset(
-        {"chat", "responses", "embeddings"}
+        {"chat", "responses", "embeddings", "moderations", "images"}
     )
     #: Where a translated Anthropic ``max_tokens`` goes (OpenAI deprecated ``max_tokens`` for
     #: ``max_completion_tokens``, the only one its reasoning models accept).
@@ -183,6 +212,16 @@ class OpenAIWireProvider(Provider):
     ) -> ProviderResult:
         endpoint = ctx.endpoint
         if endpoint not in self.native:
+            if endpoint == "count_tokens":
+                return estimated_count_tokens(ctx.body)
+            if endpoint == "speech":
+                return await self._send_speech(ctx, target, http)
+            if endpoint == "transcriptions":
+                return await self._send_transcription(ctx, target, http)
+            if endpoint == "stored_responses":
+                return await self._send_stored(ctx, http)
+            if endpoint == "realtime_client_secrets":
+                return await self._send_realtime_secret(ctx, target, http)
             return await self._send_messages(ctx, target, http)
         forget_dropped(ctx)
         url = self.endpoint_url(endpoint, target, ctx.query_string)
@@ -205,6 +244,71 @@ class OpenAIWireProvider(Provider):
         data = await read_body(resp)
         self._usage_from_body(ctx, data)
         return ProviderResult(resp.status, headers, body=data)
+
+    async def _send_speech(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        """``/v1/audio/speech``: the audio relayed as it arrives, with the upstream's content
+        type; priced by the characters of ``input`` (and their tokens, for token-priced
+        voices)."""
+        url = upstream_url(self.base_url, "/audio/speech", ctx.query_string)
+        resp = await http.post(url, self._headers(ctx), self.request_body(ctx, target))
+        await raise_for_upstream_status(resp)
+        text = ctx.body.get("input")
+        chars = len(text) if isinstance(text, str) else 0
+        ctx.usage = Usage(input_tokens=-(-chars // 4), characters=chars)
+        headers = response_headers(resp.headers.items())
+        return ProviderResult(resp.status, headers, events=relay_bytes(resp), close=resp.close)
+
+    async def _send_transcription(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        """``/v1/audio/transcriptions``: the form rebuilt with the documented fields only;
+        priced by the seconds of audio (or the tokens) the answer reports."""
+        body, content_type = await form_body(ctx.body, ctx.stash[UPLOAD], model=target.model)
+        headers = self._headers(ctx)
+        headers["content-type"] = content_type
+        url = upstream_url(self.base_url, "/audio/transcriptions", ctx.query_string)
+        resp = await http.post(url, headers, body)
+        await raise_for_upstream_status(resp)
+        data = await read_body(resp)
+        ctx.usage = transcription_usage(data)
+        return ProviderResult(resp.status, response_headers(resp.headers.items()), body=data)
+
+    async def _send_stored(self, ctx: RequestContext, http: UpstreamHTTP) -> ProviderResult:
+        """``/v1/responses/{id}`` (retrieve, delete), ``…/cancel``, ``…/input_items``: the
+        same path and query at this upstream; a retrieve with ``stream=true`` is relayed as
+        events. Nothing to price."""
+        suffix = ctx.path.removeprefix("/v1")
+        url = upstream_url(self.base_url, suffix, ctx.query_string)
+        headers = self._headers(ctx)
+        body: bytes | None = None
+        if ctx.method == "POST":
+            body = b"{}"
+        else:
+            headers.pop("content-type", None)
+        resp = await http.request(ctx.method, url, headers, body)
+        await raise_for_upstream_status(resp)
+        out = response_headers(resp.headers.items())
+        if resp.headers.get("content-type", "").startswith("text/event-stream"):
+            return ProviderResult(resp.status, out, events=relay_sse(resp), close=resp.close)
+        return ProviderResult(resp.status, out, body=await read_body(resp))
+
+    async def _send_realtime_secret(
+        self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+    ) -> ProviderResult:
+        """``/v1/realtime/client_secrets``: an ephemeral secret minted upstream for the routed
+        model (``session.model``); the session it opens is billed upstream, not here."""
+        body = ctx.raw_body
+        session = ctx.body["session"]
+        if ctx.body_modified or session.get("model") != target.model:
+            body = orjson.dumps({**ctx.body, "session": {**session, "model": target.model}})
+        url = upstream_url(self.base_url, "/realtime/client_secrets", ctx.query_string)
+        resp = await http.post(url, self._headers(ctx), body)
+        await raise_for_upstream_status(resp)
+        return ProviderResult(
+            resp.status, response_headers(resp.headers.items()), body=await read_body(resp)
+        )
 
     def _sampling(self, model: str) -> tuple[Sampling, bool]:
         """(sampling parameters accepted, whether ``stop`` is accepted) for ``model``."""
@@ -263,9 +367,15 @@ class OpenAIWireProvider(Provider):
             return
         usage = doc.get("usage") if isinstance(doc, dict) else None
         if not isinstance(usage, dict):
+            if ctx.endpoint == "images" and isinstance(doc, dict):
+                # DALL·E reports no usage: priced per image generated.
+                images = doc.get("data")
+                ctx.usage = Usage(images=len(images) if isinstance(images, list) else 0)
             return
-        if ctx.endpoint == "responses":
+        if ctx.endpoint in ("responses", "images"):
             ctx.usage = responses_usage(usage)
+            if ctx.endpoint == "responses":
+                _note_stored(ctx, doc)
         elif ctx.endpoint == "embeddings":
             ctx.usage = Usage(input_tokens=int(usage.get("prompt_tokens") or 0))
         else:
@@ -301,6 +411,9 @@ class OpenAIWireProvider(Provider):
                 return None
             if not isinstance(doc, dict) or doc.get("type") != "response.completed":
                 return None
+            response = doc.get("response")
+            if isinstance(response, dict):
+                _note_stored(ctx, response)
             usage = (doc.get("response") or {}).get("usage")
             if isinstance(usage, dict):
                 ctx.usage = responses_usage(usage)

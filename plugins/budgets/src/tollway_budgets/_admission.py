@@ -19,11 +19,15 @@ from tollway_budgets._state import REQUEST, STATE, WARN_EVERY, Request, State
 from tollway_budgets._store import Admission, LocalStore
 from tollway_budgets._windows import format_us
 
-__all__ = ["DECISION", "WARNING_HEADER", "admit"]
+__all__ = ["DECISION", "UNPRICED", "WARNING_HEADER", "admit"]
 
 log = logging.getLogger("tollway.budgets")
 
 WARNING_HEADER = "X-LangWatch-Budget-Warning"
+#: Endpoints that cost nothing through the gateway: never reserved against, never refused by
+#: an exhausted budget (they stay rate-limited). Token counting and moderation are free
+#: upstream; a realtime secret's session is billed by the provider to the call it opens.
+UNPRICED = frozenset({"count_tokens", "moderations", "realtime_client_secrets", "stored_responses"})
 DECISION = "langwatch.budget.decision"
 
 
@@ -177,7 +181,7 @@ def _refusal(counter: Counter, spent: int, reserved: int, at_us: int) -> BudgetE
 async def admit(ctx: RequestContext) -> None:
     """Budget precheck and reservation (after every other admission check)."""
     principal = ctx.principal
-    if principal is None:
+    if principal is None or ctx.endpoint in UNPRICED:
         return
     raw = principal.extras.get("budgets")
     if not raw:

@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tollway import Principal, RequestContext
-from tollway_budgets._prices import Prices, override_entry
+from tollway import Principal, RequestContext, Usage
+from tollway_budgets._prices import Prices, cost_micros, override_entry
 from tollway_budgets._settings import BudgetSettings
 from tollway_budgets._state import AVERAGE_MIN_SAMPLES, State
 
@@ -67,6 +67,30 @@ def estimate_micros(
     return (2 * (input_tokens * i + output * o) + d) // (2 * d)  # rounded once, half up
 
 
+#: Endpoints priced by their own units (characters, seconds, images), estimated from the request.
+_UNIT_ENDPOINTS = frozenset({"speech", "transcriptions", "images"})
+
+
+def _unit_estimate(ctx: RequestContext, prices: Prices | None) -> int:
+    """The reservation of a speech, transcription or image request: speech's characters (and
+    their tokens, for token-priced voices) are known; an image request's ``n`` images at the
+    per-image price (token-priced image models: the prompt's tokens); a transcription's
+    duration is not known before the answer, so it reserves nothing and settles its cost."""
+    if prices is None or ctx.endpoint == "transcriptions":
+        return 0
+    body = ctx.body
+    if ctx.endpoint == "speech":
+        text = body.get("input")
+        chars = len(text) if isinstance(text, str) else 0
+        return cost_micros(Usage(input_tokens=-(-chars // 4), characters=chars), prices)
+    n = body.get("n", 1)
+    images = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    return cost_micros(
+        Usage(input_tokens=-(-len(ctx.raw_body) // 4), images=images if prices.per_image else 0),
+        prices,
+    )
+
+
 def _chain_configs(ctx: RequestContext, principal: Principal) -> list[ProviderConfig]:
     return [p.config for p, _ in ctx.gateway.chain(principal, ctx.endpoint)]
 
@@ -98,6 +122,8 @@ def estimate_request(
             if found is not None:
                 break
     prices = state.priced(model, found)
+    if ctx.endpoint in _UNIT_ENDPOINTS:
+        return _unit_estimate(ctx, prices)
     recent = None
     if state.settings.output_estimate == "recent_average":
         average = state.averages.get(model)

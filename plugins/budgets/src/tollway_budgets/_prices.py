@@ -53,8 +53,25 @@ __all__ = [
 
 log = logging.getLogger("tollway.budgets")
 
-#: Fields of one model's entry in ``config.prices`` (USD per million tokens).
-PRICE_FIELDS = ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
+#: Fields of one model's entry in ``config.prices``: USD per million tokens, per million
+#: characters (speech), per second of audio (transcription) and per image.
+PRICE_FIELDS = (
+    "input_per_mtok",
+    "output_per_mtok",
+    "cache_read_per_mtok",
+    "cache_write_per_mtok",
+    "per_mchars",
+    "per_audio_second",
+    "per_image",
+)
+#: The table's per-unit prices (USD per character / second / image) → ours.
+_UNIT_FIELDS = {
+    "per_character": "input_cost_per_character",
+    "per_second": "input_cost_per_second",
+    "per_image": "output_cost_per_image",
+}
+#: Image models price their output as image tokens only.
+_IMAGE_OUTPUT = "output_cost_per_image_token"
 _MICROS_PER_USD = 1_000_000
 _TABLE_FIELDS = {
     "input": "input_cost_per_token",
@@ -111,6 +128,10 @@ class Prices:
     #: The most output tokens the model produces in one answer (the table's
     #: ``max_output_tokens``), when known: the worst case of a request without ``max_tokens``.
     max_output_tokens: int | None = None
+    #: Micro-USD per character of speech, per second of transcribed audio, per image.
+    per_character: Fraction = Fraction(0)
+    per_second: Fraction = Fraction(0)
+    per_image: Fraction = Fraction(0)
     #: The four prices as integers over one common denominator (exact; integer arithmetic is
     #: several times faster than Fractions on the request path).
     scaled: tuple[int, int, int, int, int] = attrs.field(
@@ -154,6 +175,9 @@ class Prices:
         output = pick("output_per_mtok", base.output if base else None)
         cache_read = pick("cache_read_per_mtok", base.cache_read if base else None)
         cache_write = pick("cache_write_per_mtok", base.cache_write if base else None)
+        per_mchars = pick("per_mchars", base.per_character if base else None)
+        per_second = pick("per_audio_second", None)
+        per_image = pick("per_image", None)
         return cls(
             input=input_,
             output=zero if output is None else output,
@@ -163,6 +187,17 @@ class Prices:
             tiers=(),
             source=source,
             max_output_tokens=base.max_output_tokens if base else None,
+            per_character=zero if per_mchars is None else per_mchars,
+            per_second=(
+                (base.per_second if base else zero)
+                if per_second is None
+                else per_second * _MICROS_PER_USD
+            ),
+            per_image=(
+                (base.per_image if base else zero)
+                if per_image is None
+                else per_image * _MICROS_PER_USD
+            ),
         )
 
 
@@ -190,6 +225,14 @@ def cost_micros(usage: Usage, prices: Prices) -> int:
         + usage.cache_read_input_tokens * r
         + usage.cache_creation_input_tokens * w
     )
+    if usage.has_units:
+        # Speech, transcription, images: their units at their prices, rounded once with the rest.
+        return round_half_up(
+            Fraction(exact, d)
+            + usage.characters * prices.per_character
+            + Fraction(str(usage.audio_seconds)) * prices.per_second
+            + usage.images * prices.per_image
+        )
     return (2 * exact + d) // (2 * d)  # = round_half_up(exact / d)
 
 
@@ -199,7 +242,14 @@ def _from_table(name: str, raw: Mapping[str, Any]) -> Prices | None:
         for ours, theirs in _TABLE_FIELDS.items():
             value = raw.get(theirs)
             base[ours] = None if value is None else _fraction(value, theirs) * _MICROS_PER_USD
-        if base["input"] is None and base["output"] is None:
+        if base["output"] is None and raw.get(_IMAGE_OUTPUT) is not None:
+            base["output"] = _fraction(raw[_IMAGE_OUTPUT], _IMAGE_OUTPUT) * _MICROS_PER_USD
+        units: dict[str, Fraction] = {}
+        for ours, theirs in _UNIT_FIELDS.items():
+            value = raw.get(theirs)
+            if value is not None:
+                units[ours] = _fraction(value, theirs) * _MICROS_PER_USD
+        if base["input"] is None and base["output"] is None and not units:
             return None
         zero = Fraction(0)
         input_ = base["input"] or zero
@@ -210,6 +260,9 @@ def _from_table(name: str, raw: Mapping[str, Any]) -> Prices | None:
             cache_write=input_ if base["cache_write"] is None else base["cache_write"],
             source=f"table:{name}",
             max_output_tokens=_max_output(raw.get("max_output_tokens")),
+            per_character=units.get("per_character", zero),
+            per_second=units.get("per_second", zero),
+            per_image=units.get("per_image", zero),
         )
         tiers: dict[int, dict[str, Fraction]] = {}
         for key, value in raw.items():
@@ -236,6 +289,9 @@ def _max_output(value: Any) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return None
+
+
+_KEPT_FIELDS = frozenset([*_TABLE_FIELDS.values(), *_UNIT_FIELDS.values(), _IMAGE_OUTPUT])
 
 
 class PriceTable:
@@ -268,9 +324,7 @@ class PriceTable:
             kept = {
                 k: v
                 for k, v in entry.items()
-                if k in _TABLE_FIELDS.values()
-                or k == "max_output_tokens"
-                or _TIER.fullmatch(k) is not None
+                if k in _KEPT_FIELDS or k == "max_output_tokens" or _TIER.fullmatch(k) is not None
             }
             if kept:
                 raw[name] = kept

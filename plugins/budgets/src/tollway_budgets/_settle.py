@@ -58,6 +58,8 @@ def _billable(ctx: RequestContext, request: Request | None) -> tuple[Usage | Non
     usage = ctx.usage
     if not ctx.stream or (request is not None and request.terminal_seen):
         return usage, False
+    if usage is not None and usage.has_units:
+        return usage, False  # speech: its characters were known before the audio
     cut = ctx.client_disconnected or ctx.terminated_at_chunk is not None
     if not cut or ctx.stream_chunks <= 0:
         return usage, False

@@ -223,7 +223,8 @@ def _estimate(ctx: RequestContext, settings: RateLimitSettings) -> TokenEstimate
     if estimate is None:
         estimate = estimate_tokens(
             ctx.body,
-            len(ctx.raw_body),
+            # An audio upload is not text: only its form fields count.
+            len(ctx.raw_body) if ctx.endpoint != "transcriptions" else 0,
             settings.default_output_tokens,
             embeddings=ctx.endpoint == "embeddings",
         )

@@ -75,6 +75,8 @@ DEFAULT_TTL_S = 300
 _RUNTIME: StashKey[Runtime] = StashKey("response-cache.runtime")
 
 # What ends a complete stream, per endpoint (checked in its last event).
+#: The model calls whose answers are cached (a generated image or audio never is).
+_CACHED_ENDPOINTS = frozenset({"chat", "messages", "responses", "embeddings"})
 _TERMINAL = {
     "chat": (b"[DONE]",),
     "messages": (b"message_stop",),
@@ -175,7 +177,7 @@ def _outcome(ctx: RequestContext, outcome: str) -> None:
 async def answer(ctx: RequestContext) -> ProviderResult | None:
     """Answer a hit from the cache (see the module docstring); ``None`` defers on a miss."""
     principal = ctx.principal
-    if principal is None:
+    if principal is None or ctx.endpoint not in _CACHED_ENDPOINTS:
         return None
     section = principal.config.get("response_cache")
     if section is None:

@@ -22,7 +22,9 @@ from tollway_simulator import (
     azure_wire,
     bedrock_wire,
     gemini_wire,
+    media_wire,
     openai_wire,
+    stored_wire,
     vertex_wire,
 )
 from tollway_simulator.common import (
@@ -93,6 +95,8 @@ class Simulator:
         )
         self.stats = Stats()
         self.memory = PrefixMemory()
+        #: Responses created with ``store`` on, served back by ``/v1/responses/{id}``.
+        self.stored = stored_wire.Store()
         self.recorded: deque[tuple[float, str, str, str, Any, bytes]] = deque(maxlen=max_recorded)
 
     # ------------------------------------------------------------------ app
@@ -130,7 +134,12 @@ class Simulator:
         return await self.serve(request, "openai", openai_wire.chat_completions)
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
-        return await self.serve(request, "openai", openai_wire.responses)
+        def build(call: Call) -> Reply:
+            reply = openai_wire.responses(call)
+            self.stored.keep(call, reply)
+            return reply
+
+        return await self.serve(request, "openai", build)
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         return await self.serve(request, "openai", openai_wire.embeddings)
@@ -350,6 +359,8 @@ WIRE_ROUTES: tuple[Callable[[Simulator, web.UrlDispatcher], None], ...] = (
     gemini_wire.add_routes,
     bedrock_wire.add_routes,
     vertex_wire.add_routes,
+    media_wire.add_routes,
+    stored_wire.add_routes,
 )
 
 

@@ -85,6 +85,7 @@ _OPERATIONS = {
     "messages": "chat",
     "responses": "chat",
     "embeddings": "embeddings",
+    "gemini": "generate_content",
 }
 _EVENT = "langwatch.provider_attempt"
 _MAX_DESCRIPTION = 512

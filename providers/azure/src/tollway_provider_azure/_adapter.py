@@ -88,6 +88,11 @@ class AzureOpenAIProvider(OpenAIWireProvider):
     """
 
     type: ClassVar[str] = "azure"
+    #: The deployment URLs this adapter builds (the newer OpenAI wires are not mapped yet).
+    endpoints = frozenset({"chat", "responses", "embeddings", "messages", "count_tokens"})
+    native_endpoints: ClassVar[frozenset[str] | None] = frozenset(
+        {"chat", "responses", "embeddings"}
+    )
     default_base_url = ""
     default_models: ClassVar[tuple[str, ...]] = ()
     listed_models: ClassVar[tuple[str, ...]] = ()

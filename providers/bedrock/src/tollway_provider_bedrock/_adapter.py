@@ -45,6 +45,7 @@ from tollway.provider import (
     read_body,
     response_headers,
 )
+from tollway.wire.anthropic import estimated_count_tokens
 from tollway_provider_bedrock.eventstream import converse_stream_to_chat
 from tollway_provider_bedrock.translate import (
     ConverseToChatStream,
@@ -79,7 +80,7 @@ class BedrockProvider(Provider):
     """
 
     type: ClassVar[str] = "bedrock"
-    endpoints = frozenset({"chat", "messages"})
+    endpoints = frozenset({"chat", "messages", "count_tokens"})
     native_endpoints: ClassVar[frozenset[str] | None] = frozenset()
     default_models = (
         "anthropic.*",
@@ -193,6 +194,8 @@ class BedrockProvider(Provider):
     async def send(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
+        if ctx.endpoint == "count_tokens":
+            return estimated_count_tokens(ctx.body)
         messages = ctx.endpoint == "messages"
         chat_body: dict[str, Any] = ctx.body
         dropped: tuple[str, ...] = ()

@@ -26,6 +26,10 @@ class OpenAIProvider(OpenAIWireProvider):
         "text-embedding-*",
         "computer-use-*",
         "omni-*",
+        "text-moderation-*",
+        "dall-e-*",
+        "tts-*",
+        "whisper-*",
     )
     listed_models: ClassVar[tuple[str, ...]] = (
         "gpt-4o",

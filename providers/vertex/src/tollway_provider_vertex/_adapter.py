@@ -39,7 +39,12 @@ from tollway.provider import (
     UpstreamHTTP,
     forwardable_request_headers,
 )
-from tollway.wire.anthropic import chat_to_messages_body, claude_sampling, messages_answer
+from tollway.wire.anthropic import (
+    chat_to_messages_body,
+    claude_sampling,
+    estimated_count_tokens,
+    messages_answer,
+)
 from tollway.wire.gemini import GeminiWireProvider
 
 __all__ = ["ANTHROPIC_VERSION", "SCOPE", "ServiceAccountRefused", "TokenSource", "VertexProvider"]
@@ -358,6 +363,8 @@ class VertexProvider(GeminiWireProvider):
     async def send(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
     ) -> ProviderResult:
+        if ctx.endpoint == "count_tokens":
+            return estimated_count_tokens(ctx.body)
         if self._tokens is None:
             policy = getattr(http, "policy", None)
             # The token endpoint was checked as a URL when this adapter was built; a host name
@@ -366,7 +373,7 @@ class VertexProvider(GeminiWireProvider):
         tokens = self.tokens()
         # The token endpoint goes through the same proxy as this provider's calls.
         tokens.proxy = http.proxy_for(tokens.token_uri).url
-        if is_claude(self.model_ids.upstream(target.model)):
+        if ctx.endpoint != "gemini" and is_claude(self.model_ids.upstream(target.model)):
             return await self._send_claude(ctx, target, http)
         return await self.send_gemini(ctx, target, http)
 
