@@ -646,6 +646,13 @@ class ParsedChunk:
         """The chunk's text deltas, in order."""
         return [s.slot.text for s in self._slots]
 
+    @property
+    def slots(self) -> list[TextSlot]:
+        """The same texts with where each sits in its event's JSON (``("choices", 0, "delta",
+        "content")``, ``("delta", "text")``, ``("response", "output", 0, "content", 0,
+        "text")``, …): a path containing ``"delta"`` is a piece of a longer text."""
+        return [s.slot for s in self._slots]
+
     def rewrite(self, texts: Sequence[str]) -> bytes:
         """The chunk's bytes with its text deltas replaced by ``texts`` (same length).
 
