@@ -224,3 +224,27 @@ def test_without_the_window_a_split_email_gets_through(gw_no_window: Gateway) ->
     )
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert "alice@example.com" in text
+
+
+def _cut_stream(gw: Gateway, key: str) -> tuple[str, str]:
+    """The text an openai client receives before a mid-stream cut, and the error."""
+    stream = gw.openai(key).chat.completions.create(
+        model="gpt-4o",
+        messages=USER,
+        stream=True,
+        extra_headers={"x-simulator-fault": "midstream:6", "x-simulator-event-delay-ms": "5"},
+    )
+    text = ""
+    with pytest.raises(openai.APIError) as info:
+        for chunk in stream:
+            text += "".join(c.delta.content or "" for c in chunk.choices)
+    return text, str(info.value)
+
+
+def test_an_upstream_cut_flushes_the_held_text_before_the_error(gw: Gateway) -> None:
+    # The "pre" key has no stream guardrails: what an unguarded stream shows before the cut.
+    unguarded, _ = _cut_stream(gw, "pre")
+    held, error = _cut_stream(gw, "stream")
+    assert unguarded  # the cut comes after some text
+    assert held == unguarded, "the window's held text was relayed before the error frame"
+    assert "failed mid-stream" in error

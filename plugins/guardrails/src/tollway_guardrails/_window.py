@@ -23,23 +23,17 @@ __all__ = ["Window", "split_rewrite"]
 
 
 class _Event:
-    __slots__ = ("parsed", "raw")
+    __slots__ = ("chars", "parsed", "raw", "slots", "texts")
 
     def __init__(self, raw: bytes, parsed: ParsedChunk | None) -> None:
+        self.set(raw, parsed)
+
+    def set(self, raw: bytes, parsed: ParsedChunk | None) -> None:
         self.raw = raw
         self.parsed = parsed
-
-    @property
-    def texts(self) -> list[str]:
-        return self.parsed.texts if self.parsed is not None else []
-
-    @property
-    def slots(self) -> list[TextSlot]:
-        return self.parsed.slots if self.parsed is not None else []
-
-    @property
-    def chars(self) -> int:
-        return sum(len(t) for t in self.texts)
+        self.slots: list[TextSlot] = parsed.slots if parsed is not None else []
+        self.texts = [slot.text for slot in self.slots]
+        self.chars = sum(len(t) for t in self.texts)
 
 
 class Window:
@@ -87,12 +81,12 @@ class Window:
             parsed = event.parsed
             if parsed is None:
                 continue
-            n = len(parsed.texts)
+            n = len(event.texts)
             new = list(texts[i : i + n])
             i += n
-            if new != parsed.texts:
-                event.raw = parsed.rewrite(new)
-                event.parsed = parse_chunk(self.endpoint, event.raw)
+            if new != event.texts:
+                raw = parsed.rewrite(new)
+                event.set(raw, parse_chunk(self.endpoint, raw))
         if i != len(texts):
             raise ValueError(f"{len(texts)} texts for {i} deltas")
 
