@@ -162,6 +162,9 @@ def test_plans_are_cached_per_config_object() -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="stream_chunk_budget_ms"):
         GuardrailsSettings(stream_chunk_budget_ms=0)
+    with pytest.raises(ValueError, match="stream_chunk_window_chars must be between 0 and 4096"):
+        GuardrailsSettings(stream_chunk_window_chars=-1)
+    assert GuardrailsSettings(stream_chunk_window_chars=0).stream_chunk_window_chars == 0
 
 
 # --- the webhook answer ---------------------------------------------------------------------------
