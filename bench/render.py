@@ -3,12 +3,13 @@ of docs/performance.md."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
-from common import PACE_SECONDS, REPO, SSE_EVENTS
+from common import BENCH, PACE_SECONDS, REPO, SSE_EVENTS
 from measure import div, sub
 from procs import run_text
 
@@ -268,6 +269,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         mx = max((ph.get("rss_mib") or 0 for ph in s[t["name"]].values()), default=0)
         w(f"| {t['label']} | {t['rss_idle_mib']:.0f} | {mx:.0f} |")
     w("")
+    guard = BENCH / "results" / "stream-guardrails.json"
+    if guard.exists():
+        # Measured on its own by bench/stream_guardrails.py; kept across re-renders.
+        from stream_guardrails import render as render_stream_guardrails
+
+        w(render_stream_guardrails(json.loads(guard.read_text())))
     w("## How it is measured\n")
     w(
         "- Upstream: nginx (one worker, our generated config, loopback) with the echo module: an "

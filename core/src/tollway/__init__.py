@@ -32,7 +32,16 @@ from tollway._errors import (
 from tollway._input import quote_input
 from tollway._markers import hookimpl, hookspec
 from tollway._qualified import QualifiedModel, parse_qualified_model
-from tollway._types import Attempt, ChainEntry, Credential, Principal, RouteTarget, Usage, Verdict
+from tollway._types import (
+    Attempt,
+    ChainEntry,
+    Credential,
+    Principal,
+    RouteTarget,
+    StreamFilter,
+    Usage,
+    Verdict,
+)
 
 __all__ = [
     "Attempt",
@@ -56,6 +65,7 @@ __all__ = [
     "ServiceUnavailable",
     "Stash",
     "StashKey",
+    "StreamFilter",
     "ToolNotAllowed",
     "UpstreamConnectError",
     "UpstreamError",

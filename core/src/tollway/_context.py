@@ -141,6 +141,10 @@ class RequestContext:
     #: A plugin appends one only for the requests it cares about, so streams of other requests
     #: pay no per-chunk dispatch (``on_stream_chunk`` runs for every stream).
     stream_listeners: list[Any] = attrs.field(factory=list)
+    #: Per-request :class:`tollway.StreamFilter` objects, awaited for each chunk after the
+    #: listeners: they may wait (within their own budget) and hold bytes back. Only requests
+    #: with a filter pay for it.
+    stream_filters: list[Any] = attrs.field(factory=list)
     #: Guardrail decisions: (direction ``pre``/``post``/``stream_chunk``, plugin, verdict).
     verdicts: list[tuple[str, str, Any]] = attrs.field(factory=list)
     #: Every attempt failed and the gateway answers with its own error (see fallback_count).

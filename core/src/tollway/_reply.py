@@ -29,6 +29,7 @@ from tollway._input import (
 )
 from tollway._logging import request_id_var
 from tollway._sse import error_event
+from tollway._types import Verdict
 from tollway.provider import ProviderResult
 
 if TYPE_CHECKING:
@@ -131,6 +132,72 @@ class _StreamState:
 
     def __init__(self) -> None:
         self.started = False
+
+
+def _blocked(ctx: RequestContext, verdict: Verdict) -> bytes:
+    """The terminal frame of a stream a guardrail blocked."""
+    ctx.terminated_at_chunk = ctx.stream_chunks
+    ctx.error_type = "guardrail_blocked"
+    return error_event(
+        verdict.reason or "blocked by a stream guardrail",
+        code="stream_chunk_blocked",
+        type_="guardrail_blocked",
+    )
+
+
+async def _feed(ctx: RequestContext, filters: list[Any], chunk: bytes) -> bytes | Verdict:
+    """``chunk`` through the request's stream filters, in order."""
+    for f in list(filters):
+        try:
+            out = await f.feed(ctx, chunk)
+        except Exception as exc:
+            out = await _failed(ctx, filters, f, exc, chunk)
+        if isinstance(out, Verdict):
+            ctx.verdicts.append(("stream_chunk", "", out))
+            if out.decision == "block":
+                return out
+            continue
+        chunk = out
+        if not chunk:
+            return b""
+    return chunk
+
+
+async def _end(ctx: RequestContext, filters: list[Any]) -> bytes | Verdict:
+    """What every filter held back, each flushed through the filters after it."""
+    out = b""
+    for f in list(filters):
+        try:
+            if out:
+                fed = await f.feed(ctx, out)
+                if isinstance(fed, Verdict) and fed.decision == "block":
+                    return fed
+                out = fed if isinstance(fed, bytes) else out
+            tail = await f.end(ctx)
+        except Exception as exc:
+            out = await _failed(ctx, filters, f, exc, out)
+            continue
+        if isinstance(tail, Verdict):
+            if tail.decision == "block":
+                return tail
+            continue
+        out += tail
+    return out
+
+
+async def _failed(
+    ctx: RequestContext, filters: list[Any], f: Any, exc: Exception, chunk: bytes
+) -> bytes:
+    """A filter raised: it fails open (SPEC §6) — the chunk passes, the filter is dropped, and
+    what it held back is recovered when it can be."""
+    log.warning("guardrail_fail_open direction=stream_chunk filter=%r error=%r", f, exc)
+    if f in filters:
+        filters.remove(f)
+    try:
+        held = await f.end(ctx)
+    except Exception:
+        held = b""
+    return (held if isinstance(held, bytes) else b"") + chunk
 
 
 class Replies:
@@ -238,50 +305,72 @@ class Replies:
         listeners = self.hooks.stream_chunk
         if ctx.stream_listeners:
             listeners = (*listeners, *ctx.stream_listeners)
+        filters = ctx.stream_filters
         events = result.events
         token = request_id_var.set(ctx.request_id)
         self.streaming_active += 1
         try:
-            async for chunk in events:
-                ctx.stream_chunks += chunk.count(b"\n\n") or 1
-                if ctx.first_byte_at is None:
-                    ctx.first_byte_at = time.perf_counter()
-                if listeners:
-                    buf = bytearray(chunk)
-                    for listener in listeners:
-                        try:
-                            verdict = listener(ctx, buf)
-                        except Exception as exc:
-                            # Stream guardrails fail open by contract (SPEC §6).
-                            log.warning("guardrail_fail_open direction=stream_chunk error=%r", exc)
-                            continue
-                        if verdict is not None:
-                            ctx.verdicts.append(("stream_chunk", "", verdict))
-                        if verdict is not None and verdict.decision == "block":
-                            ctx.terminated_at_chunk = ctx.stream_chunks
-                            ctx.error_type = "guardrail_blocked"
-                            yield error_event(
-                                verdict.reason or "blocked by a stream guardrail",
-                                code="stream_chunk_blocked",
-                                type_="guardrail_blocked",
-                            )
+            try:
+                async for chunk in events:
+                    ctx.stream_chunks += chunk.count(b"\n\n") or 1
+                    if ctx.first_byte_at is None:
+                        ctx.first_byte_at = time.perf_counter()
+                    if listeners:
+                        buf = bytearray(chunk)
+                        for listener in listeners:
+                            try:
+                                verdict = listener(ctx, buf)
+                            except Exception as exc:
+                                # Stream guardrails fail open by contract (SPEC §6).
+                                log.warning(
+                                    "guardrail_fail_open direction=stream_chunk error=%r", exc
+                                )
+                                continue
+                            if verdict is not None:
+                                ctx.verdicts.append(("stream_chunk", "", verdict))
+                            if verdict is not None and verdict.decision == "block":
+                                yield _blocked(ctx, verdict)
+                                return
+                        chunk = bytes(buf)
+                    if filters:
+                        out = await _feed(ctx, filters, chunk)
+                        if isinstance(out, Verdict):
+                            yield _blocked(ctx, out)
                             return
-                    chunk = bytes(buf)
-                yield chunk
-        except UpstreamError as exc:
-            ctx.terminated_at_chunk = ctx.stream_chunks
-            ctx.error_type = "provider_error"
-            ctx.error_message = exc.message
-            log.warning(
-                "upstream_mid_stream_failure provider=%s chunks=%d error=%s",
-                ctx.provider,
-                ctx.stream_chunks,
-                exc.message,
-            )
-            yield error_event(
-                f"the upstream provider failed mid-stream after {ctx.stream_chunks} event(s): "
-                f"{exc.message}"
-            )
+                        chunk = out
+                        if not chunk:
+                            continue
+                    yield chunk
+            except UpstreamError as exc:
+                if filters:
+                    # What the filters held back was judged: the client gets it before the error.
+                    held = await _end(ctx, filters)
+                    if isinstance(held, Verdict):
+                        yield _blocked(ctx, held)
+                        return
+                    if held:
+                        yield held
+                ctx.terminated_at_chunk = ctx.stream_chunks
+                ctx.error_type = "provider_error"
+                ctx.error_message = exc.message
+                log.warning(
+                    "upstream_mid_stream_failure provider=%s chunks=%d error=%s",
+                    ctx.provider,
+                    ctx.stream_chunks,
+                    exc.message,
+                )
+                yield error_event(
+                    f"the upstream provider failed mid-stream after {ctx.stream_chunks} "
+                    f"event(s): {exc.message}"
+                )
+                return
+            if filters:
+                held = await _end(ctx, filters)
+                if isinstance(held, Verdict):
+                    yield _blocked(ctx, held)
+                    return
+                if held:
+                    yield held
         except (asyncio.CancelledError, GeneratorExit):
             ctx.client_disconnected = True
             raise

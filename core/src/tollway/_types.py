@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import attrs
 
 if TYPE_CHECKING:
+    from tollway._context import RequestContext
     from tollway.config import ProviderConfig
 
-__all__ = ["Attempt", "ChainEntry", "Credential", "Principal", "RouteTarget", "Usage", "Verdict"]
+__all__ = [
+    "Attempt",
+    "ChainEntry",
+    "Credential",
+    "Principal",
+    "RouteTarget",
+    "StreamFilter",
+    "Usage",
+    "Verdict",
+]
 
 
 @attrs.frozen
@@ -141,3 +151,23 @@ class Attempt:
     #: The provider's circuit breaker once this attempt ended (``closed``, ``open``,
     #: ``half_open``; see docs/reliability.md).
     breaker_state: str = "closed"
+
+
+@runtime_checkable
+class StreamFilter(Protocol):
+    """A per-request stream filter that may **wait** before a chunk is relayed, and hold bytes
+    back (``ctx.stream_filters``; see ``on_stream_chunk`` in the hook reference).
+
+    The core awaits :meth:`feed` for each chunk after the ``on_stream_chunk`` listeners, relays
+    what it returns, and awaits :meth:`end` once when the upstream stream ends or is cut, to
+    relay what was held back. Bytes a filter returns must be complete SSE events.
+    """
+
+    async def feed(self, ctx: RequestContext, chunk: bytes) -> bytes | Verdict:
+        """The bytes to relay now (``b""`` holds everything back), or ``Verdict("block", …)``
+        to end the stream with the terminal ``event: error`` frame instead."""
+        ...
+
+    async def end(self, ctx: RequestContext) -> bytes | Verdict:
+        """The held-back bytes, when the upstream stream is over (normally or cut)."""
+        ...

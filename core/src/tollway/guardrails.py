@@ -19,8 +19,9 @@ direction          ``content``
 ``post``           ``{"output": "<assistant text>", "outputs": ["<text>", …], "model": "…"}`` —
                    ``outputs`` has one entry per text part of the answer, ``output`` joins them
                    with newlines
-``stream_chunk``   ``{"delta": "<text of this chunk>", "deltas": ["<text>", …]}`` — the text
-                   deltas of the SSE events in one chunk, ``delta`` their concatenation
+``stream_chunk``   ``{"delta": "<text>", "deltas": ["<text>", …]}`` — the streamed text being
+                   judged (the guardrails plugin's window: a chunk's text with the text it
+                   still holds back), one entry per text, ``delta`` their concatenation
 =================  ===========================================================================
 
 A ``modify`` verdict carries content of the same shape in :attr:`Verdict.content`: the same
@@ -38,9 +39,8 @@ the events that repeat the full text).
 Optional evaluator methods, found by duck typing:
 
 * ``evaluate_sync(request) -> Verdict`` (:class:`SyncEvaluator`): a fast, CPU-only evaluation
-  (microseconds: no I/O). The guardrails plugin uses it for ``stream_chunk``, where it can then
-  rewrite or block the very chunk it judged; evaluators without it judge stream chunks in the
-  background (see the guardrails plugin's documentation).
+  (microseconds: no I/O). The guardrails plugin runs it inline for ``stream_chunk``; evaluators
+  without it are awaited within the stream budget (see the guardrails plugin's documentation).
 * ``validate_settings(settings) -> list[str]``: problems with an inline evaluator object, one
   line each, checked when a key's config is written and when the gateway first uses it.
 * ``async start()`` / ``async aclose()``: called by the guardrails plugin when the gateway starts
@@ -659,6 +659,13 @@ class ParsedChunk:
     def texts(self) -> list[str]:
         """The chunk's text deltas, in order."""
         return [s.slot.text for s in self._slots]
+
+    @property
+    def slots(self) -> list[TextSlot]:
+        """The same texts with where each sits in its event's JSON (``("choices", 0, "delta",
+        "content")``, ``("delta", "text")``, ``("response", "output", 0, "content", 0,
+        "text")``, …): a path containing ``"delta"`` is a piece of a longer text."""
+        return [s.slot for s in self._slots]
 
     def rewrite(self, texts: Sequence[str]) -> bytes:
         """The chunk's bytes with its text deltas replaced by ``texts`` (same length).

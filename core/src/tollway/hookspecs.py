@@ -630,6 +630,17 @@ def on_stream_chunk(ctx: RequestContext, chunk: bytearray) -> Verdict | None:
     other streams pay nothing. When no plugin implements the hook and a request has no
     listeners, the core skips per-chunk dispatch entirely.
 
+    A plugin that must **wait** before a chunk is relayed (a guardrail asking a network
+    evaluator) or hold text back appends a ``tollway.StreamFilter`` to ``ctx.stream_filters``
+    instead: the core awaits its ``feed(ctx, chunk)`` for each chunk after the listeners and
+    relays the bytes it returns (``b""`` holds everything back; a ``Verdict("block", reason)``
+    ends the stream as below), then awaits its ``end(ctx)`` once when the upstream stream ends
+    or is cut, and relays what was held before anything else (such as the mid-stream error
+    frame). Filters run in the order they were appended, each one's output feeding the next;
+    keep your own time budget. A filter that raises fails open: it is removed, the chunk and
+    what ``end`` still returns are relayed, and ``guardrail_fail_open direction=stream_chunk``
+    is logged. Requests without filters pay nothing for them.
+
     Call mode: **each**, synchronous only (an ``async def`` implementation stops start-up);
     stops at the first ``block``.
 

@@ -58,10 +58,20 @@ def _key_table(key: StaticKey) -> str:
     )
 
 
-def start_gateway(tmp: Path, sim_url: str, key_configs: Mapping[str, dict[str, Any]]) -> Gateway:
+#: The stream_chunk budget of the test gateways: far above the ~5 ms the fast webhook modes
+#: take (a loaded test machine must not make them fail open), far below ``/slow``'s 500 ms.
+STREAM_BUDGET_MS = 250
+
+
+def start_gateway(
+    tmp: Path, sim_url: str, key_configs: Mapping[str, dict[str, Any]], window_chars: int = 64
+) -> Gateway:
     """A gateway in front of ``sim_url`` with one static key per entry of ``key_configs``."""
     keys = [StaticKey(name=name, config=config) for name, config in key_configs.items()]
-    tables = "\n".join(_key_table(k) for k in keys)
+    tables = "[plugin.guardrails]\n"
+    tables += f"stream_chunk_budget_ms = {STREAM_BUDGET_MS}\n"
+    tables += f"stream_chunk_window_chars = {window_chars}\n\n"
+    tables += "\n".join(_key_table(k) for k in keys)
     gw = _start_gateway(tmp, tables, providers=default_providers(sim_url), keys=[], plugins=PLUGINS)
     gw.keys = keys
     return Gateway(gw)
@@ -77,7 +87,8 @@ class WebhookServer:
 
     Paths decide the answer: ``/allow``, ``/block`` (every direction), ``/block-stream`` (only
     ``stream_chunk``), ``/slow`` (sleeps 500 ms, then allows), ``/error`` (HTTP 500), ``/bad``
-    (not JSON), ``/censor`` (modify: ``secret-word`` → ``[CENSORED]``). Every call is recorded
+    (not JSON), ``/censor`` (modify: ``secret-word`` → ``[CENSORED]``), ``/flag-<word>`` (answers
+    in ~5 ms: blocks a ``stream_chunk`` whose text contains ``<word>``). Every call is recorded
     with whether its ``X-Tollway-Signature`` matched :data:`WEBHOOK_SECRET`.
     """
 
@@ -136,6 +147,12 @@ class WebhookServer:
             return web.json_response({"decision": "allow"})
         if mode == "slow":
             await asyncio.sleep(0.5)
+            return web.json_response({"decision": "allow"})
+        if mode.startswith("flag-"):
+            await asyncio.sleep(0.005)
+            flagged = direction == "stream_chunk" and mode[5:] in body["content"]["delta"]
+            if flagged:
+                return web.json_response({"decision": "block", "reason": f"flagged {mode[5:]}"})
             return web.json_response({"decision": "allow"})
         if mode == "error":
             return web.json_response({"error": "boom"}, status=500)

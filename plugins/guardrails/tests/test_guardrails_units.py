@@ -162,6 +162,9 @@ def test_plans_are_cached_per_config_object() -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="stream_chunk_budget_ms"):
         GuardrailsSettings(stream_chunk_budget_ms=0)
+    with pytest.raises(ValueError, match="stream_chunk_window_chars must be between 0 and 4096"):
+        GuardrailsSettings(stream_chunk_window_chars=-1)
+    assert GuardrailsSettings(stream_chunk_window_chars=0).stream_chunk_window_chars == 0
 
 
 # --- the webhook answer ---------------------------------------------------------------------------
@@ -362,87 +365,97 @@ class _SyncRaises:
         raise RuntimeError("bug")
 
 
-def _guard(ctx: RequestContext, config: list[Any], registry: dict[str, Any]) -> StreamGuard:
+def _guard(
+    ctx: RequestContext, config: list[Any], registry: dict[str, Any], window: int = 0
+) -> StreamGuard:
     plan = compile_plan({"stream_chunk": config}, registry, 2000)
-    return StreamGuard(ctx, plan.stream_chunk, 0.05, 4)
+    return StreamGuard(ctx, plan.stream_chunk, 0.05, window)
 
 
-def test_sync_evaluators_rewrite_the_chunk_in_place() -> None:
+def _feed(guard: StreamGuard, ctx: RequestContext, *chunks: bytearray) -> list[bytes | Verdict]:
+    async def run() -> list[bytes | Verdict]:
+        out: list[bytes | Verdict] = [await guard.feed(ctx, bytes(c)) for c in chunks]
+        out.append(await guard.end(ctx))
+        return out
+
+    return asyncio.run(run())
+
+
+def _text(out: list[bytes | Verdict]) -> str:
+    """The chat text of what was relayed."""
+    text = ""
+    for piece in out:
+        if isinstance(piece, bytes):
+            for line in piece.split(b"\n"):
+                if line.startswith(b"data: {"):
+                    for choice in orjson.loads(line[6:])["choices"]:
+                        text += choice["delta"].get("content") or ""
+    return text
+
+
+def test_sync_evaluators_rewrite_the_chunk() -> None:
     ctx = _ctx()
     guard = _guard(ctx, ["upper", "raises"], {"upper": _SyncUpper(), "raises": _SyncRaises()})
-    chunk = _chat_chunk("hello")
-    verdict = guard.on_chunk(ctx, chunk)
-    assert verdict is not None and verdict.decision == "modify"
-    assert b'"content":"HELLO"' in chunk
+    role_only = bytearray(b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n')
+    out = _feed(guard, ctx, _chat_chunk("hello"), role_only)
+    assert isinstance(out[0], bytes) and b'"content":"HELLO"' in out[0]
+    assert out[1] == bytes(role_only)  # no text: passed as it came
     assert ctx.span_attributes["langwatch.guardrail.stream_chunk_fail_open"] == (
         "raises: error: RuntimeError: bug"
     )
-    role_only = bytearray(b'data: {"choices":[{"delta":{"role":"assistant"}}]}\n\n')
-    assert guard.on_chunk(ctx, role_only) is None
 
 
-def test_background_block_ends_the_stream_at_the_next_chunk() -> None:
-    async def scenario() -> list[Verdict | None]:
-        ctx = _ctx()
-        guard = _guard(ctx, ["no"], {"no": _Fixed(Verdict("block", "stop"), 0.005)})
-        first = guard.on_chunk(ctx, _chat_chunk("a"))  # relayed at once
-        await asyncio.sleep(0.03)
-        second = guard.on_chunk(ctx, _chat_chunk("b"))
-        return [first, second]
-
-    first, second = asyncio.run(scenario())
-    assert first is None
-    assert second == Verdict("block", "stop", "no")
+def test_a_fast_network_evaluator_blocks_the_chunk_it_judged() -> None:
+    ctx = _ctx()
+    registry = {"no": _Fixed(Verdict("block", "stop"), 0.005)}
+    out = _feed(_guard(ctx, ["no"], registry), ctx, _chat_chunk("a"), _chat_chunk("b"))
+    # The first chunk waited for its verdict: it is replaced by the block, nothing of it relayed.
+    assert out[0] == Verdict("block", "stop", "no")
+    assert ctx.span_attributes["langwatch.guardrail.stream_chunk.blocked_by"] == "no"
 
 
-def test_slow_background_evaluator_is_abandoned_after_the_budget() -> None:
-    async def scenario() -> RequestContext:
-        ctx = _ctx()
-        guard = _guard(ctx, ["slow"], {"slow": _Fixed(Verdict("block", "late"), 0.5)})
-        for word in ["one", "two", "three"]:
-            assert guard.on_chunk(ctx, _chat_chunk(word)) is None
-        await asyncio.sleep(0.1)
-        assert not guard.tasks
-        assert guard.on_chunk(ctx, _chat_chunk("four")) is None  # the late blocks never came
-        return ctx
+def test_a_network_evaluator_can_rewrite_the_chunk() -> None:
+    ctx = _ctx()
+    guard = _guard(ctx, ["upper"], {"upper": _AsyncOnly(_SyncUpper())})
+    out = _feed(guard, ctx, _chat_chunk("quiet"))
+    assert _text(out) == "QUIET"
 
-    ctx = asyncio.run(scenario())
+
+def test_a_slow_evaluator_fails_open_at_the_budget() -> None:
+    ctx = _ctx()
+    guard = _guard(ctx, ["slow"], {"slow": _Fixed(Verdict("block", "late"), 0.5)})
+    out = _feed(guard, ctx, _chat_chunk("one"), _chat_chunk("two"), _chat_chunk("three"))
+    assert _text(out) == "onetwothree"  # the late blocks never came
     assert ctx.span_attributes["langwatch.guardrail.stream_chunk_fail_open"] == (
         "slow: timeout: no verdict within 50 ms"
     )
     assert ctx.span_attributes["langwatch.guardrail.stream_chunk.fail_open_count"] == 3
 
 
-def test_backlog_passes_chunks_unchecked() -> None:
-    async def scenario() -> RequestContext:
+class _RedactSplit:
+    """Replaces ``alice@example.com`` (seen whole only) with ``[EMAIL]``."""
+
+    def evaluate_sync(self, request: GuardrailRequest) -> Verdict:
+        texts = content_texts(request.direction, request.content)
+        new = [t.replace("alice@example.com", "[EMAIL]") for t in texts]
+        if new == texts:
+            return Verdict("allow")
+        return Verdict("modify", content=with_texts(request.direction, request.content, new))
+
+    async def evaluate(self, request: GuardrailRequest) -> Verdict:
+        return self.evaluate_sync(request)
+
+
+def test_the_window_judges_a_pattern_split_across_chunks() -> None:
+    chunks = [_chat_chunk(t) for t in ["mail ", "alice@exa", "mple.com", " now"]]
+    for window, expected in [(32, "mail [EMAIL] now"), (0, "mail alice@example.com now")]:
         ctx = _ctx()
-        guard = _guard(ctx, ["slow"], {"slow": _Fixed(Verdict("allow"), 0.5)})
-        for _ in range(6):  # max_pending is 4
-            guard.on_chunk(ctx, _chat_chunk("x"))
-        guard.cancel()
-        await asyncio.sleep(0)
-        return ctx
-
-    ctx = asyncio.run(scenario())
-    assert ctx.span_attributes["langwatch.guardrail.stream_chunk_fail_open"].startswith(
-        "slow: backlog"
-    )
-
-
-def test_late_modify_counts_as_fail_open() -> None:
-    async def scenario() -> RequestContext:
-        ctx = _ctx()
-        guard = _guard(ctx, ["upper"], {"upper": _AsyncOnly(_SyncUpper())})
-        chunk = _chat_chunk("quiet")
-        assert guard.on_chunk(ctx, chunk) is None
-        assert b"quiet" in chunk  # relayed as it came
-        await asyncio.sleep(0.02)
-        return ctx
-
-    ctx = asyncio.run(scenario())
-    assert ctx.span_attributes["langwatch.guardrail.stream_chunk_fail_open"].startswith(
-        "upper: late_modify"
-    )
+        out = _feed(_guard(ctx, ["r"], {"r": _RedactSplit()}, window), ctx, *chunks)
+        assert _text(out) == expected
+    ctx = _ctx()
+    out = _feed(_guard(ctx, ["r"], {"r": _RedactSplit()}, 32), ctx, *chunks)
+    assert out[:2] == [b"", b""]  # "mail alice@exa" held back (14 characters <= 32)
+    assert isinstance(out[-1], bytes) and out[-1]  # the end flushes what was held
 
 
 class _AsyncOnly:

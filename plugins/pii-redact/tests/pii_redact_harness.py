@@ -33,9 +33,14 @@ class Gateway(GatewayProcess):
         return super().anthropic(self.secrets[key], **kw)
 
 
-def start_gateway(tmp: Path, sim_url: str, key_configs: Mapping[str, dict[str, Any]]) -> Gateway:
-    """A gateway in front of ``sim_url`` with one static key per entry of ``key_configs``."""
+def start_gateway(
+    tmp: Path, sim_url: str, key_configs: Mapping[str, dict[str, Any]], config: str = ""
+) -> Gateway:
+    """A gateway in front of ``sim_url`` with one static key per entry of ``key_configs``;
+    ``config`` is extra TOML (e.g. a ``[plugin.guardrails]`` table)."""
     keys = [StaticKey(name=name, config=config) for name, config in key_configs.items()]
     return Gateway(
-        _start_gateway(tmp, providers=default_providers(sim_url), keys=keys, plugins=PLUGINS)
+        _start_gateway(
+            tmp, config, providers=default_providers(sim_url), keys=keys, plugins=PLUGINS
+        )
     )

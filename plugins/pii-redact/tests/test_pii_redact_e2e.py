@@ -41,6 +41,14 @@ def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
     stop(g.proc)
 
 
+@pytest.fixture(scope="module")
+def gw_no_window(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    config = "[plugin.guardrails]\nstream_chunk_window_chars = 0\n"
+    g = start_gateway(tmp_path_factory.mktemp("pii-gw-nowin"), sim.url, KEYS, config)
+    yield g
+    stop(g.proc)
+
+
 def _user_text_sent(sim: Simulator) -> str:
     body = json.loads(sim.last_body())
     if "messages" in body:
@@ -166,3 +174,77 @@ def test_stream_redacts_responses_events_and_the_final_response(gw: Gateway) -> 
             final_text = event.response.output_text
     assert "".join(deltas).endswith(REDACTED)
     assert final_text.endswith(REDACTED)
+
+
+# --- stream_chunk: a pattern split across deltas is judged whole ------------------------------
+
+#: The answer cut into 7-character deltas, one per upstream chunk: "alice@example.com" spans
+#: three of them.
+SPLIT = {"x-simulator-chunk-chars": "7", "x-simulator-event-delay-ms": "5"}
+
+
+def test_stream_redacts_an_email_split_across_deltas_openai(gw: Gateway) -> None:
+    stream = gw.openai("stream").chat.completions.create(
+        model="gpt-4o", messages=USER, stream=True, extra_headers=SPLIT
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text.endswith(REDACTED), text
+    assert "alice" not in text and "example" not in text
+
+
+def test_stream_redacts_an_email_split_across_deltas_anthropic(gw: Gateway) -> None:
+    with gw.anthropic("stream").messages.stream(
+        model="claude-sonnet-4-5", max_tokens=64, messages=USER, extra_headers=SPLIT
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.endswith(REDACTED), text
+    assert final.content[0].text == text  # type: ignore[union-attr]
+
+
+def test_stream_redacts_an_email_split_across_deltas_responses(gw: Gateway) -> None:
+    deltas: list[str] = []
+    final_text = ""
+    for event in gw.openai("stream").responses.create(
+        model="gpt-4o", input=PROMPT, stream=True, extra_headers=SPLIT
+    ):
+        if event.type == "response.output_text.delta":
+            deltas.append(event.delta)
+        elif event.type == "response.completed":
+            final_text = event.response.output_text
+    assert "".join(deltas).endswith(REDACTED)
+    assert final_text.endswith(REDACTED)
+
+
+def test_without_the_window_a_split_email_gets_through(gw_no_window: Gateway) -> None:
+    """The test above can fail: with ``stream_chunk_window_chars = 0`` each delta is judged on
+    its own and the split address reaches the client."""
+    stream = gw_no_window.openai("stream").chat.completions.create(
+        model="gpt-4o", messages=USER, stream=True, extra_headers=SPLIT
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert "alice@example.com" in text
+
+
+def _cut_stream(gw: Gateway, key: str) -> tuple[str, str]:
+    """The text an openai client receives before a mid-stream cut, and the error."""
+    stream = gw.openai(key).chat.completions.create(
+        model="gpt-4o",
+        messages=USER,
+        stream=True,
+        extra_headers={"x-simulator-fault": "midstream:6", "x-simulator-event-delay-ms": "5"},
+    )
+    text = ""
+    with pytest.raises(openai.APIError) as info:
+        for chunk in stream:
+            text += "".join(c.delta.content or "" for c in chunk.choices)
+    return text, str(info.value)
+
+
+def test_an_upstream_cut_flushes_the_held_text_before_the_error(gw: Gateway) -> None:
+    # The "pre" key has no stream guardrails: what an unguarded stream shows before the cut.
+    unguarded, _ = _cut_stream(gw, "pre")
+    held, error = _cut_stream(gw, "stream")
+    assert unguarded  # the cut comes after some text
+    assert held == unguarded, "the window's held text was relayed before the error frame"
+    assert "failed mid-stream" in error

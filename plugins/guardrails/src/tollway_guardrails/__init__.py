@@ -13,8 +13,8 @@ Evaluators of one direction run concurrently; the first ``block`` wins (403
 ``guardrail_blocked`` with its reason), ``modify`` verdicts are applied in config order. An
 evaluator that fails (timeout, error, unusable answer) fails the direction **closed** — 503
 ``service_unavailable``, code ``guardrail_unavailable`` — unless ``fail_open.<direction>`` is
-true; ``stream_chunk`` always fails open, within a 50 ms budget per chunk (see
-:mod:`tollway_guardrails._stream` for how a synchronous hook keeps that budget).
+true; ``stream_chunk`` always fails open, within a 50 ms budget per chunk that the stream
+waits for (see :mod:`tollway_guardrails._stream`).
 
 This plugin registers the built-in ``webhook`` evaluator and runs every evaluator registered
 through ``register_guardrail_evaluators`` (the protocol is :mod:`tollway.guardrails`).
@@ -80,6 +80,8 @@ log = logging.getLogger("tollway.guardrails")
 
 #: The settings section (``[plugin.guardrails]``).
 NAME = "guardrails"
+#: The largest ``stream_chunk_window_chars``.
+MAX_WINDOW_CHARS = 4096
 
 
 @attrs.frozen
@@ -90,8 +92,11 @@ class GuardrailsSettings:
     default_timeout_ms: int = DEFAULT_TIMEOUT_MS
     #: The per-chunk budget of ``stream_chunk`` evaluations (SPEC §6: 50 ms).
     stream_chunk_budget_ms: int = 50
-    #: Background chunk evaluations one stream may have pending before more chunks pass
-    #: unchecked (fail-open, reason ``backlog``).
+    #: How much text (characters) a guarded stream holds back so that a pattern split across
+    #: deltas is judged whole; 0 judges each chunk on its own.
+    stream_chunk_window_chars: int = 64
+    #: No longer used (chunk evaluations are waited for, never queued); still accepted so that
+    #: existing config files load.
     max_pending_chunk_evaluations: int = 64
 
     def __attrs_post_init__(self) -> None:
@@ -99,6 +104,11 @@ class GuardrailsSettings:
             value = getattr(self, name)
             if not 0 < value <= 60_000:
                 raise ValueError(f"{name} must be between 1 and 60000 ms, not {value}")
+        if not 0 <= self.stream_chunk_window_chars <= MAX_WINDOW_CHARS:
+            raise ValueError(
+                f"stream_chunk_window_chars must be between 0 and {MAX_WINDOW_CHARS}, not "
+                f"{self.stream_chunk_window_chars}"
+            )
         if self.max_pending_chunk_evaluations < 1:
             raise ValueError("max_pending_chunk_evaluations must be at least 1")
 
@@ -255,11 +265,11 @@ async def pre_guardrail(ctx: RequestContext) -> Verdict | None:
             ctx,
             plan.stream_chunk,
             state.settings.stream_chunk_budget_ms / 1000,
-            state.settings.max_pending_chunk_evaluations,
+            state.settings.stream_chunk_window_chars,
         )
         ctx.stash[_STREAM] = guard
         # Only this request's stream is inspected; other streams pay no per-chunk call.
-        ctx.stream_listeners.append(guard.on_chunk)
+        ctx.stream_filters.append(guard)
     return verdict
 
 

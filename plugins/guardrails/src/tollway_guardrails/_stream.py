@@ -1,24 +1,26 @@
-"""``stream_chunk`` guardrails: judging a streaming response chunk by chunk (SPEC §6).
+"""``stream_chunk`` guardrails: judging a streaming response before it reaches the client
+(SPEC §6).
 
-The core calls the guard (a per-request stream listener) synchronously for each chunk of SSE
-events, and relays the chunk as soon as it returns; it cannot wait for anything. So:
+The guard is a per-request stream filter (``ctx.stream_filters``): the core awaits it for each
+chunk of SSE events and relays only what it hands back. So every evaluator's verdict applies to
+the very text it judged:
 
-* Evaluators with ``evaluate_sync`` (CPU-only, microseconds — e.g. ``pii``) run **inline**: their
-  ``block`` ends the stream before this chunk is sent, their ``modify`` rewrites this chunk. The
-  time they take is measured against the 50 ms budget; going over it is logged
-  (``guardrail_stream_chunk_over_budget``) and noted on the span, and their verdict still
-  applies (the time is spent either way).
-* Other evaluators (the ``webhook``, anything doing I/O) run **in the background**, one task per
-  evaluator per chunk, each abandoned after the 50 ms budget. The chunk is relayed at once, so
-  they never delay the stream. A ``block`` they return ends the stream at the next chunk
-  boundary (the next chunk is replaced by the ``event: error`` frame, code
-  ``stream_chunk_blocked``); a ``modify`` cannot be applied any more — the chunk has gone — and
-  counts as ``fail_open`` (reason ``late_modify``). When the stream ended before the verdict
-  arrived, a block is logged (``guardrail_stream_chunk_block_too_late``) and nothing else
-  happens.
-* Every failure — timeout, error, unusable answer, misconfiguration, too many evaluations
-  pending — passes the chunk (fail-open by contract) and sets
-  ``langwatch.guardrail.stream_chunk_fail_open=<evaluator>: <reason>`` on the span.
+* The guard keeps a **sliding window** of whole SSE events: each chunk with text is judged
+  together with the events still held back, as one text (``{"delta": <window text>, "deltas":
+  [<window text>]}``), so a pattern split across deltas (``alice@exa`` + ``mple.com``) is seen
+  whole. After the verdict, the events are relayed except the last ones whose text adds up to
+  at most ``stream_chunk_window_chars`` characters; those wait for the next chunk's judgement,
+  and are relayed when the stream ends or is cut. Events are never reordered; only the text an
+  evaluator rewrote changes.
+* Evaluators with ``evaluate_sync`` (CPU-only — e.g. ``pii``) run inline; the others (the
+  ``webhook``, anything doing I/O) run concurrently and are **waited for** within the
+  ``stream_chunk_budget_ms`` budget per chunk. A ``block`` replaces the flagged text with the
+  terminal ``event: error`` frame (code ``stream_chunk_blocked``) — the client never receives
+  it; a ``modify`` rewrites it (edits are spread back over the events they touch).
+* Every failure — timeout (past the budget), error, unusable answer, misconfiguration — passes
+  the text (fail-open by contract) and sets
+  ``langwatch.guardrail.stream_chunk_fail_open=<evaluator>: <reason>`` on the span before the
+  chunk is relayed, however short the stream.
 """
 
 from __future__ import annotations
@@ -29,10 +31,18 @@ import time
 from typing import Any
 
 from tollway import RequestContext, Verdict
-from tollway.guardrails import Direction, chunk_content, merge_texts, parse_chunk
+from tollway.guardrails import Direction, chunk_content, merge_texts
 from tollway_guardrails import _metrics
 from tollway_guardrails._config import EvaluatorRef
-from tollway_guardrails._run import MAX_REASON, describe, evaluate_one, judge, make_request
+from tollway_guardrails._run import (
+    MAX_REASON,
+    Outcome,
+    describe,
+    evaluate_one,
+    judge,
+    make_request,
+)
+from tollway_guardrails._window import Window, split_rewrite
 
 __all__ = ["StreamGuard"]
 
@@ -40,21 +50,24 @@ log = logging.getLogger("tollway.guardrails")
 _DIRECTION: Direction = "stream_chunk"
 
 
+def _blocks(outcome: Outcome) -> bool:
+    return outcome.verdict is not None and outcome.verdict.decision == "block"
+
+
 class StreamGuard:
-    """The ``stream_chunk`` guardrails of one streaming request (kept on ``ctx.stash``)."""
+    """The ``stream_chunk`` guardrails of one streaming request (a :class:`tollway.StreamFilter`,
+    kept on ``ctx.stash``)."""
 
     __slots__ = (
         "_logged",
         "async_refs",
-        "blocked",
         "budget_s",
         "chunks_judged",
         "fail_open_count",
         "finished",
-        "max_pending",
         "over_budget_ms",
         "sync_refs",
-        "tasks",
+        "window",
     )
 
     def __init__(
@@ -62,15 +75,12 @@ class StreamGuard:
         ctx: RequestContext,
         refs: tuple[EvaluatorRef, ...],
         budget_s: float,
-        max_pending: int,
+        window_chars: int,
     ) -> None:
         self.sync_refs = tuple(r for r in refs if r.problem is None and r.sync is not None)
         self.async_refs = tuple(r for r in refs if r.problem is None and r.sync is None)
         self.budget_s = budget_s
-        self.max_pending = max_pending
-        #: A block verdict from a background evaluation, delivered at the next chunk.
-        self.blocked: Verdict | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.window = Window(ctx.endpoint, window_chars)
         self.chunks_judged = 0
         self.fail_open_count = 0
         self.over_budget_ms = 0.0
@@ -83,123 +93,101 @@ class StreamGuard:
             if ref.problem is not None:
                 self.fail_open(ctx, ref, f"misconfigured: {ref.problem}")
 
-    # --- the per-chunk path ---------------------------------------------------------------
+    # --- the stream filter ------------------------------------------------------------------
 
-    def on_chunk(self, ctx: RequestContext, chunk: bytearray) -> Verdict | None:
-        """Judge one chunk; rewrite it in place or return a block."""
-        if self.blocked is not None:
-            return self._deliver_block(ctx)
-        parsed = parse_chunk(ctx.endpoint, chunk)
-        if parsed is None:
-            return None
-        texts = parsed.texts
-        content = chunk_content(texts)
+    async def feed(self, ctx: RequestContext, chunk: bytes) -> bytes | Verdict:
+        """Judge a chunk with the held-back text; relay what may leave the window."""
+        window = self.window
+        if not window.add(chunk):
+            return window.release()
+        verdict = await self._judge(ctx)
+        if verdict is not None and verdict.decision == "block":
+            window.clear()
+            return verdict
+        return window.release()
+
+    async def end(self, ctx: RequestContext) -> bytes:
+        """The stream is over: everything held back (it was judged when it arrived)."""
+        return self.window.drain()
+
+    async def _judge(self, ctx: RequestContext) -> Verdict | None:
+        original, members = self.window.streams()
+        content = chunk_content(original)
         self.chunks_judged += 1
-        versions: list[list[str]] = []
-        names: list[str] = []
-        if self.sync_refs:
-            started = time.perf_counter()
-            for ref in self.sync_refs:
-                request = make_request(ctx, ref, _DIRECTION, content, self.budget_s)
-                evaluate_sync = ref.sync
-                assert evaluate_sync is not None
-                try:
-                    answer = evaluate_sync(request)
-                except Exception as exc:
-                    self.fail_open(ctx, ref, f"error: {describe(exc)}")
-                    continue
-                outcome = judge(ref, _DIRECTION, answer, texts)
-                if outcome.failure is not None:
-                    self.fail_open(ctx, ref, f"error: {outcome.failure}")
-                    continue
-                assert outcome.verdict is not None
-                _metrics.count(_DIRECTION, outcome.verdict.decision)
-                if outcome.verdict.decision == "block":
-                    self.blocked = self._block_verdict(outcome.verdict, ref)
-                    return self._deliver_block(ctx)
-                if outcome.texts is not None:
-                    versions.append(outcome.texts)
-                    names.append(ref.name)
-            elapsed = time.perf_counter() - started
-            if elapsed > self.budget_s:
-                self._over_budget(ctx, elapsed)
-        if self.async_refs:
-            self._schedule(ctx, content, texts)
-        if versions:
-            new = merge_texts(texts, versions)
-            if new != texts:
-                chunk[:] = parsed.rewrite(new)
-                ctx.span_attributes["langwatch.guardrail.stream_chunk.decision"] = "modify"
-                return Verdict("modify", "", ",".join(names))
-        return None
-
-    def _block_verdict(self, verdict: Verdict, ref: EvaluatorRef) -> Verdict:
-        reason = verdict.reason or f"the response was blocked by guardrail evaluator {ref.name!r}"
-        return Verdict("block", reason, ref.name)
-
-    def _deliver_block(self, ctx: RequestContext) -> Verdict | None:
-        verdict = self.blocked
-        attrs = ctx.span_attributes
-        if verdict is not None:
-            attrs["langwatch.guardrail.stream_chunk.decision"] = "block"
-            attrs["langwatch.guardrail.stream_chunk.blocked_by"] = verdict.evaluator
-            attrs["langwatch.guardrail.stream_chunk.reason"] = verdict.reason[:MAX_REASON]
-        self.cancel()
-        return verdict
-
-    # --- background evaluations -------------------------------------------------------------
-
-    def _schedule(self, ctx: RequestContext, content: dict[str, Any], texts: list[str]) -> None:
-        if len(self.tasks) >= self.max_pending:
-            for ref in self.async_refs:
-                self.fail_open(
-                    ctx,
-                    ref,
-                    f"backlog: {len(self.tasks)} evaluations of this stream are already pending",
-                )
-            return
-        loop = asyncio.get_running_loop()
+        pending: list[tuple[EvaluatorRef, asyncio.Task[Outcome]]] = []
         for ref in self.async_refs:
             request = make_request(ctx, ref, _DIRECTION, content, self.budget_s)
-            task = loop.create_task(self._judge_late(ctx, ref, request, texts))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            pending.append((ref, asyncio.ensure_future(evaluate_one(ref, request, original))))
+        outcomes: list[Outcome] = []
+        try:
+            if self.sync_refs:
+                outcomes.extend(self._run_sync(ctx, content, original))
+            if pending and not any(_blocks(o) for o in outcomes):
+                await asyncio.wait([t for _, t in pending])
+        finally:
+            for _, task in pending:
+                task.cancel()
+        outcomes.extend(t.result() for _, t in pending if t.done() and not t.cancelled())
+        versions: list[list[str]] = []
+        names: list[str] = []
+        for outcome in outcomes:
+            ref = outcome.ref
+            if outcome.failure is not None:
+                self.fail_open(ctx, ref, outcome.failure)
+                continue
+            verdict = outcome.verdict
+            assert verdict is not None
+            _metrics.count(_DIRECTION, verdict.decision)
+            if verdict.decision == "block":
+                return self._block(ctx, verdict, ref)
+            if outcome.texts is not None and outcome.texts != original:
+                versions.append(outcome.texts)
+                names.append(ref.name)
+        if not versions:
+            return None
+        merged = merge_texts(original, versions)
+        texts = self.window.texts
+        for new, old, indexes in zip(merged, original, members, strict=True):
+            if new != old:
+                parts = split_rewrite([texts[i] for i in indexes], new)
+                for i, part in zip(indexes, parts, strict=True):
+                    texts[i] = part
+        self.window.apply(texts)
+        ctx.span_attributes["langwatch.guardrail.stream_chunk.decision"] = "modify"
+        return Verdict("modify", "", ",".join(names))
 
-    async def _judge_late(
-        self, ctx: RequestContext, ref: EvaluatorRef, request: Any, texts: list[str]
-    ) -> None:
-        outcome = await evaluate_one(ref, request, texts)
-        if outcome.failure is not None:
-            self.fail_open(ctx, ref, outcome.failure)
-            return
-        verdict = outcome.verdict
-        assert verdict is not None
-        if verdict.decision == "block":
-            _metrics.count(_DIRECTION, "block")
-            if self.finished:
-                log.warning(
-                    "guardrail_stream_chunk_block_too_late evaluator=%s reason=%s",
-                    ref.name,
-                    verdict.reason,
-                    extra={"evaluator": ref.name, "reason": verdict.reason},
-                )
-                ctx.span_attributes["langwatch.guardrail.stream_chunk.late_block"] = ref.name
-            elif self.blocked is None:
-                self.blocked = self._block_verdict(verdict, ref)
-        elif outcome.texts is not None and outcome.texts != texts:
-            self.fail_open(
-                ctx,
-                ref,
-                "late_modify: the chunk was sent before the verdict arrived; only evaluators "
-                "with evaluate_sync can rewrite stream chunks",
-            )
-        else:
-            _metrics.count(_DIRECTION, "allow")
+    def _run_sync(
+        self, ctx: RequestContext, content: dict[str, Any], original: list[str]
+    ) -> list[Outcome]:
+        started = time.perf_counter()
+        out: list[Outcome] = []
+        for ref in self.sync_refs:
+            request = make_request(ctx, ref, _DIRECTION, content, self.budget_s)
+            evaluate_sync = ref.sync
+            assert evaluate_sync is not None
+            try:
+                answer = evaluate_sync(request)
+            except Exception as exc:
+                out.append(Outcome(ref, failure=f"error: {describe(exc)}"))
+                continue
+            outcome = judge(ref, _DIRECTION, answer, original)
+            if outcome.failure is not None:
+                outcome = Outcome(ref, failure=f"error: {outcome.failure}")
+            out.append(outcome)
+            if _blocks(outcome):
+                break
+        elapsed = time.perf_counter() - started
+        if elapsed > self.budget_s:
+            self._over_budget(ctx, elapsed)
+        return out
 
-    def cancel(self) -> None:
-        """Abandon the background evaluations (the stream is over or blocked)."""
-        for task in list(self.tasks):
-            task.cancel()
+    def _block(self, ctx: RequestContext, verdict: Verdict, ref: EvaluatorRef) -> Verdict:
+        reason = verdict.reason or f"the response was blocked by guardrail evaluator {ref.name!r}"
+        attrs = ctx.span_attributes
+        attrs["langwatch.guardrail.stream_chunk.decision"] = "block"
+        attrs["langwatch.guardrail.stream_chunk.blocked_by"] = ref.name
+        attrs["langwatch.guardrail.stream_chunk.reason"] = reason[:MAX_REASON]
+        return Verdict("block", reason, ref.name)
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -241,6 +229,6 @@ class StreamGuard:
             )
 
     def finish(self, ctx: RequestContext) -> None:
-        """The stream is over (``account``): late verdicts are only logged from now on."""
+        """The request is settled (``account``): note how many windows were judged."""
         self.finished = True
         ctx.span_attributes["langwatch.guardrail.stream_chunk.chunks_judged"] = self.chunks_judged

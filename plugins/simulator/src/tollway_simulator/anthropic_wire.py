@@ -184,7 +184,12 @@ def messages(call: Call) -> Reply:
         stop_reason = "tool_use"
         output_tokens = len(words) + max(1, len(tool_json) // 4) + 8
     else:
-        words = reply_words(user_text, after_tool=after_tool, output_words=call.output_words)
+        words = reply_words(
+            user_text,
+            after_tool=after_tool,
+            output_words=call.output_words,
+            chunk_chars=call.chunk_chars,
+        )
         stop_reason = "end_turn"
         if max_tokens < len(words):
             words = words[:max_tokens]

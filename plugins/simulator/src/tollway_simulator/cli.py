@@ -48,8 +48,8 @@ def _fault_mix_option(
         "(/v1/messages) like the real APIs, with injectable faults. For tests, demos and load "
         "tests. Per-request headers: x-simulator-fault, x-simulator-latency-ms, "
         "x-simulator-event-delay-ms, x-simulator-tool, x-simulator-replay, "
-        "x-simulator-output-words. Introspection: GET /_sim/requests, GET /_sim/stats, "
-        "POST /_sim/reset. Prints one line 'tollway-simulator listening on http://HOST:PORT'."
+        "x-simulator-output-words, x-simulator-chunk-chars. Introspection: GET /_sim/requests, "
+        "GET /_sim/stats, POST /_sim/reset. Prints one line 'tollway-simulator listening on http://HOST:PORT'."
     ),
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")

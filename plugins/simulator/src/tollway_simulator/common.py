@@ -62,6 +62,8 @@ class Call:
     memory: PrefixMemory
     output_words: int | None = None
     tool_override: str | None = None
+    #: ``x-simulator-chunk-chars``: cut the answer into deltas of this many characters.
+    chunk_chars: int | None = None
 
 
 # --------------------------------------------------------------------------- ids and framing
@@ -110,7 +112,11 @@ def echo_of(user_text: str | None) -> str:
 
 
 def reply_words(
-    user_text: str | None, *, after_tool: bool = False, output_words: int | None = None
+    user_text: str | None,
+    *,
+    after_tool: bool = False,
+    output_words: int | None = None,
+    chunk_chars: int | None = None,
 ) -> list[str]:
     """The deterministic answer for a request, already split into stream chunks."""
     if after_tool:
@@ -125,6 +131,9 @@ def reply_words(
             words = words[:n]
         else:
             words.extend(" " + _FILLER[i % len(_FILLER)] for i in range(n - len(words)))
+    if chunk_chars is not None and chunk_chars > 0:
+        text = "".join(words)
+        words = [text[k : k + chunk_chars] for k in range(0, len(text), chunk_chars)]
     return words
 
 

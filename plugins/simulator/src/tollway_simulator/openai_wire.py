@@ -150,7 +150,10 @@ def chat_completions(call: Call) -> Reply:
         finish = "tool_calls"
     else:
         words = reply_words(
-            _last_chat_user_text(messages), after_tool=after_tool, output_words=call.output_words
+            _last_chat_user_text(messages),
+            after_tool=after_tool,
+            output_words=call.output_words,
+            chunk_chars=call.chunk_chars,
         )
         finish = "stop"
         limit = int_or_none(req.get("max_completion_tokens"))
@@ -431,7 +434,10 @@ def responses(call: Call) -> Reply:
         output_tokens = max(1, len(arguments) // 4) + 8
     else:
         words = reply_words(
-            _last_responses_user_text(items), after_tool=after_tool, output_words=call.output_words
+            _last_responses_user_text(items),
+            after_tool=after_tool,
+            output_words=call.output_words,
+            chunk_chars=call.chunk_chars,
         )
         item = {
             "id": hex_id("msg_", 24),

@@ -55,6 +55,7 @@ H_EVENT_DELAY = "x-simulator-event-delay-ms"
 H_TOOL = "x-simulator-tool"
 H_REPLAY = "x-simulator-replay"
 H_OUTPUT_WORDS = "x-simulator-output-words"
+H_CHUNK_CHARS = "x-simulator-chunk-chars"
 
 _OPENAI_MALFORMED = b'data: {"id":"chatcmpl-malformed","object":"chat.completion.chunk",\n\n'
 _ANTHROPIC_MALFORMED = b'event: content_block_delta\ndata: {"type":"content_block_delta",\n\n'
@@ -241,6 +242,7 @@ class Simulator:
             event_delay = _header_int(headers, H_EVENT_DELAY)
             event_delay_ms = self.event_delay_ms if event_delay is None else event_delay
             output_words = _header_int(headers, H_OUTPUT_WORDS)
+            chunk_chars = _header_int(headers, H_CHUNK_CHARS)
         except ValueError as exc:
             return _json_response(error_reply(flavor, 400, f"tollway-simulator: {exc}"))
 
@@ -281,6 +283,7 @@ class Simulator:
                 memory=self.memory,
                 output_words=output_words,
                 tool_override=headers.get(H_TOOL),
+                chunk_chars=chunk_chars,
             )
             reply = build(call)
 
