@@ -242,7 +242,13 @@ def test_read_only_token_sees_no_write_buttons_and_a_forged_post_is_refused(
 
 def test_a_token_without_requests_read_is_refused_the_explorer(setup: Setup) -> None:
     token = setup.mint_api("organization", "virtualKeys:read", "keys only")
-    client = setup.sign_in(token["secret"])
+    client = httpx.Client(base_url=setup.cp.url, headers={"origin": setup.cp.url}, timeout=10)
+    r = client.post("/console/login", data={"token": token["secret"]})
+    assert r.status_code == 303 and r.headers["location"] == "/console/keys"  # not the overview
+    nav = client.get("/console/keys").text.split("</nav>")[0]
+    assert "Virtual keys" in nav
+    for hidden in ("Overview", "Requests", "Providers", "Budgets"):
+        assert f">{hidden}<" not in nav, hidden
     for path in ("/console/requests", "/console/requests/grq_p1", "/console/"):
         r = client.get(path)
         assert r.status_code == 403, path

@@ -148,14 +148,17 @@ async def call(name: str, id: str | None = None, body: Any = None) -> Any:
     return await asyncio.to_thread(state().service.call, name, id, body, principal=principal)
 
 
-def _next_path(value: str | None) -> str:
-    """Where to go after signing in: a console path only (never another site)."""
+def _next_path(value: str | None, principal: Principal) -> str:
+    """Where to go after signing in: a console path only (never another site); by default the
+    overview, or the keys for a token that may not read requests."""
     if value and "\\" not in value:
         parts = urlsplit(value)
         inside = parts.path == PREFIX or parts.path.startswith(f"{PREFIX}/")
         if not parts.scheme and not parts.netloc and inside and ".." not in parts.path:
             return value
-    return url_for("tollway_console.overview")
+    if principal.can(permission_for("requests.list")):
+        return url_for("tollway_console.overview")
+    return url_for("tollway_console.keys")
 
 
 async def _current_principal(signed_in: Principal) -> Principal | None:
@@ -298,7 +301,7 @@ async def login() -> Response:
     sessions().end(request.cookies.get(COOKIE))  # a sign-in always starts a new session
     session = sessions().create(principal)
     log.info("console_login principal=%s", principal.name)
-    response: Response = redirect(_next_path(data.get("next")), 303)  # type: ignore[assignment]
+    response: Response = redirect(_next_path(data.get("next"), principal), 303)  # type: ignore[assignment]
     response.set_cookie(
         COOKIE,
         session.id,
