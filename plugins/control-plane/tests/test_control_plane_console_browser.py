@@ -313,6 +313,10 @@ def test_project_token_sees_only_its_project(served: Served, browser: Any) -> No
     page.click("#create-key button[type=submit]")
     assert page.inner_text("code.secret").startswith("lw_vk_")
     page.click("text=Go to the key")
+    # Wait for the key's page to load: a navigation away from a page still loading aborts its
+    # requests, which the console-problem listener would count.
+    page.wait_for_url(re.compile(r".*/console/keys/vk_\w+$"))
+    page.wait_for_load_state()
     assert f"project:{project['id']}" in page.inner_text("main")
     assert page.query_selector("text=Rotate secret") is None  # no virtualKeys:update
     page.goto(f"{served.console}/keys")
@@ -321,7 +325,7 @@ def test_project_token_sees_only_its_project(served: Served, browser: Any) -> No
     _shot(page, "keys-project-token")
     page.goto(f"{served.console}/requests")
     assert "grq_" not in page.inner_text("main")  # the other tests' calls are another project's
-    assert page.console_problems == []
+    assert page.console_problems == [], page.console_problems
 
 
 def test_config_errors_inline_and_names_escaped(served: Served, browser: Any) -> None:
