@@ -256,6 +256,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{_f(g99, sign=True)} | {_f(p.get('total_p50'), 0)} | {errors(p)} |"
         )
     w("")
+    out.extend(render_workers(report))
     w("## Memory\n")
     w(
         "RSS of each target's whole process tree, largest seen after a measurement (idle: right "
@@ -311,3 +312,48 @@ def print_console(report: dict[str, Any]) -> None:
     for b in report["bars"]:
         mark = {True: "met", False: "MISSED", None: "n/a"}[b["met"]]
         print(f"[{mark:>6}] {b['group']}: {b['bar']} — {b['measured']}")
+
+
+def render_workers(report: dict[str, Any]) -> list[str]:
+    """The "Several workers" section (a run with ``--workers 1,N``): max req/s of each Tollway
+    target under ``serve --workers N`` against the same target with one process, measured
+    interleaved in the same run. Empty when the run measured one worker only."""
+    s = report["summary"]
+    counts = [n for n in report["options"].get("workers", [1]) if n > 1]
+    rows: list[tuple[str, str]] = [
+        (kind, f"{kind}-w{n}")
+        for kind in ("bare", "full")
+        for n in counts
+        if kind in s and f"{kind}-w{n}" in s
+    ]
+    if not rows:
+        return []
+    labels = {t["name"]: t["label"] for t in report["targets"]}
+    out = ["## Several workers (`tollway serve --workers N`)\n"]
+    out.append(
+        "The same gateway with one process and under `serve --workers N` (a supervisor, N "
+        "workers on one port, the embedded control plane in a process of its own), measured "
+        "interleaved with `wrk` as under Throughput. CPU and RSS are each target's whole process "
+        f"tree. The machine has {report['machine']['nproc']} cores, shared with nginx and the "
+        "load generator.\n"
+    )
+    out.append(
+        "| target | max req/s | per run | × one worker | CPU ms/req | req/s per core | RSS MiB |"
+    )
+    out.append("|---|---|---|---|---|---|---|")
+    for one, many in rows:
+        for name in (one, many):
+            ph = s[name].get("wrk", {})
+            if "rps" not in ph:
+                out.append(f"| {labels.get(name, name)} | – | | | {ph.get('error', '–')} | | |")
+                continue
+            base = s[one].get("wrk", {}).get("rps")
+            ratio = div(ph["rps"], base) if name == many else 1.0
+            out.append(
+                f"| {labels.get(name, name)} | {ph['rps']:.0f} | "
+                f"{', '.join(f'{x:.0f}' for x in ph['rps_runs'])} | {_f(ratio)} | "
+                f"{_f(ph['cpu_ms_per_req'])} | {_f(div(1000.0, ph.get('cpu_ms_per_req')), 0)} | "
+                f"{ph['rss_mib']:.0f} |"
+            )
+    out.append("")
+    return out

@@ -74,6 +74,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="open-loop rates against the 60 ms upstream, req/s (none by default)",
     )
     p.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma-separated targets")
+    p.add_argument(
+        "--workers",
+        default="1",
+        help="worker counts for the Tollway targets (1); each count above 1 adds <target>-w<N>, "
+        "e.g. --workers 1,2 measures full and full-w2 (needs Redis)",
+    )
     p.add_argument("--repetitions", type=int, default=None, help="rounds (2; --quick: 1)")
     p.add_argument("--streams", type=int, default=None, help="at-once streams per run (10)")
     p.add_argument("--paced-streams", type=int, default=None, help="paced streams per run (2)")
@@ -119,7 +125,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown target(s) {', '.join(sorted(unknown))}; known: {', '.join(ALL_TARGETS)}")
     if "direct" not in args.targets:
         args.targets.insert(0, "direct")  # every "added" figure needs it
+    try:
+        args.workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})
+    except ValueError:
+        p.error(f"--workers takes whole numbers separated by commas, not {args.workers!r}")
+    if not args.workers or args.workers[0] < 1:
+        p.error("--workers counts must be 1 or more")
+    args.targets += [
+        f"{t}-w{n}" for t in ("bare", "full") if t in args.targets for n in args.workers if n > 1
+    ]
     return args
+
+
+def _workers_starter(
+    kind: str, work: Path, nginx_port: int, python: str, redis: str, workers: int
+) -> Callable[[], Target]:
+    return lambda: target_tollway(kind, work, nginx_port, python, redis, workers)
+
+
+def options_workers(report: dict[str, Any]) -> list[int]:
+    """The worker counts above 1 a report measured."""
+    return [n for n in report["options"].get("workers", [1]) if n > 1]
 
 
 @contextlib.contextmanager
@@ -166,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             "idle": args.idle,
             "max_inflight": args.max_inflight,
             "quick": args.quick,
+            "workers": args.workers,
         },
     }
     log(f"load average before: {report['load_before']}")
@@ -199,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
                 "litellm": "LiteLLM proxy",
                 "portkey": "Portkey gateway",
             }
+            for n in (w for w in args.workers if w > 1):
+                for kind in ("bare", "full"):
+                    starters[f"{kind}-w{n}"] = _workers_starter(
+                        kind, work, nginx_port, args.python, args.redis, n
+                    )
+                    labels[f"{kind}-w{n}"] = f"{labels[kind]}, {n} workers"
             runner = Runner(
                 work,
                 loadgen,
@@ -288,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         "full/Portkey": div(get("full"), get("portkey")),
         "direct/full": div(get("direct"), get("full")),
     }
+    for n in options_workers(report):
+        for kind in ("bare", "full"):
+            if f"{kind}-w{n}" in summary:
+                report["ratios"][f"{kind}-w{n}/{kind}"] = div(get(f"{kind}-w{n}"), get(kind))
     report["bars"] = evaluate_bars(summary, args.rates)
     print_console(report)
     if args.json_out:

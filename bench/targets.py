@@ -220,14 +220,20 @@ def installed_plugins(python: str, env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def target_tollway(
-    name: str, work: Path, nginx_port: int, python: str, redis: str = "auto"
+    name: str, work: Path, nginx_port: int, python: str, redis: str = "auto", workers: int = 1
 ) -> Target:
+    """``bare`` or ``full``; with ``workers`` > 1 the target is ``<name>-w<workers>``, the same
+    gateway under ``tollway serve --workers N`` (which needs Redis)."""
     sys.path.insert(0, str(REPO / "core" / "src"))
     try:
         from tollway.keys import mint_key
     finally:
         sys.path.pop(0)
-    label = "Tollway bare" if name == "bare" else "Tollway full"
+    kind = name
+    label = "Tollway bare" if kind == "bare" else "Tollway full"
+    if workers > 1:
+        name = f"{kind}-w{workers}"
+        label += f", {workers} workers"
     t = Target(name, label)
     d = work / f"tollway-{name}"
     d.mkdir()
@@ -247,11 +253,13 @@ def target_tollway(
     redis = redis_url() if redis == "auto" else None if redis == "off" else redis
     if redis:
         env["GATEWAY_REDIS_URL"] = redis
+    elif workers > 1:
+        raise RuntimeError(f"--workers {workers} needs Redis (see --redis)")
     # `tollway plugins --json` with every installed plugin (what the full gateway loads); the
     # bare gateway allows only the OpenAI provider and the static keys, whatever their
     # entry points are named.
     plugins = installed_plugins(python, env)
-    if name == "bare":
+    if kind == "bare":
         by_dist = {p["distribution"]: p["name"] for p in plugins}
         wanted = [by_dist.get(d) for d in ("tollway-provider-openai", "tollway-static-keys")]
         if None in wanted:
@@ -260,10 +268,16 @@ def target_tollway(
         plugins = [p for p in plugins if p["name"] in wanted]
     t.notes.append("plugins: " + ", ".join(f"{p['name']} {p['version']}" for p in plugins))
     t.notes.append(
-        "one process (Hypercorn + uvloop), default logging (INFO, JSON)"
+        (
+            f"`serve --workers {workers}`: {workers} worker processes on one port, the embedded "
+            "control plane in a process of its own; CPU and RSS are the whole process tree"
+            if workers > 1
+            else "one process"
+        )
+        + " (Hypercorn + uvloop), default logging (INFO, JSON)"
         + (f", GATEWAY_REDIS_URL={redis}" if redis else ", no Redis")
     )
-    if name == "full":
+    if kind == "full":
         t.notes.append(
             "key config: models_allowed, rate_limits (rpm/rpd/tpm far above the load), "
             "policy_rules (tools/urls deny lists, models allow list)"
@@ -273,13 +287,13 @@ def target_tollway(
     )
     t.proc = Proc(
         f"tollway-{name}",
-        [python, "-m", "tollway", "serve", "--config", str(cfg)],
+        [python, "-m", "tollway", "serve", "--config", str(cfg), "--workers", str(workers)],
         d / "gateway.log",
         env=env,
         cwd=d,
     )
     base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: http_ok(f"{base}/startupz"), t.proc, 30, f"Tollway {name}")
+    wait_until(lambda: http_ok(f"{base}/startupz"), t.proc, 30 * workers, f"Tollway {name}")
     t.urls = {m: f"{base}/v1/chat/completions" for m in MODES}
     t.headers = {m: {"Authorization": f"Bearer {secret}"} for m in MODES}
     t.models = bench_models()

@@ -56,3 +56,29 @@ def test_a_routing_policy_is_exactly_its_chain() -> None:
     assert _names(_gateway().chain(key)) == [("store-openai", "gpt-4o-mini")]
     empty = Principal("vk_2", "lw_vk", routing_policy="rp_2")
     assert _gateway().chain(empty) == []
+
+
+def test_policy_strategy_and_weights_order_the_route() -> None:
+    from tollway._context import RequestContext
+    from tollway._router import Router
+
+    gw = _gateway()
+    a = ProviderConfig(name="a", type="openai", api_key="sk-a", id="mp_a")
+    b = ProviderConfig(name="b", type="openai", api_key="sk-b", id="mp_b")
+    key = Principal(
+        key_id="vk_1",
+        display_prefix="lw_vk",
+        chain=(ChainEntry(a, weight=0), ChainEntry(b, weight=5)),
+        routing_policy="rp_1",
+        routing_strategy="weighted",
+    )
+    entries, strategy = gw.routed_chain(key, "chat")
+    assert strategy == "weighted" and [w for _, _, w in entries] == [0, 5]
+    ctx = RequestContext("r", "chat", "POST", "/v1/chat/completions", b"", {}, "t", "s")
+    ctx.principal, ctx.model = key, "gpt-4o"
+    # Weight 0 is a fallback only: b always comes first, a still follows.
+    for _ in range(20):
+        assert [t.provider for t in Router(gw).route(ctx)] == ["mp_b", "mp_a"]
+    assert ctx.span_attributes["langwatch.routing.strategy"] == "weighted"
+    # Without a policy, the config file's [routing] strategy applies.
+    assert gw.routed_chain(None)[1] == "ordered"

@@ -15,6 +15,7 @@ PUBLIC = {
     "tollway.plugins": None,
     "tollway.server": "tollway._server",
     "tollway.ledger": None,
+    "tollway.routing": None,
 }
 
 

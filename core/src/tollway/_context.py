@@ -135,6 +135,9 @@ class RequestContext:
     attempts_exhausted: bool = False
     #: The plugin whose ``answer`` hook answered the request (no provider was called), or None.
     answered_by: str | None = None
+    #: The provider key (:attr:`tollway.config.ProviderConfig.key`) this request counts as in
+    #: flight to (:class:`tollway.routing.LiveStats`) until it is settled, or None.
+    in_flight_to: str | None = None
     _body_dirty: bool = False
     #: The last re-serialisation: (model it carries, bytes).
     _encoded: tuple[str, bytes] | None = None

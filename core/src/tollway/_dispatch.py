@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from tollway._breaker import Breaker
+from tollway._breaker import Breaker, BreakerSettings, counts_as_failure
 from tollway._context import RequestContext
 from tollway._errors import (
     GatewayError,
     ProviderError,
+    RateLimitExceeded,
     ServiceUnavailable,
     UpstreamConnectError,
     UpstreamError,
@@ -22,9 +25,17 @@ from tollway._errors import (
 from tollway._types import Attempt, RouteTarget
 from tollway.outbound import ALLOW_CIDRS_ENV
 from tollway.provider import Provider, ProviderResult, UpstreamHTTP
+from tollway.routing import (
+    DEFAULT_COOLDOWN_SECONDS,
+    DEFAULT_MAX_TOKENS_HEADER,
+    FAILURE_PENALTY_SECONDS,
+    LiveStats,
+    retry_after_seconds,
+)
 
 if TYPE_CHECKING:
     from tollway._hooks import Hooks
+    from tollway.config import Settings
 
 __all__ = ["Dispatch", "OutboundRefusedError"]
 
@@ -39,16 +50,37 @@ class Dispatch:
     http: UpstreamHTTP
     breakers: dict[str, Breaker]
     instances: dict[str, Provider]
+    live: LiveStats
+    settings: Settings
 
     async def dispatch(self, ctx: RequestContext) -> ProviderResult:
         """Try the chain in order; fall back on retryable failures before the first byte.
 
-        Providers whose breaker is open are skipped without waiting for their timeout (not
-        counted as attempts); ``fallback.max_attempts`` in the key's config caps the attempts.
+        Providers whose breaker is open, or that are cooling down after an upstream 429
+        (``Retry-After``, shared by the replicas), are skipped without a call (not counted as
+        attempts); ``fallback.max_attempts`` in the key's config caps the attempts. When every
+        provider is cooling down, the request waits for the first to come back, up to
+        ``[routing] max_cooldown_wait_seconds``, then walks the chain again.
         """
+        bound = self.settings.routing.max_cooldown_wait_seconds
+        waited = 0.0
+        while True:
+            try:
+                return await self._walk(ctx)
+            except _Throttled as exc:
+                if exc.wait <= 0 or waited + exc.wait > bound:
+                    raise exc.error from None
+                log.info("provider_cooldown_wait seconds=%.2f", exc.wait)
+                await asyncio.sleep(exc.wait)
+                waited += exc.wait
+
+    async def _walk(self, ctx: RequestContext) -> ProviderResult:
+        ctx.attempts_exhausted = False  # a walk after a cool-down wait starts over
         failures: list[tuple[Provider, UpstreamError]] = []
         skipped: GatewayError | None = None
+        cooling: list[float] = []
         max_attempts = _max_attempts(ctx)
+        live = self.live
         for target in ctx.targets:
             if len(failures) >= max_attempts:
                 break
@@ -59,10 +91,24 @@ class Dispatch:
                     "this gateway; fix the routing policy or the route plugin",
                     code="provider_unknown",
                 )
-            breaker = self.breakers.get(provider.key)
-            if breaker is None:
-                breaker = self.breakers[provider.key] = Breaker()
-            if not breaker.allow():
+            left = live.cooling(provider.key)
+            if left > 0:
+                cooling.append(left)
+                ctx.attempts.append(
+                    Attempt(
+                        provider.key,
+                        provider.type,
+                        target.model,
+                        "cooling_down",
+                        None,
+                        "cooling_down",
+                        0.0,
+                    )
+                )
+                continue
+            breaker = self._breaker(provider)
+            ticket = breaker.admit()
+            if ticket is None:
                 ctx.attempts.append(
                     Attempt(
                         provider.key,
@@ -72,17 +118,25 @@ class Dispatch:
                         None,
                         "circuit_open",
                         0.0,
+                        breaker.state(),
                     )
                 )
                 continue
             try:
                 await self.hooks.before_attempt(ctx, target)
             except GatewayError as exc:
-                breaker.release()
+                breaker.release(ticket)
                 skipped = exc
                 ctx.attempts.append(
                     Attempt(
-                        provider.key, provider.type, target.model, "skipped", None, exc.type, 0.0
+                        provider.key,
+                        provider.type,
+                        target.model,
+                        "skipped",
+                        None,
+                        exc.type,
+                        0.0,
+                        breaker.state(),
                     )
                 )
                 continue
@@ -91,19 +145,29 @@ class Dispatch:
                 provider.type,
                 target.model,
             )
+            # Each attempt reports its own default (a failed Anthropic attempt's is not the
+            # answering provider's).
+            ctx.response_headers.pop(DEFAULT_MAX_TOKENS_HEADER, None)
+            live.started(provider.key)
             t0 = time.perf_counter()
             try:
                 result = await provider.send(ctx, target, self.http.for_provider(provider.config))
                 if result.events is not None:
                     result.events = await _prime(result.events)
             except UpstreamError as exc:
+                live.ended(provider.key)
                 elapsed = time.perf_counter() - t0
                 ctx.upstream_wait_s += elapsed
                 status = getattr(exc, "status", None)
-                if status is None or status >= 500:
-                    breaker.failure()
-                else:
-                    breaker.success()
+                breaker.record(ticket, counts_as_failure(status))
+                if counts_as_failure(status):
+                    # A failing provider sinks under least-latency instead of staying
+                    # "unmeasured" (tried first) forever.
+                    live.first_byte(provider.key, elapsed + FAILURE_PENALTY_SECONDS)
+                if status == 429 and isinstance(exc, UpstreamHTTPError):
+                    pause = retry_after_seconds(exc.headers) or DEFAULT_COOLDOWN_SECONDS
+                    live.cool_down(provider.key, pause)
+                    cooling.append(pause)
                 ctx.attempts.append(
                     Attempt(
                         provider.key,
@@ -113,6 +177,7 @@ class Dispatch:
                         status,
                         exc.reason,
                         elapsed,
+                        breaker.state(),
                     )
                 )
                 log.info(
@@ -126,18 +191,42 @@ class Dispatch:
                     break
                 continue
             except BaseException:
-                breaker.release()
+                live.ended(provider.key)
+                breaker.release(ticket)
                 raise
-            breaker.success()
+            breaker.record(ticket, counts_as_failure(result.status))
             elapsed = time.perf_counter() - t0
+            live.first_byte(provider.key, elapsed)
+            ctx.in_flight_to = provider.key
             ctx.upstream_wait_s += elapsed
             ctx.attempts.append(
-                Attempt(provider.key, provider.type, target.model, "ok", result.status, "", elapsed)
+                Attempt(
+                    provider.key,
+                    provider.type,
+                    target.model,
+                    "ok",
+                    result.status,
+                    "",
+                    elapsed,
+                    breaker.state(),
+                )
             )
             return result
+        throttled = bool(cooling) and all(getattr(e, "status", None) == 429 for _, e in failures)
         if not failures:
             if skipped is not None:
                 raise skipped
+            if cooling:
+                wait = min(cooling)
+                raise _Throttled(
+                    wait,
+                    RateLimitExceeded(
+                        "every provider for this request is rate limited upstream and cooling "
+                        f"down (the first is back in {wait:.1f} s); retry after that",
+                        code="providers_cooling_down",
+                        retry_after=max(1, math.ceil(wait)),
+                    ),
+                )
             names = ", ".join(t.provider for t in ctx.targets)
             raise ServiceUnavailable(
                 f"every provider for this request is failing and temporarily skipped by its "
@@ -147,7 +236,37 @@ class Dispatch:
             )
         error = _exhausted(failures)
         ctx.attempts_exhausted = not isinstance(error, _PassThrough)
+        if throttled:
+            raise _Throttled(min(cooling), error)
         raise error
+
+    def _breaker(self, provider: Provider) -> Breaker:
+        """The provider's breaker, its settings following the provider's
+        ``config.circuit_breaker`` (a new revision of a stored provider may change them)."""
+        raw = provider.config.config.get("circuit_breaker")
+        breaker = self.breakers.get(provider.key)
+        if breaker is not None and breaker.source is raw:
+            return breaker
+        settings, problems = BreakerSettings.parse(
+            raw, f"providers[{provider.name}].config.circuit_breaker"
+        )
+        for problem in problems:
+            log.warning("circuit_breaker_setting_ignored %s", problem)
+        if breaker is None:
+            breaker = self.breakers[provider.key] = Breaker(settings)
+        else:
+            breaker.settings = settings
+        breaker.source = raw
+        return breaker
+
+
+class _Throttled(Exception):
+    """Nothing answered and every provider tried or skipped is cooling down after a 429:
+    :meth:`Dispatch.dispatch` may wait ``wait`` seconds and walk again, else raise ``error``."""
+
+    def __init__(self, wait: float, error: Exception) -> None:
+        self.wait = wait
+        self.error = error
 
 
 class _PassThrough(Exception):

@@ -10,11 +10,21 @@ from typing import Any
 
 import orjson
 
-__all__ = ["configure_logging", "request_id_var"]
+__all__ = ["configure_logging", "request_id_var", "set_worker"]
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "tollway_request_id", default=None
 )
+
+#: This process's worker index under ``serve --workers N`` (on every line), else None.
+_worker: int | None = None
+
+
+def set_worker(index: int | None) -> None:
+    """Mark every following log line with ``"worker": index`` (pretty: ``[w<index>]``)."""
+    global _worker
+    _worker = index
+
 
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {"message", "asctime"}
 
@@ -31,6 +41,8 @@ class JSONFormatter(logging.Formatter):
         rid = request_id_var.get()
         if rid:
             doc["request_id"] = rid
+        if _worker is not None:
+            doc["worker"] = _worker
         for key, value in record.__dict__.items():
             if key not in _STD and not key.startswith("_"):
                 doc[key] = value
@@ -49,7 +61,8 @@ class PrettyFormatter(logging.Formatter):
         message = record.getMessage()
         if not message.isprintable():
             message = "".join(c if c.isprintable() else _escape(c) for c in message)
-        line = f"{head} {record.levelname:<7} {record.name}: {message}"
+        worker = f" [w{_worker}]" if _worker is not None else ""
+        line = f"{head} {record.levelname:<7}{worker} {record.name}: {message}"
         if rid:
             line += f" request_id={rid}"
         if record.exc_info:

@@ -33,6 +33,7 @@ from tollway.provider import ProviderResult
 
 if TYPE_CHECKING:
     from tollway._hooks import Hooks
+    from tollway.routing import LiveStats
 
 __all__ = ["CIHeaders", "Replies", "Reply", "ResponseView", "to_quart"]
 
@@ -141,6 +142,7 @@ class Replies:
     in_flight: int
     streaming_active: int
     log_bodies: bool
+    live: LiveStats
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         raise NotImplementedError  # the Gateway's
@@ -170,6 +172,9 @@ class Replies:
     def finish(self, ctx: RequestContext) -> None:
         """The client's response is complete: settle the request (``account``) off-path."""
         self.in_flight -= 1
+        if ctx.in_flight_to is not None:
+            self.live.ended(ctx.in_flight_to)
+            ctx.in_flight_to = None
         ctx.finished = time.perf_counter()
         # The task copies the current context: make its log lines carry this request's id.
         token = request_id_var.set(ctx.request_id)

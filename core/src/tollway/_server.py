@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any, cast
@@ -17,9 +19,18 @@ from tollway._asgi import GatewayASGI
 from tollway._errors import BadRequest, GatewayError, RequestHeadersTooLarge
 from tollway._ids import request_id
 from tollway._input import MAX_REQUEST_HEADER_BYTES
+from tollway._workers import serves_workers, supervised_control_plane, worker_index
 from tollway.gateway import Gateway, create_app
 
-__all__ = ["bind_address", "envelope_protocol_errors", "protocol_error_reply", "run_gateway"]
+__all__ = [
+    "bind_address",
+    "envelope_protocol_errors",
+    "protocol_error_reply",
+    "run_gateway",
+    "serves_workers",
+    "supervised_control_plane",
+    "worker_index",
+]
 
 log = logging.getLogger("tollway.server")
 
@@ -111,13 +122,24 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def run_gateway(gateway: Gateway, *, on_ready: Callable[[str], None] | None = None) -> None:
+def run_gateway(
+    gateway: Gateway,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+    sock: socket.socket | None = None,
+    parent_pid: int | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT, then drain: ``/readyz`` turns 503, new connections are
     refused, in-flight requests and streams get ``SERVER_GRACEFUL_SECONDS`` to finish, then
-    the outbox, spans and metrics are flushed by the plugins' ``gateway_stopping``."""
+    the outbox, spans and metrics are flushed by the plugins' ``gateway_stopping``.
+
+    A worker of ``serve --workers N`` passes ``sock`` (bound, not listening: it listens once
+    the gateway started, then ``on_ready`` is called) and ``parent_pid`` (its supervisor: when
+    that process is gone, the worker drains as if it got SIGTERM)."""
     app = create_app(gateway)
     config = Config()
-    config.bind = [bind_address(gateway.settings.server.addr)]
+    bind = bind_address(gateway.settings.server.addr)
+    config.bind = [f"fd://{sock.fileno()}"] if sock is not None else [bind]
     # A larger request head is refused by Hypercorn itself (431, enveloped below).
     config.h11_max_incomplete_size = MAX_REQUEST_HEADER_BYTES
     if not envelope_protocol_errors():
@@ -165,9 +187,18 @@ def run_gateway(gateway: Gateway, *, on_ready: Callable[[str], None] | None = No
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig.name)
 
-        if on_ready is not None:
-            gateway.on_started.append(lambda: on_ready(config.bind[0]))
-        await gateway.startup()
+        if parent_pid is not None:
+            tasks.add(loop.create_task(_watch_parent(parent_pid, gateway, on_signal)))
+        if sock is None:
+            if on_ready is not None:
+                gateway.on_started.append(lambda: on_ready(bind))
+            await gateway.startup()
+        else:
+            await gateway.startup()
+            sock.listen(config.backlog)  # the kernel routes new connections here from now on
+            sock.detach()  # Hypercorn owns the descriptor (fd://) and closes it
+            if on_ready is not None:
+                on_ready(bind)
         asgi: Any = GatewayASGI(gateway, cast(Any, app))
         await serve(asgi, config, shutdown_trigger=stop.wait)
 
@@ -176,3 +207,16 @@ def run_gateway(gateway: Gateway, *, on_ready: Callable[[str], None] | None = No
             runner.run(main())
         except asyncio.CancelledError:
             pass
+
+
+async def _watch_parent(
+    parent_pid: int, gateway: Gateway, on_signal: Callable[[str], None]
+) -> None:
+    """Drain when the supervisor that started this worker is gone (killed with SIGKILL, say):
+    a worker never outlives it by more than its drain."""
+    while True:
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent_pid:
+            break
+    if not gateway.draining:  # the kernel's SIGTERM (PR_SET_PDEATHSIG) may have come first
+        on_signal("supervisor_exited")

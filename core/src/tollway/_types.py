@@ -23,6 +23,9 @@ class ChainEntry:
     #: Set when a routing policy names a provider of the gateway's own config file instead of a
     #: stored one: its name there (``provider`` is then only a placeholder with that name).
     config_provider: str | None = None
+    #: The entry's share under the ``weighted`` strategy (0: fallback only); see
+    #: :mod:`tollway.routing`.
+    weight: int = 1
 
 
 @attrs.frozen
@@ -64,6 +67,9 @@ class Principal:
     #: reaches exactly :attr:`chain`; without one it reaches :attr:`chain`, then the gateway's
     #: config-file providers by priority (:meth:`tollway.gateway.Gateway.chain`).
     routing_policy: str | None = None
+    #: How :attr:`chain` is walked per request (:data:`tollway.routing.STRATEGIES`); with no
+    #: routing policy the config file's ``[routing] strategy`` applies instead.
+    routing_strategy: str = "ordered"
 
 
 @attrs.frozen
@@ -117,3 +123,6 @@ class Attempt:
     status: int | None
     reason: str
     duration_s: float
+    #: The provider's circuit breaker once this attempt ended (``closed``, ``open``,
+    #: ``half_open``; see docs/reliability.md).
+    breaker_state: str = "closed"

@@ -70,13 +70,31 @@ def cli() -> None:
 @click.option("--port", type=int, default=None, help="Port to listen on (overrides SERVER_ADDR).")
 @click.option(
     "--workers",
-    type=int,
-    default=1,
+    default="1",
     show_default=True,
-    help="Worker processes (more than one needs GATEWAY_REDIS_URL for shared state).",
+    metavar="N|auto",
+    help="Worker processes on one port: a number, or auto (one per CPU core). More than one "
+    "needs GATEWAY_REDIS_URL for shared state.",
 )
-def serve(demo: bool, port: int | None, workers: int) -> None:
+def serve(demo: bool, port: int | None, workers: str) -> None:
     """Run the gateway (the embedded default: one process, state in the data dir)."""
+    from tollway._workers import parse_workers, worker_index
+
+    try:
+        count = parse_workers(workers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--workers") from None
+    index = worker_index()
+    if index is not None:  # started by a supervisor (below): one worker of several
+        _serve_worker(index)
+        return
+    if count > 1:
+        if demo:
+            raise click.ClickException(
+                "--demo runs one process; drop --workers (or use --workers 1) with --demo"
+            )
+        _serve_workers(count, port)
+        return
     from tollway._server import run_gateway
     from tollway.gateway import Gateway
 
@@ -86,25 +104,13 @@ def serve(demo: bool, port: int | None, workers: int) -> None:
     if demo:
         overrides, sim, demo_key = _demo_setup(port, cli_state().data_dir)
     elif port is not None:
-        host = (os.environ.get("SERVER_ADDR") or "").rpartition(":")[0]
-        overrides = {"server": {"addr": f"{host}:{port}"}}
+        overrides = _port_override(port)
     try:
         state = cli_state(overrides=overrides)
         if demo:  # after the state: the CLI's own store lookup stays local
             demo_admin_token = _demo_admin_token(state.data_dir)
         settings = state.settings
         configure_logging(settings.log.format, settings.log.level)
-        if workers > 1 and not settings.redis_url:
-            raise click.ClickException(
-                f"--workers {workers} without GATEWAY_REDIS_URL would keep rate limits, budgets "
-                "and caches per process (silently wrong); set GATEWAY_REDIS_URL or use "
-                "--workers 1"
-            )
-        if workers > 1:
-            raise click.ClickException(
-                "--workers > 1 is not available yet; run one gateway per core behind a load "
-                "balancer, sharing GATEWAY_REDIS_URL"
-            )
         try:
             gateway = Gateway(settings)
         except (PluginLoadError, ConfigError) as exc:
@@ -112,9 +118,7 @@ def serve(demo: bool, port: int | None, workers: int) -> None:
         gateway.state = state
 
         def ready(bind: str) -> None:
-            host, _, p = bind.rpartition(":")
-            shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-            base = f"http://{shown}:{p}"
+            base = _base_url(bind)
             report = gateway.hooks.describe_state(state, None)
             for line in _using_lines(state, report):
                 click.echo(line, err=True)
@@ -130,10 +134,7 @@ def serve(demo: bool, port: int | None, workers: int) -> None:
         except PluginLoadError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:
-            raise click.ClickException(
-                f"cannot listen on {settings.server.addr}: {exc.strerror or exc} (is another "
-                "process using the port? set SERVER_ADDR or --port)"
-            ) from None
+            raise _cannot_listen(settings, exc) from None
     finally:
         if sim is not None:
             sim.terminate()
@@ -141,6 +142,118 @@ def serve(demo: bool, port: int | None, workers: int) -> None:
                 sim.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 sim.kill()
+
+
+def _port_override(port: int) -> dict[str, Any]:
+    host = (os.environ.get("SERVER_ADDR") or "").rpartition(":")[0]
+    return {"server": {"addr": f"{host}:{port}"}}
+
+
+def _base_url(bind: str) -> str:
+    host, _, p = bind.rpartition(":")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    return f"http://{shown}:{p}"
+
+
+def _cannot_listen(settings: Settings, exc: OSError) -> click.ClickException:
+    return click.ClickException(
+        f"cannot listen on {settings.server.addr}: {exc.strerror or exc} (is another "
+        "process using the port? set SERVER_ADDR or --port)"
+    )
+
+
+def _serve_workers(count: int, port: int | None) -> None:
+    """``serve --workers N`` (N > 1): the supervisor of :mod:`tollway._workers`."""
+    from tollway._hooks import Hooks
+    from tollway._server import bind_address
+    from tollway._workers import Supervisor
+
+    state = cli_state(overrides=_port_override(port) if port is not None else None)
+    settings = state.settings
+    configure_logging(settings.log.format, settings.log.level)
+    if not settings.redis_url:
+        raise click.ClickException(
+            f"--workers {count} without GATEWAY_REDIS_URL would keep rate limits, budgets "
+            "and caches per process (silently wrong); set GATEWAY_REDIS_URL or use "
+            "--workers 1"
+        )
+    try:
+        addr = bind_address(settings.server.addr)
+        pm, _ = build_plugin_manager(settings.plugins)
+    except (ValueError, PluginLoadError) as exc:
+        raise click.ClickException(str(exc)) from None
+    # Children resolve their state as this process did: the same environment and working
+    # directory, and the --config/--data-dir given here.
+    state_args: list[str] = []
+    if state.config_file and state.config_from == "--config":
+        state_args += ["--config", state.config_file]
+    if state.data_dir_from == "--data-dir":
+        state_args += ["--data-dir", state.data_dir]
+    # The embedded control plane gets one process of its own (one writer for the store),
+    # which every worker reaches over the internal protocol on loopback.
+    root = click.get_current_context().find_root()
+    embedded = not os.environ.get("LW_GATEWAY_BASE_URL", "").strip()
+    has_control_plane = cli.get_command(root, "control-plane") is not None
+
+    supervised_cp = embedded and has_control_plane
+
+    def ready(bind: str) -> None:
+        report = Hooks(pm).describe_state(state, None)
+        # The control plane process has printed its store already.
+        using = {k: v for k, v in report.items() if not (supervised_cp and k == "store")}
+        for line in _using_lines(state, using):
+            click.echo(line, err=True)
+        base = _base_url(bind)
+        click.echo(f"tollway {__version__} listening on {base} with {count} workers", err=True)
+        for line in _page_lines(base, report):
+            click.echo(line, err=True)
+
+    supervisor = Supervisor(
+        count,
+        addr,
+        dict(os.environ),
+        control_plane=supervised_cp,
+        state_args=state_args,
+        on_ready=ready,
+    )
+    try:
+        code = supervisor.run()
+    except OSError as exc:
+        raise _cannot_listen(settings, exc) from None
+    if code:
+        sys.exit(code)
+
+
+def _serve_worker(index: int) -> None:
+    """One worker under ``serve --workers N``: a gateway on its own ``SO_REUSEPORT`` socket."""
+    from tollway._logging import set_worker
+    from tollway._server import bind_address, run_gateway
+    from tollway._workers import READY_FD_ENV, reuseport_socket
+    from tollway.gateway import Gateway
+
+    state = cli_state()
+    settings = state.settings
+    configure_logging(settings.log.format, settings.log.level)
+    set_worker(index)
+    try:
+        gateway = Gateway(settings)
+    except (PluginLoadError, ConfigError) as exc:
+        raise click.ClickException(str(exc)) from None
+    gateway.state = state
+    ready_fd = int(os.environ.get(READY_FD_ENV, "-1"))
+
+    def ready(bind: str) -> None:
+        if ready_fd >= 0:
+            os.write(ready_fd, f"{index} {os.getpid()}\n".encode())
+            os.close(ready_fd)
+
+    try:
+        sock = reuseport_socket(bind_address(settings.server.addr))
+        run_gateway(gateway, on_ready=ready, sock=sock, parent_pid=os.getppid())
+    except PluginLoadError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise _cannot_listen(settings, exc) from None
 
 
 def _using_lines(state: StateLocation, report: dict[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn
 
+from tollway._breaker import BreakerSettings
 from tollway.egress import mask_url, proxy_problem, standard_from_env
 from tollway.outbound import (
     ALLOW_CIDRS_ENV,
@@ -25,6 +26,7 @@ from tollway.outbound import (
     parse_cidrs,
     redact_userinfo,
 )
+from tollway.routing import strategy_problem, weight_problem
 
 __all__ = [
     "ConfigError",
@@ -32,6 +34,7 @@ __all__ = [
     "OutboundSettings",
     "PluginSelection",
     "ProviderConfig",
+    "RoutingSettings",
     "ServerSettings",
     "Settings",
     "json_type",
@@ -125,6 +128,9 @@ class ProviderConfig:
     #: Config file only: this provider may call a loopback/private address (a self-hosted model
     #: server on the operator's network) outside ``ENVIRONMENT=local``. Never set by a store.
     allow_private_network: bool = False
+    #: Config file only: this provider's share under ``[routing] strategy = "weighted"``
+    #: (0: fallback only).
+    weight: int = 1
 
     @property
     def key(self) -> str:
@@ -133,10 +139,26 @@ class ProviderConfig:
 
 
 @attrs.frozen
+class RoutingSettings:
+    """``[routing]``: how the config file's providers share the load (docs/operator-guide.md).
+    A routing policy from the control plane carries its own strategy."""
+
+    #: ``ordered`` (by ``priority``), ``weighted``, ``least-latency`` or ``least-busy``.
+    strategy: str = "ordered"
+    #: The largest ``max_tokens`` the gateway fills in for a request that carries none when an
+    #: upstream requires it (Anthropic); the model's own maximum output is used when smaller.
+    default_max_tokens: int = 4096
+    #: When every provider of a request is cooling down after 429s, wait this long at most
+    #: for the first to come back before answering 429 (0: never wait).
+    max_cooldown_wait_seconds: float = 5.0
+
+
+@attrs.frozen
 class Settings:
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
     outbound: OutboundSettings = OutboundSettings()
+    routing: RoutingSettings = RoutingSettings()
     plugins: PluginSelection = PluginSelection()
     data_dir: str = ".tollway"
     environment: str = "production"
@@ -442,9 +464,20 @@ def _validate(settings: Settings) -> list[str]:
         problem = proxy_problem(getattr(settings.outbound, name))
         if problem:
             problems.append(f"outbound.{name} ({var}): {problem}")
+    routing = settings.routing
+    problem = strategy_problem(routing.strategy)
+    if problem:
+        problems.append(f"routing.strategy: {problem}")
+    if routing.default_max_tokens < 1:
+        problems.append("routing.default_max_tokens: must be a positive whole number")
+    if routing.max_cooldown_wait_seconds < 0:
+        problems.append("routing.max_cooldown_wait_seconds: must be >= 0 (0: never wait)")
     seen: set[str] = set()
     for i, p in enumerate(settings.providers):
         where = f"providers[{i}]"
+        problem = weight_problem(p.weight)
+        if problem:
+            problems.append(f"{where}.weight: {problem}")
         if p.name in seen:
             problems.append(f"{where}.name: {p.name!r} is used twice; provider names are unique")
         seen.add(p.name)
@@ -457,6 +490,10 @@ def _validate(settings: Settings) -> list[str]:
         problem = proxy_problem(p.config.get("proxy"))
         if problem:
             problems.append(f"{where}.config.proxy: {problem}")
+        _, breaker_problems = BreakerSettings.parse(
+            p.config.get("circuit_breaker"), f"{where}.config.circuit_breaker"
+        )
+        problems.extend(breaker_problems)
     return problems
 
 

@@ -51,11 +51,13 @@ from tollway._netcheck import Netcheck, NetTarget, parse_hostport
 from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager, provider_classes
 from tollway._reply import _LOGGED_BODY_BYTES, CIHeaders, Reply, ResponseView, _log_body
 from tollway._router import Router
+from tollway._routing_share import start_sharing
 from tollway._types import Principal, RouteTarget
 from tollway.config import PROVIDER_HINT, ProviderConfig, Settings, structure_plugin_settings
 from tollway.egress import Egress
 from tollway.outbound import OutboundPolicy
 from tollway.provider import Provider, ProviderResult, UpstreamHTTP, outbound_problems
+from tollway.routing import LiveStats
 from tollway.state import StateLocation
 
 __all__ = ["CIHeaders", "Gateway", "Reply", "ResponseView", "create_app"]
@@ -92,6 +94,8 @@ class Gateway(ModelsListing, Dispatch):
         self.streaming_active = 0
         #: Circuit breakers by provider key.
         self.breakers: dict[str, Breaker] = {}
+        #: Live latency, load and 429 cool-downs by provider key (tollway.routing).
+        self.live = LiveStats()
         self.pm, self.plugin_infos = build_plugin_manager(
             settings.plugins,
             builtins=[("tollway.router", Router(self))],
@@ -216,7 +220,7 @@ class Gateway(ModelsListing, Dispatch):
     def chain(
         self, principal: Principal | None, endpoint: str | None = None
     ) -> list[tuple[Provider, str | None]]:
-        """The providers a key reaches, in dispatch order, each with the model it pins (or None).
+        """The providers a key reaches, in chain order, each with the model it pins (or None).
 
         One precedence for store and config-file providers (docs/operator-guide.md):
 
@@ -228,24 +232,32 @@ class Gateway(ModelsListing, Dispatch):
           priority, those speaking ``endpoint``'s format natively first.
 
         A key without a principal or a chain (static keys) reaches the config-file providers.
+        The order a request walks them in is its strategy's (:meth:`routed_chain`).
         """
-        own: list[tuple[Provider, str | None]] = []
+        return [(p, m) for p, m, _ in self.routed_chain(principal, endpoint)[0]]
+
+    def routed_chain(
+        self, principal: Principal | None, endpoint: str | None = None
+    ) -> tuple[list[tuple[Provider, str | None, int]], str]:
+        """:meth:`chain` with each entry's weight, and the strategy (:mod:`tollway.routing`)
+        that orders it: the routing policy's, else the config file's ``[routing] strategy``."""
+        own: list[tuple[Provider, str | None, int]] = []
         if principal is not None:
             for e in principal.chain:
                 if e.config_provider is None:
-                    own.append((self.provider_for(e.provider), e.model))
+                    own.append((self.provider_for(e.provider), e.model, e.weight))
                 elif e.config_provider in self.providers:
                     # A routing policy naming one of this gateway's config-file providers.
-                    own.append((self.providers[e.config_provider], e.model))
+                    own.append((self.providers[e.config_provider], e.model, e.weight))
             if principal.routing_policy is not None:
-                return own
+                return own, principal.routing_strategy
         configured = self.providers_in_order
         if endpoint is not None:
             configured = sorted(
                 configured, key=lambda p: (p.config.priority, endpoint not in p.native)
             )
-        own.extend((p, None) for p in configured)
-        return own
+        own.extend((p, None, p.config.weight) for p in configured)
+        return own, self.settings.routing.strategy
 
     @property
     def booted(self) -> bool:
@@ -270,6 +282,7 @@ class Gateway(ModelsListing, Dispatch):
             # /startupz waits for it.
             self.spawn_daemon(self.netcheck.run())
         await self.hooks.gateway_started(self)
+        start_sharing(self)
         self.checks = self.hooks.readiness_checks(self)
         self.state_report = self.hooks.describe_state(self.state, self)
         self.started = True

@@ -80,12 +80,14 @@ steps after it (except ``account``) and answers with the gateway's error envelop
 8. ``answer``: a plugin may answer the request itself (a response-cache hit, a mock, a canned
    refusal); then steps 9 and 10 are skipped and its answer goes on to step 11 like a
    provider's.
-9. ``route`` builds the fallback chain; an empty chain is refused with 403
+9. ``route`` builds the fallback chain (the built-in router orders it by the chain's routing
+   strategy, :mod:`tollway.routing`); an empty chain is refused with 403
    ``model_not_allowed``, code ``model_not_routable``.
-10. Dispatch, for each target of the chain until one answers: the provider's circuit breaker
-    (an open breaker skips the provider), then ``before_attempt``, then the provider call. The
-    next target is tried after a connection error, a timeout, a 5xx, a 429 or a 404, never once
-    the first byte of a stream has reached the client.
+10. Dispatch, for each target of the chain until one answers: a credential cooling down after
+    an upstream 429 is skipped, then the provider's circuit breaker (an open breaker skips the
+    provider), then ``before_attempt``, then the provider call. The next target is tried after
+    a connection error, a timeout, a 5xx, a 429 or a 404, never once the first byte of a stream
+    has reached the client.
 11. A complete response goes through ``post_guardrail``; a stream goes to the client event by
     event through ``on_stream_chunk``.
 12. ``account`` runs once the client's response is complete, off the request path, for every

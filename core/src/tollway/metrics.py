@@ -14,19 +14,31 @@ registry's private ``_names_to_collectors``. Asking again for a name with anothe
 or other label names is a programming error and raises :class:`ValueError`.
 
 Metrics go to prometheus-client's default registry unless told otherwise; the telemetry plugin
-exposes it on ``/metrics``. Requires ``prometheus-client`` (``pip install "tollway[metrics]"``;
+exposes it on ``/metrics`` through :func:`exposition`.
+
+Several workers (``tollway serve --workers N``): the supervisor sets ``PROMETHEUS_MULTIPROC_DIR``
+for every worker, so prometheus-client keeps each worker's values in files there, and
+:func:`exposition` on any worker reads them all — counters and histograms summed over every
+worker that ran, gauges made with ``multiprocess_mode="livesum"`` summed over the running ones.
+A gauge whose value comes from ``set_function`` is not shared that way: set it instead.
+
+Requires ``prometheus-client`` (``pip install "tollway[metrics]"``;
 a plugin that uses this module depends on it itself).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 
-__all__ = ["counter", "histogram"]
+__all__ = ["counter", "exposition", "histogram", "multiprocess", "worker_exited"]
+
+#: The environment variable prometheus-client reads at import for its multi-process mode.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 M = TypeVar("M", Counter, Histogram)
 
@@ -93,3 +105,32 @@ def histogram(
     return _get_or_create(
         Histogram, name, documentation, labelnames, registry, buckets=tuple(buckets)
     )
+
+
+def multiprocess() -> bool:
+    """True in a worker of ``tollway serve --workers N`` (N > 1): metric values live in the
+    shared ``PROMETHEUS_MULTIPROC_DIR``."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def exposition(*registries: CollectorRegistry) -> bytes:
+    """The Prometheus text exposition for ``/metrics``.
+
+    One process: the default registry (plugins' metrics, process collectors), then each of
+    ``registries``. Several workers: every worker's metrics from the shared directory (the
+    metrics of ``registries`` are among them; per-process collectors are left out)."""
+    if multiprocess():
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        shared = CollectorRegistry()
+        MultiProcessCollector(shared)  # type: ignore[no-untyped-call]
+        return generate_latest(shared)
+    return b"".join(generate_latest(r) for r in (REGISTRY, *registries))
+
+
+def worker_exited(pid: int, directory: str) -> None:
+    """Forget the live gauges of the worker ``pid`` that exited (its counters stay summed):
+    called by the supervisor of ``tollway serve --workers N``."""
+    from prometheus_client.multiprocess import mark_process_dead
+
+    mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]

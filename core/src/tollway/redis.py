@@ -15,7 +15,11 @@ What a plugin gets from :func:`shared`:
   and the call again. The steady state is one command per call, also in a pipeline
   (:meth:`Script.pipeline`);
 * **the failure policy** (:class:`FailurePolicy`): count the error, stop asking Redis for a
-  moment, warn at most so often, log the recovery, and fail open or closed.
+  moment, warn at most so often, log the recovery, and fail open or closed;
+* **one probe at a time** (:class:`RedisHealth`, shared by every plugin through
+  :meth:`FailurePolicy.share`): once the back-off is over, exactly one request asks Redis again
+  (and waits at most its deadline); every other request meanwhile takes the fail-open/closed
+  path at once, so a frozen Redis slows one request per back-off interval, not all of them.
 
 Plugins never share keys through it: each keeps its own key prefix. Requires ``redis``
 (``pip install "tollway[redis]"``; a plugin that uses this module depends on it itself).
@@ -49,6 +53,7 @@ __all__ = [
     "FailurePolicy",
     "RedisClient",
     "RedisFacility",
+    "RedisHealth",
     "RedisOptions",
     "Script",
     "connect",
@@ -183,6 +188,9 @@ class RedisFacility:
 
     def __init__(self, options: RedisOptions) -> None:
         self.options = options
+        #: Whether Redis is believed reachable, shared by every plugin's :class:`FailurePolicy`
+        #: (:meth:`FailurePolicy.share`): one outage, one back-off, one probe at a time.
+        self.health = RedisHealth(probe_timeout=2 * options.deadline)
         #: The plugins using it, and the pool share each asked for.
         self.users: dict[str, int] = {}
         self._client: RedisClient | None = None
@@ -281,14 +289,54 @@ class _Count(Protocol):
 
 
 @attrs.define(eq=False)
+class RedisHealth:
+    """Whether to ask Redis now, with a single-flight reconnect probe.
+
+    Healthy: everyone asks. After a failure: nobody asks until ``down_until``; then the first
+    caller of :meth:`available` claims the probe and asks; every other caller is told no until
+    the probe reports (:meth:`failed` or :meth:`ok`) — or, if the prober vanished without a
+    word (cancelled), until ``probe_timeout`` seconds after the claim.
+    """
+
+    #: A claimed probe that never reported frees its place after this long (more than any
+    #: caller's round-trip deadline).
+    probe_timeout: float = 2.0
+    down_until: float = 0.0
+    #: While a probe is out: when its claim lapses.
+    probe_until: float = 0.0
+    #: Probes claimed so far (for tests and diagnostics).
+    probes: int = 0
+
+    def available(self, now: float | None = None) -> bool:
+        if not self.down_until:
+            return True
+        now = time.monotonic() if now is None else now
+        if now < self.down_until or now < self.probe_until:
+            return False
+        self.probe_until = now + self.probe_timeout
+        self.probes += 1
+        return True
+
+    def failed(self, retry_interval: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        self.down_until = now + retry_interval
+        self.probe_until = 0.0
+
+    def ok(self) -> None:
+        self.down_until = 0.0
+        self.probe_until = 0.0
+
+
+@attrs.define(eq=False)
 class FailurePolicy:
     """What a plugin does when Redis fails, one implementation for every plugin.
 
     On :meth:`failed`: count the error (``errors``), skip Redis for ``retry_interval`` seconds
-    (:meth:`available` is false meanwhile: a dead Redis costs one timeout per interval, not one
-    per request), and log ``warning`` at most every ``warn_every`` seconds (``None``: once per
-    back-off interval). ``warning`` is a %-format with the keys ``policy``, ``during``,
-    ``error`` and ``retry``. On :meth:`ok` after a failure, log ``recovered``.
+    (:meth:`available` is false meanwhile; then it is true for one caller at a time, the probe:
+    a dead or frozen Redis costs one timeout per interval, not one per request), and log
+    ``warning`` at most every ``warn_every`` seconds (``None``: once per back-off interval).
+    ``warning`` is a %-format with the keys ``policy``, ``during``, ``error`` and ``retry``.
+    On :meth:`ok` after a failure, log ``recovered``.
 
     :meth:`refuse` applies ``on_error`` to a request Redis could not serve: return
     (``fail_open``) or raise :class:`~tollway.ServiceUnavailable` with ``refusal`` /
@@ -309,19 +357,30 @@ class FailurePolicy:
     during_field: str = "during"
     refusal: str = "Redis is unreachable"
     refusal_code: str = "redis_unavailable"
-    down_until: float = 0.0
     failing: bool = False
     last_warning: float = -math.inf
     #: The last error (None once Redis answered again).
     last_error: str | None = None
+    #: The back-off and probe state: this policy's own until :meth:`share` joins the gateway's.
+    health: RedisHealth = attrs.field(factory=RedisHealth)
+
+    def share(self, facility: RedisFacility) -> None:
+        """Back off and probe together with every other plugin using ``facility`` (call it
+        once the facility is known, from ``gateway_started``)."""
+        self.health = facility.health
+
+    @property
+    def down_until(self) -> float:
+        return self.health.down_until
 
     @property
     def fail_closed(self) -> bool:
         return self.on_error == "fail_closed"
 
     def available(self) -> bool:
-        """Whether to ask Redis now (not backing off after an error)."""
-        return time.monotonic() >= self.down_until
+        """Whether to ask Redis now: not backing off after an error, and — after one — this
+        caller is the one probe (it must then report :meth:`failed` or :meth:`ok`)."""
+        return self.health.available()
 
     def failed(self, exc: BaseException, during: str) -> None:
         """Count ``exc``, back off, and warn (rate-limited)."""
@@ -344,16 +403,17 @@ class FailurePolicy:
             }
             extra = {self.during_field: during, "error": error} if self.structured else None
             self.logger.warning(self.warning, fields, extra=extra)
-        self.down_until = now + self.retry_interval
+        self.health.failed(self.retry_interval, now)
         self.failing = True
         self.last_error = error
 
     def ok(self) -> None:
         """Redis answered: end the outage (logging ``recovered`` once)."""
+        if self.health.down_until:
+            self.health.ok()
         if self.failing:
             self.failing = False
             self.last_error = None
-            self.down_until = 0.0
             if self.recovered is not None:
                 self.logger.info(self.recovered)
 

@@ -16,10 +16,28 @@ extra plugins of its own (the conformance kit's probe)::
     run_gateway(Gateway(settings, extra_plugins=[("my-probe", probe)]))
 
 :func:`bind_address` turns a ``SERVER_ADDR`` value into the address Hypercorn binds.
+
+Under ``tollway serve --workers N`` (N > 1) every worker is a gateway of its own; when the
+supervisor runs the embedded control plane for them, :func:`supervised_control_plane` gives its
+loopback URL in a worker (the control-plane plugin relays its HTTP API there), else None;
+:func:`serves_workers` is True in that control plane process.
+:func:`worker_index` is the worker's index (0…N-1), None outside a supervisor.
 """
 
 from __future__ import annotations
 
-from tollway._server import bind_address, run_gateway
+from tollway._server import (
+    bind_address,
+    run_gateway,
+    serves_workers,
+    supervised_control_plane,
+    worker_index,
+)
 
-__all__ = ["bind_address", "run_gateway"]
+__all__ = [
+    "bind_address",
+    "run_gateway",
+    "serves_workers",
+    "supervised_control_plane",
+    "worker_index",
+]

@@ -367,6 +367,8 @@ def start_gateway(
     timeout: float = 30,
     cls: type[G] = GatewayProcess,  # type: ignore[assignment]
     command: Sequence[str] | None = None,
+    host: str = "127.0.0.1",
+    exec_prefix: Sequence[str] = (),
 ) -> G:
     """Start ``python -m tollway serve`` with a TOML config in ``tmp``.
 
@@ -378,7 +380,9 @@ def start_gateway(
     applied last. ``cls`` lets a test suite get its own :class:`GatewayProcess` subclass back.
     ``command`` replaces ``python -m tollway serve`` with another program that serves a
     gateway the same way (the conformance kit's, which adds its probe); ``--config <file>`` is
-    appended to it.
+    appended to it. ``host`` is the address it listens on (and :attr:`GatewayProcess.url`'s);
+    ``exec_prefix`` runs the command through another, e.g. ``ip netns exec NAME`` (a
+    :class:`tollway.testing_hosts.Hosts` namespace).
     """
     tmp.mkdir(parents=True, exist_ok=True)
     key_list = list(keys) if keys is not None else [StaticKey()]
@@ -405,7 +409,7 @@ def start_gateway(
         **os.environ,
         "ENVIRONMENT": "local",
         "TOLLWAY_DATA_DIR": str(data_dir),
-        "SERVER_ADDR": f"127.0.0.1:{port}",
+        "SERVER_ADDR": f"{host}:{port}",
         "LOG_FORMAT": "json",
         "SERVER_DRAIN_DELAY_SECONDS": "0",
     }
@@ -413,7 +417,12 @@ def start_gateway(
     if plugins is not None:
         full_env["TOLLWAY_PLUGINS"] = plugin_allow_list(plugins)
     full_env.update(env or {})
-    argv = [*(command or (sys.executable, "-m", "tollway", "serve")), "--config", str(cfg)]
+    argv = [
+        *exec_prefix,
+        *(command or (sys.executable, "-m", "tollway", "serve")),
+        "--config",
+        str(cfg),
+    ]
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             argv,
@@ -421,7 +430,7 @@ def start_gateway(
             stderr=subprocess.STDOUT,
             env=full_env,
         )
-    gw = cls(proc, f"http://127.0.0.1:{port}", key_list, log, cfg, data_dir)
+    gw = cls(proc, f"http://{host}:{port}", key_list, log, cfg, data_dir)
     if wait:
         try:
             wait_ready(gw, timeout)

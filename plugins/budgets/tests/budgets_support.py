@@ -24,6 +24,7 @@ import orjson
 import redis
 
 from tollway import testing as _testing
+from tollway import testing_hosts
 from tollway.testing import free_port as free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -153,40 +154,13 @@ class Proc:
 
 
 def start_control_plane(data_dir: Path, timeout: float = 20, port: int = 0) -> Proc:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir.parent / f"control-plane-{uuid.uuid4().hex[:6]}.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tollway",
-                "control-plane",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=base_env(data_dir, TOLLWAY_PLUGINS="tollway-control-plane"),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    cp = Proc(proc, "", log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"control plane exited {proc.returncode}:\n{cp.logs()}")
-        match = re.search(r"listening on (http://\S+)", cp.logs())
-        if match:
-            cp.url = match.group(1)
-            try:
-                if httpx.get(f"{cp.url}/api/health", timeout=1).status_code == 200:
-                    return cp
-            except httpx.TransportError:
-                pass
-        time.sleep(0.05)
-    stop(proc)
-    raise AssertionError(f"control plane not ready after {timeout}s:\n{cp.logs()}")
+    cp = testing_hosts.start_control_plane(
+        data_dir,
+        base_env(data_dir, TOLLWAY_PLUGINS="tollway-control-plane"),
+        port=port,
+        timeout=timeout,
+    )
+    return Proc(cp.proc, cp.url, cp.log)
 
 
 def start_gateway(

@@ -158,8 +158,29 @@ def test_block_when_spent_plus_reserved_reaches_the_limit(kind: str) -> None:
             # A warn budget far over its limit never blocks.
             assert (await s.admit([warn], 5, "d")).status == "ok"
             # At exactly the limit a block budget refuses.
+            assert (await s.admit([block], 1, "x")).status == "ok"
             await s.settle([block], "x", 50)
             assert (await s.admit([block], 0, "e")).status == "blocked"
+
+    run(body())
+
+
+@KINDS
+def test_after_a_pause_longer_than_a_lease_nothing_is_reclaimed_at_once(kind: str) -> None:
+    """A Redis outage stops every replica's renewals: after a pause longer than a lease,
+    nothing is reclaimed for a whole lease of admissions (live replicas renew meanwhile)."""
+
+    async def body() -> None:
+        async with store(kind) as s:
+            counters = s.counters({"id": "b", "scope": "project", "limit_micro_usd": 100})
+            await s.seed(counters, 0)
+            assert (await s.admit(counters, 100, "held")).status == "ok"
+            first = await s.admit(counters, 1, "a", NOW_MS + 2 * TTL_MS)
+            assert (first.status, first.reserved, first.reclaimed) == ("blocked", (100,), ())
+            second = await s.admit(counters, 1, "b", NOW_MS + 2 * TTL_MS + 1)
+            assert second.reclaimed == ()
+            third = await s.admit(counters, 1, "c", NOW_MS + 3 * TTL_MS)
+            assert [r for r, _, _ in third.reclaimed] == ["held"]
 
     run(body())
 
@@ -172,13 +193,17 @@ def test_reservations_of_crashed_requests_expire(kind: str) -> None:
             await s.seed(counters, 0)
             assert (await s.admit(counters, 100, "lost")).status == "ok"
             assert (await s.admit(counters, 1, "x", NOW_MS + 1)).status == "blocked"
-            # The request never settles (its replica died): after the TTL it no longer counts.
+            # The request never settles (its replica died): after its lease the reservation is
+            # reclaimed, billed at its amount (an upper bound) and reported to the caller.
             later = await s.admit(counters, 1, "y", NOW_MS + TTL_MS + 1)
-            assert (later.status, later.reserved) == ("ok", (0,))
-            # A late settlement of the expired one adds its cost, releases nothing twice.
+            assert (later.status, later.spent, later.reserved) == ("blocked", (100,), (0,))
+            assert [(rid, amount) for rid, amount, _ in later.reclaimed] == [("lost", 100)]
+            # A late settlement corrects it to the actual cost, releasing nothing twice; a
+            # settlement retried (it had run after all) changes nothing.
+            await s.settle(counters, "lost", 30)
             await s.settle(counters, "lost", 30)
             check = await s.admit(counters, 0, "z", NOW_MS + TTL_MS + 2)
-            assert (check.spent, check.reserved) == ((30,), (1,))
+            assert (check.spent, check.reserved, check.reclaimed) == ((30,), (0,), ())
 
     run(body())
 

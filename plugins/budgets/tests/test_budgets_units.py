@@ -10,6 +10,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -294,9 +295,16 @@ def test_estimate_caps_output_and_rounds_once() -> None:
     claude_code = estimate_micros(body, 128_000, prices, settings)
     assert claude_code == 22_000 * 3 + 4096 * 15
     assert claude_code < 128_000 * 15 // 10
-    # A small max_tokens is honoured; none means the default; embeddings reserve no output.
+    # A small max_tokens is honoured; none means the model's max output (unknown here:
+    # default_max_output_tokens); embeddings reserve no output.
     assert estimate_micros(401, 16, prices, settings) == 101 * 3 + 16 * 15
-    assert estimate_micros(400, None, prices, settings) == 100 * 3 + 1024 * 15
+    assert estimate_micros(400, None, prices, settings) == 100 * 3 + 4096 * 15
+    known = attrs.evolve(prices, max_output_tokens=1500)
+    assert estimate_micros(400, None, known, settings) == 100 * 3 + 1500 * 15
+    assert estimate_micros(400, None, known, settings, default_max_output=700) == 300 + 700 * 15
+    assert estimate_micros(400, 3000, known, settings) == 300 + 3000 * 15  # max_tokens wins
+    legacy = BudgetSettings(output_estimate_default_tokens=1024)
+    assert estimate_micros(400, None, prices, legacy) == 100 * 3 + 1024 * 15
     assert estimate_micros(400, 16, prices, settings, embeddings=True) == 300
     assert estimate_micros(400, 9000, prices, settings, recent_output=10.0) == 300 + 15 * 15
     assert estimate_micros(400, 16, None, settings) == 0

@@ -8,7 +8,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ import httpx
 import orjson
 import pytest
 
+from tollway import testing_hosts
 from tollway.signing import signed_headers, verify
 from tollway.testing import free_port as free_port
-from tollway.testing import stop
+from tollway.testing import stop as stop
 
 PG_BASE = os.environ.get("TOLLWAY_TEST_PG_URL", "postgresql://{user}@127.0.0.1:5432/test")
 PEPPER = b"test-pepper-0123456789abcdef0123"
@@ -120,7 +120,7 @@ def tollway_json(data_dir: Path, *args: str, env: dict[str, str] | None = None) 
 
 
 class ControlPlaneProcess:
-    def __init__(self, proc: subprocess.Popen[str], url: str, data_dir: Path, log: Path) -> None:
+    def __init__(self, proc: subprocess.Popen[Any], url: str, data_dir: Path, log: Path) -> None:
         self.proc = proc
         self.url = url
         self.data_dir = data_dir
@@ -160,40 +160,8 @@ def start_control_plane(
     data_dir: Path, *, env: dict[str, str] | None = None, timeout: float = 20
 ) -> ControlPlaneProcess:
     """``tollway control-plane --port 0``; ready once it printed its address and answers."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir / "control-plane.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tollway",
-                "control-plane",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ],
-            env=env or cli_env(data_dir),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    cp = ControlPlaneProcess(proc, "", data_dir, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"control plane exited {proc.returncode}:\n{cp.logs()}")
-        cp.url = cp.url or listening_url(cp.logs()) or ""
-        if cp.url:
-            try:
-                if httpx.get(f"{cp.url}/api/health", timeout=1).status_code == 200:
-                    return cp
-            except httpx.TransportError:
-                pass
-        time.sleep(0.05)
-    stop(proc)
-    raise AssertionError(f"control plane not ready after {timeout}s:\n{cp.logs()}")
+    cp = testing_hosts.start_control_plane(data_dir, env or cli_env(data_dir), timeout=timeout)
+    return ControlPlaneProcess(cp.proc, cp.url, data_dir, cp.log)
 
 
 def verify_response(response: httpx.Response, method: str, path: str) -> None:

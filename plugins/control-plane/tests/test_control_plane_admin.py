@@ -162,7 +162,20 @@ def test_providers_policies_budgets(api: httpx.Client) -> None:
             "providers": [{"provider_id": p["id"], "model": "gpt-4o-mini"}],
         },
     ).json()
-    assert policy["entries"] == [{"provider_id": p["id"], "model": "gpt-4o-mini"}]
+    assert policy["entries"] == [{"provider_id": p["id"], "model": "gpt-4o-mini", "weight": 1}]
+    assert policy["strategy"] == "ordered"
+    changed = api.patch(
+        f"/routing-policies/{policy['id']}",
+        json={"strategy": "weighted", "providers": [{"provider_id": p["id"], "weight": 4}]},
+    ).json()
+    assert changed["strategy"] == "weighted" and changed["entries"][0]["weight"] == 4
+    bad = api.patch(f"/routing-policies/{policy['id']}", json={"strategy": "fastest"})
+    assert bad.status_code == 422 and "least-latency" in bad.json()["error"]["message"]
+    bad = api.patch(
+        f"/routing-policies/{policy['id']}",
+        json={"providers": [{"provider_id": p["id"], "weight": -1}]},
+    )
+    assert bad.status_code == 422 and "weight" in bad.json()["error"]["message"]
     assert api.delete(f"/model-providers/{p['id']}").status_code == 409
     budget = api.post(
         "/budgets", json={"scope": "team", "limit_usd": "5.5", "window": "week"}

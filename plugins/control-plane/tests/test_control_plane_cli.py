@@ -217,10 +217,25 @@ def test_providers_policies_budgets(run: Any) -> None:
             "--providers", f"{openai['id']},{anthropic['id']}:claude-sonnet-4-5", "--json")
     )  # fmt: skip
     assert policy["is_default"] and policy["entries"] == [
-        {"provider_id": openai["id"], "model": None},
-        {"provider_id": anthropic["id"], "model": "claude-sonnet-4-5"},
+        {"provider_id": openai["id"], "model": None, "weight": 1},
+        {"provider_id": anthropic["id"], "model": "claude-sonnet-4-5", "weight": 1},
     ]
+    assert policy["strategy"] == "ordered"
     assert f"{anthropic['id']}:claude-sonnet-4-5" in run("routing-policies", "list").stdout
+    # Weights make it weighted; the listing shows them.
+    split = j(
+        run("routing-policies", "create", "--name", "split",
+            "--providers", f"{openai['id']}:3,{anthropic['id']}:1", "--json")
+    )  # fmt: skip
+    assert split["strategy"] == "weighted"
+    assert [e["weight"] for e in split["entries"]] == [3, 1]
+    assert f"{openai['id']}:3,{anthropic['id']}:1" in run("routing-policies", "list").stdout
+    bad = run(
+        "routing-policies", "create", "--name", "bad", "--strategy", "least-busy",
+        "--providers", f"{openai['id']}:3", code=1,
+    ).output  # fmt: skip
+    assert "weighted strategy only" in bad
+    run("routing-policies", "delete", split["id"])
     assert j(run("routing-policies", "get", policy["id"], "--json"))["name"] == "failover"
     key = j(
         run("virtual-keys", "create", "--name", "k", "--routing-policy", policy["id"], "--json")

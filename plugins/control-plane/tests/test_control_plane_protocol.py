@@ -183,8 +183,9 @@ def test_config_bundle_etag_and_304(cp: ControlPlaneProcess, store: Store) -> No
     ]
     assert set(bundle["providers"][0]) == {
         "id", "name", "type", "base_url", "api_key", "models", "priority", "config", "revision",
-        "rpm", "tpm", "rpd", "model",
+        "rpm", "tpm", "rpd", "model", "weight",
     }  # fmt: skip
+    assert bundle["routing_strategy"] == "ordered"
     etag = response.headers["etag"]
     assert etag.startswith(f'"{key.id}:1:') and len(etag) == len(f'"{key.id}:1:"') + 16
 

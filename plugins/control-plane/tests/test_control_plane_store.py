@@ -18,6 +18,7 @@ from ulid import ULID
 
 from tollway.keys import check_key_format
 from tollway_control_plane._crypto import CredentialError
+from tollway_control_plane._db import migrations
 from tollway_control_plane._util import format_time, now
 from tollway_control_plane.store import (
     Conflict,
@@ -57,7 +58,9 @@ def test_defaults_and_migrations(store: Store, store_url: str) -> None:  # noqa:
     assert [o.id for o in store.list_organizations()] == ["org_default"]
     assert [(t.id, t.name) for t in store.list_teams()] == [("team_default", "default")]
     assert [(p.id, p.team_id) for p in store.list_projects()] == [("proj_default", "team_default")]
-    assert store.db.applied_versions() == {1, 2, 3, 4, 5, 6, 7}
+    applied = store.db.applied_versions()
+    assert applied == {m.version for m in migrations()}
+    assert {1, 2, 3, 4, 5, 6, 7, 8} <= applied
     assert store.store_id.startswith("store_")
     # Opening again applies nothing and keeps the data (and the store's id).
     store.create_key(name="k")
@@ -383,6 +386,45 @@ def test_routing_policy_chain_with_pinned_models(store: Store) -> None:
     assert "policy_changed" in [k for k, _, _ in kinds(store)]
     with pytest.raises(ValidationError, match="no model provider"):
         store.create_routing_policy(name="bad", providers="mp_nope")
+
+
+def test_routing_policy_strategy_and_weights(store: Store) -> None:
+    a = store.create_provider(type="openai", name="a", api_key="sk-a-00000000000001")
+    b = store.create_provider(type="anthropic", name="b", api_key="sk-ant-0000000000002")
+    # Weights imply the weighted strategy; a weight 0 entry is a fallback only.
+    policy = store.create_routing_policy(name="split", providers=f"{a.id}:3,{b.id}:0")
+    assert policy.strategy == "weighted"
+    assert [(e.provider_id, e.model, e.weight) for e in policy.entries] == [
+        (a.id, None, 3),
+        (b.id, None, 0),
+    ]
+    key, _ = store.create_key(name="k", routing_policy_id=policy.id)
+    bundle = store.bundle(key.id)
+    assert bundle["routing_strategy"] == "weighted"
+    assert [p["weight"] for p in bundle["providers"]] == [3, 0]
+    # Under weighted, ID:model:N pins a model and weighs it; otherwise a trailing ':0' is part
+    # of the model id (Bedrock's are).
+    bedrock_model = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+    store.update_routing_policy(policy.id, providers=f"{a.id}:1,{b.id}:{bedrock_model}:2")
+    got = store.get_routing_policy(policy.id)
+    assert [(e.model, e.weight) for e in got.entries] == [(None, 1), (bedrock_model, 2)]
+    ordered = store.create_routing_policy(
+        name="fixed", providers=f"{b.id}:{bedrock_model}", strategy="ordered"
+    )
+    assert [(e.model, e.weight) for e in ordered.entries] == [(bedrock_model, 1)]
+    # The strategy alone can change; the revision moves so gateways refetch.
+    latency = store.update_routing_policy(policy.id, strategy="least-latency")
+    assert latency.strategy == "least-latency" and latency.revision > got.revision
+    assert store.bundle(key.id)["routing_strategy"] == "least-latency"
+    # Mistakes say what to write.
+    with pytest.raises(ValidationError, match="weighted strategy only"):
+        store.create_routing_policy(name="x", providers=f"{a.id}:3", strategy="least-busy")
+    with pytest.raises(ValidationError, match="positive weight"):
+        store.create_routing_policy(name="y", providers=f"{a.id}:0,{b.id}:0")
+    with pytest.raises(ValidationError, match="least-latency"):
+        store.create_routing_policy(name="z", providers=a.id, strategy="fastest")
+    with pytest.raises(ValidationError, match="whole number"):
+        store.create_routing_policy(name="w", providers=[{"provider_id": a.id, "weight": -1}])
 
 
 def test_change_events_follow_writes(store: Store) -> None:

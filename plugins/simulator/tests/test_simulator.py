@@ -27,7 +27,7 @@ from tollway_simulator.common import (
     reply_words,
     tool_arguments,
 )
-from tollway_simulator.faults import Fault, parse_fault
+from tollway_simulator.faults import Fault, parse_fault, parse_fault_mix, pick_fault
 from tollway_simulator.fixtures import read_fixture, split_events
 
 pytest_plugins = ["simulator_fixtures"]
@@ -55,8 +55,26 @@ def test_plugin_registers_simulate() -> None:
     )
 
 
+def test_parse_fault_mix() -> None:
+    mix = parse_fault_mix("500=0.3, timeout=0.1")
+    assert mix == ((Fault("status", 500), 0.3), (Fault("timeout"), 0.1))
+    assert pick_fault(mix, 0.0) == Fault("status", 500)
+    assert pick_fault(mix, 0.35) == Fault("timeout")
+    assert pick_fault(mix, 0.45) is None
+    for bad, why in (
+        ("500", "expected F=SHARE"),
+        ("500=2", "from 0 to 1"),
+        ("500=0.7,timeout=0.7", "more than 1"),
+        ("bogus=0.1", "unknown fault"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            parse_fault_mix(bad)
+
+
 def test_parse_fault() -> None:
     assert parse_fault("503") == Fault("status", 503)
+    assert parse_fault("429:2") == Fault("status", 429, retry_after=2)
+    assert str(parse_fault("429:2")) == "429:2"
     assert parse_fault("midstream") == Fault("midstream", 3)
     assert parse_fault("midstream:7") == Fault("midstream", 7)
     assert parse_fault("slow-first-byte") == Fault("slow-first-byte", 2000)
@@ -177,6 +195,12 @@ def test_status_faults(
     if status == 429:
         assert oexc.value.response.headers["retry-after"] == "1"
         assert aexc.value.response.headers["retry-after"] == "1"
+
+
+def test_429_fault_with_retry_after(oai: openai.OpenAI) -> None:
+    with pytest.raises(openai.RateLimitError) as exc:
+        oai.chat.completions.create(model="gpt-4o", messages=USER, extra_headers=_fault("429:2"))
+    assert exc.value.response.headers["retry-after"] == "2"
 
 
 def test_fault_timeout(url: str) -> None:

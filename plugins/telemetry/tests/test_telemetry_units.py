@@ -128,7 +128,7 @@ def test_span_attributes_for_a_failed_fallback_stream() -> None:
     ctx = finished_ctx(stream=True, model="gpt-4o")
     ctx.principal = Principal(key_id="vk_1", display_prefix="lw_vk_live_01ABCDE", project_id="p1")
     ctx.attempts = [
-        Attempt("prov-a", "openai", "gpt-4o", "error", 503, "http_503", 0.01),
+        Attempt("prov-a", "openai", "gpt-4o", "error", 503, "http_503", 0.01, "open"),
         Attempt("prov-b", "anthropic", "claude-x", "ok", 200, "", 0.02),
     ]
     ctx.provider, ctx.provider_type, ctx.resolved_model = "prov-b", "anthropic", "claude-x"
@@ -168,6 +168,9 @@ def test_span_attributes_for_a_failed_fallback_stream() -> None:
     assert [e[1]["langwatch.attempt.outcome"] for e in events] == ["error", "ok"]
     assert events[0][1]["langwatch.fallback.reason"] == "http_503"
     assert "langwatch.fallback.reason" not in events[1][1]
+    # The breaker each attempt left behind: prov-a's failure opened it.
+    states = [e[1]["langwatch.circuit_breaker.state"] for e in events]
+    assert states == ["open", "closed"]
     assert events[0][2] == 1_000 + 10_000_000
     assert events[1][2] == 1_000 + 30_000_000
 
@@ -447,9 +450,16 @@ def test_shutdown_gives_up_after_its_timeout_when_the_collector_is_down() -> Non
 
 
 def test_metrics_observe_and_parse() -> None:
+    class FakeBreaker:
+        opens = 2
+
+        def state(self) -> str:
+            return "open"
+
     class FakeGateway:
         in_flight = 3
         streaming_active = 1
+        breakers = {"p1": FakeBreaker()}
 
     metrics = GatewayMetrics(FakeGateway())  # type: ignore[arg-type]
     ctx = finished_ctx()
@@ -482,6 +492,10 @@ def test_metrics_observe_and_parse() -> None:
     assert samples[("gateway_in_flight_requests", ())] == 3
     assert samples[("gateway_streaming_active", ())] == 1
     assert samples[("gateway_overhead_seconds_count", ())] == 2
+    state = "gateway_circuit_breaker_state"
+    assert samples[(state, (("provider", "p1"), ("state", "open")))] == 1
+    assert samples[(state, (("provider", "p1"), ("state", "closed")))] == 0
+    assert samples[("gateway_circuit_breaker_opens_total", (("provider", "p1"),))] == 2
     for name in RECORDED_METRICS:
         family = name.removesuffix("_total")
         assert family in families, name

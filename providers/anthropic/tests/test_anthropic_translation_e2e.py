@@ -156,13 +156,12 @@ def test_tool_call_through_the_stream_helper_then_the_result(stack: Stack) -> No
     }
 
 
-def test_missing_max_tokens_is_a_400_naming_it(stack: Stack) -> None:
-    with pytest.raises(openai.BadRequestError) as info:
-        stack.openai().chat.completions.create(model=MODEL, messages=HELLO)
-    err = info.value.response.json()["error"]
-    assert err["type"] == "bad_request" and err["param"] == "max_tokens"
-    assert "max_tokens" in err["message"]
-    assert info.value.response.headers["x-should-retry"] == "false"
+def test_missing_max_tokens_gets_the_default_and_says_so(stack: Stack) -> None:
+    raw = stack.openai().chat.completions.with_raw_response.create(model=MODEL, messages=HELLO)
+    assert raw.parse().choices[0].message.content
+    used = int(raw.headers["x-langwatch-default-max-tokens"])
+    assert used == stack.upstream()["json"]["max_tokens"]
+    assert 0 < used <= 4096  # [routing] default_max_tokens caps it
 
 
 def test_dropped_parameters_are_listed(stack: Stack) -> None:

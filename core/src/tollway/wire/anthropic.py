@@ -49,6 +49,7 @@ from tollway.provider import (
     response_headers,
     upstream_url,
 )
+from tollway.routing import default_max_tokens
 
 __all__ = [
     "DEFAULT_VERSION",
@@ -196,15 +197,18 @@ def chat_to_messages_body(
     left out reported in ``X-LangWatch-Params-Dropped``.
 
     ``sampling``: what the model accepts (e.g. :func:`claude_sampling`); ``config``: the
-    provider's ``config`` table, whose integer ``default_max_tokens`` is the ``max_tokens`` of a
-    chat request that carries none.
+    provider's ``config`` table. A chat request without ``max_tokens`` gets
+    :func:`tollway.routing.default_max_tokens` (reported in ``X-LangWatch-Default-Max-Tokens``).
     """
-    default_max = (config or {}).get("default_max_tokens")
+    body = ctx.body
+    default_max = None
+    if body.get("max_completion_tokens") is None and body.get("max_tokens") is None:
+        default_max = default_max_tokens(ctx, model, config)
     body, dropped = chat_request_to_messages(
-        ctx.body,
+        body,
         model=model,
         sampling=sampling,
-        default_max_tokens=default_max if isinstance(default_max, int) else None,
+        default_max_tokens=default_max,
     )
     report_dropped(ctx, dropped)
     return body

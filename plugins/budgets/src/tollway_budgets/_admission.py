@@ -13,6 +13,7 @@ from tollway.redis import BACKEND_ERRORS
 from tollway_budgets._budgets import Counter, counters_for, end_user_of
 from tollway_budgets._client import ControlPlaneUnavailable
 from tollway_budgets._estimate import estimate_request
+from tollway_budgets._leases import describe, held
 from tollway_budgets._metrics import BLOCKS
 from tollway_budgets._state import REQUEST, STATE, WARN_EVERY, Request, State
 from tollway_budgets._store import Admission, LocalStore
@@ -78,9 +79,11 @@ async def _do_seed(state: State, counters: Sequence[Counter], *, reseed: bool) -
 
 
 async def admit_counters(
-    state: State, counters: list[Counter], amounts: list[int], request_id: str
+    state: State, counters: list[Counter], amounts: list[int], request_id: str, meta: str = ""
 ) -> Admission | None:
-    """One admission (seeding missing counters first); None: fail open (Redis down)."""
+    """One admission (seeding missing counters first); None: fail open (Redis down).
+    ``meta``: the request's description, for the ledger if its reservation is ever reclaimed
+    (:mod:`tollway_budgets._leases`)."""
     store = state.store
     settings = state.settings
     ttl_ms = round(settings.reservation_ttl_seconds * 1000)
@@ -98,13 +101,20 @@ async def admit_counters(
         if not state.policy.available():
             state.policy.refuse()
             return None
+        lease_ms = round(settings.reservation_lease_seconds * 1000)
         try:
-            admission = await store.admit(counters, amounts, request_id, None, ttl_ms, retry_ms)
+            admission = await store.admit(
+                counters, amounts, request_id, None, lease_ms, retry_ms, meta
+            )
             for _ in range(2):
                 if admission.status != "seed":
                     break
+                held(state, request_id, counters, admission)
                 await _seed(state, [counters[i] for i in admission.missing], reseed=False)
-                admission = await store.admit(counters, amounts, request_id, None, ttl_ms, retry_ms)
+                admission = await store.admit(
+                    counters, amounts, request_id, None, lease_ms, retry_ms, meta
+                )
+            held(state, request_id, counters, admission)
         except BACKEND_ERRORS as exc:
             state.policy.failed(exc, "admission")
             state.policy.refuse()
@@ -186,13 +196,20 @@ async def admit(ctx: RequestContext) -> None:
     )
     if not counters:
         return
-    estimate = estimate_request(ctx, state, principal)
-    amounts = [estimate] * len(counters)
+    # One estimate per distinct default_max_output_tokens among the budgets (usually one).
+    estimates: dict[int | None, int] = {}
+    amounts = []
+    for counter in counters:
+        bound = counter.budget.default_max_output_tokens
+        if bound not in estimates:
+            estimates[bound] = estimate_request(ctx, state, principal, bound)
+        amounts.append(estimates[bound])
     # Recorded before the round trip: if the client leaves while it runs, `account` (which
     # always runs) releases whatever the script reserved.
     request = Request(counters, amounts)
     ctx.stash[REQUEST] = request
-    admission = await admit_counters(state, counters, amounts, ctx.request_id)
+    meta = describe(ctx, principal, state.node_id) if state.redis else ""
+    admission = await admit_counters(state, counters, amounts, ctx.request_id, meta)
     if admission is None or admission.status != "ok":
         request.counters = []  # nothing was reserved
     if admission is None:

@@ -78,6 +78,9 @@ class Budget:
     block: bool
     reset_us: int | None = None
     name: str | None = None
+    #: This budget's bound on the output reserved for a request without ``max_tokens``
+    #: (None: ``plugin.budgets.default_max_output_tokens``).
+    default_max_output_tokens: int | None = None
 
     @property
     def label(self) -> str:
@@ -158,6 +161,11 @@ def parse_budgets(raw: Any, principal: Principal) -> tuple[Budget, ...]:
         if not isinstance(budget_id, str):
             raise BudgetConfigError(f"{where}.id: must be a string")
         name = item.get("name")
+        max_output = item.get("default_max_output_tokens")
+        if max_output is not None and (
+            isinstance(max_output, bool) or not isinstance(max_output, int) or max_output < 0
+        ):
+            raise BudgetConfigError(f"{where}.default_max_output_tokens: must be an integer >= 0")
         out.append(
             Budget(
                 id=budget_id,
@@ -168,6 +176,7 @@ def parse_budgets(raw: Any, principal: Principal) -> tuple[Budget, ...]:
                 block=on_breach == "block",
                 reset_us=reset_us,
                 name=name if isinstance(name, str) else None,
+                default_max_output_tokens=max_output,
             )
         )
     return tuple(out)

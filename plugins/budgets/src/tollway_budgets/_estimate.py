@@ -35,23 +35,32 @@ def estimate_micros(
     *,
     embeddings: bool = False,
     recent_output: float | None = None,
+    default_max_output: int | None = None,
 ) -> int:
     """The reservation for a request: its input at ``ceil(body bytes / 4)`` tokens plus an
-    output estimate of ``min(max_tokens or output_estimate_default_tokens,
-    output_estimate_cap_tokens)`` tokens (never ``max_tokens`` blindly), at the model's input
-    and output prices, rounded once. ``recent_output`` (``recent_average`` mode) lowers the
-    output estimate to 1.5 times the model's recent average."""
+    output estimate of ``min(max_tokens, output_estimate_cap_tokens)`` tokens (never
+    ``max_tokens`` blindly), at the model's input and output prices, rounded once.
+
+    Without ``max_tokens`` the output is bounded by the model's max output (``prices``, from
+    the price table) and by ``default_max_output`` (the budget's own
+    ``default_max_output_tokens``; None: the settings'), whichever is smaller — the worst case
+    of the request when the model's max output is the smaller. ``recent_output``
+    (``recent_average`` mode) lowers the output estimate to 1.5 times the model's recent
+    average."""
     if prices is None:
         return 0
     input_tokens = -(-body_bytes // 4)
     output = 0
     if not embeddings:
-        output = min(
-            requested_output
-            if requested_output is not None
-            else settings.output_estimate_default_tokens,
-            settings.output_estimate_cap_tokens,
-        )
+        if requested_output is None:
+            ceiling = (
+                settings.no_max_tokens_output
+                if default_max_output is None
+                else (default_max_output)
+            )
+            known = prices.max_output_tokens
+            requested_output = ceiling if known is None else min(known, ceiling)
+        output = min(requested_output, settings.output_estimate_cap_tokens)
         if recent_output is not None:
             output = min(output, math.ceil(recent_output * 1.5))
     i, o, _, _, d = prices.for_prompt(input_tokens).scaled
@@ -62,7 +71,12 @@ def _chain_configs(ctx: RequestContext, principal: Principal) -> list[ProviderCo
     return [p.config for p, _ in ctx.gateway.chain(principal, ctx.endpoint)]
 
 
-def estimate_request(ctx: RequestContext, state: State, principal: Principal) -> int:
+def estimate_request(
+    ctx: RequestContext,
+    state: State,
+    principal: Principal,
+    default_max_output: int | None = None,
+) -> int:
     model = ctx.model
     # tollway-model-access (trylast too) runs after this plugin and may still resolve an
     # alias: price the model the alias names.
@@ -96,4 +110,5 @@ def estimate_request(ctx: RequestContext, state: State, principal: Principal) ->
         state.settings,
         embeddings=ctx.endpoint == "embeddings",
         recent_output=recent,
+        default_max_output=default_max_output,
     )

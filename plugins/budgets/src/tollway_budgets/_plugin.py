@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from tollway import hookimpl
 from tollway.redis import BACKEND_ERRORS, round_trip_deadline, shared
+from tollway.routing import MAX_OUTPUT_LOOKUP
 from tollway.secrets import load_gateway_secrets
 from tollway_budgets._client import ControlPlaneClient, LocalControlPlane, embedded_base_url
+from tollway_budgets._leases import heartbeat
 from tollway_budgets._outbox import Outbox
 from tollway_budgets._prices import PriceError, Prices, PriceTable, parse_override
 from tollway_budgets._settings import NAME, BudgetSettings
@@ -86,6 +88,8 @@ async def gateway_started(gateway: Gateway) -> None:
     if problems:
         raise ValueError("; ".join(problems))
     table = await asyncio.to_thread(PriceTable.packaged)
+    # The models' maximum output caps the max_tokens the gateway fills in (tollway.routing).
+    gateway.stash[MAX_OUTPUT_LOOKUP] = table.max_output
     store: LocalStore | RedisStore
     redis = shared(gateway, NAME, max_connections=settings.redis_max_connections)
     if redis is not None:
@@ -130,7 +134,10 @@ async def gateway_started(gateway: Gateway) -> None:
         settings, table, store, client, outbox, node_id, unknown, failure_policy(settings), redis
     )
     gateway.stash[STATE] = state
+    if redis is not None:
+        state.policy.share(redis)  # one back-off and one probe for every plugin
     if isinstance(store, RedisStore):
+        state.heartbeat = gateway.spawn_daemon(heartbeat(state))
         try:
             await store.ping()
         except BACKEND_ERRORS as exc:
@@ -150,6 +157,8 @@ async def gateway_stopping(gateway: Gateway) -> None:
         return
     if state.tasks:
         await asyncio.wait(list(state.tasks), timeout=2)
+    if state.heartbeat is not None:
+        state.heartbeat.cancel()
     if state.outbox is not None:
         await state.outbox.close(state.settings.outbox_drain_seconds)
     if state.client is not None:

@@ -108,6 +108,9 @@ class Prices:
     tiers: tuple[tuple[int, Prices], ...] = ()
     #: Where they came from: ``table:<entry>``, ``provider:<name>:<entry>`` or ``default``.
     source: str = ""
+    #: The most output tokens the model produces in one answer (the table's
+    #: ``max_output_tokens``), when known: the worst case of a request without ``max_tokens``.
+    max_output_tokens: int | None = None
     #: The four prices as integers over one common denominator (exact; integer arithmetic is
     #: several times faster than Fractions on the request path).
     scaled: tuple[int, int, int, int, int] = attrs.field(
@@ -159,6 +162,7 @@ class Prices:
             # An override replaces the table's tiers: its prices are what the provider charges.
             tiers=(),
             source=source,
+            max_output_tokens=base.max_output_tokens if base else None,
         )
 
 
@@ -205,6 +209,7 @@ def _from_table(name: str, raw: Mapping[str, Any]) -> Prices | None:
             cache_read=input_ if base["cache_read"] is None else base["cache_read"],
             cache_write=input_ if base["cache_write"] is None else base["cache_write"],
             source=f"table:{name}",
+            max_output_tokens=_max_output(raw.get("max_output_tokens")),
         )
         tiers: dict[int, dict[str, Fraction]] = {}
         for key, value in raw.items():
@@ -227,11 +232,22 @@ def _from_table(name: str, raw: Mapping[str, Any]) -> Prices | None:
         return None
 
 
+def _max_output(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
 class PriceTable:
     """The packaged price table: model name → raw prices, converted on first use."""
 
-    def __init__(self, raw: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        raw: Mapping[str, Mapping[str, Any]],
+        max_output: Mapping[str, int] | None = None,
+    ) -> None:
         self._raw = raw
+        self._max_output = max_output or {}
         self._converted: dict[str, Prices | None] = {}
         self._lookups: dict[tuple[str, str], Prices | None] = {}
 
@@ -242,17 +258,33 @@ class PriceTable:
             files("tollway_budgets").joinpath("data/litellm-model-prices.json").read_bytes()
         )
         raw: dict[str, dict[str, Any]] = {}
+        max_output: dict[str, int] = {}
         for name, entry in data.items():
             if name == "sample_spec" or not isinstance(entry, dict):
                 continue
+            most = entry.get("max_output_tokens")
+            if isinstance(most, int) and not isinstance(most, bool) and most > 0:
+                max_output[name] = most
             kept = {
                 k: v
                 for k, v in entry.items()
-                if k in _TABLE_FIELDS.values() or _TIER.fullmatch(k) is not None
+                if k in _TABLE_FIELDS.values()
+                or k == "max_output_tokens"
+                or _TIER.fullmatch(k) is not None
             }
             if kept:
                 raw[name] = kept
-        return cls(raw)
+        return cls(raw, max_output)
+
+    def max_output(self, model: str, provider_type: str = "") -> int | None:
+        """The table's maximum output tokens for ``model`` (names tried as :meth:`lookup`
+        does), or None: what the gateway fills in as ``max_tokens`` at most
+        (:data:`tollway.routing.MAX_OUTPUT_LOOKUP`)."""
+        for name in _candidates(model, provider_type):
+            found = self._max_output.get(name)
+            if found is not None:
+                return found
+        return None
 
     def __len__(self) -> int:
         return len(self._raw)

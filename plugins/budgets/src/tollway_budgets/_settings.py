@@ -19,14 +19,26 @@ class BudgetSettings:
     #: Output tokens reserved at most, whatever ``max_tokens`` the request asks for (Claude
     #: Code sends 128000): the reservation is an estimate, the settlement is exact.
     output_estimate_cap_tokens: int = 4096
-    #: Output tokens reserved when the request sets no ``max_tokens`` (capped as above).
-    output_estimate_default_tokens: int = 1024
+    #: Output tokens reserved for a request that sets no ``max_tokens``: the model's max
+    #: output from the price table when known, never more than this (this when unknown).
+    #: A budget may set its own (``default_max_output_tokens`` in the budget). Capped as above.
+    default_max_output_tokens: int = 4096
+    #: Deprecated: the fixed estimate for requests without ``max_tokens`` before
+    #: ``default_max_output_tokens``; when set, it is used as ``default_max_output_tokens``.
+    output_estimate_default_tokens: int | None = None
     #: ``capped``: min(max_tokens or the default, the cap). ``recent_average``: additionally
     #: no more than 1.5 times the model's recent average output on this replica (once known) —
     #: smaller reservations, a larger possible overshoot (see the docs' overspend bound).
     output_estimate: Literal["capped", "recent_average"] = "capped"
-    #: A reservation whose request never settles (the replica crashed) expires after this.
+    #: Without Redis: a reservation whose request never settles expires after this. With
+    #: Redis: the longest a replica renews a reservation's lease, and retries a settlement
+    #: that keeps failing (set it above your longest streams).
     reservation_ttl_seconds: float = 900.0
+    #: With Redis: each replica renews its in-flight reservations' leases every third of this
+    #: (its heartbeat); a replica that died stops, and its reservations are reclaimed by the
+    #: next admission on their counters within this long (billed at the reservation in the
+    #: ledger, marked ``usage_estimated``).
+    reservation_lease_seconds: float = 10.0
 
     # --- warnings ------------------------------------------------------------------------
     #: ``X-LangWatch-Budget-Warning`` from this share of a budget on (percent).
@@ -65,12 +77,21 @@ class BudgetSettings:
     #: knows and is seeded again after this long.
     seed_retry_seconds: float = 30.0
 
+    @property
+    def no_max_tokens_output(self) -> int:
+        """The most output tokens reserved for a request without ``max_tokens`` (before the
+        model's own max output and ``output_estimate_cap_tokens``)."""
+        if self.output_estimate_default_tokens is not None:
+            return self.output_estimate_default_tokens
+        return self.default_max_output_tokens
+
     def problems(self) -> list[str]:
         """What is wrong with these values, one ``plugin.budgets.<field>: …`` line each."""
         where = f"plugin.{NAME}"
         out = []
         for field in (
             "reservation_ttl_seconds",
+            "reservation_lease_seconds",
             "redis_socket_timeout_seconds",
             "redis_connect_timeout_seconds",
             "outbox_flush_interval_seconds",
@@ -79,8 +100,13 @@ class BudgetSettings:
         ):
             if getattr(self, field) <= 0:
                 out.append(f"{where}.{field}: must be > 0")
-        for field in ("output_estimate_cap_tokens", "output_estimate_default_tokens"):
-            if getattr(self, field) < 0:
+        for field in (
+            "output_estimate_cap_tokens",
+            "default_max_output_tokens",
+            "output_estimate_default_tokens",
+        ):
+            value = getattr(self, field)
+            if value is not None and value < 0:
                 out.append(f"{where}.{field}: must be >= 0")
         if not 0 < self.warn_percent <= 100:
             out.append(f"{where}.warn_percent: must be between 1 and 100")

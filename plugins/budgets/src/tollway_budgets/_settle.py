@@ -10,6 +10,7 @@ import attrs
 from tollway import RequestContext, Usage, hookimpl
 from tollway.redis import BACKEND_ERRORS
 from tollway_budgets._budgets import end_user_of
+from tollway_budgets._leases import settle_later
 from tollway_budgets._prices import billed_output_tokens, cost_micros
 from tollway_budgets._state import CACHE_LIMIT, REQUEST, STATE, Average, Request, State
 from tollway_budgets._store import LocalStore
@@ -174,13 +175,18 @@ async def account(ctx: RequestContext) -> None:
     if isinstance(store, LocalStore):
         store.settle([c.ident for c in request.counters], ctx.request_id, costs)
         return
+    keys = [(c.hash_key, c.zset_key) for c in request.counters]
     if not state.policy.available():
-        return  # the reservation expires; the ledger has the cost
+        settle_later(state, ctx.request_id, keys, costs)  # the heartbeat retries it
+        return
     try:
-        await store.settle(
-            [(c.hash_key, c.zset_key) for c in request.counters], ctx.request_id, costs
-        )
+        await store.settle(keys, ctx.request_id, costs)
     except BACKEND_ERRORS as exc:
         state.policy.failed(exc, "settlement")
+        settle_later(state, ctx.request_id, keys, costs)
         return
+    except BaseException:
+        settle_later(state, ctx.request_id, keys, costs)
+        raise
+    state.leases.pop(ctx.request_id, None)
     state.policy.ok()

@@ -89,6 +89,14 @@ class State:
     averages: dict[str, Average] = attrs.field(factory=dict)
     unpriced: set[str] = attrs.field(factory=set)
     tasks: set[asyncio.Task[Any]] = attrs.field(factory=set)
+    #: With Redis: this replica's in-flight reservations, request id → (their zset keys, when
+    #: reserved (monotonic)): the leases the heartbeat renews, for reservation_ttl_seconds
+    #: at most.
+    leases: dict[str, tuple[list[str], float]] = attrs.field(factory=dict)
+    #: Settlements that failed (Redis timed out), retried by the heartbeat: request id →
+    #: (counters' (hash, zset) keys, costs, when first tried (monotonic)).
+    unsettled: dict[str, tuple[list[tuple[str, str]], list[int], float]] = attrs.field(factory=dict)
+    heartbeat: asyncio.Task[None] | None = None
 
     @property
     def redis(self) -> bool:

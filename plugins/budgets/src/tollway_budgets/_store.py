@@ -5,8 +5,11 @@ A counter holds ``spent`` (settled micro-USD since it was seeded, plus the seed)
 ``reserved`` (the sum of in-flight requests' reservations, each also recorded with its expiry
 so a crashed replica's reservations lapse). Admission refuses when a ``block`` budget's
 ``spent + reserved >= limit``; otherwise it reserves the request's estimate on every counter.
-Settlement releases the reservation and adds the actual cost. A counter that does not exist
-yet must first be *seeded* with the spend the ledger already holds for its window.
+Settlement releases the reservation and adds the actual cost. A reservation that outlived its
+lease (its request never settled: the replica died) is *reclaimed* by the next admission: its
+amount moves to ``spent`` — the request is billed at its reservation, an upper bound — and a
+late settlement corrects that to the actual cost. A counter that does not exist yet must first
+be *seeded* with the spend the ledger already holds for its window.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ __all__ = ["Admission", "LocalStore", "RedisStore"]
 ADMIT_LUA = LUA_NOW_MS + files("tollway_budgets").joinpath("admit.lua").read_text()
 SETTLE_LUA = files("tollway_budgets").joinpath("settle.lua").read_text()
 SEED_LUA = files("tollway_budgets").joinpath("seed.lua").read_text()
+RENEW_LUA = LUA_NOW_MS + files("tollway_budgets").joinpath("renew.lua").read_text()
 
 
 @attrs.frozen
@@ -46,6 +50,9 @@ class Admission:
     missing: tuple[int, ...] = ()
     reseed: tuple[int, ...] = ()
     now_ms: int = 0
+    #: Reservations of other requests whose lease lapsed, reclaimed by this admission:
+    #: (request id, amount, the request's description as JSON or "").
+    reclaimed: tuple[tuple[str, int, str], ...] = ()
 
 
 @attrs.define
@@ -55,8 +62,18 @@ class _LocalCounter:
     reserved: int = 0
     #: request id → (amount, expires at ms)
     reservations: dict[str, tuple[int, int]] = attrs.field(factory=dict)
+    #: request id → amount, of reservations reclaimed (billed at their amount) unsettled.
+    reclaimed: dict[str, int] = attrs.field(factory=dict)
     #: 0, or when a provisional counter should be seeded again (ms).
     provisional_until_ms: int = 0
+    #: The last admission, and when the current run of admissions (none more than a lease
+    #: apart) began (ms): reservations are reclaimed only after a whole lease of use.
+    last_admission_ms: int = 0
+    in_use_since_ms: int = 0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class LocalStore:
@@ -79,16 +96,29 @@ class LocalStore:
         if missing:
             return Admission("seed", missing=missing, now_ms=now_ms)
         spent, reserved = [], []
+        taken: list[tuple[str, int, str]] = []
         for i, (spec, counter) in enumerate(zip(counters, found, strict=True)):
             assert counter is not None
-            expired = [r for r, (_, exp) in counter.reservations.items() if exp <= now_ms]
+            if now_ms - counter.last_admission_ms > ttl_ms:
+                counter.in_use_since_ms = now_ms
+            counter.last_admission_ms = now_ms
+            in_use = now_ms - counter.in_use_since_ms >= ttl_ms
+            expired = [
+                r for r, (_, exp) in counter.reservations.items() if in_use and exp <= now_ms
+            ]
             for r in expired:
-                counter.reserved -= counter.reservations.pop(r)[0]
+                amount = counter.reservations.pop(r)[0]
+                counter.reserved -= amount
+                counter.spent += amount
+                counter.reclaimed[r] = amount
+                taken.append((r, amount, ""))
             s, res = counter.spent, max(0, counter.reserved)
             spent.append(s)
             reserved.append(res)
             if spec.budget.block and s + res >= spec.budget.limit:
-                return Admission("blocked", (s,), (res,), index=i, now_ms=now_ms)
+                return Admission(
+                    "blocked", (s,), (res,), index=i, now_ms=now_ms, reclaimed=tuple(taken)
+                )
         reseed = []
         for i, (spec, counter, amount) in enumerate(zip(counters, found, amounts, strict=True)):
             assert counter is not None
@@ -99,7 +129,14 @@ class LocalStore:
             if counter.provisional_until_ms and counter.provisional_until_ms <= now_ms:
                 counter.provisional_until_ms = now_ms + retry_ms
                 reseed.append(i)
-        return Admission("ok", tuple(spent), tuple(reserved), reseed=tuple(reseed), now_ms=now_ms)
+        return Admission(
+            "ok",
+            tuple(spent),
+            tuple(reserved),
+            reseed=tuple(reseed),
+            now_ms=now_ms,
+            reclaimed=tuple(taken),
+        )
 
     def settle(self, idents: Sequence[str], request_id: str, costs: Sequence[int]) -> None:
         for ident, cost in zip(idents, costs, strict=True):
@@ -109,6 +146,10 @@ class LocalStore:
             held = counter.reservations.pop(request_id, None)
             if held is not None:
                 counter.reserved -= held[0]
+            elif request_id in counter.reclaimed:
+                cost -= counter.reclaimed.pop(request_id)
+            else:
+                continue  # settled already: a retry changes nothing
             counter.spent += cost
 
     def seed(
@@ -153,6 +194,7 @@ class RedisStore:
         self._admit = Script(client, ADMIT_LUA)
         self._settle = Script(client, SETTLE_LUA)
         self._seed = Script(client, SEED_LUA)
+        self._renew = Script(client, RENEW_LUA)
 
     async def admit(
         self,
@@ -162,10 +204,13 @@ class RedisStore:
         now_ms: int | None,
         ttl_ms: int,
         retry_ms: int,
+        meta: str = "",
     ) -> Admission:
+        """``ttl_ms``: the reservation's lease (renewed by :meth:`renew` while the request
+        runs); ``meta``: the request's description, handed back if it is ever reclaimed."""
         keys: list[str] = []
         args: list[Any] = ["" if now_ms is None else now_ms, request_id, ttl_ms, retry_ms]
-        args.append(len(counters))
+        args.extend((len(counters), meta))
         for spec, amount in zip(counters, amounts, strict=True):
             keys.extend((spec.hash_key, spec.zset_key))
             args.extend((spec.budget.limit, 1 if spec.budget.block else 0, amount))
@@ -173,20 +218,43 @@ class RedisStore:
         async with asyncio.timeout(self.deadline):
             reply = await self._admit(keys=keys, args=args)
         code, now = int(reply[0]), int(reply[1])
+        raw = reply[2] or []
+        reclaimed = tuple(
+            (_text(raw[i]), int(raw[i + 1]), _text(raw[i + 2])) for i in range(0, len(raw), 3)
+        )
+        rest = reply[3:]
         if code == 2:
-            return Admission("seed", missing=tuple(int(i) - 1 for i in reply[2:]), now_ms=now)
+            missing = tuple(int(i) - 1 for i in rest)
+            return Admission("seed", missing=missing, now_ms=now, reclaimed=reclaimed)
         if code == 0:
             return Admission(
-                "blocked", (int(reply[3]),), (int(reply[4]),), index=int(reply[2]) - 1, now_ms=now
+                "blocked",
+                (int(rest[1]),),
+                (int(rest[2]),),
+                index=int(rest[0]) - 1,
+                now_ms=now,
+                reclaimed=reclaimed,
             )
-        values = [int(v) for v in reply[2:]]
+        values = [int(v) for v in rest]
         return Admission(
             "ok",
             tuple(values[0::3]),
             tuple(values[1::3]),
             reseed=tuple(i for i, flag in enumerate(values[2::3]) if flag),
             now_ms=now,
+            reclaimed=reclaimed,
         )
+
+    async def renew(self, leases: dict[str, list[str]], lease_ms: int) -> int:
+        """Renew the leases of in-flight reservations, ``{zset key: [request id, ...]}``, in
+        one pipeline; how many were still there."""
+        calls = [([z], ["", lease_ms, *rids]) for z, rids in leases.items()]
+        async with asyncio.timeout(self.deadline):
+            results = await self._renew.pipeline(calls)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return sum(int(r) for r in results)
 
     async def settle(
         self, counters: Sequence[tuple[str, str]], request_id: str, costs: Sequence[int]

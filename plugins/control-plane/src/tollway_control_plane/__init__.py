@@ -139,6 +139,15 @@ def register_commands(cli: click.Group) -> None:
 @hookimpl
 def register_routes(app: Quart, gateway: Gateway) -> None:
     if not embedded():
+        from tollway.server import supervised_control_plane
+
+        # A worker of `serve --workers N`: the embedded control plane runs in the supervisor's
+        # child process; this port still answers its API, relayed there.
+        url = supervised_control_plane()
+        if url is not None:
+            from tollway_control_plane.relay import mount_relay
+
+            mount_relay(app, url)
         return
     from tollway_control_plane.protocol import mount
 
@@ -184,7 +193,19 @@ def describe_state(state: StateLocation, gateway: Gateway | None) -> dict[str, A
         return report
     cp = gateway.stash.get(_CONTROL_PLANE)
     if cp is None:
-        return None
+        from tollway.server import supervised_control_plane
+
+        if supervised_control_plane() is None:
+            return None
+        # A worker of `serve --workers N`: the store is the supervisor's control plane's, the
+        # one of this data dir (read, never created), so `tollway status` can compare.
+        from tollway_control_plane.runtime import locate_store
+
+        try:
+            where = locate_store(gateway.settings.data_dir)
+        except Exception:  # an unreachable PostgreSQL: readiness reports it, not this
+            return None
+        return {"store": {"kind": where.kind, "id": where.id}} if where.exists else None
     return {"store": {"kind": cp.store.db.dialect, "id": cp.store.store_id}}
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from tollway.routing import STRATEGIES
 from tollway_control_plane._cli_common import (
     _call,
     _changes,
@@ -182,35 +183,51 @@ _id_commands(
 
 
 def _policy_line(p: dict[str, Any]) -> str:
-    return ",".join(
-        f"{e['provider_id']}:{e['model']}" if e["model"] else e["provider_id"] for e in p["entries"]
-    )
+    weighted = p.get("strategy") == "weighted"
+    parts = []
+    for e in p["entries"]:
+        text = f"{e['provider_id']}:{e['model']}" if e["model"] else e["provider_id"]
+        parts.append(f"{text}:{e.get('weight', 1)}" if weighted else text)
+    return ",".join(parts)
+
+
+_PROVIDERS_HELP = (
+    "Provider ids (mp_…) or config-file provider names, in fallback order. ':model' pins the "
+    "model to ask that provider for; ':N' is its weight under --strategy weighted (0: fallback "
+    "only), e.g. mp_a:3,mp_b:1 or mp_a:claude-sonnet-4-5:3. Weights imply --strategy weighted."
+)
+_STRATEGY_HELP = (
+    "How each request walks the providers: ordered (fixed order), weighted (by the weights), "
+    "least-latency (fastest time to first byte first), least-busy (fewest in flight first). "
+    "Every strategy falls back to the rest on failure."
+)
 
 
 def _policy_created(data: dict[str, Any]) -> None:
     suffix = " (the organization's default)" if data["is_default"] else ""
     click.echo(f"created routing policy {data['id']} ({data['name']}){suffix}")
+    click.echo(f"strategy: {data.get('strategy', 'ordered')}")
     click.echo(f"providers: {_policy_line(data)}")
 
 
 @click.group("routing-policies")
 def routing_policies() -> None:
-    """Ordered provider chains that keys can point at."""
+    """Provider chains that keys can point at, and how requests spread over them."""
 
 
 @routing_policies.command("create")
 @click.option("--name", required=True)
-@click.option(
-    "--providers",
-    required=True,
-    metavar="ID[,ID[:model]…]",
-    help="Provider ids in dispatch order; ':model' pins the model to ask that provider for.",
-)
+@click.option("--providers", required=True, metavar="ID[:model][:N][,…]", help=_PROVIDERS_HELP)
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help=_STRATEGY_HELP)
 @click.option("--default", "is_default", is_flag=True, help="The organization's default order.")
 @_json_option
-def rp_create(name: str, providers: str, is_default: bool, as_json: bool) -> None:
+def rp_create(
+    name: str, providers: str, strategy: str | None, is_default: bool, as_json: bool
+) -> None:
     """Create a routing policy."""
-    body = {"name": name, "providers": providers, "is_default": is_default}
+    body: dict[str, Any] = {"name": name, "providers": providers, "is_default": is_default}
+    if strategy is not None:
+        body["strategy"] = strategy
     _show(_call("policies.create", body=body), as_json, _policy_created)
 
 
@@ -219,8 +236,11 @@ _list_command(
     "policies.list",
     "List routing policies.",
     lambda data: _table(
-        [(p["id"], p["name"], p["is_default"], _policy_line(p)) for p in data],
-        ("ID", "NAME", "DEFAULT", "PROVIDERS"),
+        [
+            (p["id"], p["name"], p["is_default"], p.get("strategy", "ordered"), _policy_line(p))
+            for p in data
+        ],
+        ("ID", "NAME", "DEFAULT", "STRATEGY", "PROVIDERS"),
     ),
     empty="no routing policies yet: tollway routing-policies create --name … --providers …",
 )
@@ -238,20 +258,32 @@ _id_commands(
 @routing_policies.command("update")
 @click.argument("policy_id", metavar="ID")
 @click.option("--name", default=None)
-@click.option("--providers", default=None, metavar="ID[,ID[:model]…]")
+@click.option("--providers", default=None, metavar="ID[:model][:N][,…]", help=_PROVIDERS_HELP)
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None, help=_STRATEGY_HELP)
 @click.option("--default/--no-default", "is_default", default=None)
 @_json_option
 def rp_update(
-    policy_id: str, name: str | None, providers: str | None, is_default: bool | None, as_json: bool
+    policy_id: str,
+    name: str | None,
+    providers: str | None,
+    strategy: str | None,
+    is_default: bool | None,
+    as_json: bool,
 ) -> None:
-    """Change a routing policy's name, providers or default flag."""
+    """Change a routing policy's name, providers, strategy or default flag."""
     body = _changes(
-        "--name, --providers or --default", name=name, providers=providers, is_default=is_default
+        "--name, --providers, --strategy or --default",
+        name=name,
+        providers=providers,
+        strategy=strategy,
+        is_default=is_default,
     )
     _show(
         _call("policies.update", policy_id, body),
         as_json,
-        lambda data: click.echo(f"updated {data['id']}: {_policy_line(data)}"),
+        lambda data: click.echo(
+            f"updated {data['id']} ({data.get('strategy', 'ordered')}): {_policy_line(data)}"
+        ),
     )
 
 

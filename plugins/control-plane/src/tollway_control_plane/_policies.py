@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tollway.routing import strategy_problem, weight_problem
 from tollway_control_plane._base import StoreBase
 from tollway_control_plane._db import IntegrityError, Transaction
 from tollway_control_plane._errors import Conflict, NotFound, ValidationError
@@ -42,44 +43,93 @@ class PoliciesMixin(StoreBase):
     def policy_chain(self, key: VirtualKey) -> list[tuple[ModelProvider | str, str | None]]:
         """As :meth:`provider_chain`, with a routing policy's config-file entries in their
         place: the provider's name (the gateway serving the key resolves it in its own file)."""
+        return [(p, model) for p, model, _ in self.weighted_policy_chain(key)]
+
+    def weighted_policy_chain(
+        self, key: VirtualKey
+    ) -> list[tuple[ModelProvider | str, str | None, int]]:
+        """:meth:`policy_chain` with each entry's weight (1 without a policy)."""
         visible = self._visible_providers(key.scope)
         policy = self.key_routing_policy(key)
         if policy is None:
-            return [(p, None) for p in visible]
+            return [(p, None, 1) for p in visible]
         by_id = {p.id: p for p in visible}
-        chain: list[tuple[ModelProvider | str, str | None]] = []
+        chain: list[tuple[ModelProvider | str, str | None, int]] = []
         for e in policy.entries:
             if e.from_config:
-                chain.append((e.provider_id, e.model))
+                chain.append((e.provider_id, e.model, e.weight))
             elif e.provider_id in by_id:
-                chain.append((by_id[e.provider_id], e.model))
+                chain.append((by_id[e.provider_id], e.model, e.weight))
         return chain
 
     @staticmethod
-    def parse_entries(spec: str | Sequence[Any]) -> list[PolicyEntry]:
-        """``"mp_a,mp_b:claude-sonnet-4-5"`` (or a list of ids / entries / dicts) → entries.
-        An entry that is not an ``mp_`` id names a provider of the gateway's config file."""
+    def parse_entries(spec: str | Sequence[Any], strategy: str | None = None) -> list[PolicyEntry]:
+        """``"mp_a:3,mp_b:claude-sonnet-4-5"`` (or a list of ids / entries / dicts) → entries.
+
+        An entry is ``ID``, ``ID:weight``, ``ID:model`` or — when ``strategy`` is ``weighted`` —
+        ``ID:model:weight`` (a model id may itself end in ``:0``, as Bedrock's do, so a trailing
+        number after a model is a weight only then). An entry that is not an ``mp_`` id names a
+        provider of the gateway's config file."""
+        return PoliciesMixin.parse_policy(spec, strategy)[0]
+
+    @staticmethod
+    def parse_policy(
+        spec: str | Sequence[Any], strategy: str | None = None
+    ) -> tuple[list[PolicyEntry], str | None]:
+        """:meth:`parse_entries`, and the strategy: ``strategy``, else ``weighted`` when an
+        entry gives a weight, else None (unchanged / ``ordered``)."""
         items: Sequence[Any]
         items = [s for s in spec.split(",")] if isinstance(spec, str) else spec
         entries: list[PolicyEntry] = []
+        weighted = False
         for i, item in enumerate(items):
+            weight: Any = None
             if isinstance(item, PolicyEntry):
                 entries.append(item)
                 continue
             if isinstance(item, Mapping):
-                pid, model = item.get("provider_id"), item.get("model")
+                pid, model, weight = item.get("provider_id"), item.get("model"), item.get("weight")
             elif isinstance(item, str):
                 pid, _, model = item.strip().partition(":")
+                if model.isdigit():
+                    model, weight = "", int(model)
+                elif strategy == "weighted" and model.rpartition(":")[2].isdigit():
+                    model, _, number = model.rpartition(":")
+                    weight = int(number)
             else:
-                raise ValidationError(f"providers[{i}]: must be 'ID' or 'ID:model'")
+                raise ValidationError(f"providers[{i}]: must be 'ID', 'ID:weight' or 'ID:model'")
             if not isinstance(pid, str) or not pid.strip():
                 raise ValidationError(f"providers[{i}]: empty provider id")
             if model is not None and not isinstance(model, str):
                 raise ValidationError(f"providers[{i}].model: must be a string")
-            entries.append(PolicyEntry(pid.strip(), (model or "").strip() or None))
+            if weight is not None:
+                problem = weight_problem(weight)
+                if problem:
+                    raise ValidationError(f"providers[{i}].weight: {problem}")
+                weighted = True
+            entries.append(
+                PolicyEntry(
+                    pid.strip(), (model or "").strip() or None, 1 if weight is None else weight
+                )
+            )
         if not entries:
             raise ValidationError("providers: list at least one provider id")
-        return entries
+        if strategy is not None:
+            problem = strategy_problem(strategy)
+            if problem:
+                raise ValidationError(f"strategy: {problem}")
+        if weighted and strategy not in (None, "weighted"):
+            raise ValidationError(
+                f"providers: weights (ID:N) apply to the weighted strategy only, not {strategy}; "
+                "drop the ':N' or use strategy weighted"
+            )
+        resolved = strategy or ("weighted" if weighted else None)
+        if resolved == "weighted" and not any(e.weight > 0 for e in entries):
+            raise ValidationError(
+                "providers: every weight is 0; give at least one provider a positive weight "
+                "(0 means fallback only)"
+            )
+        return entries, resolved
 
     def _check_entries(self, entries: Sequence[PolicyEntry], organization_id: str) -> None:
         for i, entry in enumerate(entries):
@@ -102,9 +152,11 @@ class PoliciesMixin(StoreBase):
         providers: str | Sequence[Any],
         is_default: bool = False,
         organization_id: str = DEFAULT_ORGANIZATION,
+        strategy: str | None = None,
     ) -> RoutingPolicy:
         name = _name(name, "routing policy")
-        entries = self.parse_entries(providers)
+        entries, resolved = self.parse_policy(providers, strategy)
+        strategy = resolved or "ordered"
         self.get_organization(organization_id)
         self._check_entries(entries, organization_id)
         policy_id = new_id("rp")
@@ -119,8 +171,8 @@ class PoliciesMixin(StoreBase):
                     )
                 tx.execute(
                     "INSERT INTO routing_policies (id, organization_id, name, is_default, "
-                    "revision, created_at, updated_at) VALUES (?,?,?,?,?,?,?)",
-                    (policy_id, organization_id, name, int(is_default), 1, ts, ts),
+                    "revision, created_at, updated_at, strategy) VALUES (?,?,?,?,?,?,?,?)",
+                    (policy_id, organization_id, name, int(is_default), 1, ts, ts, strategy),
                 )
                 self._write_entries(tx, policy_id, entries)
                 self._event(tx, "policy_changed")
@@ -138,21 +190,21 @@ class PoliciesMixin(StoreBase):
             if entry.from_config:
                 tx.execute(
                     "INSERT INTO routing_policy_config_entries (policy_id, position, "
-                    "provider_name, model) VALUES (?,?,?,?)",
-                    (policy_id, position, entry.provider_id, entry.model),
+                    "provider_name, model, weight) VALUES (?,?,?,?,?)",
+                    (policy_id, position, entry.provider_id, entry.model, entry.weight),
                 )
                 continue
             tx.execute(
-                "INSERT INTO routing_policy_entries (policy_id, position, provider_id, model) "
-                "VALUES (?,?,?,?)",
-                (policy_id, position, entry.provider_id, entry.model),
+                "INSERT INTO routing_policy_entries (policy_id, position, provider_id, model, "
+                "weight) VALUES (?,?,?,?,?)",
+                (policy_id, position, entry.provider_id, entry.model, entry.weight),
             )
 
     def _policy_from_row(self, row: Mapping[str, Any]) -> RoutingPolicy:
         entries = self.db.query(
-            "SELECT position, provider_id, model FROM routing_policy_entries WHERE policy_id = ? "
-            "UNION ALL SELECT position, provider_name AS provider_id, model "
-            "FROM routing_policy_config_entries WHERE policy_id = ? ORDER BY position",
+            "SELECT position, provider_id, model, weight FROM routing_policy_entries "
+            "WHERE policy_id = ? UNION ALL SELECT position, provider_name AS provider_id, model, "
+            "weight FROM routing_policy_config_entries WHERE policy_id = ? ORDER BY position",
             (row["id"], row["id"]),
         )
         return RoutingPolicy(
@@ -160,7 +212,10 @@ class PoliciesMixin(StoreBase):
             organization_id=row["organization_id"],
             name=row["name"],
             is_default=bool(row["is_default"]),
-            entries=tuple(PolicyEntry(e["provider_id"], e["model"]) for e in entries),
+            entries=tuple(
+                PolicyEntry(e["provider_id"], e["model"], int(e["weight"])) for e in entries
+            ),
+            strategy=str(row["strategy"]),
             revision=int(row["revision"]),
             created_at=row["created_at"],
             updated_at=row["updated_at"],
@@ -192,11 +247,17 @@ class PoliciesMixin(StoreBase):
         name: str | Unset = UNSET,
         providers: str | Sequence[Any] | Unset = UNSET,
         is_default: bool | Unset = UNSET,
+        strategy: str | Unset = UNSET,
     ) -> RoutingPolicy:
         current = self.get_routing_policy(policy_id)
         entries = None
+        given = None if isinstance(strategy, Unset) else strategy
+        new_strategy = given
         if not isinstance(providers, Unset):
-            entries = self.parse_entries(providers)
+            # Weights without a strategy make the policy weighted; a weighted policy reads a
+            # trailing ':N' after a model as a weight.
+            hint = given or ("weighted" if current.strategy == "weighted" else None)
+            entries, new_strategy = self.parse_policy(providers, hint)
             self._check_entries(entries, current.organization_id)
             users = self.db.query(
                 "SELECT id, scope_type, organization_id, team_id, project_id FROM virtual_keys "
@@ -212,12 +273,17 @@ class PoliciesMixin(StoreBase):
                         f"providers: key {u['id']} ({scope.label}) uses this policy and cannot "
                         f"see {', '.join(dict.fromkeys(hidden))}"
                     )
+        elif given is not None:
+            # Checked against the entries the policy keeps.
+            new_strategy = self.parse_policy(list(current.entries), given)[1]
         ts = format_time(now())
         try:
             with self.db.transaction() as tx:
                 sets: dict[str, Any] = {"updated_at": ts}
                 if not isinstance(name, Unset):
                     sets["name"] = _name(name, "routing policy")
+                if new_strategy is not None:
+                    sets["strategy"] = new_strategy
                 if not isinstance(is_default, Unset):
                     if is_default:
                         tx.execute(

@@ -217,6 +217,8 @@ class PolicyEntry:
 
     provider_id: str
     model: str | None = None
+    #: Its share under the ``weighted`` strategy (0: fallback only).
+    weight: int = 1
 
     @property
     def from_config(self) -> bool:
@@ -224,13 +226,18 @@ class PolicyEntry:
         return not self.provider_id.startswith("mp_")
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"provider_id": self.provider_id, "model": self.model}
+        out: dict[str, Any] = {
+            "provider_id": self.provider_id,
+            "model": self.model,
+            "weight": self.weight,
+        }
         if self.from_config:
             out["source"] = "config"
         return out
 
     def __str__(self) -> str:
-        return f"{self.provider_id}:{self.model}" if self.model else self.provider_id
+        text = f"{self.provider_id}:{self.model}" if self.model else self.provider_id
+        return text if self.weight == 1 else f"{text}:{self.weight}"
 
 
 @attrs.frozen
@@ -243,6 +250,8 @@ class RoutingPolicy:
     revision: int
     created_at: str
     updated_at: str
+    #: How a request walks :attr:`entries` (:data:`tollway.routing.STRATEGIES`).
+    strategy: str = "ordered"
 
     def to_json(self) -> dict[str, Any]:
         data = attrs.asdict(self, recurse=False)

@@ -400,16 +400,18 @@ class Service:
     # --- routing policies ---------------------------------------------------------------
 
     def policies_create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        _check_fields(body, ("name", "providers", "is_default", "organization_id"))
+        _check_fields(body, ("name", "providers", "strategy", "is_default", "organization_id"))
         kwargs: dict[str, Any] = {}
         org = _get(body, "organization_id", str, nullable=False)
         if not isinstance(org, Unset):
             kwargs["organization_id"] = org
         providers = _get(body, "providers", (str, list), required=True, nullable=False)
-        self._check_config_entries(providers)
+        strategy = _or(_get(body, "strategy", str, nullable=False), None)
+        self._check_config_entries(providers, strategy)
         return self.store.create_routing_policy(
             name=_get(body, "name", str, required=True, nullable=False),
             providers=providers,
+            strategy=strategy,
             is_default=bool(_or(_get(body, "is_default", bool, nullable=False), False)),
             **kwargs,
         ).to_json()
@@ -421,22 +423,24 @@ class Service:
         return self.store.get_routing_policy(policy_id).to_json()
 
     def policies_update(self, policy_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        _check_fields(body, ("name", "providers", "is_default"))
+        _check_fields(body, ("name", "providers", "strategy", "is_default"))
         providers = _get(body, "providers", (str, list), nullable=False)
-        self._check_config_entries(providers)
+        strategy = _get(body, "strategy", str, nullable=False)
+        self._check_config_entries(providers, _or(strategy, None))
         return self.store.update_routing_policy(
             policy_id,
             name=_get(body, "name", str, nullable=False),
             providers=providers,
             is_default=_get(body, "is_default", bool, nullable=False),
+            strategy=strategy,
         ).to_json()
 
-    def _check_config_entries(self, providers: Any) -> None:
+    def _check_config_entries(self, providers: Any, strategy: str | None = None) -> None:
         """Entries naming a config-file provider must name one of this config file's."""
         if isinstance(providers, Unset):
             return
         known = {p.name for p in self.config_providers}
-        for i, entry in enumerate(self.store.parse_entries(providers)):
+        for i, entry in enumerate(self.store.parse_entries(providers, strategy)):
             if entry.from_config and entry.provider_id not in known:
                 listed = ", ".join(sorted(known)) or "none: give the command --config FILE"
                 raise ValidationError(

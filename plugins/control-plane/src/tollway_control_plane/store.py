@@ -160,10 +160,10 @@ class Store(
         key = self.get_key(key_id)
         policy = self.key_routing_policy(key)
         providers: list[dict[str, Any]] = []
-        for provider, model in self.policy_chain(key):
+        for provider, model, weight in self.weighted_policy_chain(key):
             if isinstance(provider, str):
                 # A provider of the gateway's config file, by name (the gateway resolves it).
-                providers.append({"config_provider": provider, "model": model})
+                providers.append({"config_provider": provider, "model": model, "weight": weight})
                 continue
             providers.append(
                 {
@@ -180,6 +180,7 @@ class Store(
                     "tpm": provider.tpm,
                     "rpd": provider.rpd,
                     "model": model,
+                    "weight": weight,
                 }
             )
         return {
@@ -197,6 +198,8 @@ class Store(
             # Set when a routing policy ordered "providers": the gateway then routes to exactly
             # them; null: it adds its own config-file providers after them.
             "routing_policy_id": policy.id if policy is not None else None,
+            # How the gateway walks "providers" per request (tollway.routing).
+            "routing_strategy": policy.strategy if policy is not None else "ordered",
             "providers": providers,
             "budgets": [b.to_bundle() for b in self.key_budgets(key)],
             "extras": {"otel_auth_token": _ingest_token(self, key)},

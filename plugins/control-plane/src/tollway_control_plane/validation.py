@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 import orjson
 
+from tollway.routing import STRATEGIES, weight_problem
 from tollway_control_plane.auth import PERMISSIONS, parse_permissions
 from tollway_control_plane.store import (
     BUDGET_WINDOWS,
@@ -417,18 +418,20 @@ def _policy_providers() -> Field:
 
     def check(name: str, value: Any) -> str | None:
         if isinstance(value, str):
-            return _string(MAX_POLICY_ENTRIES * (MAX_ID + MAX_MODEL + 2))(name, value)
+            return _string(MAX_POLICY_ENTRIES * (MAX_ID + MAX_MODEL + 10))(name, value)
         if not isinstance(value, list):
-            return "must be 'ID,ID:model' or a list of {provider_id, model}"
+            return "must be 'ID,ID:model,ID:weight' or a list of {provider_id, model, weight}"
         if len(value) > MAX_POLICY_ENTRIES:
             return f"at most {MAX_POLICY_ENTRIES} entries (got {len(value)})"
         for i, entry in enumerate(value):
             if isinstance(entry, str):
-                problem = _string(MAX_ID + MAX_MODEL + 1)(name, entry)
+                problem = _string(MAX_ID + MAX_MODEL + 9)(name, entry)
             elif isinstance(entry, Mapping):
-                unknown = [k for k in entry if k not in ("provider_id", "model")]
+                unknown = [k for k in entry if k not in ("provider_id", "model", "weight")]
                 if unknown:
-                    return f"[{i}].{unknown[0]}: unknown field (known: provider_id, model)"
+                    return f"[{i}].{unknown[0]}: unknown field (known: provider_id, model, weight)"
+                if "weight" in entry and weight_problem(entry["weight"]):
+                    return f"[{i}].weight: {weight_problem(entry['weight'])}"
                 problem = provider_id(name, entry.get("provider_id"))
                 if problem:
                     return f"[{i}].provider_id: {problem}"
@@ -450,19 +453,20 @@ def _policy_providers() -> Field:
         "properties": {
             "provider_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID},
             "model": {"type": ["string", "null"], "maxLength": MAX_MODEL},
+            "weight": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
         },
     }
     body = {
-        "description": "'mp_a,mp_b:model' or [{provider_id, model}]",
+        "description": "'mp_a:3,mp_b:model:1' or [{provider_id, model, weight}]",
         "oneOf": [
-            {"type": "string", "maxLength": MAX_POLICY_ENTRIES * (MAX_ID + MAX_MODEL + 2)},
+            {"type": "string", "maxLength": MAX_POLICY_ENTRIES * (MAX_ID + MAX_MODEL + 10)},
             {
                 "type": "array",
                 "minItems": 1,
                 "maxItems": MAX_POLICY_ENTRIES,
                 "items": {
                     "oneOf": [
-                        {"type": "string", "maxLength": MAX_ID + MAX_MODEL + 1},
+                        {"type": "string", "maxLength": MAX_ID + MAX_MODEL + 9},
                         entry,
                     ]
                 },
@@ -544,12 +548,14 @@ BODIES: dict[str, dict[str, Field]] = {
     "policies.create": {
         "name": _name(),
         "providers": _policy_providers(),
+        "strategy": _enum(STRATEGIES),
         "is_default": _bool(),
         "organization_id": _id(),
     },
     "policies.update": {
         "name": _name(),
         "providers": _policy_providers(),
+        "strategy": _enum(STRATEGIES),
         "is_default": _bool(),
     },
     "budgets.create": {

@@ -150,6 +150,8 @@ async def gateway_started(gateway: Gateway) -> None:
         store = LocalStore()
     state = _State(settings, store, round(settings.window_seconds * 1000), facility=redis)
     gateway.stash[_STATE] = state
+    if redis is not None:
+        state.policy.share(redis)  # one back-off and one probe for every plugin
     if isinstance(store, RedisStore):
         store.on_settle_error = lambda exc: state.policy.failed(exc, "settlement")
         try:

@@ -129,6 +129,8 @@ async def gateway_started(gateway: Gateway) -> None:
     else:
         store = MemoryStore(settings.max_entries, settings.max_memory_bytes)
     runtime = Runtime(settings, store, redis)
+    if redis is not None:
+        runtime.policy.share(redis)  # one back-off and one probe for every plugin
     gateway.stash[_RUNTIME] = runtime
     if isinstance(store, RedisStore):
         status = await runtime.check()

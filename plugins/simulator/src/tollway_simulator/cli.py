@@ -9,7 +9,14 @@ import sys
 
 import click
 
-from tollway_simulator.faults import FAULT_HELP, Fault, parse_fault
+from tollway_simulator.faults import (
+    FAULT_HELP,
+    FAULT_MIX_HELP,
+    Fault,
+    FaultMix,
+    parse_fault,
+    parse_fault_mix,
+)
 from tollway_simulator.server import LISTENING_PREFIX, start_simulator
 
 
@@ -18,6 +25,17 @@ def _fault_option(ctx: click.Context, param: click.Parameter, value: str | None)
         return None
     try:
         return parse_fault(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def _fault_mix_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> FaultMix | None:
+    if value is None:
+        return None
+    try:
+        return parse_fault_mix(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
@@ -63,12 +81,29 @@ def _fault_option(ctx: click.Context, param: click.Parameter, value: str | None)
     callback=_fault_option,
     help=f"Fault applied to every provider request (header x-simulator-fault wins): {FAULT_HELP}.",
 )
+@click.option(
+    "--fault-mix",
+    default=None,
+    metavar="MIX",
+    callback=_fault_mix_option,
+    help=f"Random faults for requests without x-simulator-fault: {FAULT_MIX_HELP}.",
+)
 def simulate(
-    host: str, port: int, latency_ms: int, event_delay_ms: int, fault: Fault | None
+    host: str,
+    port: int,
+    latency_ms: int,
+    event_delay_ms: int,
+    fault: Fault | None,
+    fault_mix: FaultMix | None,
 ) -> None:
     """Run the provider simulator until interrupted."""
     run_simulator(
-        host=host, port=port, latency_ms=latency_ms, event_delay_ms=event_delay_ms, fault=fault
+        host=host,
+        port=port,
+        latency_ms=latency_ms,
+        event_delay_ms=event_delay_ms,
+        fault=fault,
+        fault_mix=fault_mix,
     )
 
 
@@ -78,12 +113,13 @@ def run_simulator(
     latency_ms: int = 0,
     event_delay_ms: int = 0,
     fault: Fault | str | None = None,
+    fault_mix: FaultMix | str | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM, printing the listening line to stdout first."""
 
     async def main() -> None:
         runner, base_url = await start_simulator(
-            host, port, latency_ms, fault, event_delay_ms=event_delay_ms
+            host, port, latency_ms, fault, event_delay_ms=event_delay_ms, fault_mix=fault_mix
         )
         sys.stdout.write(f"{LISTENING_PREFIX}{base_url}\n")
         sys.stdout.flush()

@@ -147,8 +147,9 @@ def error_reply(
     return JsonReply(status, body, provider_headers(flavor))
 
 
-def status_fault_reply(flavor: Flavor, status: int) -> JsonReply:
-    """The error a provider returns with ``status`` (the ``--fault 500`` family)."""
+def status_fault_reply(flavor: Flavor, status: int, retry_after: int = 1) -> JsonReply:
+    """The error a provider returns with ``status`` (the ``--fault 500`` family); a 429 says
+    ``retry-after: <retry_after>``."""
     extra = _FLAVORS.get(flavor)
     if extra is not None:
         body = extra.fault_body(status)
@@ -168,7 +169,7 @@ def status_fault_reply(flavor: Flavor, status: int) -> JsonReply:
     if extra is None:
         headers = provider_headers(flavor)
     if status == 429:
-        headers["retry-after"] = "1"
+        headers["retry-after"] = str(retry_after)
     headers["x-simulator-fault"] = str(status)
     return JsonReply(status, body, headers)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import random
 import socket
 import struct
 import time
@@ -39,7 +40,7 @@ from tollway_simulator.errors import (
     provider_headers,
     status_fault_reply,
 )
-from tollway_simulator.faults import Fault, parse_fault
+from tollway_simulator.faults import Fault, FaultMix, parse_fault, parse_fault_mix, pick_fault
 from tollway_simulator.fixtures import fixture_events, fixture_names
 
 MAX_RECORDED = 200
@@ -81,10 +82,15 @@ class Simulator:
         event_delay_ms: int = 0,
         fault: Fault | str | None = None,
         max_recorded: int = MAX_RECORDED,
+        fault_mix: FaultMix | str | None = None,
     ) -> None:
         self.latency_ms = latency_ms
         self.event_delay_ms = event_delay_ms
         self.fault: Fault | None = parse_fault(fault) if isinstance(fault, str) else fault
+        #: Random faults for requests without a fault header (``--fault-mix``).
+        self.fault_mix: FaultMix = (
+            parse_fault_mix(fault_mix) if isinstance(fault_mix, str) else fault_mix or ()
+        )
         self.stats = Stats()
         self.memory = PrefixMemory()
         self.recorded: deque[tuple[float, str, str, str, Any, bytes]] = deque(maxlen=max_recorded)
@@ -219,6 +225,8 @@ class Simulator:
         try:
             spec = headers.get(H_FAULT)
             fault = parse_fault(spec) if spec else self.fault
+            if not spec and self.fault_mix:
+                fault = pick_fault(self.fault_mix, random.random()) or fault
             latency = _header_int(headers, H_LATENCY)
             latency_ms = self.latency_ms if latency is None else latency
             event_delay = _header_int(headers, H_EVENT_DELAY)
@@ -232,7 +240,7 @@ class Simulator:
         if fault is not None:
             kind = fault.kind
             if kind == "status":
-                return _json_response(status_fault_reply(flavor, fault.value))
+                return _json_response(status_fault_reply(flavor, fault.value, fault.retry_after))
             if kind == "html":
                 return _json_response(html_fault_reply())
             if kind == "timeout":
@@ -414,14 +422,20 @@ def _drop_connection(request: web.Request, *, reset: bool) -> None:
 
 
 def create_app(
-    *, latency_ms: int = 0, event_delay_ms: int = 0, fault: Fault | str | None = None
+    *,
+    latency_ms: int = 0,
+    event_delay_ms: int = 0,
+    fault: Fault | str | None = None,
+    fault_mix: FaultMix | str | None = None,
 ) -> web.Application:
     """A simulator ``web.Application``; its state is ``app[SIMULATOR_KEY]``.
 
     Run it with ``handler_cancellation=True`` (as ``start_simulator`` does) so that a client
     disconnect is seen at once, also while the ``timeout`` fault holds a request.
     """
-    return Simulator(latency_ms=latency_ms, event_delay_ms=event_delay_ms, fault=fault).create_app()
+    return Simulator(
+        latency_ms=latency_ms, event_delay_ms=event_delay_ms, fault=fault, fault_mix=fault_mix
+    ).create_app()
 
 
 def _url_host(host: str) -> str:
@@ -435,13 +449,16 @@ async def start_simulator(
     fault: Fault | str | None = None,
     *,
     event_delay_ms: int = 0,
+    fault_mix: FaultMix | str | None = None,
 ) -> tuple[web.AppRunner, str]:
     """Start a simulator in the running event loop; return ``(runner, base_url)``.
 
     ``port=0`` picks a free port (``base_url`` names the real one). Stop it with
     ``await runner.cleanup()``; its state is ``runner.app[SIMULATOR_KEY]``.
     """
-    app = create_app(latency_ms=latency_ms, event_delay_ms=event_delay_ms, fault=fault)
+    app = create_app(
+        latency_ms=latency_ms, event_delay_ms=event_delay_ms, fault=fault, fault_mix=fault_mix
+    )
     runner = web.AppRunner(
         app,
         access_log=None,

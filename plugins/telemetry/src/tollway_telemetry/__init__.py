@@ -9,6 +9,7 @@ exporter on its batch processor's worker thread. See ``docs/plugins/telemetry.md
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -125,6 +126,8 @@ def gateway_started(gateway: Gateway) -> None:
     if policy is not None:
         config = check_endpoint(config, policy, os.environ)
     state = telemetry_state(gateway)
+    if state.metrics.shared:
+        gateway.spawn_daemon(_refresh(state))
     sink = None
     if not config.export and config.endpoint_source == "unset":
         # No endpoint anywhere: keep the spans in-process when a plugin offers a sink (the
@@ -151,6 +154,13 @@ def gateway_started(gateway: Gateway) -> None:
         "static" if config.static_token else "per-project",
         config.sampler_arg,
     )
+
+
+async def _refresh(state: TelemetryState) -> None:
+    """Several workers: keep this worker's in-flight gauges in the shared metrics current."""
+    while True:
+        state.metrics.refresh_gauges()
+        await asyncio.sleep(1.0)
 
 
 @hookimpl

@@ -9,12 +9,15 @@ process and platform collectors.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
-import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from tollway import RequestContext
+from tollway.metrics import exposition, multiprocess
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
@@ -82,6 +85,8 @@ RECORDED_METRICS: tuple[str, ...] = (
     "gateway_streaming_active",
     "gateway_overhead_seconds",
     "gateway_otel_spans_dropped_total",
+    "gateway_circuit_breaker_state",
+    "gateway_circuit_breaker_opens_total",
 )
 
 #: SPEC §7 metrics other plugins record in prometheus-client's default registry, with the
@@ -156,15 +161,18 @@ class GatewayMetrics:
             buckets=_OVERHEAD_BUCKETS,
             registry=registry,
         )
+        # livesum: with several workers, the sum over the running ones.
         self.in_flight = Gauge(
             "gateway_in_flight_requests",
             "Requests being handled right now.",
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.streaming = Gauge(
             "gateway_streaming_active",
             "Streaming responses being relayed right now.",
             registry=registry,
+            multiprocess_mode="livesum",
         )
         self.spans_dropped = Counter(
             "gateway_otel_spans_dropped",
@@ -173,9 +181,21 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
-        if gateway is not None:
+        self._gateway = gateway
+        #: With several workers the gauges are set (every second and at each scrape) instead of
+        #: read at scrape time, since any worker's scrape reports all of them.
+        self.shared = multiprocess()
+        if gateway is not None and not self.shared:
             self.in_flight.set_function(lambda: gateway.in_flight)
             self.streaming.set_function(lambda: gateway.streaming_active)
+            registry.register(_Breakers(gateway))
+
+    def refresh_gauges(self) -> None:
+        """Write this worker's in-flight and streaming counts (several workers only)."""
+        gateway = self._gateway
+        if self.shared and gateway is not None:
+            self.in_flight.set(gateway.in_flight)
+            self.streaming.set(gateway.streaming_active)
 
     def observe(self, ctx: RequestContext) -> None:
         """Record one finished request (called from ``account``)."""
@@ -193,8 +213,47 @@ class GatewayMetrics:
             self.fallbacks.inc(moves)
 
     def exposition(self) -> bytes:
-        """The text exposition: the default registry (other plugins, process), then ours."""
-        return generate_latest(prometheus_client.REGISTRY) + generate_latest(self.registry)
+        """The text exposition: the default registry (other plugins, process), then ours; with
+        several workers, every worker's (:func:`tollway.metrics.exposition`)."""
+        self.refresh_gauges()
+        return exposition(self.registry)
+
+
+_BREAKER_STATES = ("closed", "open", "half_open")
+
+
+class _Breakers(Collector):
+    """The providers' circuit breakers, read at scrape time: one ``state`` series per provider
+    and state (1 for the current one), and how often each opened."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def describe(self) -> list[Metric]:
+        return list(self._families({}))
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self.gateway.breakers)
+
+    def _families(self, breakers: dict[str, Any]) -> Iterator[Metric]:
+        state = GaugeMetricFamily(
+            "gateway_circuit_breaker_state",
+            "Each provider's circuit breaker in this process: 1 for its current state "
+            "(closed, open, half_open), 0 for the others.",
+            labels=["provider", "state"],
+        )
+        opens = CounterMetricFamily(
+            "gateway_circuit_breaker_opens",
+            "Times a provider's circuit breaker opened (closed to open) in this process.",
+            labels=["provider"],
+        )
+        for provider, breaker in sorted(breakers.items()):
+            current = breaker.state()
+            for name in _BREAKER_STATES:
+                state.add_metric([provider, name], 1.0 if name == current else 0.0)
+            opens.add_metric([provider], breaker.opens)
+        yield state
+        yield opens
 
 
 #: The ``Content-Type`` of :meth:`GatewayMetrics.exposition`: the classic text format, which

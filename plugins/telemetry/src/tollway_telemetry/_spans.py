@@ -252,6 +252,7 @@ def attempt_events(
             "gen_ai.request.model": attempt.model,
             "langwatch.attempt.outcome": attempt.outcome,
             "langwatch.attempt.duration_ms": round(attempt.duration_s * 1000, 3),
+            "langwatch.circuit_breaker.state": attempt.breaker_state,
         }
         # The credential: its stable id (the store's ``mp_…``, or the configured name) and the
         # name an operator gave it. Never its secret.

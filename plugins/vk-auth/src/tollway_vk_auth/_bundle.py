@@ -48,6 +48,8 @@ def principal_from_bundle(bundle: dict[str, Any]) -> Principal:
         # Set: the chain is exactly the routing policy's; absent (older control planes, or no
         # policy): the gateway adds its config-file providers after the chain.
         routing_policy=_opt_str(bundle.get("routing_policy_id")),
+        # Absent from older control planes: the chain's fixed order.
+        routing_strategy=str(bundle.get("routing_strategy") or "ordered"),
     )
 
 
@@ -60,6 +62,7 @@ def _entry(p: dict[str, Any]) -> ChainEntry:
             ProviderConfig(name=str(name), type="config"),
             model=p.get("model"),
             config_provider=str(name),
+            weight=_weight(p),
         )
     return ChainEntry(
         ProviderConfig(
@@ -77,7 +80,13 @@ def _entry(p: dict[str, Any]) -> ChainEntry:
             rpd=_opt_int(p.get("rpd")),
         ),
         model=p.get("model"),
+        weight=_weight(p),
     )
+
+
+def _weight(p: dict[str, Any]) -> int:
+    value = p.get("weight")
+    return 1 if value is None else int(value)
 
 
 def bundle_expires_at(bundle: dict[str, Any]) -> float | None:

@@ -32,6 +32,7 @@ from tollway_control_plane.console.sessions import (
     same_origin,
 )
 from tollway_control_plane.protocol import BodyTooLarge, read_body, state
+from tollway_control_plane.relay import client_address
 from tollway_control_plane.store import DatabaseError, NotFound, StoreError, ValidationError
 
 __all__ = ["PREFIX", "blueprint", "call", "can", "form", "projects", "render", "sessions"]
@@ -270,7 +271,7 @@ async def login() -> Response:
             error=_TOKEN_ENDED if ended else None,
         )
     data = await _read_form() or {}
-    address = request.remote_addr or "?"
+    address = client_address()  # the browser's, also through a worker's relay
     throttle = _throttle()
     if throttle.blocked(address):
         log.warning("console_login_throttled remote=%s", address)
