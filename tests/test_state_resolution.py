@@ -301,3 +301,53 @@ def test_scopes_resolve_by_name_slug_and_default(tmp_path: Path) -> None:
     assert run("vk", "get", listed[0]["id"])["id"] == listed[0]["id"]
     helped = tollway(tmp_path, "--help", env=env)
     assert "vk" in helped.stdout and "virtual-keys" in helped.stdout
+
+
+def test_admin_token_alone_keeps_the_local_store_and_turns_on_the_admin_api(
+    tmp_path: Path,
+) -> None:
+    """``TOLLWAY_ADMIN_TOKEN`` without ``TOLLWAY_ADMIN_URL`` is not the CLI's remote mode:
+    ``tollway serve`` uses its own store (and says so) with the admin API on, and a command in
+    the same shell works on that same store."""
+    token = "state-resolution-admin-token-0123456789"
+    port = free_port()
+    (tmp_path / "tollway.toml").write_text(
+        f'data_dir = "state"\nenvironment = "local"\n\n[server]\naddr = "127.0.0.1:{port}"\n'
+    )
+    env = clean_env(
+        TOLLWAY_ADMIN_TOKEN=token,
+        TOLLWAY_CONFIG=str(tmp_path / "tollway.toml"),
+        TOLLWAY_PLUGINS="tollway-control-plane",
+    )
+    store_file = tmp_path / "state" / "tollway.db"
+    made = tollway(tmp_path, "vk", "create", "--name", "before-serve", "--json", env=env)
+    assert made.returncode == 0, made.stderr
+    assert f"using store sqlite:///{store_file}" in made.stderr
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tollway", "serve"],
+            cwd=tmp_path,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        gw = GatewayProcess(proc, url, [], log, tmp_path / "tollway.toml", tmp_path / "state")
+        wait_ready(gw)
+        listed = httpx.get(
+            f"{url}/api/admin/virtual-keys",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert listed.status_code == 200, listed.text
+        assert [k["name"] for k in listed.json()] == ["before-serve"]
+        status = ok_json(tmp_path, "status", "--gateway", url, env=env)
+        assert status["cli"]["store"]["kind"] != "remote"
+        assert status["same_store"] is True
+    finally:
+        stop(proc)
+    text = log.read_text()
+    assert f"using store sqlite:///{store_file}" in text
+    assert "TOLLWAY_ADMIN_URL unset" not in text and "using control plane" not in text

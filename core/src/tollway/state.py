@@ -10,7 +10,8 @@ The rule (docs/operator-guide.md, "Which store a command uses"):
 - the control plane's store is ``TOLLWAY_DATABASE_URL`` when set, else the SQLite file in the
   data dir (the control plane plugin says which, through ``describe_state``);
 - ``TOLLWAY_ADMIN_URL`` + ``TOLLWAY_ADMIN_TOKEN`` make the control-plane commands talk to a
-  running control plane's admin API instead of a store.
+  running control plane's admin API instead of a store. ``TOLLWAY_ADMIN_TOKEN`` alone does not:
+  it turns on the admin API of the process that reads it, over that process's store.
 
 ``--config`` and ``--data-dir`` are accepted on the root command, on groups and on leaf commands
 (``tollway --config f.toml vk list`` = ``tollway vk list --config f.toml``); the last one given
@@ -93,8 +94,10 @@ class StateLocation:
 
     @property
     def remote(self) -> bool:
-        """True when the control-plane commands talk to ``TOLLWAY_ADMIN_URL``."""
-        return bool(self.admin_url or self.admin_token_set)
+        """True when the control-plane commands talk to ``TOLLWAY_ADMIN_URL``. The admin token
+        alone is not remote mode: it turns on this process's admin API (and console) over its
+        own store, and the commands keep using that store."""
+        return bool(self.admin_url)
 
     @property
     def data_dir_text(self) -> str:

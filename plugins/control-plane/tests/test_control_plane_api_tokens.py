@@ -35,6 +35,7 @@ from tollway_control_plane.auth import (
     Forbidden,
     authenticate,
     parse_permissions,
+    principal_by_token_id,
     principal_for_token,
 )
 from tollway_control_plane.service import Service
@@ -136,6 +137,29 @@ def test_store_expired_token_does_not_resolve(store: Store) -> None:
         name="gone", scope="organization", permissions="budgets:read", expires_at=past
     )
     assert expired.status() == "expired" and store.resolve_api_token(expired_secret) is None
+
+
+def test_store_finds_an_active_token_by_id_for_a_console_session(store: Store) -> None:
+    """What a console session (which keeps only the id) asks on each request."""
+    project = store.create_project("console")
+    token, _ = store.create_api_token(
+        name="console", scope=f"project:{project.id}", permissions="virtualKeys:read"
+    )
+    found = principal_by_token_id(store, token.id)
+    assert found is not None and found.token_id == token.id
+    assert found.project_id == project.id and found.permissions == {"virtualKeys:read"}
+    assert principal_by_token_id(store, "at_nope") is None
+    store.revoke_api_token(token.id)  # this process forgets it at once
+    assert principal_by_token_id(store, token.id) is None
+    soon, _ = store.create_api_token(
+        name="soon",
+        scope="organization",
+        permissions="*",
+        expires_at=datetime.now(UTC) + timedelta(days=1),
+    )
+    assert store.active_api_token(soon.id) is not None
+    # Cached or not, an expiry is checked against the time asked about.
+    assert store.active_api_token(soon.id, at=datetime.now(UTC) + timedelta(days=2)) is None
 
 
 def test_store_refuses_bad_input(store: Store) -> None:

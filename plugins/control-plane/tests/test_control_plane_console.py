@@ -1,9 +1,8 @@
 """The console's guard rails over plain HTTP (the browser walkthrough is in
 test_control_plane_console_browser.py): sign-in, the session cookie, CSRF and cross-site posts,
-escaping, secrets shown once, a read-only principal, a project-scoped principal.
-
-Against ``tollway control-plane`` as a subprocess; the principals without a token of their own
-(read-only, project-scoped) are given a session in-process on the same app code.
+escaping, secrets shown once, the sign-in throttle. Against ``tollway control-plane`` as a
+subprocess (the throttle in-process). Signed in with real API tokens (read-only, project- and
+team-scoped, revoked): test_control_plane_console_tokens.py.
 """
 
 from __future__ import annotations
@@ -172,149 +171,23 @@ def test_unknown_things_are_404_pages(cp: Any) -> None:
     assert r.status_code == 422 and "since:" in r.text
 
 
-# --- principals without a token of their own: a session made in-process ---------------------
+# --- in-process: the throttle (it would lock other tests out of 127.0.0.1), the https cookie --
+# Real API tokens (read-only, project- and team-scoped, revoked): test_control_plane_console_tokens.
 
 
-def _app_with_session(tmp_path: Path, principal: Any) -> tuple[Any, str, Any]:
-    from tollway_control_plane.console.sessions import SessionStore
+def _app(tmp_path: Path) -> tuple[Any, Any]:
     from tollway_control_plane.runtime import ControlPlane
     from tollway_control_plane.server import create_app
 
     env = {**SECRETS_ENV, "TOLLWAY_ADMIN_TOKEN": ADMIN_TOKEN}
     control = ControlPlane.open(tmp_path / "data", env, environment="local")
-    sessions = SessionStore()
-    control.extras["console_sessions"] = sessions
-    session = sessions.create(principal)
-    return create_app(control), session.id, control
-
-
-def _read_only() -> Any:
-    from tollway_control_plane.auth import PERMISSIONS, Principal
-
-    reads = frozenset(p for p in PERMISSIONS if p.endswith(":read"))
-    return Principal("read-only token", reads, token_id="tok_ro")
-
-
-def test_read_only_principal_sees_no_write_buttons_and_is_refused(tmp_path: Path) -> None:
-    app, sid, control = _app_with_session(tmp_path, _read_only())
-    key, _ = control.store.create_key(name="existing")
-
-    async def run() -> None:
-        client = app.test_client()
-        client.set_cookie("localhost", "tollway_console", sid, path="/console")
-        headers = {"origin": "http://localhost"}
-        keys = await (await client.get("/console/keys")).get_data(as_text=True)
-        assert "existing" in keys
-        assert "Create key" not in keys and 'id="create-key"' not in keys
-        page = await (await client.get(f"/console/keys/{key.id}")).get_data(as_text=True)
-        for button in ("Rotate secret", "Revoke", "Disable", "Save config"):
-            assert button not in page, button
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
-        assert csrf  # the sign-out form carries it
-        for path, form in (
-            ("/console/keys", {"name": "forged"}),
-            (f"/console/keys/{key.id}/revoke", {}),
-            (f"/console/keys/{key.id}/rotate", {}),
-            (f"/console/keys/{key.id}/config", {"config": "{}"}),
-        ):
-            r = await client.post(path, form={**form, "csrf": csrf.group(1)}, headers=headers)
-            body = await r.get_data(as_text=True)
-            assert r.status_code == 403, path
-            assert "lacks the virtualKeys:" in body, body
-        assert control.store.get_key(key.id).status == "active"
-        assert [k.name for k in control.store.list_keys()] == ["existing"]
-
-    try:
-        asyncio.run(run())
-    finally:
-        control.close()
-
-
-def test_a_principal_without_requests_read_is_refused_the_explorer(tmp_path: Path) -> None:
-    from tollway_control_plane.auth import Principal
-
-    app, sid, control = _app_with_session(
-        tmp_path, Principal("keys only", frozenset({"virtualKeys:read"}))
-    )
-
-    async def run() -> None:
-        client = app.test_client()
-        client.set_cookie("localhost", "tollway_console", sid, path="/console")
-        for path in ("/console/requests", "/console/requests/grq_x", "/console/"):
-            r = await client.get(path)
-            assert r.status_code == 403, path
-            assert "requests:read" in await r.get_data(as_text=True)
-        assert (await client.get("/console/keys")).status_code == 200
-
-    try:
-        asyncio.run(run())
-    finally:
-        control.close()
-
-
-def test_a_project_scoped_principal_sees_only_its_project(tmp_path: Path) -> None:
-    import time as _time
-
-    from tollway_control_plane.auth import PERMISSIONS, Principal
-    from tollway_control_plane.traces import SpanRow, span_store
-
-    reads = frozenset(p for p in PERMISSIONS if p.endswith(":read"))
-    app, sid, control = _app_with_session(tmp_path, Principal("placeholder", reads))
-    mine = control.store.create_project("mine")
-    theirs = control.store.create_project("theirs")
-    now_ns = _time.time_ns()
-    rows = [
-        SpanRow(
-            request_id=f"grq_{project.name}",
-            trace_id=f"{i + 1:032x}",
-            span_id=f"{i + 1:016x}",
-            parent_span_id=None,
-            name="chat gpt-4o-mini",
-            start_ns=now_ns - 5_000_000,
-            end_ns=now_ns,
-            attributes={
-                "langwatch.gateway_request_id": f"grq_{project.name}",
-                "langwatch.project_id": project.id,
-                "gen_ai.request.model": f"model-of-{project.name}",
-                "http.response.status_code": 200,
-            },
-            events=[],
-            resource={},
-            status_error=False,
-        )
-        for i, project in enumerate((mine, theirs))
-    ]
-    span_store(control).insert(rows)
-    scoped = control.extras["console_sessions"].create(
-        Principal("project token", reads, scope_kind="project", scope_id=mine.id)
-    )
-
-    async def run() -> None:
-        client = app.test_client()
-        client.set_cookie("localhost", "tollway_console", scoped.id, path="/console")
-        listed = await (await client.get("/console/requests")).get_data(as_text=True)
-        assert "grq_mine" in listed and "grq_theirs" not in listed
-        assert (await client.get("/console/requests/grq_mine")).status_code == 200
-        assert (await client.get("/console/requests/grq_theirs")).status_code == 404
-        r = await client.get("/console/requests", query_string={"q": f"{2:032x}"})
-        assert r.status_code == 404  # their trace id finds nothing
-        overview = await (await client.get("/console/")).get_data(as_text=True)
-        assert "model-of-mine" in overview and "model-of-theirs" not in overview
-        # The installation-wide principal sees both.
-        client.set_cookie("localhost", "tollway_console", sid, path="/console")
-        listed = await (await client.get("/console/requests")).get_data(as_text=True)
-        assert "grq_mine" in listed and "grq_theirs" in listed
-
-    try:
-        asyncio.run(run())
-    finally:
-        control.close()
+    return create_app(control), control
 
 
 def test_repeated_failed_sign_ins_are_throttled(tmp_path: Path) -> None:
     from tollway_control_plane.console.sessions import LoginThrottle
 
-    app, _, control = _app_with_session(tmp_path, _read_only())
+    app, control = _app(tmp_path)
 
     async def run() -> None:
         client = app.test_client()
@@ -435,7 +308,7 @@ def test_key_lifecycle_and_config_edits(cp: Any) -> None:
 
 
 def test_cookie_is_secure_over_https(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app, _, control = _app_with_session(tmp_path, _read_only())
+    app, control = _app(tmp_path)
     monkeypatch.delenv("TOLLWAY_CONSOLE_TRUST_PROXY", raising=False)
 
     async def sign_in(scheme: str, headers: dict[str, str]) -> str:

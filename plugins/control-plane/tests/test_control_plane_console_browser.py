@@ -298,6 +298,36 @@ def test_console_walkthrough(served: Served, browser: Any) -> None:
     assert "/console/login" in page.url
 
 
+def test_project_token_sees_only_its_project(served: Served, browser: Any) -> None:
+    """An API token scoped to one project (minted with the CLI) signs in: it sees and creates
+    keys in its project only, and no request of another project."""
+    project = served.cli_json("scopes", "create", "--type", "project", "--name", "browser-proj")
+    served.cli_json("vk", "create", "--name", "outside-the-project")
+    token = served.cli_json(
+        "api-tokens", "create", "--scope", f"project:{project['id']}", "--name", "browser-proj",
+        "--permissions", "virtualKeys:create,virtualKeys:read,requests:read",
+    )  # fmt: skip
+    page = _sign_in(browser, served, token["secret"])
+    assert "outside-the-project" not in page.inner_text("main")
+    page.fill("#create-key input[name=name]", "inside-the-project")
+    page.click("#create-key button[type=submit]")
+    assert page.inner_text("code.secret").startswith("lw_vk_")
+    page.click("text=Go to the key")
+    # Wait for the key's page to load: a navigation away from a page still loading aborts its
+    # requests, which the console-problem listener would count.
+    page.wait_for_url(re.compile(r".*/console/keys/vk_\w+$"))
+    page.wait_for_load_state()
+    assert f"project:{project['id']}" in page.inner_text("main")
+    assert page.query_selector("text=Rotate secret") is None  # no virtualKeys:update
+    page.goto(f"{served.console}/keys")
+    listed = page.inner_text("table.list")
+    assert "inside-the-project" in listed and "outside-the-project" not in listed
+    _shot(page, "keys-project-token")
+    page.goto(f"{served.console}/requests")
+    assert "grq_" not in page.inner_text("main")  # the other tests' calls are another project's
+    assert page.console_problems == [], page.console_problems
+
+
 def test_config_errors_inline_and_names_escaped(served: Served, browser: Any) -> None:
     page = _sign_in(browser, served)
     page.fill("#create-key input[name=name]", "<script>window.pwned=1</script>")

@@ -104,13 +104,19 @@ def test_overview_numbers(store: Store) -> None:
     assert spend["mine"]["month_micro_usd"] == 2000
     assert spend["other"]["month_micro_usd"] == 7
 
-    scoped = overview(spans, other.id, at=AT)
+    scoped = overview(spans, [other.id], at=AT)
     assert scoped["requests"] == 1 and scoped["top_keys"] == []
     assert [s["name"] for s in scoped["spend"]] == ["other"]
     assert "busy key" not in str(hourly_bars(scoped["hourly"]))
+    both = overview(spans, [mine.id, other.id], at=AT)  # a team's projects
+    assert both["requests"] == 4 and len(both["spend"]) == 2
+    nothing = overview(spans, [], at=AT)  # a token whose scope holds no project yet
+    assert nothing["requests"] == 0 and nothing["spend"] == [] and nothing["top_models"] == []
 
     assert request_for_trace(spans, f"{1:032x}") == "grq_0"
-    assert request_for_trace(spans, f"{1:032x}", other.id) is None
+    assert request_for_trace(spans, f"{1:032x}", [mine.id, other.id]) == "grq_0"
+    assert request_for_trace(spans, f"{1:032x}", [other.id]) is None
+    assert request_for_trace(spans, f"{1:032x}", []) is None
     assert request_for_trace(spans, "f" * 32) is None
 
 

@@ -177,6 +177,28 @@ class ApiTokensMixin(StoreBase):
             return None
         return token
 
+    def active_api_token(self, token_id: str, at: datetime | None = None) -> ApiToken | None:
+        """The token with id ``token_id`` while it is active, else ``None`` (unknown, revoked,
+        expired): what a console session, which keeps the id and never the secret, checks on
+        every page. Remembered for :data:`RESOLVE_TTL_SECONDS`, as :meth:`resolve_api_token`."""
+        at = at or now()
+        cache = self._tokens_cache()
+        entry = f"id:{token_id}"  # a digest is hex: the two kinds of entry never collide
+        token: ApiToken | None = None
+        with self._token_cache_lock:
+            try:
+                token, cached = cache[entry], True
+            except KeyError:
+                cached = False
+        if not cached:
+            rows = self.db.query("SELECT * FROM api_tokens WHERE id = ?", (token_id,))
+            token = ApiToken.from_row(rows[0]) if rows else None
+            with self._token_cache_lock:
+                cache[entry] = token
+        if token is None or token.status(at) != "active":
+            return None
+        return token
+
     def _lookup_token(self, digest: str, at: datetime) -> ApiToken | None:
         rows = self.db.query("SELECT * FROM api_tokens WHERE secret_hash = ?", (digest,))
         if not rows or not keys_equal(rows[0]["secret_hash"], digest):

@@ -30,6 +30,7 @@ __all__ = [
     "authenticate",
     "parse_permissions",
     "permission_for",
+    "principal_by_token_id",
     "principal_for_token",
 ]
 
@@ -202,6 +203,14 @@ def principal_for_token(token: Any) -> Principal:
         team_id=token.team_id,
         project_id=token.project_id,
     )
+
+
+def principal_by_token_id(store: Store, token_id: str) -> Principal | None:
+    """The principal of API token ``token_id`` while it is active, else ``None`` (revoked,
+    expired, unknown): a console session keeps the token's id and asks again on each request.
+    Cached for about a second, like :func:`authenticate`."""
+    token = store.active_api_token(token_id)
+    return None if token is None else principal_for_token(token)
 
 
 def authenticate(

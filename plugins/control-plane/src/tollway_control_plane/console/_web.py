@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 from quart import Blueprint, Response, g, redirect, render_template, request, url_for
 
 from tollway_control_plane._crypto import CredentialError
-from tollway_control_plane.auth import Forbidden, Principal, authenticate, permission_for
+from tollway_control_plane.access import project_ids
+from tollway_control_plane.auth import (
+    Forbidden,
+    Principal,
+    authenticate,
+    permission_for,
+    principal_by_token_id,
+)
 from tollway_control_plane.console.sessions import (
     COOKIE,
     LoginThrottle,
@@ -28,7 +35,7 @@ from tollway_control_plane.protocol import BodyTooLarge, read_body, state
 from tollway_control_plane.relay import client_address
 from tollway_control_plane.store import DatabaseError, NotFound, StoreError, ValidationError
 
-__all__ = ["PREFIX", "blueprint", "call", "can", "form", "project_of", "render", "sessions"]
+__all__ = ["PREFIX", "blueprint", "call", "can", "form", "projects", "render", "sessions"]
 
 log = logging.getLogger("tollway_control_plane.console")
 
@@ -36,6 +43,10 @@ PREFIX = "/console"
 #: A console form is small (a key's config JSON is the biggest field).
 MAX_FORM_BYTES = 256 * 1024
 _PUBLIC = {"tollway_console.login", "tollway_console.static"}
+_TOKEN_ENDED = (
+    "Your session ended: the API token it was signed in with has been revoked or has expired. "
+    "Sign in with another token."
+)
 
 blueprint = Blueprint(
     "tollway_console",
@@ -84,9 +95,12 @@ def _origin_ok() -> bool:
     )
 
 
-def project_of(principal: Principal) -> str | None:
-    """The one project a project-scoped principal may see (``None``: no such limit)."""
-    return principal.scope_id if principal.scope_kind == "project" else None
+def projects(principal: Principal) -> list[str] | None:
+    """The projects whose requests ``principal`` may see (``None``: all): the admin API's
+    rule (:func:`tollway_control_plane.access.project_ids`), so a team token sees its team's
+    projects here exactly as at ``/api/admin/requests``. Reads the store: call it in a worker
+    thread."""
+    return project_ids(state().service, principal)
 
 
 def can(operation: str) -> bool:
@@ -135,14 +149,27 @@ async def call(name: str, id: str | None = None, body: Any = None) -> Any:
     return await asyncio.to_thread(state().service.call, name, id, body, principal=principal)
 
 
-def _next_path(value: str | None) -> str:
-    """Where to go after signing in: a console path only (never another site)."""
+def _next_path(value: str | None, principal: Principal) -> str:
+    """Where to go after signing in: a console path only (never another site); by default the
+    overview, or the keys for a token that may not read requests."""
     if value and "\\" not in value:
         parts = urlsplit(value)
         inside = parts.path == PREFIX or parts.path.startswith(f"{PREFIX}/")
         if not parts.scheme and not parts.netloc and inside and ".." not in parts.path:
             return value
-    return url_for("tollway_console.overview")
+    if principal.can(permission_for("requests.list")):
+        return url_for("tollway_console.overview")
+    return url_for("tollway_console.keys")
+
+
+async def _current_principal(signed_in: Principal) -> Principal | None:
+    """Who the session stands for now: the admin token's super-user, or its API token looked up
+    again by id (about a second's cache, so a page costs no query) — ``None`` once that token is
+    revoked or expired."""
+    if signed_in.token_id is not None:
+        store = state().store
+        return await asyncio.to_thread(principal_by_token_id, store, signed_in.token_id)
+    return signed_in if signed_in.superuser else None
 
 
 @blueprint.before_request
@@ -156,7 +183,16 @@ async def _guard() -> Response | None:
         target = request.full_path.rstrip("?") if request.method == "GET" else None
         login = url_for("tollway_console.login", next=target) if target else None
         return redirect(login or url_for("tollway_console.login"), 303)  # type: ignore[return-value]
-    g.principal = session.principal
+    principal = await _current_principal(session.principal)
+    if principal is None:  # its API token was revoked or expired: the session ends with it
+        sessions().end(session.id)
+        log.info("console_session_ended principal=%s reason=token", session.principal.name)
+        target = request.full_path.rstrip("?") if request.method == "GET" else None
+        login = url_for("tollway_console.login", ended="token", next=target or None)
+        response: Response = redirect(login, 303)  # type: ignore[assignment]
+        response.delete_cookie(COOKIE, path=PREFIX)
+        return response
+    g.principal = principal
     g.console_session = session
     if request.method == "POST":
         if not _origin_ok():
@@ -227,7 +263,13 @@ async def login() -> Response:
     cp = state()
     off = cp.admin_token is None
     if request.method == "GET":
-        return await render("login.html", next=request.args.get("next", ""), off=off, error=None)
+        ended = request.args.get("ended") == "token"
+        return await render(
+            "login.html",
+            next=request.args.get("next", ""),
+            off=off,
+            error=_TOKEN_ENDED if ended else None,
+        )
     data = await _read_form() or {}
     address = client_address()  # the browser's, also through a worker's relay
     throttle = _throttle()
@@ -260,7 +302,7 @@ async def login() -> Response:
     sessions().end(request.cookies.get(COOKIE))  # a sign-in always starts a new session
     session = sessions().create(principal)
     log.info("console_login principal=%s", principal.name)
-    response: Response = redirect(_next_path(data.get("next")), 303)  # type: ignore[assignment]
+    response: Response = redirect(_next_path(data.get("next"), principal), 303)  # type: ignore[assignment]
     response.set_cookie(
         COOKIE,
         session.id,

@@ -11,12 +11,12 @@ from typing import Any
 from quart import Response, g, redirect, request, url_for
 
 from tollway_control_plane.auth import Principal
-from tollway_control_plane.console._web import blueprint, project_of, render
+from tollway_control_plane.console._web import blueprint, projects, render
 from tollway_control_plane.console.charts import latency_split
 from tollway_control_plane.console.queries import request_for_trace
 from tollway_control_plane.protocol import state
 from tollway_control_plane.store import NotFound, ValidationError
-from tollway_control_plane.traces import SpanStore, get_request, list_requests, span_store
+from tollway_control_plane.traces import get_request, list_requests, span_store
 
 __all__: list[str] = []
 
@@ -26,22 +26,16 @@ _FILTERS = ("key", "model", "status", "since")
 _SINCE_CHOICES = ("15m", "1h", "6h", "24h", "7d")
 
 
-async def _as_principal(operation: str, fn: Any, *args: Any) -> Any:
+async def _as_principal(operation: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs, projects=…)`` in a worker thread, if the signed-in principal may
+    run ``operation``; ``projects``: the ones whose requests it may see (``None``: all)."""
     principal: Principal = g.principal
 
     def run() -> Any:
         principal.require(operation)
-        return fn(*args)
+        return fn(*args, **kwargs, projects=projects(principal))
 
     return await asyncio.to_thread(run)
-
-
-def _visible(spans: SpanStore, request_id: str, project: str | None) -> dict[str, Any]:
-    """The request's record; ``NotFound`` also when it is outside the caller's project."""
-    record = get_request(spans, request_id)
-    if project is not None and record.get("project_id") != project:
-        raise NotFound(f"no request {request_id!r} in project {project}")
-    return record
 
 
 @blueprint.get("/requests")
@@ -52,15 +46,13 @@ async def requests() -> Response:
     if q:
         if q.startswith("grq_"):
             try:
-                await _as_principal("requests.get", _visible, spans, q, project_of(g.principal))
+                await _as_principal("requests.get", get_request, spans, q)
             except NotFound as exc:
                 search_error = exc.message  # stay here, the search bar at hand
             else:
                 return redirect(url_for("tollway_console.request_page", request_id=q), 303)  # type: ignore[return-value]
         elif _TRACE_ID.match(q):
-            found = await _as_principal(
-                "requests.get", request_for_trace, spans, q.lower(), project_of(g.principal)
-            )
+            found = await _as_principal("requests.get", request_for_trace, spans, q.lower())
             if found:
                 return redirect(url_for("tollway_console.request_page", request_id=found), 303)  # type: ignore[return-value]
             search_error = f"no stored request has trace id {q}"
@@ -71,9 +63,6 @@ async def requests() -> Response:
             )
     filters = {f: request.args.get(f, "").strip() for f in _FILTERS}
     query = {k: v for k, v in filters.items() if v}
-    project = project_of(g.principal)
-    if project is not None:  # a project's token sees its project's requests only
-        query["project"] = project
     errors: list[str] = []
     rows: list[dict[str, Any]] = []
     try:
@@ -95,7 +84,5 @@ async def requests() -> Response:
 @blueprint.get("/requests/<request_id>")
 async def request_page(request_id: str) -> Response:
     spans = span_store(state())
-    record: dict[str, Any] = await _as_principal(
-        "requests.get", _visible, spans, request_id, project_of(g.principal)
-    )
+    record: dict[str, Any] = await _as_principal("requests.get", get_request, spans, request_id)
     return await render("request.html", r=record, split=latency_split(record))

@@ -8,7 +8,7 @@ import asyncio
 from quart import Response, g
 
 from tollway_control_plane.auth import Principal
-from tollway_control_plane.console._web import blueprint, project_of, render
+from tollway_control_plane.console._web import blueprint, projects, render
 from tollway_control_plane.console.charts import hourly_bars
 from tollway_control_plane.console.queries import Overview
 from tollway_control_plane.console.queries import overview as overview_query
@@ -26,7 +26,7 @@ async def overview() -> Response:
 
     def load() -> Overview:
         principal.require("requests.list")
-        return overview_query(spans, project_of(principal))
+        return overview_query(spans, projects(principal))
 
     stats = await asyncio.to_thread(load)
     return await render(

@@ -4,6 +4,7 @@ bounded (a time window, a LIMIT)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,14 +20,28 @@ TOP = 5
 Overview = dict[str, Any]
 
 
-def request_for_trace(spans: SpanStore, trace_id: str, project_id: str | None = None) -> str | None:
-    """The request id of the newest stored span of trace ``trace_id`` (lowercase hex)."""
-    sql = "SELECT request_id FROM request_spans WHERE trace_id = ?"
-    params: list[Any] = [trace_id]
-    if project_id is not None:
-        sql += " AND project_id = ?"
-        params.append(project_id)
-    rows = spans.db.query(sql + " ORDER BY started_at DESC LIMIT 1", params)
+def _in_projects(projects: Sequence[str] | None) -> tuple[str, list[Any]]:
+    """`` AND project_id IN (…)`` for a caller limited to ``projects`` (``None``: no limit;
+    empty: nothing matches)."""
+    if projects is None:
+        return "", []
+    if not projects:
+        return " AND 1 = 0", []
+    return f" AND project_id IN ({', '.join('?' for _ in projects)})", list(projects)
+
+
+def request_for_trace(
+    spans: SpanStore, trace_id: str, projects: Sequence[str] | None = None
+) -> str | None:
+    """The request id of the newest stored span of trace ``trace_id`` (lowercase hex) among
+    the requests of ``projects`` (``None``: all)."""
+    limit, params = _in_projects(projects)
+    rows = spans.db.query(
+        "SELECT request_id FROM request_spans WHERE trace_id = ?"
+        + limit
+        + " ORDER BY started_at DESC LIMIT 1",
+        [trace_id, *params],
+    )
     return str(rows[0]["request_id"]) if rows else None
 
 
@@ -39,13 +54,9 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[int(rank) - 1]
 
 
-def _where(since: str, project_id: str | None, column: str) -> tuple[str, list[Any]]:
-    sql = f" WHERE {column} >= ?"
-    params: list[Any] = [since]
-    if project_id is not None:
-        sql += " AND project_id = ?"
-        params.append(project_id)
-    return sql, params
+def _where(since: str, projects: Sequence[str] | None, column: str) -> tuple[str, list[Any]]:
+    limit, params = _in_projects(projects)
+    return f" WHERE {column} >= ?" + limit, [since, *params]
 
 
 def _overhead(value: Any) -> float | None:
@@ -59,17 +70,17 @@ def _overhead(value: Any) -> float | None:
 
 
 def overview(
-    spans: SpanStore, project_id: str | None = None, at: datetime | None = None
+    spans: SpanStore, projects: Sequence[str] | None = None, at: datetime | None = None
 ) -> Overview:
     """Today's (UTC) requests, errors, gateway-overhead p50/p95, top keys and models; requests
-    per hour over the last 24 hours; spend today and this month per project (``project_id``:
-    only that project's)."""
+    per hour over the last 24 hours; spend today and this month per project (``projects``: only
+    those projects' requests and spend; ``None``: all)."""
     db = spans.db
     at = at or now()
     day = at.replace(hour=0, minute=0, second=0, microsecond=0)
     month = day.replace(day=1)
     since_day = format_time(day)
-    where, params = _where(since_day, project_id, "started_at")
+    where, params = _where(since_day, projects, "started_at")
 
     counts = db.query(
         "SELECT outcome, COUNT(*) AS n FROM request_spans" + where + " GROUP BY outcome", params
@@ -97,7 +108,7 @@ def overview(
     )
 
     since_24h = format_time(at.replace(minute=0, second=0, microsecond=0) - timedelta(hours=23))
-    where_h, params_h = _where(since_24h, project_id, "started_at")
+    where_h, params_h = _where(since_24h, projects, "started_at")
     hourly_rows = db.query(
         "SELECT SUBSTR(started_at, 1, 13) AS hour, outcome, COUNT(*) AS n FROM request_spans"
         + where_h
@@ -114,7 +125,7 @@ def overview(
         if bucket is not None:
             bucket["error" if row["outcome"] == "error" else "ok"] += int(row["n"])
 
-    where_m, params_m = _where(format_time(month), project_id, "created_at")
+    where_m, params_m = _where(format_time(month), projects, "created_at")
     spend_rows = db.query(
         "SELECT l.project_id, p.name, "
         "SUM(CASE WHEN l.created_at >= ? THEN l.cost_usd ELSE 0 END) AS today, "

@@ -1,7 +1,10 @@
 """Console sessions: a server-side record per login, found by a random cookie.
 
 The record holds the :class:`~tollway_control_plane.auth.Principal` the login resolved (its
-token id, never the secret that was typed in) and the session's CSRF token. The cookie is only
+token id, never the secret that was typed in) and the session's CSRF token. For an API token
+only the id counts: every request looks the token up again (about a second's cache), so a
+revoked or expired token ends the session at its next request, and the pages always show what
+the token may do now. The cookie is only
 the record's random id: HttpOnly, SameSite=Strict, Secure when the request came over HTTPS.
 A session ends at logout, after :data:`IDLE_SECONDS` without a request, or after
 :data:`MAX_AGE_SECONDS` whatever happens; a restart of the process ends them all (sign in again).
