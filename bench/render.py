@@ -12,6 +12,7 @@ from typing import Any
 from common import BENCH, PACE_SECONDS, REPO, SSE_EVENTS
 from measure import div, sub
 from procs import run_text
+from render_costs import render_costs
 
 
 def machine_info() -> dict[str, Any]:
@@ -160,9 +161,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     w("Ratios of max req/s: " + "; ".join(f"{k} {_f(v)}×" for k, v in ratios.items()) + ".")
     cpu = {n: s.get(n, {}).get("wrk", {}).get("cpu_ms_per_req") for n in s}
     cpu_ratios = {
-        "LiteLLM/full": div(cpu.get("litellm"), cpu.get("full")),
-        "Portkey/full": div(cpu.get("portkey"), cpu.get("full")),
-        "full/bare": div(cpu.get("full"), cpu.get("bare")),
+        "LiteLLM/working": div(cpu.get("litellm"), cpu.get("working")),
+        "Portkey/working": div(cpu.get("portkey"), cpu.get("working")),
+        "working/bare": div(cpu.get("working"), cpu.get("bare")),
+        "loaded/bare": div(cpu.get("loaded"), cpu.get("bare")),
     }
     w(
         "Ratios of CPU ms per request under `wrk`: "
@@ -258,6 +260,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         )
     w("")
     out.extend(render_workers(report))
+    out.extend(render_costs(report))
     w("## Memory\n")
     w(
         "RSS of each target's whole process tree, largest seen after a measurement (idle: right "
@@ -329,7 +332,7 @@ def render_workers(report: dict[str, Any]) -> list[str]:
     counts = [n for n in report["options"].get("workers", [1]) if n > 1]
     rows: list[tuple[str, str]] = [
         (kind, f"{kind}-w{n}")
-        for kind in ("bare", "full")
+        for kind in ("bare", "loaded", "working")
         for n in counts
         if kind in s and f"{kind}-w{n}" in s
     ]
