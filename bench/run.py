@@ -82,8 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "e.g. --workers 1,2 measures working and working-w2 (needs Redis)",
     )
     p.add_argument("--repetitions", type=int, default=None, help="rounds (2; --quick: 1)")
-    p.add_argument("--streams", type=int, default=None, help="at-once streams per run (10)")
-    p.add_argument("--paced-streams", type=int, default=None, help="paced streams per run (2)")
+    p.add_argument(
+        "--streams", type=int, default=None, help="at-once streams per run (10; 0: none)"
+    )
+    p.add_argument(
+        "--paced-streams", type=int, default=None, help="paced streams per run (2; 0: none)"
+    )
     p.add_argument("--idle", type=float, default=None, help="idle seconds between runs (0.5)")
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per target (3)")
     p.add_argument("--max-inflight", type=int, default=64, help="open-loop in-flight cap (64)")
@@ -116,8 +120,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.duration = args.duration or (1.0 if quick else 8.0)
     args.repetitions = args.repetitions or (1 if quick else 2)
     args.warmup = args.warmup or (1.0 if quick else 3.0)
-    args.streams = args.streams or (3 if quick else 10)
-    args.paced_streams = args.paced_streams or (1 if quick else 2)
+    # 0 streams skips that streaming phase.
+    args.streams = args.streams if args.streams is not None else (3 if quick else 10)
+    args.paced_streams = (
+        args.paced_streams if args.paced_streams is not None else (1 if quick else 2)
+    )
     args.idle = args.idle if args.idle is not None else (0.2 if quick else 0.5)
     args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     args.delay_rates = [float(r) for r in args.delay_rates.split(",") if r.strip()]
@@ -298,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                 "wrk",
                 *(f"rate{r:g}" for r in args.rates),
                 *(f"delay{r:g}" for r in args.delay_rates),
-                "sse200",
-                "paced",
+                *(["sse200"] if args.streams else []),
+                *(["paced"] if args.paced_streams else []),
             ]
             results: dict[str, dict[str, list[dict[str, Any]]]] = {
                 t.name: {ph: [] for ph in phases} for t in live
