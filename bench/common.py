@@ -19,7 +19,9 @@ CACHE = Path(os.environ.get("TOLLWAY_BENCH_CACHE") or Path.home() / ".cache" / "
 #: Never 1.107.0: that release was compromised and withdrawn.
 LITELLM_SPEC = "litellm[proxy]==1.106.2"
 PORTKEY_SPEC = "@portkey-ai/gateway@1.15.2"
-ALL_TARGETS = ("direct", "bare", "full", "litellm", "portkey")
+ALL_TARGETS = ("direct", "bare", "loaded", "working", "litellm", "portkey")
+#: Where a target with ``vary`` gets a per-request counter (bench/loadgen -vary, the wrk script).
+VARY_MARKER = "@VARY@"
 MODES = ("instant", "sse200", "paced", "delay60")
 UPSTREAM_KEY = "sk-bench-upstream"
 LITELLM_MASTER_KEY = "sk-bench-litellm-master"
@@ -35,13 +37,16 @@ def log(msg: str) -> None:
 # --- payloads -------------------------------------------------------------------------------
 
 
-def request_body(model: str, *, stream: bool) -> bytes:
-    """The one request body every target gets (a small chat call declaring one tool)."""
+def request_body(model: str, *, stream: bool, vary: bool = False) -> bytes:
+    """The one request body every target gets (a small chat call declaring one tool); with
+    ``vary`` the user message ends with :data:`VARY_MARKER`, which the load tools replace with a
+    per-request counter."""
+    question = "What is the weather in Paris today? One sentence."
     body: dict[str, Any] = {
         "model": model,
         "messages": [
             {"role": "system", "content": "You are a concise assistant."},
-            {"role": "user", "content": "What is the weather in Paris today? One sentence."},
+            {"role": "user", "content": question + (f" Ref {VARY_MARKER}." if vary else "")},
         ],
         "max_tokens": 64,
         "temperature": 0.2,

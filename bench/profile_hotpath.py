@@ -1,6 +1,7 @@
 """Profile Tollway (every installed plugin on) under ``wrk -c50`` with py-spy, grouped by layer.
 
-Starts the nginx upstream and a "full" gateway exactly as bench/run.py does, warms it up, runs
+Starts the nginx upstream and a "working" gateway (``--target``: or "loaded", "bare") exactly as
+bench/run.py does, warms it up, runs
 wrk against it and records the gateway process with ``py-spy record`` meanwhile (sampling, non
 blocking, idle frames dropped). Then prints where the CPU went:
 
@@ -11,6 +12,9 @@ blocking, idle frames dropped). Then prints where the CPU went:
 
     .venv/bin/pip install py-spy          # once (needs ptrace: root, or CAP_SYS_PTRACE)
     .venv/bin/python bench/profile_hotpath.py --seconds 10 [--raw out.txt] [--json out.json]
+
+``--json bench/results/profile-working.json`` (of the working target) is what bench/run.py's
+Markdown shows under "What each request costs".
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import request_body
 from measure import Runner, parse_wrk, wrk_script
 from procs import Proc
-from targets import start_nginx, target_tollway
+from render import loadavg
+from targets import start_nginx
+from tollway_target import KINDS, target_tollway
 
 # Path fragments → layer, first match wins.
 LAYERS: list[tuple[str, str]] = [
@@ -166,19 +172,23 @@ def main() -> int:
     p.add_argument("--json", dest="json_out", type=Path, help="write the summary as JSON")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--redis", default="auto", help="as bench/run.py --redis (auto)")
+    p.add_argument("--target", default="working", choices=KINDS, help="which gateway (working)")
     args = p.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
         print("py-spy is not installed: .venv/bin/pip install py-spy", file=sys.stderr)
         return 2
     procs: list[Proc] = []
+    target = None
+    load = loadavg()
     with tempfile.TemporaryDirectory(prefix="tollway-profile-") as tmp:
         work = Path(tmp)
         try:
             nginx, port = start_nginx(work)
             procs.append(nginx)
-            target = target_tollway("full", work, port, args.python, args.redis)
+            target = target_tollway(args.target, work, port, args.python, args.redis)
             assert target.proc is not None
+            procs.extend(target.extra_procs)
             procs.append(target.proc)
             runner = Runner(work, Path("/nonexistent"), args.seconds, 0, 0, 0, 0)
             runner._wrk(target, 2, connections=10)  # warm-up
@@ -193,7 +203,7 @@ def main() -> int:
                     str(
                         wrk_script(
                             work / "wrk.lua",
-                            request_body("bench-instant", stream=False),
+                            request_body("bench-instant", stream=False, vary=target.vary),
                             target.headers["instant"],
                         )
                     ),
@@ -234,9 +244,12 @@ def main() -> int:
         finally:
             for proc in reversed(procs):
                 proc.stop()
+            if target is not None and target.otlp is not None:
+                target.otlp.close()
     summary = summarise(parse_raw(text))
     summary["wrk"] = parse_wrk(wrk_out)
     summary["plugins"] = target.notes[0]
+    summary.update(target=args.target, seconds=args.seconds, rate=args.rate, load=load)
     if args.json_out:
         args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrk -c50 during the recording: {summary['wrk']['rps']:.0f} req/s")

@@ -12,6 +12,7 @@ from typing import Any
 from common import BENCH, PACE_SECONDS, REPO, SSE_EVENTS
 from measure import div, sub
 from procs import run_text
+from render_costs import render_costs
 
 
 def machine_info() -> dict[str, Any]:
@@ -126,7 +127,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     w("## Bars\n")
     w(
         f"{met} met, {missed} missed, {len(report['bars']) - met - missed} not measurable in this "
-        "run. Each is computed from the medians below (`evaluate_bars` in bench/run.py). The "
+        "run. Each is computed from the medians below (`evaluate_bars` in bench/measure.py). The "
         "throughput bars use the measured max req/s; see the *req/s per core* column under "
         "Throughput for the figure the machine's other load moves least.\n"
     )
@@ -136,6 +137,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         mark = {True: "met", False: "**missed**", None: "n/a"}[b["met"]]
         w(f"| {b['group']} | {b['bar']} | {b['measured']} | {mark} |")
     w("")
+    out.extend(render_reference(report))
     w("## Throughput (closed loop, `wrk -t1 -c50`, instant upstream)\n")
     w(
         "*per run*: each repetition's figure (the spread shows how much the machine's other load "
@@ -160,9 +162,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     w("Ratios of max req/s: " + "; ".join(f"{k} {_f(v)}×" for k, v in ratios.items()) + ".")
     cpu = {n: s.get(n, {}).get("wrk", {}).get("cpu_ms_per_req") for n in s}
     cpu_ratios = {
-        "LiteLLM/full": div(cpu.get("litellm"), cpu.get("full")),
-        "Portkey/full": div(cpu.get("portkey"), cpu.get("full")),
-        "full/bare": div(cpu.get("full"), cpu.get("bare")),
+        "LiteLLM/working": div(cpu.get("litellm"), cpu.get("working")),
+        "Portkey/working": div(cpu.get("portkey"), cpu.get("working")),
+        "working/bare": div(cpu.get("working"), cpu.get("bare")),
+        "loaded/bare": div(cpu.get("loaded"), cpu.get("bare")),
     }
     w(
         "Ratios of CPU ms per request under `wrk`: "
@@ -199,6 +202,88 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{_f(a50, sign=True)} | {_f(a99, sign=True)} | {_f(ph['cpu_ms_per_req'])} |"
             )
         w("")
+    out.extend(render_streaming(report))
+    out.extend(render_workers(report))
+    out.extend(render_costs(report))
+    w("## Memory\n")
+    w(
+        "RSS of each target's whole process tree, largest seen after a measurement (idle: right "
+        "after start-up and warm-up).\n"
+    )
+    w("| target | idle MiB | max MiB |")
+    w("|---|---|---|")
+    for t in targets:
+        mx = max((ph.get("rss_mib") or 0 for ph in s[t["name"]].values()), default=0)
+        w(f"| {t['label']} | {t['rss_idle_mib']:.0f} | {mx:.0f} |")
+    w("")
+    guard = BENCH / "results" / "stream-guardrails.json"
+    if guard.exists():
+        # Measured on its own by bench/stream_guardrails.py; kept across re-renders.
+        from stream_guardrails import render as render_stream_guardrails
+
+        w(render_stream_guardrails(json.loads(guard.read_text())))
+    w("## How it is measured\n")
+    w(
+        "- Upstream: nginx (one worker, our generated config, loopback) with the echo module: an "
+        "instant OpenAI `chat.completion` (~670 bytes), a 200-event `chat.completion.chunk` SSE "
+        "body at once, the same paced 5 ms apart, a 60 ms delayed answer. Each mode has its own "
+        "base URL (`/instant/v1`, `/sse200/v1`, `/paced/v1`, `/delay60/v1`), so a gateway's "
+        "provider `base_url` picks it.\n"
+        "- Max throughput: `wrk -t1 -c50` (closed loop). Latency: `bench/loadgen` (Go, stdlib "
+        "only, built at run time) sends request *i* at start + *i*/rate whatever the earlier ones "
+        "do (in-flight cap: a request over it counts as an error, never queued), timed from the "
+        "actual send.\n"
+        "- CPU ms/req: user+system time of the target's process tree from /proc before and after "
+        "a measurement, over the requests it completed (warm-up requests included). The load "
+        "generator's CPU is not counted.\n"
+        "- All targets run at once (idle ones cost nothing measurable) and get the same request "
+        "body: a chat call with a system and a user message and one tool declaration.\n"
+    )
+    return "\n".join(out)
+
+
+def render_reference(report: dict[str, Any]) -> list[str]:
+    """When this run measured neither LiteLLM nor Portkey: their figures from the last run that
+    did (``results/last-full-run.json``), with the ratios to this run's working target marked
+    as across runs (not interleaved, other load): indicative, never a bar."""
+    s = report["summary"]
+    ref_path = BENCH / "results" / "last-full-run.json"
+    if "litellm" in s or "portkey" in s or "working" not in s or not ref_path.exists():
+        return []
+    ref = json.loads(ref_path.read_text())
+    if ref.get("started_at") == report.get("started_at"):
+        return []
+    rs = ref["summary"]
+    mine = s["working"].get("wrk", {})
+    out = [
+        f"This run measured neither LiteLLM nor Portkey, so their bars are n/a above. The last run "
+        f"that did ({ref['started_at']}, load average before {ref['load_before']}) measured "
+        "them; against this run's working target the ratios below are **across runs** (other "
+        "load, not interleaved), so they are indicative only and decide no bar. CPU ms per "
+        "request moves least with the machine's load.\n",
+        "| other gateway, last full run | max req/s | CPU ms/req | working/it, req/s | "
+        "it/working, CPU ms/req |",
+        "|---|---|---|---|---|",
+    ]
+    for name, label in (("litellm", "LiteLLM proxy"), ("portkey", "Portkey gateway")):
+        ph = rs.get(name, {}).get("wrk", {})
+        out.append(
+            f"| {label} | {_f(ph.get('rps'), 0)} | {_f(ph.get('cpu_ms_per_req'))} | "
+            f"{_f(div(mine.get('rps'), ph.get('rps')))}× | "
+            f"{_f(div(ph.get('cpu_ms_per_req'), mine.get('cpu_ms_per_req')))}× |"
+        )
+    out.append("")
+    return out
+
+
+def render_streaming(report: dict[str, Any]) -> list[str]:
+    """The "Streaming" section (empty when the run measured no stream)."""
+    s = report["summary"]
+    targets = [t for t in report["targets"] if t["name"] in s]
+    if not any(ph in per for per in s.values() for ph in ("sse200", "paced")):
+        return []
+    out: list[str] = []
+    w = out.append
     w("## Streaming (one keep-alive connection, streams one after another)\n")
     w(
         f"**At once**: the upstream sends all {SSE_EVENTS} events in one go. TTFB = time to the "
@@ -257,42 +342,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"{_f(g99, sign=True)} | {_f(p.get('total_p50'), 0)} | {errors(p)} |"
         )
     w("")
-    out.extend(render_workers(report))
-    w("## Memory\n")
-    w(
-        "RSS of each target's whole process tree, largest seen after a measurement (idle: right "
-        "after start-up and warm-up).\n"
-    )
-    w("| target | idle MiB | max MiB |")
-    w("|---|---|---|")
-    for t in targets:
-        mx = max((ph.get("rss_mib") or 0 for ph in s[t["name"]].values()), default=0)
-        w(f"| {t['label']} | {t['rss_idle_mib']:.0f} | {mx:.0f} |")
-    w("")
-    guard = BENCH / "results" / "stream-guardrails.json"
-    if guard.exists():
-        # Measured on its own by bench/stream_guardrails.py; kept across re-renders.
-        from stream_guardrails import render as render_stream_guardrails
-
-        w(render_stream_guardrails(json.loads(guard.read_text())))
-    w("## How it is measured\n")
-    w(
-        "- Upstream: nginx (one worker, our generated config, loopback) with the echo module: an "
-        "instant OpenAI `chat.completion` (~670 bytes), a 200-event `chat.completion.chunk` SSE "
-        "body at once, the same paced 5 ms apart, a 60 ms delayed answer. Each mode has its own "
-        "base URL (`/instant/v1`, `/sse200/v1`, `/paced/v1`, `/delay60/v1`), so a gateway's "
-        "provider `base_url` picks it.\n"
-        "- Max throughput: `wrk -t1 -c50` (closed loop). Latency: `bench/loadgen` (Go, stdlib "
-        "only, built at run time) sends request *i* at start + *i*/rate whatever the earlier ones "
-        "do (in-flight cap: a request over it counts as an error, never queued), timed from the "
-        "actual send.\n"
-        "- CPU ms/req: user+system time of the target's process tree from /proc before and after "
-        "a measurement, over the requests it completed (warm-up requests included). The load "
-        "generator's CPU is not counted.\n"
-        "- All targets run at once (idle ones cost nothing measurable) and get the same request "
-        "body: a chat call with a system and a user message and one tool declaration.\n"
-    )
-    return "\n".join(out)
+    return out
 
 
 def print_console(report: dict[str, Any]) -> None:
@@ -329,7 +379,7 @@ def render_workers(report: dict[str, Any]) -> list[str]:
     counts = [n for n in report["options"].get("workers", [1]) if n > 1]
     rows: list[tuple[str, str]] = [
         (kind, f"{kind}-w{n}")
-        for kind in ("bare", "full")
+        for kind in ("bare", "loaded", "working")
         for n in counts
         if kind in s and f"{kind}-w{n}" in s
     ]

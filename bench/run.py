@@ -13,7 +13,7 @@ Phases (each target, each repetition):
 
 Run from the repository root (see bench/README.md)::
 
-    .venv/bin/python bench/run.py --quick --targets direct,bare,full
+    .venv/bin/python bench/run.py --quick --targets direct,bare,loaded,working
     .venv/bin/python bench/run.py --json bench-results.json --markdown docs/performance.md
 
 Targets that cannot be installed or started are reported as "unavailable: <reason>"; the run
@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from common import ALL_TARGETS, LITELLM_SPEC, MIB, PORTKEY_SPEC, log
+from counts import served_requests
 from measure import Runner, build_loadgen, div, evaluate_bars, last_error_line, summarise
 from procs import Proc, tree_usage
 from render import (
@@ -57,8 +58,8 @@ from targets import (
     target_direct,
     target_litellm,
     target_portkey,
-    target_tollway,
 )
+from tollway_target import KINDS, LABELS, target_tollway
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -78,11 +79,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers",
         default="1",
         help="worker counts for the Tollway targets (1); each count above 1 adds <target>-w<N>, "
-        "e.g. --workers 1,2 measures full and full-w2 (needs Redis)",
+        "e.g. --workers 1,2 measures working and working-w2 (needs Redis)",
     )
     p.add_argument("--repetitions", type=int, default=None, help="rounds (2; --quick: 1)")
-    p.add_argument("--streams", type=int, default=None, help="at-once streams per run (10)")
-    p.add_argument("--paced-streams", type=int, default=None, help="paced streams per run (2)")
+    p.add_argument(
+        "--streams", type=int, default=None, help="at-once streams per run (10; 0: none)"
+    )
+    p.add_argument(
+        "--paced-streams", type=int, default=None, help="paced streams per run (2; 0: none)"
+    )
     p.add_argument("--idle", type=float, default=None, help="idle seconds between runs (0.5)")
     p.add_argument("--warmup", type=float, default=None, help="warm-up seconds per target (3)")
     p.add_argument("--max-inflight", type=int, default=64, help="open-loop in-flight cap (64)")
@@ -100,8 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--redis",
         default="auto",
-        help="GATEWAY_REDIS_URL for Tollway: auto (db 13 of a Redis on 127.0.0.1:6379 if one "
-        "answers), off, or a URL",
+        help="GATEWAY_REDIS_URL for Tollway: auto (a redis-server of each target's own, whose "
+        "commands are counted; else db 13 of a Redis on 127.0.0.1:6379 if one answers), off, "
+        "or a URL",
     )
     p.add_argument(
         "--from-json",
@@ -114,8 +120,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.duration = args.duration or (1.0 if quick else 8.0)
     args.repetitions = args.repetitions or (1 if quick else 2)
     args.warmup = args.warmup or (1.0 if quick else 3.0)
-    args.streams = args.streams or (3 if quick else 10)
-    args.paced_streams = args.paced_streams or (1 if quick else 2)
+    # 0 streams skips that streaming phase.
+    args.streams = args.streams if args.streams is not None else (3 if quick else 10)
+    args.paced_streams = (
+        args.paced_streams if args.paced_streams is not None else (1 if quick else 2)
+    )
     args.idle = args.idle if args.idle is not None else (0.2 if quick else 0.5)
     args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     args.delay_rates = [float(r) for r in args.delay_rates.split(",") if r.strip()]
@@ -131,9 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--workers takes whole numbers separated by commas, not {args.workers!r}")
     if not args.workers or args.workers[0] < 1:
         p.error("--workers counts must be 1 or more")
-    args.targets += [
-        f"{t}-w{n}" for t in ("bare", "full") if t in args.targets for n in args.workers if n > 1
-    ]
+    args.targets += [f"{t}-w{n}" for t in KINDS if t in args.targets for n in args.workers if n > 1]
     return args
 
 
@@ -141,6 +148,41 @@ def _workers_starter(
     kind: str, work: Path, nginx_port: int, python: str, redis: str, workers: int
 ) -> Callable[[], Target]:
     return lambda: target_tollway(kind, work, nginx_port, python, redis, workers)
+
+
+def check_spans(t: Target, wait: float = 20.0) -> dict[str, Any]:
+    """The spans the target's OTLP receiver got against the chat requests the gateway served
+    (its own ``gateway_http_requests_total``), after waiting up to ``wait`` s for the exporter's
+    last batches."""
+    assert t.otlp is not None
+    base = t.urls["instant"].removesuffix("/v1/chat/completions")
+    deadline = time.monotonic() + wait
+    served = served_requests(base)
+    got = t.otlp.snapshot()
+    while got["roots"] < served and time.monotonic() < deadline:
+        time.sleep(0.5)
+        served, got = served_requests(base), t.otlp.snapshot()
+    log(
+        f"{t.name}: {got['spans']} spans received ({got['roots']} request spans) for {served} "
+        f"chat requests served"
+    )
+    return {"requests": served, **got}
+
+
+def upgrade_report(report: dict[str, Any]) -> dict[str, Any]:
+    """A report saved before issue 25 called the "loaded" target "full": rename it."""
+
+    def rename(name: str) -> str:
+        return "loaded" + name[4:] if name == "full" or name.startswith("full-w") else name
+
+    for key in ("summary", "raw"):
+        if key in report:
+            report[key] = {rename(k): v for k, v in report[key].items()}
+    for t in report.get("targets", []):
+        if t["name"] != rename(t["name"]):
+            t["name"] = rename(t["name"])
+            t["label"] = t["label"].replace("Tollway full", "Tollway loaded")
+    return report
 
 
 def options_workers(report: dict[str, Any]) -> list[int]:
@@ -164,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
         # Re-render a saved report (no measuring).
-        report = json.loads(args.from_json.read_text())
+        report = upgrade_report(json.loads(args.from_json.read_text()))
         report["bars"] = evaluate_bars(report["summary"], report["options"]["rates"])
         print_console(report)
         if args.markdown:
@@ -210,8 +252,6 @@ def main(argv: list[str] | None = None) -> int:
             report["tools"] = tool_versions()
             starters: dict[str, Callable[[], Target]] = {
                 "direct": lambda: target_direct(nginx_port, nginx),
-                "bare": lambda: target_tollway("bare", work, nginx_port, args.python, args.redis),
-                "full": lambda: target_tollway("full", work, nginx_port, args.python, args.redis),
                 "litellm": lambda: target_litellm(
                     work, nginx_port, args.litellm_spec, not args.no_install
                 ),
@@ -221,13 +261,16 @@ def main(argv: list[str] | None = None) -> int:
             }
             labels = {
                 "direct": "nginx direct",
-                "bare": "Tollway bare",
-                "full": "Tollway full",
+                **LABELS,
                 "litellm": "LiteLLM proxy",
                 "portkey": "Portkey gateway",
             }
+            for kind in KINDS:
+                starters[kind] = _workers_starter(
+                    kind, work, nginx_port, args.python, args.redis, 1
+                )
             for n in (w for w in args.workers if w > 1):
-                for kind in ("bare", "full"):
+                for kind in KINDS:
                     starters[f"{kind}-w{n}"] = _workers_starter(
                         kind, work, nginx_port, args.python, args.redis, n
                     )
@@ -245,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"starting {name}")
                 try:
                     t = starters[name]()
+                    procs.extend(t.extra_procs)
                     if t.proc is not None and t.proc is not nginx:
                         procs.append(t.proc)
                     log(f"{name} up ({t.version}); warming up")
@@ -261,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                 "wrk",
                 *(f"rate{r:g}" for r in args.rates),
                 *(f"delay{r:g}" for r in args.delay_rates),
-                "sse200",
-                "paced",
+                *(["sse200"] if args.streams else []),
+                *(["paced"] if args.paced_streams else []),
             ]
             results: dict[str, dict[str, list[dict[str, Any]]]] = {
                 t.name: {ph: [] for ph in phases} for t in live
@@ -284,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 name: {ph: summarise(runs, ph) for ph, runs in per.items()}
                 for name, per in results.items()
             }
+            spans = {t.name: check_spans(t) for t in live if t.otlp is not None}
             for t in live:
                 if any(ph.get("errors") or ph.get("error") for ph in summary[t.name].values()):
                     line = last_error_line(t)
@@ -292,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for proc in reversed(procs):
                 proc.stop()
+            for t in targets:
+                if t.otlp is not None:
+                    t.otlp.close()
     report["load_after"] = loadavg()
     report["wall_s"] = time.monotonic() - started
     try:
@@ -312,17 +360,20 @@ def main(argv: list[str] | None = None) -> int:
         for t in targets
     ]
     report["summary"] = summary
+    report["spans"] = spans
     report["raw"] = results
     get = lambda n: summary.get(n, {}).get("wrk", {}).get("rps")  # noqa: E731
     report["ratios"] = {
-        "full/bare": div(get("full"), get("bare")),
-        "full/LiteLLM": div(get("full"), get("litellm")),
+        "working/bare": div(get("working"), get("bare")),
+        "working/LiteLLM": div(get("working"), get("litellm")),
+        "working/Portkey": div(get("working"), get("portkey")),
+        "loaded/bare": div(get("loaded"), get("bare")),
+        "working/loaded": div(get("working"), get("loaded")),
         "bare/LiteLLM": div(get("bare"), get("litellm")),
-        "full/Portkey": div(get("full"), get("portkey")),
-        "direct/full": div(get("direct"), get("full")),
+        "direct/working": div(get("direct"), get("working")),
     }
     for n in options_workers(report):
-        for kind in ("bare", "full"):
+        for kind in KINDS:
             if f"{kind}-w{n}" in summary:
                 report["ratios"][f"{kind}-w{n}/{kind}"] = div(get(f"{kind}-w{n}"), get(kind))
     report["bars"] = evaluate_bars(summary, args.rates)

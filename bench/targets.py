@@ -1,30 +1,28 @@
-"""What is measured: the nginx upstream, and each target (direct, Tollway bare and full,
-LiteLLM, Portkey) installed and started on a loopback port."""
+"""What is measured: the nginx upstream, and each target (direct, Tollway bare, loaded and
+working, LiteLLM, Portkey) installed and started on a loopback port."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from common import (
     CACHE,
     LITELLM_MASTER_KEY,
     MODES,
     PACE_SECONDS,
-    REPO,
     UPSTREAM_KEY,
     completion_json,
     log,
     request_body,
     sse_events,
 )
+from counts import OtlpReceiver
 from procs import Proc, free_port, http_ok, run_text, wait_until
 
 
@@ -131,6 +129,16 @@ class Target:
     notes: list[str] = field(default_factory=list)
     unavailable: str | None = None
     rss_idle: int = 0
+    #: The Redis the bench started for this target alone (its ``INFO commandstats`` are counted).
+    redis_port: int | None = None
+    #: The control-plane store (SQLite) whose rows are counted.
+    store: Path | None = None
+    #: The loopback OTLP receiver the target exports its spans to.
+    otlp: OtlpReceiver | None = None
+    #: Every request body differs (a counter in the user message): each is a response-cache miss.
+    vary: bool = False
+    #: Processes the target needs besides its own (its Redis).
+    extra_procs: list[Proc] = field(default_factory=list)
 
 
 def bench_models() -> dict[str, str]:
@@ -146,157 +154,6 @@ def target_direct(nginx_port: int, nginx: Proc) -> Target:
     t.proc = nginx
     t.version = "nginx " + run_text(["nginx", "-v"]).rpartition("/")[2]
     t.notes.append("one worker process, access log off; the echo module paces and delays")
-    return t
-
-
-def _tollway_config(nginx_port: int, secret: str) -> str:
-    providers = "".join(
-        f"""
-[[providers]]
-name = "bench-{m}"
-type = "openai"
-base_url = "http://127.0.0.1:{nginx_port}/{m}/v1"
-api_key = "{UPSTREAM_KEY}"
-models = ["bench-{m}"]
-"""
-        for m in MODES
-    )
-    # The key's config exercises the feature plugins (those not installed ignore it): a rate
-    # limit far above the load, a policy_rules deny list, models_allowed.
-    return (
-        providers
-        + f"""
-[[plugin.static-keys.keys]]
-name = "bench"
-secret = "{secret}"
-
-[plugin.static-keys.keys.config]
-models_allowed = ["bench-*"]
-
-[plugin.static-keys.keys.config.rate_limits]
-rpm = 100000000
-rpd = 1000000000
-tpm = 100000000000
-
-[plugin.static-keys.keys.config.policy_rules.tools]
-deny = ["^Bash$", "^shell_exec$"]
-
-[plugin.static-keys.keys.config.policy_rules.urls]
-deny = ["(?i)://([^/]*\\\\.)?evil\\\\.example(/|$)"]
-
-[plugin.static-keys.keys.config.policy_rules.models]
-allow = ["^bench-"]
-"""
-    )
-
-
-def redis_url() -> str | None:
-    """``redis://127.0.0.1:6379/13`` when a Redis answers there (used by the feature plugins)."""
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5) as s:
-            s.sendall(b"PING\r\n")
-            if s.recv(16).startswith(b"+PONG"):
-                return "redis://127.0.0.1:6379/13"
-    except OSError:
-        pass
-    return None
-
-
-_PLUGINS_CACHE: dict[str, str] = {}
-
-
-def installed_plugins(python: str, env: dict[str, str]) -> list[dict[str, Any]]:
-    """``tollway plugins --json`` (every installed plugin; asked once per run)."""
-    if python not in _PLUGINS_CACHE:
-        _PLUGINS_CACHE[python] = run_text(
-            [python, "-m", "tollway", "plugins", "--json"], env=env, timeout=60
-        )
-    out = _PLUGINS_CACHE[python]
-    try:
-        plugins: list[dict[str, Any]] = json.loads(out[out.index("[") :])
-    except ValueError:
-        raise RuntimeError(f"`tollway plugins --json` printed: {out[:300]}") from None
-    return plugins
-
-
-def target_tollway(
-    name: str, work: Path, nginx_port: int, python: str, redis: str = "auto", workers: int = 1
-) -> Target:
-    """``bare`` or ``full``; with ``workers`` > 1 the target is ``<name>-w<workers>``, the same
-    gateway under ``tollway serve --workers N`` (which needs Redis)."""
-    sys.path.insert(0, str(REPO / "core" / "src"))
-    try:
-        from tollway.keys import mint_key
-    finally:
-        sys.path.pop(0)
-    kind = name
-    label = "Tollway bare" if kind == "bare" else "Tollway full"
-    if workers > 1:
-        name = f"{kind}-w{workers}"
-        label += f", {workers} workers"
-    t = Target(name, label)
-    d = work / f"tollway-{name}"
-    d.mkdir()
-    secret = mint_key("test")
-    cfg = d / "tollway.toml"
-    cfg.write_text(_tollway_config(nginx_port, secret))
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "local",  # loopback upstream allowed
-        "SERVER_ADDR": f"127.0.0.1:{port}",
-        "TOLLWAY_DATA_DIR": str(d / "data"),
-        "LOG_FORMAT": "json",
-    }
-    for var in ("TOLLWAY_PLUGINS", "TOLLWAY_DISABLE_PLUGINS", "TOLLWAY_CONFIG"):
-        env.pop(var, None)
-    redis = redis_url() if redis == "auto" else None if redis == "off" else redis
-    if redis:
-        env["GATEWAY_REDIS_URL"] = redis
-    elif workers > 1:
-        raise RuntimeError(f"--workers {workers} needs Redis (see --redis)")
-    # `tollway plugins --json` with every installed plugin (what the full gateway loads); the
-    # bare gateway allows only the OpenAI provider and the static keys, whatever their
-    # entry points are named.
-    plugins = installed_plugins(python, env)
-    if kind == "bare":
-        by_dist = {p["distribution"]: p["name"] for p in plugins}
-        wanted = [by_dist.get(d) for d in ("tollway-provider-openai", "tollway-static-keys")]
-        if None in wanted:
-            raise RuntimeError(f"the OpenAI provider or static keys are not installed: {by_dist}")
-        env["TOLLWAY_PLUGINS"] = ",".join(n for n in wanted if n)
-        plugins = [p for p in plugins if p["name"] in wanted]
-    t.notes.append("plugins: " + ", ".join(f"{p['name']} {p['version']}" for p in plugins))
-    t.notes.append(
-        (
-            f"`serve --workers {workers}`: {workers} worker processes on one port, the embedded "
-            "control plane in a process of its own; CPU and RSS are the whole process tree"
-            if workers > 1
-            else "one process"
-        )
-        + " (Hypercorn + uvloop), default logging (INFO, JSON)"
-        + (f", GATEWAY_REDIS_URL={redis}" if redis else ", no Redis")
-    )
-    if kind == "full":
-        t.notes.append(
-            "key config: models_allowed, rate_limits (rpm/rpd/tpm far above the load), "
-            "policy_rules (tools/urls deny lists, models allow list)"
-        )
-    t.version = "tollway " + run_text(
-        [python, "-c", "import importlib.metadata as m; print(m.version('tollway'))"], env=env
-    )
-    t.proc = Proc(
-        f"tollway-{name}",
-        [python, "-m", "tollway", "serve", "--config", str(cfg), "--workers", str(workers)],
-        d / "gateway.log",
-        env=env,
-        cwd=d,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: http_ok(f"{base}/startupz"), t.proc, 30 * workers, f"Tollway {name}")
-    t.urls = {m: f"{base}/v1/chat/completions" for m in MODES}
-    t.headers = {m: {"Authorization": f"Bearer {secret}"} for m in MODES}
-    t.models = bench_models()
     return t
 
 

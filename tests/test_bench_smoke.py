@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-TARGETS = ("direct", "bare", "full")
+TARGETS = ("direct", "bare", "loaded", "working")
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +98,29 @@ def test_bench_quick_run_writes_the_report(report: dict[str, Any]) -> None:
     md = report["_markdown"]
     for heading in ("## Bars", "## Throughput", "## Latency at 20 req/s", "## Streaming"):
         assert heading in md
-    full = next(t for t in report["targets"] if t["name"] == "full")
-    assert any(n.startswith("plugins: ") for n in full["notes"]), full["notes"]
+    for name in ("loaded", "working"):
+        info = next(t for t in report["targets"] if t["name"] == name)
+        assert any(n.startswith("plugins: ") for n in info["notes"]), info["notes"]
     assert {b["group"] for b in report["bars"]} >= {"Throughput", "Streaming", "Memory"}
+    # The bars are the working target's.
+    assert all("working" in b["bar"] for b in report["bars"] if b["group"] == "Throughput")
+    assert "## What each request costs" in md
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_bench_working_target_has_every_feature_working(report: dict[str, Any]) -> None:
+    """The working target's key is a control-plane key with a budget, a pii guardrail, the
+    response cache on its miss path, and every span reaches the bench's OTLP receiver."""
+    info = next(t for t in report["targets"] if t["name"] == "working")
+    notes = " ".join(info["notes"])
+    for feature in ("virtual-keys create", "gateway-budgets create", '"pii"', "response_cache"):
+        assert feature in notes, (feature, notes)
+    spans = report["spans"]["working"]
+    assert spans["requests"] > 0 and spans["errors"] == 0, spans
+    assert spans["roots"] == spans["requests"], spans
+    wrk = report["summary"]["working"]["wrk"]
+    # Counted, not judged: Redis commands (admission, limits, cache) and store rows (the ledger).
+    assert _number(wrk["redis_per_req"]) and wrk["redis_per_req"] > 0, wrk
+    assert _number(wrk["store_per_req"]), wrk
+    assert "redis_per_req" not in report["summary"]["direct"]["wrk"]

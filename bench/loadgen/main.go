@@ -82,7 +82,19 @@ func newClient(conns int, timeout time.Duration) *http.Client {
 	return &http.Client{Transport: transport, Timeout: timeout}
 }
 
+// varyMarker, when set (-vary), is replaced in each request's body by varyPrefix and a counter,
+// so that every request differs (a response cache sees only misses).
+var (
+	varyMarker  []byte
+	varyPrefix  string
+	varyCounter int64
+)
+
 func newRequest(url string, body []byte, headers headerList) (*http.Request, error) {
+	if len(varyMarker) > 0 {
+		n := atomic.AddInt64(&varyCounter, 1)
+		body = bytes.Replace(body, varyMarker, []byte(fmt.Sprintf("%s-%d", varyPrefix, n)), 1)
+	}
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -346,7 +358,10 @@ func main() {
 	warmup := flag.Int("warmup", 5, "unmeasured requests first")
 	timeout := flag.Duration("timeout", 30*time.Second, "per-request timeout")
 	flag.Var(&headers, "H", "extra header 'Name: value' (repeatable)")
+	vary := flag.String("vary", "", "replace this marker in the body by a per-request counter")
+	flag.StringVar(&varyPrefix, "vary-prefix", "run", "what the counter starts with (-vary)")
 	flag.Parse()
+	varyMarker = []byte(*vary)
 	if *url == "" || *bodyFile == "" {
 		fmt.Fprintln(os.Stderr, "loadgen: -url and -body are required")
 		os.Exit(2)

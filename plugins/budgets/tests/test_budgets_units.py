@@ -463,3 +463,37 @@ def test_stream_end_is_a_line_not_words_in_the_json() -> None:
     assert _ends_stream(bytearray(b"data: [DONE]\n\n"), _TERMINAL["chat"])
     completed = bytearray(b"event: response.completed\ndata: {}\n\n")
     assert _ends_stream(completed, _TERMINAL["responses"])
+
+
+def test_provider_override_prices_are_built_once_per_config() -> None:
+    from tollway.config import ProviderConfig
+    from tollway_budgets._state import State
+
+    state = State(
+        settings=BudgetSettings(),
+        table=PriceTable.packaged(),
+        store=None,  # type: ignore[arg-type]  # prices() touches neither store nor client
+        client=None,
+        outbox=None,
+        node_id="n",
+        unknown_prices=None,
+        policy=None,  # type: ignore[arg-type]
+    )
+    first = ProviderConfig(
+        name="p", type="openai", config={"prices": {"bench-*": {"input_per_mtok": 2}}}
+    )
+    found = state.prices("bench-1", first, "openai")
+    assert found is not None and found.input == 2 and found.source == "provider:p:bench-*"
+    # The same config again: the very same object, not rebuilt per request.
+    assert state.prices("bench-1", first, "openai") is found
+    # A model the override does not name: the table's prices (none for this one).
+    assert state.prices("other-model-xyz", first, "openai") is None
+    # A changed config (the store's new revision brings a new dict): its new prices.
+    second = attrs.evolve(first, config={"prices": {"bench-*": {"input_per_mtok": 5}}})
+    changed = state.prices("bench-1", second, "openai")
+    assert changed is not None and changed.input == 5
+    # Without config.prices: the table's.
+    plain = ProviderConfig(name="q", type="openai")
+    assert state.prices("gpt-4o", plain, "openai") == PriceTable.packaged().lookup(
+        "gpt-4o", "openai"
+    )

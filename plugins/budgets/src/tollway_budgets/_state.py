@@ -85,6 +85,11 @@ class State:
         factory=dict
     )
     overrides: dict[int, tuple[object, dict[str, Any] | PriceError]] = attrs.field(factory=dict)
+    #: (id of a provider's ``config.prices``, provider name, model, provider type) → (that
+    #: ``config.prices`` object, the prices it gives the model): built once, not per request.
+    override_prices: dict[tuple[int, str, str, str], tuple[object, Prices | None]] = attrs.field(
+        factory=dict
+    )
     seeding: dict[str, asyncio.Future[None]] = attrs.field(factory=dict)
     averages: dict[str, Average] = attrs.field(factory=dict)
     unpriced: set[str] = attrs.field(factory=set)
@@ -151,12 +156,24 @@ class State:
     ) -> Prices | None:
         """The provider's ``config.prices`` for ``model`` over the table's, else the table's."""
         base = self.table.lookup(model, provider_type)
-        if config is not None:
-            override = self.override_of(config)
-            key = override_entry(override, model) if override else None
-            if key is not None:
-                return Prices.per_mtok(override[key], base, f"provider:{config.name}:{key}")
-        return base
+        raw = None if config is None else config.config.get("prices")
+        if config is None or raw is None:
+            return base
+        memo_key = (id(raw), config.name, model, provider_type)
+        memo = self.override_prices.get(memo_key)
+        if memo is not None and memo[0] is raw:
+            return memo[1]
+        override = self.override_of(config)
+        key = override_entry(override, model) if override else None
+        found = (
+            base
+            if key is None
+            else Prices.per_mtok(override[key], base, f"provider:{config.name}:{key}")
+        )
+        if len(self.override_prices) > CACHE_LIMIT:
+            self.override_prices.clear()
+        self.override_prices[memo_key] = (raw, found)
+        return found
 
     def priced(self, model: str, found: Prices | None) -> Prices | None:
         if found is not None:

@@ -1,0 +1,96 @@
+"""The "What each request costs" section of docs/performance.md: Redis commands and store rows
+per request, the spans the bench's OTLP receiver got, and the per-plugin CPU of a profile run
+(``bench/profile_hotpath.py --json bench/results/profile-working.json``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from common import BENCH
+
+PROFILE = BENCH / "results" / "profile-working.json"
+
+
+def _f(v: Any, digits: int = 2) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, int | float) else "–"
+
+
+def _top(delta: dict[str, int], requests: int, n: int = 6) -> str:
+    if not delta or not requests:
+        return "–"
+    items = sorted(delta.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} {v / requests:.2f}" for k, v in items)
+
+
+def render_costs(report: dict[str, Any]) -> list[str]:
+    s = report["summary"]
+    labels = {t["name"]: t["label"] for t in report["targets"]}
+    rows = [
+        (name, ph)
+        for name, per in s.items()
+        for phname, ph in per.items()
+        if phname == "wrk" and ("redis_per_req" in ph or "store_per_req" in ph)
+    ]
+    spans = report.get("spans") or {}
+    profile = json.loads(PROFILE.read_text()) if PROFILE.exists() else None
+    if not rows and not spans and not profile:
+        return []
+    out = ["## What each request costs (besides time)\n"]
+    w = out.append
+    if rows:
+        w(
+            "Under `wrk` (the throughput phase), summed over the repetitions and divided by the "
+            "requests wrk completed. *Redis commands*: `INFO commandstats` of a `redis-server` "
+            "the bench started for that target alone, before and after (commands a Lua script "
+            "runs are counted too, so this bounds the round trips from above). *Store rows*: "
+            "rows added to the control-plane store's tables (SQLite), before and after; "
+            "writes batched off the request path that land after the phase ends are counted in "
+            "the next one.\n"
+        )
+        w("| target | Redis commands/req | by command (per req) | store rows/req | by table |")
+        w("|---|---|---|---|---|")
+        for name, ph in rows:
+            req = ph.get("requests") or 0
+            w(
+                f"| {labels.get(name, name)} | {_f(ph.get('redis_per_req'))} | "
+                f"{_top(ph.get('redis_delta') or {}, req)} | {_f(ph.get('store_per_req'))} | "
+                f"{_top(ph.get('store_delta') or {}, req)} |"
+            )
+        w("")
+    for name, got in spans.items():
+        ok = got["roots"] == got["requests"] and not got["errors"]
+        w(
+            f"**Spans exported by {labels.get(name, name)}**: the bench's loopback OTLP/HTTP "
+            f"receiver got {got['spans']} spans ({got['roots']} request spans, in "
+            f"{got['batches']} batches, {got['errors']} undecodable) for {got['requests']} chat "
+            "requests the gateway served (its `gateway_http_requests_total`, warm-ups "
+            f"included): {'one span per request' if ok else '**not one span per request**'}.\n"
+        )
+    if profile:
+        w(
+            f"**Where the CPU goes** (`bench/profile_hotpath.py --target working`, py-spy at "
+            f"{profile.get('rate', 250)} Hz for {profile.get('seconds', '?')} s under "
+            f"`wrk -c50`, {profile['samples']} samples, {_f(profile['wrk'].get('rps'), 0)} "
+            "req/s during the recording; "
+            f"load average {profile.get('load', '?')}). Share of all samples with a frame of "
+            "each plugin package on the stack (inclusive, so nested plugins overlap):\n"
+        )
+        w("| plugin package | share of CPU samples |")
+        w("|---|---|")
+        for name, share in profile["by_plugin"][:12]:
+            w(f"| `{name}` | {share:.1f} % |")
+        w("")
+        w("By layer of the innermost frame:\n")
+        w("| layer | share |")
+        w("|---|---|")
+        for name, share in profile["by_layer"][:10]:
+            w(f"| {name} | {share:.1f} % |")
+        w("")
+        w("Our code, inclusive (top 10):\n")
+        w("| function | share |")
+        w("|---|---|")
+        for name, share in profile["ours_inclusive"][:10]:
+            w(f"| `{name}` | {share:.1f} % |")
+        w("")
+    return out
