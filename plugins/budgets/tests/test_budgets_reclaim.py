@@ -186,6 +186,10 @@ def test_a_killed_replicas_reservations_are_reclaimed_and_billed(
             assert (row["cost_usd"], row["usage_estimated"], row["status"]) == (amount, 1, None)
             assert row["vk_id"] == key["id"]
             assert row["gateway_node_id"] != ledger_node(ledger, exclude=held)
+        print(
+            f"\nDRILL kill_9_cut_calls_billed: {len(held)} calls cut by kill -9 billed at their "
+            f"reservation, marked estimated, {time.monotonic() - killed:.1f} s after the kill"
+        )
     finally:
         for gw in gateways:
             stop(gw.proc, signal.SIGKILL)
