@@ -71,6 +71,7 @@ class Journal:
     replaying: dict[str, asyncio.Future[None]] = attrs.field(factory=dict)
     #: Entries Redis took back so far (diagnostics, tests).
     restored: int = 0
+    last_sweep: int = 0
 
     def record(
         self,
@@ -84,6 +85,7 @@ class Journal:
         """An admission of ``specs`` (at ``at_ms``: Redis's clock, with the headroom Redis
         reported per spec in ``remaining``; None: fail-open, this host's clock)."""
         now = time.time_ns() // 1_000_000 if at_ms is None else at_ms
+        self.sweep(now)
         scope = epoch_key(specs)
         logs = self.logs.setdefault(scope, {})
         for i, spec in enumerate(specs):
@@ -111,15 +113,31 @@ class Journal:
 
     def settle(self, keys: Sequence[str], member_id: str, weight: int) -> None:
         """A tpm reservation settled to ``weight`` (0: released)."""
-        for logs in self.logs.values():
-            entries = logs.get((keys[0], keys[1]))
-            if entries is None or member_id not in entries:
-                continue
-            if weight > 0:
-                entries[member_id] = (entries[member_id][0], weight)
-            else:
-                del entries[member_id]
+        logs = self.logs.get(keys[0].rsplit(":", 1)[0] + ":e")
+        entries = None if logs is None else logs.get((keys[0], keys[1]))
+        if entries is None or member_id not in entries:
             return
+        if weight > 0:
+            entries[member_id] = (entries[member_id][0], weight)
+        else:
+            del entries[member_id]
+
+    def sweep(self, now: int) -> None:
+        """Forget what left the window, of every scope (at most once per window)."""
+        if now - self.last_sweep < self.window_ms:
+            return
+        self.last_sweep = now
+        for scope in list(self.logs):
+            logs = self.logs[scope]
+            for log_keys in list(logs):
+                self._prune(logs[log_keys], now)
+                if not logs[log_keys]:
+                    del logs[log_keys]
+            if not logs:
+                del self.logs[scope]
+        cutoff = now - self.window_ms
+        for log_keys in [k for k, (at, _) in self.seen.items() if at <= cutoff]:
+            del self.seen[log_keys]
 
     def _prune(self, entries: OrderedDict[str, tuple[int, int]], now: int) -> None:
         cutoff = now - self.window_ms
