@@ -22,6 +22,7 @@ replays takes its fail-open spend with it until the counter is next seeded from 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from tollway_budgets._state import State
 
 __all__ = ["Journal", "heal"]
+
+log = logging.getLogger("tollway.budgets")
 
 #: A journal holds at most this many seconds per counter (older seconds merge into the oldest).
 _MAX_SECONDS = 3600
@@ -104,7 +107,14 @@ async def heal(state: State, store: RedisStore, journal: Journal) -> None:
         margin_ms = round(state.settings.outbox_flush_interval_seconds * 1000) + 1000
         while journal.batches:
             batch = journal.batches[0]
-            journal.replayed += await store.replay(batch.marker, batch.spend, margin_ms)
+            added = await store.replay(batch.marker, batch.spend, margin_ms)
             journal.batches.pop(0)
+            journal.replayed += added
+            log.info(
+                "budget_counters_healed counters=%d amount_micro_usd=%d: spend admitted "
+                "fail-open while Redis was unreachable, now counted",
+                len(batch.spend),
+                added,
+            )
     finally:
         future.set_result(None)
