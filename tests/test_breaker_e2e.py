@@ -74,6 +74,12 @@ def test_flaky_primary_opens_its_breaker_and_every_call_succeeds(
         with ThreadPoolExecutor(8) as pool:
             replies = list(pool.map(call, range(DRILL_CALLS)))
         statuses = [r.status_code for r in replies]
+        opens = breaker_states(gw).get(("flaky", "opens"), 0)
+        print(
+            f"\nDRILL fallback_30pct_5xx_10pct_timeouts: {statuses.count(200)}/{len(replies)} "
+            f"non-stream calls succeeded ({statuses.count(200) / len(replies):.2%}), breaker "
+            f"opened {opens:g} time(s)"
+        )
         assert statuses.count(200) >= 0.999 * len(replies), statuses
         if long_drill:
             states = breaker_states(gw)

@@ -206,6 +206,7 @@ def test_sigterm_lets_in_flight_stream_finish(sim: Simulator, gateway_factory) -
     assert done.is_set()
     assert b"data: [DONE]" in b"".join(got)
     assert gw.proc.wait(timeout=20) == 0
+    print("\nDRILL sigterm_mid_stream: the in-flight stream finished ([DONE]), exit 0")
     assert "draining" in gw.logs()
 
 

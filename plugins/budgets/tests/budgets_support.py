@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -292,3 +293,54 @@ def rows_by_request(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def iter_sse(response: httpx.Response) -> Iterator[bytes]:
     yield from response.iter_bytes()
+
+
+# --- a Redis of the test's own --------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A ``redis-server`` of this test's own on a free port (never the shared one), to freeze
+    with SIGSTOP."""
+
+    def __init__(self, tmp: Path) -> None:
+        exe = shutil.which("redis-server")
+        assert exe, "redis-server is not installed"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(tmp)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        try:
+            wait_for(lambda: _pings(client), 10, "the private redis-server")
+        finally:
+            client.close()
+
+    def reservations(self, prefix: str) -> dict[str, int]:
+        client = redis.Redis.from_url(self.url)
+        try:
+            out = {}
+            for key in client.scan_iter(match=f"{prefix}:*:c"):
+                for field, value in client.hgetall(key).items():
+                    if field.startswith(b"r:"):
+                        out[field[2:].decode()] = int(value)
+            return out
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False

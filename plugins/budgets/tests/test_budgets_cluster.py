@@ -107,21 +107,30 @@ def cluster(sim: Simulator, tmp_path: Path) -> Iterator[Cluster]:
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def chat(client: openai.OpenAI, words: int) -> tuple[int, str, Any]:
-    """(status, request id, usage or error) of one call."""
+def chat(
+    client: openai.OpenAI, words: int, max_tokens: int | None = MAX_TOKENS
+) -> tuple[int, str, Any]:
+    """(status, request id, usage or error) of one call (``max_tokens`` None: not sent)."""
     try:
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4o",
             messages=[{"role": "user", "content": " ".join(["spend"] * words)}],
-            max_tokens=MAX_TOKENS,
+            **({} if max_tokens is None else {"max_tokens": max_tokens}),
         )
     except openai.APIStatusError as exc:
         return exc.status_code, exc.response.headers.get("x-langwatch-request-id", ""), exc
     return 200, raw.headers["x-langwatch-request-id"], raw.parse().usage
 
 
+#: Output tokens reserved for a call without max_tokens: gpt-4o's max output (16384 in the
+#: price table) bounded by default_max_output_tokens (4096).
+NO_MAX_TOKENS_ESTIMATE = 4096
+
+
 @pytest.mark.slow
-def test_replicas_racing_at_the_limit(cluster: Cluster) -> None:
+@pytest.mark.parametrize("max_tokens", [MAX_TOKENS, None], ids=["max_tokens", "no_max_tokens"])
+def test_replicas_racing_at_the_limit(cluster: Cluster, max_tokens: int | None) -> None:
+    """A drill (tests/drills): 2 replicas, 100 concurrent clients, a block budget."""
     if not redis_available():
         pytest.skip("Redis is not reachable at 127.0.0.1:6379")
     key, secret = setup_key(cluster.cp_data, cluster.sim.url)
@@ -143,18 +152,25 @@ def test_replicas_racing_at_the_limit(cluster: Cluster) -> None:
         assert status == 200
         warm += cost_of(usage.prompt_tokens, usage.completion_tokens)
 
-    with ThreadPoolExecutor(max_workers=40) as pool:
-        results = list(pool.map(lambda i: chat(clients[i % 2], 3 + i % 7), range(160)))
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        results = list(pool.map(lambda i: chat(clients[i % 2], 3 + i % 7, max_tokens), range(160)))
     statuses = [r[0] for r in results]
     assert set(statuses) == {200, 402}, statuses
     ok = [(rid, usage) for status, rid, usage in results if status == 200]
     costs = {rid: cost_of(u.prompt_tokens, u.completion_tokens) for rid, u in ok}
     total = sum(costs.values())
     # Every estimate here is ≥ its call's cost (input ceil(bytes/4) ≥ the simulator's floor,
-    # output min(max_tokens, cap) = max_tokens ≥ what it produced), so the replicas racing at
-    # the limit overshoot by at most one call's reservation.
+    # output min(max_tokens, cap) = max_tokens ≥ what it produced; without max_tokens the
+    # bounded estimate), so the replicas racing at the limit overshoot by at most one call's
+    # reservation.
     max_prompt = max(u.prompt_tokens for _, u in ok)
-    one_reservation = (max_prompt + 1) * PRICE_IN + MAX_TOKENS * PRICE_OUT
+    output = NO_MAX_TOKENS_ESTIMATE if max_tokens is None else max_tokens
+    one_reservation = (max_prompt + 1) * PRICE_IN + output * PRICE_OUT
+    print(
+        f"\nDRILL block_budget_100_concurrency[{'max_tokens' if max_tokens else 'none'}]: "
+        f"spend {float((total + warm) / limit):.0%} of the limit "
+        f"(bound {float((limit + one_reservation) / limit):.0%}), {len(ok)} of 160 admitted"
+    )
     assert total + warm <= limit + one_reservation, (total, limit, one_reservation)
     assert len(ok) < 160  # the budget did stop them
 
@@ -268,6 +284,10 @@ def test_kill_9_mid_traffic_loses_and_duplicates_nothing(cluster: Cluster) -> No
     missing = set(done) - set(ledger)
     assert not missing, f"{len(missing)} completed call(s) missing from the ledger"
     assert all(ledger[rid]["cost_usd"] == cost for rid, cost in done.items())
+    print(
+        f"\nDRILL kill_9_under_load: ledger == client-side sum for {len(done)} completed calls "
+        f"({sum(done.values())} micro-USD); {len(ledger) - len(done) - 1} cut calls billed"
+    )
     # Rows beyond the completed calls: only calls cut by the kill (spooled, never answered).
     assert len(ledger) <= sent[0] + 1
 

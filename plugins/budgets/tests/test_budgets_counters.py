@@ -16,6 +16,7 @@ import redis as redis_sync
 from tollway import Principal
 from tollway.redis import RedisOptions, connect
 from tollway_budgets._budgets import Counter, counters_for, parse_budgets
+from tollway_budgets._heal import Journal
 from tollway_budgets._store import Admission, LocalStore, RedisStore
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -245,5 +246,40 @@ def test_concurrent_admissions_are_atomic(kind: str) -> None:
             # Admitted while spent + reserved < 1000: exactly 100 reservations of 10.
             assert len(admitted) == 100
             assert sorted(r.reserved[0] for r in admitted) == list(range(0, 1000, 10))
+
+    run(body())
+
+
+def test_fail_open_spend_is_replayed_once_and_not_into_a_counter_seeded_after_it() -> None:
+    """heal.lua (tollway_budgets._heal): a replay retried with the same batch marker counts
+    once; a counter seeded after the journaled seconds (its seed read the ledger, which holds
+    them) takes nothing; a counter Redis lost is left to its seed."""
+
+    async def body() -> None:
+        async with store("redis") as s:
+            assert s.redis is not None
+            kept, reseeded, lost = (
+                s.counters({"id": b, "scope": "project", "limit_micro_usd": 10**9})[0]
+                for b in ("kept", "reseeded", "lost")
+            )
+            journal = Journal("node-a")
+            at_ms = NOW_MS - 60_000
+            for counter in (kept, reseeded, lost):
+                journal.add([counter], 700, at_ms=at_ms)
+                journal.add([counter], 300, at_ms=at_ms + 5_000)
+            await s.redis.seed([kept], [1000], 0, reseed=False, read_at_ms=at_ms - 60_000)
+            # Seeded long after those seconds: the ledger it read held them.
+            await s.redis.seed([reseeded], [5000], 0, reseed=False, read_at_ms=NOW_MS)
+            journal.take()
+            (batch,) = journal.batches
+            for _ in range(2):  # the retry of a replay that ran but timed out on our side
+                added = await s.redis.replay(batch.marker, batch.spend, 1200)
+                assert added == (1000 if _ == 0 else 0)
+            spent = await s.admit([kept], 0, "probe-kept")
+            assert spent.spent == (2000,)
+            again = await s.admit([reseeded], 0, "probe-reseeded")
+            assert again.spent == (5000,)
+            missing = await s.admit([lost], 0, "probe-lost")
+            assert missing.status == "seed"
 
     run(body())

@@ -24,6 +24,7 @@ import pytest
 import redis
 from budgets_support import (
     REDIS_URL,
+    PrivateRedis,
     Proc,
     Simulator,
     budgets_toml,
@@ -185,6 +186,10 @@ def test_a_killed_replicas_reservations_are_reclaimed_and_billed(
             assert (row["cost_usd"], row["usage_estimated"], row["status"]) == (amount, 1, None)
             assert row["vk_id"] == key["id"]
             assert row["gateway_node_id"] != ledger_node(ledger, exclude=held)
+        print(
+            f"\nDRILL kill_9_cut_calls_billed: {len(held)} calls cut by kill -9 billed at their "
+            f"reservation, marked estimated, {time.monotonic() - killed:.1f} s after the kill"
+        )
     finally:
         for gw in gateways:
             stop(gw.proc, signal.SIGKILL)
@@ -206,56 +211,6 @@ def _ignore(fn: Any) -> None:
         fn()
     except httpx.HTTPError:
         pass  # the replica was killed under it
-
-
-class PrivateRedis:
-    """A ``redis-server`` of this test's own on a free port (never the shared one), to freeze
-    with SIGSTOP."""
-
-    def __init__(self, tmp: Path) -> None:
-        import subprocess
-
-        exe = shutil.which("redis-server")
-        assert exe, "redis-server is not installed"
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(tmp)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        try:
-            wait_for(lambda: _pings(client), 10, "the private redis-server")
-        finally:
-            client.close()
-
-    def reservations(self, prefix: str) -> dict[str, int]:
-        client = redis.Redis.from_url(self.url)
-        try:
-            out = {}
-            for key in client.scan_iter(match=f"{prefix}:*:c"):
-                for field, value in client.hgetall(key).items():
-                    if field.startswith(b"r:"):
-                        out[field[2:].decode()] = int(value)
-            return out
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
 
 
 def static_gateway(tmp: Path, sim: Simulator, redis_url: str, prefix: str) -> tuple[Proc, str]:

@@ -13,6 +13,7 @@ from tollway.redis import BACKEND_ERRORS
 from tollway_budgets._budgets import Counter, counters_for, end_user_of
 from tollway_budgets._client import ControlPlaneUnavailable
 from tollway_budgets._estimate import estimate_request
+from tollway_budgets._heal import heal
 from tollway_budgets._leases import describe, held
 from tollway_budgets._metrics import BLOCKS
 from tollway_budgets._state import REQUEST, STATE, WARN_EVERY, Request, State
@@ -59,6 +60,7 @@ async def _do_seed(state: State, counters: Sequence[Counter], *, reseed: bool) -
     async with lock:  # no ledger batch half-way: an entry is pending or in the ledger, not both
         pending = [outbox.pending_sum(c.matches) if outbox is not None else 0 for c in counters]
         ledger = [0] * len(counters)
+        read_at_ms = time.time_ns() // 1_000_000
         if state.client is not None:
             try:
                 ledger = await state.client.spend([c.spend_query() for c in counters])
@@ -79,7 +81,9 @@ async def _do_seed(state: State, counters: Sequence[Counter], *, reseed: bool) -
         if isinstance(state.store, LocalStore):
             state.store.seed(counters, seeds, provisional, reseed=reseed)
         else:
-            await state.store.seed(counters, seeds, provisional, reseed=reseed)
+            await state.store.seed(
+                counters, seeds, provisional, reseed=reseed, read_at_ms=read_at_ms
+            )
 
 
 async def admit_counters(
@@ -107,6 +111,9 @@ async def admit_counters(
             return None
         lease_ms = round(settings.reservation_lease_seconds * 1000)
         try:
+            if state.journal.due:
+                # Redis answers again: count what was admitted without it first.
+                await heal(state, store, state.journal)
             admission = await store.admit(
                 counters, amounts, request_id, None, lease_ms, retry_ms, meta
             )
@@ -217,6 +224,8 @@ async def admit(ctx: RequestContext) -> None:
     if admission is None or admission.status != "ok":
         request.counters = []  # nothing was reserved
     if admission is None:
+        if state.redis:
+            request.unseen = counters  # its cost goes to the journal (_heal)
         ctx.span_attributes[DECISION] = "fail_open"
         return
     threshold = state.settings.warn_percent

@@ -25,6 +25,7 @@ import orjson
 from tollway import Principal, RequestContext
 from tollway.redis import BACKEND_ERRORS
 from tollway_budgets._budgets import Counter, end_user_of
+from tollway_budgets._heal import heal
 from tollway_budgets._state import State
 from tollway_budgets._store import Admission, RedisStore
 from tollway_budgets._windows import format_us
@@ -103,16 +104,21 @@ def settle_later(
 
 
 async def heartbeat(state: State) -> None:
-    """Every third of the lease: retry failed settlements, renew this replica's leases."""
+    """Every third of the lease: replay fail-open spend (:mod:`tollway_budgets._heal`), retry
+    failed settlements, renew this replica's leases."""
     store = state.store
     assert isinstance(store, RedisStore)
     lease = state.settings.reservation_lease_seconds
     lease_ms = round(lease * 1000)
     while True:
         await asyncio.sleep(lease / 3)
-        if not (state.leases or state.unsettled) or not state.policy.available():
+        if not (state.leases or state.unsettled or state.journal.due):
+            continue
+        if not state.policy.available():
             continue
         try:
+            if state.journal.due:
+                await heal(state, store, state.journal)
             await _retry_settlements(state, store)
             groups: dict[str, list[str]] = {}
             oldest = time.monotonic() - state.settings.reservation_ttl_seconds

@@ -170,6 +170,9 @@ async def account(ctx: RequestContext) -> None:
     if cost:
         ctx.span_attributes["langwatch.cost_usd"] = cost / 1_000_000
     request = ctx.stash.get(REQUEST)
+    if request is not None and request.unseen:
+        state.journal.add(request.unseen, cost)
+        request.unseen = []
     if request is None or not request.counters:
         return
     costs = [cost] * len(request.counters)

@@ -14,6 +14,7 @@ from tollway import Principal, ServiceUnavailable, StashKey
 from tollway.redis import FailurePolicy, RedisFacility
 from tollway_budgets._budgets import Budget, BudgetConfigError, Counter, parse_budgets
 from tollway_budgets._client import ControlPlaneClient, LocalControlPlane
+from tollway_budgets._heal import Journal
 from tollway_budgets._metrics import REDIS_ERRORS
 from tollway_budgets._outbox import Outbox
 from tollway_budgets._prices import PriceError, Prices, PriceTable, override_entry, parse_override
@@ -65,6 +66,9 @@ class Request:
     spooled: bool = False
     cost: int | None = None
     terminal_seen: bool = False
+    #: Admitted fail-open (Redis unreachable): the counters its cost must still reach
+    #: (through the journal, :mod:`tollway_budgets._heal`).
+    unseen: list[Counter] = attrs.field(factory=list)
 
 
 @attrs.define(eq=False)
@@ -102,6 +106,10 @@ class State:
     #: (counters' (hash, zset) keys, costs, when first tried (monotonic)).
     unsettled: dict[str, tuple[list[tuple[str, str]], list[int], float]] = attrs.field(factory=dict)
     heartbeat: asyncio.Task[None] | None = None
+    #: With Redis: spend admitted fail-open, replayed into Redis when it answers again.
+    journal: Journal = attrs.field(
+        default=attrs.Factory(lambda self: Journal(self.node_id), takes_self=True)
+    )
 
     @property
     def redis(self) -> bool:

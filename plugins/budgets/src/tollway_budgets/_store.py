@@ -29,6 +29,7 @@ __all__ = ["Admission", "LocalStore", "RedisStore"]
 ADMIT_LUA = LUA_NOW_MS + files("tollway_budgets").joinpath("admit.lua").read_text()
 SETTLE_LUA = files("tollway_budgets").joinpath("settle.lua").read_text()
 SEED_LUA = files("tollway_budgets").joinpath("seed.lua").read_text()
+HEAL_LUA = files("tollway_budgets").joinpath("heal.lua").read_text()
 RENEW_LUA = LUA_NOW_MS + files("tollway_budgets").joinpath("renew.lua").read_text()
 
 
@@ -195,6 +196,7 @@ class RedisStore:
         self._settle = Script(client, SETTLE_LUA)
         self._seed = Script(client, SEED_LUA)
         self._renew = Script(client, RENEW_LUA)
+        self._heal = Script(client, HEAL_LUA)
 
     async def admit(
         self,
@@ -272,12 +274,35 @@ class RedisStore:
         provisional_until_ms: int,
         *,
         reseed: bool,
+        read_at_ms: int | None = None,
     ) -> None:
+        """``read_at_ms``: when the ledger sums in ``spent`` were read (recorded in a counter
+        this creates, for :meth:`replay`)."""
         args: list[Any] = [len(counters)]
         for spec, value in zip(counters, spent, strict=True):
             args.extend((value, spec.expire_at_ms, provisional_until_ms, "r" if reseed else "i"))
+        if read_at_ms is not None:
+            args.append(read_at_ms)
         async with asyncio.timeout(self.deadline):
             await self._seed(keys=[c.hash_key for c in counters], args=args)
+
+    async def replay(
+        self, marker: str, spend: dict[str, list[tuple[int, int]]], margin_ms: int
+    ) -> int:
+        """Add journaled fail-open spend to the counters that kept their data (heal.lua), in
+        one pipeline; the micro-USD added."""
+        calls: list[tuple[list[str], list[Any]]] = []
+        for key, seconds in spend.items():
+            args: list[Any] = [marker, margin_ms]
+            for until_ms, amount in seconds:
+                args.extend((until_ms, amount))
+            calls.append(([key], args))
+        async with asyncio.timeout(self.deadline):
+            results = await self._heal.pipeline(calls)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return sum(int(r) for r in results)
 
     async def ping(self) -> None:
         async with asyncio.timeout(self.deadline):

@@ -3,8 +3,11 @@ settlement in ``account``."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import os
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +30,7 @@ from tollway.redis import (
     round_trip_deadline,
     shared,
 )
+from tollway_rate_limits._journal import Journal, epoch_key
 from tollway_rate_limits._limits import (
     InvalidLimits,
     Limits,
@@ -40,7 +44,7 @@ from tollway_rate_limits._limits import (
     success_headers,
 )
 from tollway_rate_limits._metrics import DENIED, PROVIDER_SKIPS, REDIS_ERRORS
-from tollway_rate_limits._redis import RedisStore
+from tollway_rate_limits._redis import HealFirst, RedisStore
 from tollway_rate_limits._settings import NAME, RateLimitSettings
 from tollway_rate_limits._window import NEVER, Decision, LocalStore, Spec, member
 
@@ -88,6 +92,15 @@ class _State:
     )
     #: The gateway's Redis (None: in process).
     facility: RedisFacility | None = None
+    #: With Redis: what this replica admitted, to put back (:mod:`tollway_rate_limits._journal`).
+    journal: Journal = attrs.field(
+        default=attrs.Factory(
+            lambda self: Journal(
+                f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}", self.window_ms
+            ),
+            takes_self=True,
+        )
+    )
 
     @property
     def redis(self) -> bool:
@@ -201,21 +214,78 @@ def readiness_checks(gateway: Gateway) -> dict[str, Callable[[], Any]] | None:
 
 
 async def _decide(state: _State, specs: Sequence[Spec], member_id: str) -> Decision | None:
-    """One atomic decision; ``None`` means "Redis is down and the policy is fail_open"."""
+    """One atomic decision; ``None`` means "Redis is down and the policy is fail_open".
+
+    With Redis, the scope's journal is put back first when Redis missed it (an outage during
+    which this replica admitted fail-open, or Redis lost its data)."""
     store = state.store
     if isinstance(store, LocalStore):
         return store.acquire(specs, member_id, state.window_ms)
     policy = state.policy
+    journal = state.journal
     if policy.available():
+        epoch = epoch_key(specs)
         try:
-            decision = await store.acquire(specs, member_id, state.window_ms)
+            if epoch in journal.dirty:
+                await _heal(state, store, epoch, lost=False)
+            try:
+                decision = await _acquire(state, store, specs, member_id, epoch)
+            except HealFirst:
+                await _heal(state, store, epoch, lost=True)
+                decision = await _acquire(state, store, specs, member_id, epoch)
         except _BACKEND_ERRORS as exc:
             policy.failed(exc, "admission")
         else:
             policy.ok()
+            if decision.admitted:
+                journal.record(
+                    specs,
+                    member_id,
+                    decision.now_ms,
+                    fail_open=False,
+                    remaining=decision.remaining,
+                )
+            else:
+                journal.observe(specs[decision.index], decision.now_ms, decision.used)
             return decision
     policy.refuse()
+    journal.record(specs, member_id, None, fail_open=True)
     return None
+
+
+async def _acquire(
+    state: _State, store: RedisStore, specs: Sequence[Spec], member_id: str, epoch: str
+) -> Decision:
+    return await store.acquire(
+        specs, member_id, state.window_ms, node_id=state.journal.node_id, epoch=epoch
+    )
+
+
+async def _heal(state: _State, store: RedisStore, epoch: str, *, lost: bool) -> None:
+    """Put back this replica's journal for one scope (one put-back per scope at a time; the
+    scope's other decisions wait for it)."""
+    journal = state.journal
+    running = journal.replaying.get(epoch)
+    if running is not None:
+        await asyncio.shield(running)
+        return
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    journal.replaying[epoch] = future
+    try:
+        journal.dirty.discard(epoch)
+        try:
+            restored = await store.heal(
+                epoch, journal.node_id, journal.entries(epoch), state.window_ms, lost=lost
+            )
+        except BaseException:
+            journal.dirty.add(epoch)
+            raise
+        journal.restored += restored
+        if restored:
+            log.info("rate_limit_window_restored scope=%s entries=%d", epoch, restored)
+    finally:
+        del journal.replaying[epoch]
+        future.set_result(None)
 
 
 def _estimate(ctx: RequestContext, settings: RateLimitSettings) -> TokenEstimate:
@@ -419,6 +489,7 @@ async def account(ctx: RequestContext) -> None:
         new = member(r.member_id, actual) if actual > 0 else ""
         old = member(r.member_id, r.cost)
         store = state.store
+        state.journal.settle(r.keys, r.member_id, actual)
         if isinstance(store, LocalStore):
             store.settle(r.keys, old, new, actual - r.cost)
             continue

@@ -9,12 +9,26 @@ from importlib.resources import files
 from redis.asyncio import RedisCluster
 
 from tollway.redis import BACKEND_ERRORS, LUA_NOW_MS, RedisClient, Script
+from tollway_rate_limits._journal import Restore
 from tollway_rate_limits._window import Decision, Spec
 
-__all__ = ["ACQUIRE_LUA", "SETTLE_BATCH_SECONDS", "SETTLE_LUA", "RedisStore"]
+__all__ = [
+    "ACQUIRE_LUA",
+    "HEAL_LUA",
+    "SETTLE_BATCH_SECONDS",
+    "SETTLE_LUA",
+    "HealFirst",
+    "RedisStore",
+]
 
 ACQUIRE_LUA = LUA_NOW_MS + files("tollway_rate_limits").joinpath("acquire.lua").read_text()
 SETTLE_LUA = files("tollway_rate_limits").joinpath("settle.lua").read_text()
+HEAL_LUA = LUA_NOW_MS + files("tollway_rate_limits").joinpath("heal.lua").read_text()
+
+
+class HealFirst(Exception):
+    """The admission script asks this replica to put back its journal for the scope first
+    (its field in the scope's epoch hash is gone: Redis lost its data)."""
 
 
 #: Settlements wait this long to share one pipelined round trip (a tpm correction that lands
@@ -42,6 +56,7 @@ class RedisStore:
         self.deadline = deadline_seconds
         self._acquire = Script(client, ACQUIRE_LUA)
         self._settle = Script(client, SETTLE_LUA)
+        self._heal = Script(client, HEAL_LUA)
         self._pending: list[tuple[Sequence[str], list[str | int]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.on_settle_error = on_settle_error
@@ -49,15 +64,29 @@ class RedisStore:
         self.batching = not isinstance(client, RedisCluster)
 
     async def acquire(
-        self, specs: Sequence[Spec], member_id: str, window_ms: int, now_ms: int | None = None
+        self,
+        specs: Sequence[Spec],
+        member_id: str,
+        window_ms: int,
+        now_ms: int | None = None,
+        *,
+        node_id: str = "",
+        epoch: str = "",
     ) -> Decision:
+        """One decision. With ``node_id`` and the scope's ``epoch`` hash: raises
+        :class:`HealFirst` when this replica must put back its journal first."""
         keys: list[str] = []
         args: list[str | int] = ["" if now_ms is None else now_ms, member_id, window_ms, len(specs)]
         for spec in specs:
             keys.extend(spec.keys)
             args.extend(("l" if spec.kind == "log" else "d", spec.limit, spec.cost))
+        if node_id and epoch:
+            keys.append(epoch)
+            args.append(node_id)
         async with asyncio.timeout(self.deadline):
             reply = await self._acquire(keys=keys, args=args)
+        if int(reply[0]) == 2:
+            raise HealFirst(epoch)
         if int(reply[0]) == 1:
             return Decision(True, int(reply[1]), remaining=tuple(int(r) for r in reply[2:]))
         return Decision(
@@ -67,6 +96,27 @@ class RedisStore:
             retry_ms=int(reply[3]),
             used=int(reply[4]),
         )
+
+    async def heal(
+        self,
+        epoch: str,
+        node_id: str,
+        logs: dict[tuple[str, str], Restore],
+        window_ms: int,
+        *,
+        lost: bool,
+    ) -> int:
+        """Put back one scope's journal (heal.lua); the weight Redis did not have. ``lost``:
+        Redis lost its data (placeholders for the other replicas' entries are due)."""
+        keys: list[str] = [epoch]
+        args: list[str | int] = ["", node_id, window_ms, 1 if lost else 0, len(logs)]
+        for (z, t), restore in logs.items():
+            keys.extend((z, t, f"{z}:h"))
+            args.extend((restore.seen_ms, restore.seen_used, len(restore.entries)))
+            for at, name in restore.entries:
+                args.extend((at, name))
+        async with asyncio.timeout(self.deadline):
+            return int(await self._heal(keys=keys, args=args))
 
     async def settle(
         self, keys: Sequence[str], old: str, new: str, delta: int, window_ms: int

@@ -3,11 +3,15 @@
 -- KEYS, per spec in order: 'log' -> the sorted set of entries and the key holding their total
 --                          weight; 'day' -> a hash {d = UTC day number, n = count}.
 -- ARGV: now_ms ('' = the server's TIME, so every gateway shares one clock), member id,
---       window_ms, number of specs, then per spec: kind ('l' | 'd'), limit, cost.
+--       window_ms, number of specs, then per spec: kind ('l' | 'd'), limit, cost; then,
+--       optionally, the replica's id: KEYS then ends with the scope's epoch hash, and a
+--       replica without its field there (Redis lost its data, or this scope is new to it) is
+--       asked to put back its journal first (heal.lua, _journal.py).
 -- Every key of one call carries the same hash tag, so the script runs on one cluster slot.
 --
 -- Reply: admitted {1, now_ms, remaining_1, ..., remaining_n}
 --        refused  {0, now_ms, index (1-based), retry_ms (-1: never), used}
+--        heal first {2, now_ms}
 
 local function weight(m)
   return tonumber(string.match(m, '|(%d+)$')) or 0
@@ -20,6 +24,11 @@ local n = tonumber(ARGV[4])
 local day = math.floor(now / 86400000)
 local next_midnight = (day + 1) * 86400000
 local cutoff = now - window
+local node = ARGV[5 + 3 * n]
+if node and node ~= '' then
+  if redis.call('HEXISTS', KEYS[#KEYS], node) == 0 then return {2, now} end
+  redis.call('PEXPIRE', KEYS[#KEYS], window)
+end
 
 local kinds, limits, costs, k1, k2, used = {}, {}, {}, {}, {}, {}
 local ki, ai = 1, 5
