@@ -52,43 +52,46 @@ def test_frozen_redis_only_the_probe_waits(sim: Simulator, tmp_path: Path) -> No
             redis_url=server.url,
             settings={"redis_retry_interval_seconds": RETRY_INTERVAL},
         )
-        assert server.proc is not None
-        with httpx.Client(timeout=30) as warm:
-            for _ in range(3):
-                assert gw.chat(key, client=warm).status_code == 200
-        os.kill(server.proc.pid, signal.SIGSTOP)
         try:
-            # The request that finds the outage waits for Redis (the first probe).
-            first = gw.chat(key)
-            assert first.status_code == 200
-            assert "x-ratelimit-limit-requests" not in first.headers  # failed open
-            before = redis_errors(gw)
-            assert before >= 1
-            served = 0
-            started = time.monotonic()
+            assert server.proc is not None
+            with httpx.Client(timeout=30) as warm:
+                for _ in range(3):
+                    assert gw.chat(key, client=warm).status_code == 200
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                # The request that finds the outage waits for Redis (the first probe).
+                first = gw.chat(key)
+                assert first.status_code == 200
+                assert "x-ratelimit-limit-requests" not in first.headers  # failed open
+                before = redis_errors(gw)
+                assert before >= 1
+                served = 0
+                started = time.monotonic()
 
-            def worker() -> int:
-                n = 0
-                with httpx.Client(timeout=30) as client:
-                    while time.monotonic() - started < 4 * RETRY_INTERVAL:
-                        r = gw.chat(key, client=client)
-                        assert r.status_code == 200, r.text
-                        n += 1
-                return n
+                def worker() -> int:
+                    n = 0
+                    with httpx.Client(timeout=30) as client:
+                        while time.monotonic() - started < 4 * RETRY_INTERVAL:
+                            r = gw.chat(key, client=client)
+                            assert r.status_code == 200, r.text
+                            n += 1
+                    return n
 
-            with ThreadPoolExecutor(WORKERS) as pool:
-                served = sum(f.result() for f in [pool.submit(worker) for _ in range(WORKERS)])
-            elapsed = time.monotonic() - started
-            waited = redis_errors(gw) - before
+                with ThreadPoolExecutor(WORKERS) as pool:
+                    served = sum(f.result() for f in [pool.submit(worker) for _ in range(WORKERS)])
+                elapsed = time.monotonic() - started
+                waited = redis_errors(gw) - before
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            # At most one probe per back-off interval; before the single-flight probe, every
+            # worker asked the frozen Redis after each interval (about WORKERS per interval).
+            probes_possible = 1 + int(elapsed / RETRY_INTERVAL)
+            assert waited <= probes_possible, (waited, served, elapsed)
+            assert served >= 3 * waited, (waited, served)
+            # Redis back: the limits apply again.
+            deadline = time.monotonic() + 10
+            while "x-ratelimit-limit-requests" not in gw.chat(key).headers:
+                assert time.monotonic() < deadline, "rate limits never came back after Redis did"
+                time.sleep(0.2)
         finally:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        # At most one probe per back-off interval; before the single-flight probe, every
-        # worker asked the frozen Redis after each interval (about WORKERS per interval).
-        probes_possible = 1 + int(elapsed / RETRY_INTERVAL)
-        assert waited <= probes_possible, (waited, served, elapsed)
-        assert served >= 3 * waited, (waited, served)
-        # Redis back: the limits apply again.
-        deadline = time.monotonic() + 10
-        while "x-ratelimit-limit-requests" not in gw.chat(key).headers:
-            assert time.monotonic() < deadline, "rate limits never came back after Redis did"
-            time.sleep(0.2)
+            stop(gw.proc)  # a gateway left running outlives the test run
