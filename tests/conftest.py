@@ -38,20 +38,26 @@ __all__ = [
 ]
 
 
-def provider_config(sim_url: str, *, openai_url: str | None = None) -> str:
+#: For a gateway that many tests share, some injecting faults on purpose: a breaker that a run of
+#: injected 5xx would open must not answer 503 to the next module's tests.
+SHARED_BREAKER = "config = { circuit_breaker = { failure_threshold = 1000000 } }\n"
+
+
+def provider_config(sim_url: str, *, openai_url: str | None = None, shared: bool = False) -> str:
+    extra = SHARED_BREAKER if shared else ""
     return f"""
 [[providers]]
 name = "sim-openai"
 type = "openai"
 base_url = "{openai_url or sim_url + "/v1"}"
 api_key = "sk-upstream-openai"
-
+{extra}
 [[providers]]
 name = "sim-anthropic"
 type = "anthropic"
 base_url = "{sim_url}"
 api_key = "sk-ant-upstream"
-"""
+{extra}"""
 
 
 def start_gateway(
@@ -79,7 +85,7 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture(scope="session")
 def gateway(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gw = start_gateway(tmp_path_factory.mktemp("gw"), provider_config(sim.url))
+    gw = start_gateway(tmp_path_factory.mktemp("gw"), provider_config(sim.url, shared=True))
     yield gw
     stop(gw.proc)
 
