@@ -56,7 +56,35 @@ from tollway_conformance.wire import (
     stream_usage,
 )
 
-__all__ = ["ProviderSuite", "only_formats", "registered_providers"]
+__all__ = [
+    "CAPABILITIES",
+    "EVENT_DELAY_HEADER",
+    "FAULT_HEADER",
+    "OUTPUT_WORDS_HEADER",
+    "ProviderSuite",
+    "only_formats",
+    "registered_providers",
+]
+
+#: Capabilities a suite may declare, and what each turns on.
+CAPABILITIES = {
+    "streaming": "the stream checks (frames, text, mid-stream failure, client disconnect)",
+    "tools": "the tool-call round trips through the official SDKs",
+    "faults": (
+        "the checks that ask the upstream for a failure through the fault interface "
+        "(x-simulator-fault: 500 | timeout | midstream:N, x-simulator-output-words: N, "
+        "x-simulator-event-delay-ms: N; see docs/testing-plugins.md)"
+    ),
+}
+#: The fault interface: request headers the checks send through the gateway (adapters forward
+#: them with ``forwardable_request_headers``); an upstream test server of your own implements
+#: them. ``500``: answer HTTP 500; ``timeout``: never answer; ``midstream:N``: cut a stream
+#: after N events.
+FAULT_HEADER = "x-simulator-fault"
+#: Answer with exactly N words (and stop with "length"/"max_tokens" past ``max_tokens``).
+OUTPUT_WORDS_HEADER = "x-simulator-output-words"
+#: Wait N ms between stream events.
+EVENT_DELAY_HEADER = "x-simulator-event-delay-ms"
 
 PROMPT = "conformance check please answer"
 UNREACHABLE_MODEL = "conformance-unreachable"
@@ -116,7 +144,11 @@ class ProviderSuite:
     upstream_path: ClassVar[str] = ""
     #: The upstream understands ``x-simulator-fault`` and friends (it is the simulator). Set
     #: ``False`` with your own upstream: the error, timeout and cancellation checks are skipped.
+    #: (Kept for old suites: it removes ``"faults"`` from :attr:`capabilities`.)
     simulator_faults: ClassVar[bool] = True
+    #: What the adapter and its upstream can do; each check needing one that is not declared
+    #: is skipped with the reason printed (``pytest -rs``). Known names: :data:`CAPABILITIES`.
+    capabilities: ClassVar[frozenset[str]] = frozenset({"streaming", "tools", "faults"})
     #: The upstream answers the same request with the same text (the simulator does).
     deterministic: ClassVar[bool] = True
     #: ``SERVER_UPSTREAM_TIMEOUT_SECONDS`` of the suite's gateway (the timeout check waits it).
@@ -166,7 +198,8 @@ class ProviderSuite:
             adapter = cls._adapter()
         except Exception:  # test_adapter_registered reports it
             return FORMATS[:1]
-        return tuple(f for f in FORMATS if f in adapter.endpoints) or FORMATS[:1]
+        served = adapter.endpoints | adapter.translated_endpoints()
+        return tuple(f for f in FORMATS if f in served) or FORMATS[:1]
 
     @classmethod
     @functools.cache
@@ -249,9 +282,27 @@ class ProviderSuite:
                 f"gateway log (tail):\n{gw.logs()[-2000:]}"
             )
 
-    def _needs_faults(self) -> None:
+    def _needs(self, capability: str) -> None:
+        """Skip this check, saying why, unless ``capability`` is declared."""
+        assert capability in CAPABILITIES, capability
+        declared = set(self.capabilities)
         if not self.simulator_faults:
-            pytest.skip("the upstream is not the simulator (simulator_faults = False)")
+            declared.discard("faults")
+        if capability not in declared:
+            pytest.skip(
+                f"capability {capability!r} not declared (capabilities = "
+                f"{sorted(declared)}): {CAPABILITIES[capability]}"
+            )
+
+    def _needs_faults(self) -> None:
+        self._needs("faults")
+
+    def upstream_disconnects(self, request: pytest.FixtureRequest) -> int:
+        """How many streams the upstream saw its client (the gateway) leave. Default: the
+        simulator's counter; with your own upstream, override it to read your test server's
+        count (see docs/testing-plugins.md, "fault interface")."""
+        sim: Simulator = request.getfixturevalue("tollway_simulator")
+        return int(sim.stats()["streams_client_disconnected"])
 
     # --- checks ----------------------------------------------------------------------------
 
@@ -260,10 +311,12 @@ class ProviderSuite:
         cls = self._adapter()
         assert issubclass(cls, Provider), f"{cls!r} must subclass tollway.provider.Provider"
         assert cls.send is not Provider.send, f"{cls.__qualname__} must implement send()"
-        missing = [f for f in self.client_formats() if f not in cls.endpoints]
+        served = cls.endpoints | cls.translated_endpoints()
+        missing = [f for f in self.client_formats() if f not in served]
         assert not missing, (
-            f"formats {missing} are tested but {cls.__qualname__}.endpoints is "
-            f"{sorted(cls.endpoints)}: add them to `endpoints` or to nothing in `formats`"
+            f"formats {missing} are tested but {cls.__qualname__} serves {sorted(served)} "
+            "(its `endpoints`, plus what the core translates to its native formats): add "
+            "them to `endpoints`, or remove them from the suite's `formats`"
         )
 
     def test_non_stream_answer(self, provider_gateway: GatewayProcess, client_format: str) -> None:
@@ -282,6 +335,7 @@ class ProviderSuite:
 
     def test_stream_frames(self, provider_gateway: GatewayProcess, client_format: str) -> None:
         """Event order and termination as the official SDK of the format expects."""
+        self._needs("streaming")
         fmt = client_format
         resp, raw = self._stream(
             provider_gateway, fmt, request_body(fmt, self.model, PROMPT, stream=True)
@@ -300,6 +354,7 @@ class ProviderSuite:
         self, provider_gateway: GatewayProcess, client_format: str
     ) -> None:
         """Streaming and non-streaming calls of one request carry the same text."""
+        self._needs("streaming")
         fmt = client_format
         resp = self._post(provider_gateway, fmt, request_body(fmt, self.model, PROMPT))
         self._ok(resp, f"non-streaming {fmt} call", provider_gateway)
@@ -398,7 +453,7 @@ class ProviderSuite:
             provider_gateway,
             fmt,
             request_body(fmt, self.model, PROMPT),
-            {"x-simulator-fault": "500"},
+            {FAULT_HEADER: "500"},
         )
         assert resp.status_code == 500, (
             f"an upstream 500 must pass through as 500, got {resp.status_code}: "
@@ -435,7 +490,7 @@ class ProviderSuite:
             provider_gateway,
             fmt,
             request_body(fmt, self.model, PROMPT),
-            {"x-simulator-fault": "timeout"},
+            {FAULT_HEADER: "timeout"},
         )
         waited = time.monotonic() - t0
         assert resp.status_code == 504, (
@@ -450,13 +505,14 @@ class ProviderSuite:
         self, provider_gateway: GatewayProcess, client_format: str
     ) -> None:
         """An upstream that dies mid-stream ends the client's stream with ``event: error``."""
+        self._needs("streaming")
         self._needs_faults()
         fmt = client_format
         resp, raw = self._stream(
             provider_gateway,
             fmt,
             request_body(fmt, self.model, PROMPT, stream=True),
-            {"x-simulator-fault": "midstream:3"},
+            {FAULT_HEADER: "midstream:3"},
         )
         assert resp.status_code == 200, resp.text[:300]
         events = parse_sse(raw)
@@ -471,16 +527,17 @@ class ProviderSuite:
         assert last.json()["error"]["type"] == "provider_error"
 
     def test_client_disconnect_closes_upstream(
-        self, provider_gateway: GatewayProcess, tollway_simulator: Simulator
+        self, provider_gateway: GatewayProcess, request: pytest.FixtureRequest
     ) -> None:
         """A client that leaves mid-stream makes the gateway close the upstream connection."""
+        self._needs("streaming")
         self._needs_faults()
         fmt = self.client_formats()[0]
-        before = tollway_simulator.stats()["streams_client_disconnected"]
+        before = self.upstream_disconnects(request)
         headers = {
             **auth_headers(fmt, provider_gateway.key),
-            "x-simulator-event-delay-ms": "25",
-            "x-simulator-output-words": "400",
+            EVENT_DELAY_HEADER: "25",
+            OUTPUT_WORDS_HEADER: "400",
         }
         body = request_body(fmt, self.model, PROMPT, stream=True, max_tokens=1000)
         with (
@@ -497,19 +554,23 @@ class ProviderSuite:
                     break
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            if tollway_simulator.stats()["streams_client_disconnected"] > before:
+            if self.upstream_disconnects(request) > before:
                 return
             time.sleep(0.05)
         raise AssertionError(
-            "the client left mid-stream but the upstream stream kept going (the simulator saw "
-            "no disconnect within 5 s): return ProviderResult(events=…, close=resp.close) so "
-            "the gateway can release the upstream connection"
+            "the client left mid-stream but the upstream saw no disconnect within 5 s "
+            "(upstream_disconnects() did not grow): return ProviderResult(events=…, "
+            "close=resp.close) so the gateway can release the upstream connection, and make "
+            "sure the events iterator closes the response in a `finally` (relay_sse and "
+            "relay_json_lines do). With your own upstream, upstream_disconnects() must count "
+            "the streams whose client left"
         )
 
     def test_tool_call_round_trip(
         self, provider_gateway: GatewayProcess, client_format: str
     ) -> None:
         """The official SDK gets a tool call (complete and streamed) and can answer it."""
+        self._needs("tools")
         fmt = client_format
         gw = provider_gateway
         if fmt == "chat":
@@ -527,7 +588,7 @@ class ProviderSuite:
         self._needs_faults()
         fmt = client_format
         body = request_body(fmt, self.model, PROMPT, max_tokens=3)
-        resp = self._post(provider_gateway, fmt, body, {"x-simulator-output-words": "20"})
+        resp = self._post(provider_gateway, fmt, body, {OUTPUT_WORDS_HEADER: "20"})
         self._ok(resp, f"truncated {fmt} call", provider_gateway)
         doc = resp.json()
         if fmt == "chat":

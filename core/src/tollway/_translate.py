@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from tollway._errors import UpstreamHTTPError
 from tollway.formats import (
+    PARAMS_DROPPED_HEADER,
     ChatToMessagesStream,
     MessagesToChatStream,
     TranslationError,
@@ -62,8 +64,46 @@ async def send_via(
         )
         native = "messages"
     report_dropped(ctx, dropped)
-    result = await _send_as(provider, ctx, target, http, native, body)
+    try:
+        result = await _send_as(provider, ctx, target, http, native, body)
+    except UpstreamHTTPError as exc:
+        exc.body = _error_for_client(exc.status, exc.body, anthropic=native == "chat")
+        raise
+    # The adapter may report what its own upstream cannot take: the client hears both.
+    own = ctx.response_headers.get(PARAMS_DROPPED_HEADER, "")
+    report_dropped(ctx, dict.fromkeys([*dropped, *filter(None, own.split(","))]))
     return _translate_result(ctx, target, native, result)
+
+
+#: Anthropic's error type for an HTTP status.
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def _error_for_client(status: int, body: bytes, *, anthropic: bool) -> bytes:
+    """An upstream error body in the other format's envelope (its message kept), so the
+    client's SDK reads it; a body that is not a JSON error object is left as it is."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if not isinstance(error, dict):
+        return body
+    if not anthropic:
+        return orjson.dumps({"error": error})
+    kind = _ANTHROPIC_ERRORS.get(status, "api_error")
+    message = error.get("message")
+    return orjson.dumps(
+        {"type": "error", "error": {"type": kind, "message": message or f"HTTP {status}"}}
+    )
 
 
 async def _send_as(

@@ -510,11 +510,7 @@ class Provider:
         #: Client formats the core translates for this adapter (its :meth:`send` sees them in
         #: the native format): ``"messages"`` for a chat-native adapter without it,
         #: ``"chat"`` for a Messages-native one without it.
-        self.translated: frozenset[str] = (
-            core_translated(type(self).endpoints, self.native)
-            if type(self).core_translation
-            else frozenset()
-        )
+        self.translated: frozenset[str] = type(self).translated_endpoints()
         #: Every client format this adapter serves: :attr:`endpoints` plus :attr:`translated`.
         self.served: frozenset[str] = type(self).endpoints | self.translated
         #: Stable id used in route targets, metrics and breakers.
@@ -524,6 +520,15 @@ class Provider:
         patterns = tuple(config.models) if config.models is not None else self.default_models
         self._exact = frozenset(p for p in patterns if not p.endswith("*"))
         self._prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+
+    @classmethod
+    def translated_endpoints(cls) -> frozenset[str]:
+        """The client formats the core translates for this adapter class (see the class
+        docstring); ``cls.endpoints | cls.translated_endpoints()`` is everything it serves."""
+        if not cls.core_translation:
+            return frozenset()
+        native = cls.endpoints if cls.native_endpoints is None else cls.native_endpoints
+        return core_translated(cls.endpoints, native)
 
     def validate(self) -> list[str]:
         """Configuration problems, one line each (checked at start-up)."""
