@@ -16,8 +16,8 @@ kind           distribution / module                 what you get
 =============  ===================================  =========================================
 
 The templates live in ``tollway_conformance/template/`` (``guardrail``: ``block-words``,
-``provider`` and ``provider-ndjson``: ``acme``); copying a folder by hand and replacing those
-names does the same.
+``provider``: ``acme``, ``provider-ndjson``: ``acme`` in package ``tollway_provider_acme_wire``);
+copying a folder by hand and replacing those names does the same.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ def _replacements(kind: str, name: str) -> list[tuple[str, str]]:
     camel = "".join(part.capitalize() for part in name.split("-"))
     if kind == "guardrail":
         return [("block_words", snake), ("BlockWords", camel), ("block-words", name)]
-    return [("provider_acme", f"provider_{snake}"), ("Acme", camel), ("acme", name)]
+    # The provider-ndjson template's package is ``tollway_provider_acme_wire`` (package names
+    # are unique across the repository's distributions); rendered, it is the plain name.
+    wire = [("provider_acme_wire", f"provider_{snake}"), ("provider-acme-wire", f"provider-{name}")]
+    return [*wire, ("provider_acme", f"provider_{snake}"), ("Acme", camel), ("acme", name)]
 
 
 def _apply(text: str, replacements: list[tuple[str, str]]) -> str:

@@ -18,7 +18,7 @@ from tollway_conformance import HookPluginSuite, ProviderSuite
 
 
 class TestAcmeProvider(ProviderSuite):
-    entry_point = "tollway-provider-acme"
+    entry_point = "tollway-provider-acme-wire"
     provider_type = "acme"
     model = "acme-large"
     capabilities: ClassVar[frozenset[str]] = frozenset({"streaming", "faults"})
@@ -38,4 +38,4 @@ class TestAcmeProvider(ProviderSuite):
 
 
 class TestAcmePluginConforms(HookPluginSuite):
-    entry_point = "tollway-provider-acme"
+    entry_point = "tollway-provider-acme-wire"

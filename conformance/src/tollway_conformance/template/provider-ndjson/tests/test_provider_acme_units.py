@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tollway_provider_acme import (
+from tollway_provider_acme_wire import (
     AcmeProvider,
     chat_completion,
     error_for_client,
