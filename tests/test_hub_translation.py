@@ -56,12 +56,51 @@ def register_providers(register):
     register(ChatOnly)
 """
 
+MESSAGES_ONLY = """
+from tollway import hookimpl
+from tollway.provider import (
+    Provider, ProviderResult, forwardable_request_headers, raise_for_upstream_status,
+    read_body, relay_sse, response_headers,
+)
+from tollway.formats import messages_usage
+import json
+
+
+class MessagesOnly(Provider):
+    type = "messages-only"
+    endpoints = frozenset({"messages"})
+    default_models = ("mini-*",)
+
+    async def send(self, ctx, target, http):
+        assert ctx.endpoint == "messages", ctx.endpoint
+        headers = forwardable_request_headers(ctx.headers.items())
+        headers["x-api-key"] = self.api_key
+        headers["anthropic-version"] = "2023-06-01"
+        headers["content-type"] = "application/json"
+        resp = await http.post(
+            self.base_url + "/v1/messages", headers, ctx.body_bytes(target.model)
+        )
+        await raise_for_upstream_status(resp)
+        out = response_headers(resp.headers.items())
+        if ctx.stream:
+            return ProviderResult(resp.status, out, events=relay_sse(resp), close=resp.close)
+        data = await read_body(resp)
+        ctx.usage = messages_usage(json.loads(data)["usage"])
+        return ProviderResult(resp.status, out, body=data)
+
+
+@hookimpl
+def register_providers(register):
+    register(MessagesOnly)
+"""
+
 HELLO = [{"role": "user", "content": "Say hello"}]
 
 
 @pytest.fixture(scope="module")
 def hub_gateway(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("hub")
+    plugin_site(tmp / "site", "tollway-test-messages-only", MESSAGES_ONLY)
     env = plugin_site(tmp / "site", "tollway-test-chat-only", CHAT_ONLY)
     gw = start_gateway(
         tmp / "gw",
@@ -71,6 +110,12 @@ name = "tiny"
 type = "chat-only"
 base_url = "{sim.url}/v1"
 api_key = "sk-tiny"
+
+[[providers]]
+name = "mini"
+type = "messages-only"
+base_url = "{sim.url}"
+api_key = "sk-ant-mini"
 """,
         env,
     )
@@ -144,3 +189,45 @@ def test_opt_out_keeps_the_adapter_to_its_endpoints(sim: Simulator, tmp_path: Pa
             gw.anthropic().messages.create(model="tiny-1", max_tokens=8, messages=HELLO)
     finally:
         stop(gw.proc)
+
+
+def test_upstream_error_reaches_the_anthropic_sdk_in_its_envelope(hub_gateway: Gateway) -> None:
+    client = hub_gateway.anthropic()
+    with pytest.raises(anthropic.InternalServerError) as err:
+        client.with_options(max_retries=0).messages.create(
+            model="tiny-1",
+            max_tokens=16,
+            messages=HELLO,
+            extra_headers={"x-simulator-fault": "500"},
+        )
+    body = err.value.response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "api_error", body
+    assert err.value.response.headers["x-langwatch-provider"] == "chat-only"
+
+
+def test_messages_only_adapter_serves_the_openai_sdk(hub_gateway: Gateway, sim: Simulator) -> None:
+    client = hub_gateway.openai()
+    raw = client.chat.completions.with_raw_response.create(
+        model="mini-1",
+        messages=HELLO,  # type: ignore[arg-type]
+        max_completion_tokens=64,
+        top_p=0.5,
+    )
+    done = raw.parse()
+    assert done.choices[0].message.content
+    assert done.usage is not None and done.usage.completion_tokens > 0
+    assert raw.headers["x-langwatch-provider"] == "messages-only"
+    sent = orjson.loads(base64.b64decode(sim.last_request()["body"]))
+    assert sent["max_tokens"] == 64 and sent["messages"][0]["role"] == "user"
+    chunks = list(
+        client.chat.completions.create(
+            model="mini-1",
+            messages=HELLO,  # type: ignore[arg-type]
+            max_completion_tokens=64,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == done.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0

@@ -29,7 +29,7 @@ import orjson
 from tollway._errors import UpstreamConnectError, UpstreamTimeoutError
 from tollway.formats import TranslationError
 
-__all__ = ["MAX_LINE_BYTES", "relay_json_lines"]
+__all__ = ["MAX_LINE_BYTES", "JsonLineSplitter", "relay_json_lines"]
 
 #: A line longer than this is refused (an upstream that never sends a newline).
 MAX_LINE_BYTES = 8 * 1024 * 1024
@@ -44,27 +44,43 @@ async def relay_json_lines(resp: aiohttp.ClientResponse) -> AsyncIterator[Any]:
     after the first byte the gateway turns either into the stream's terminal ``event: error``.
     The response is closed when the iteration ends, however it ends.
     """
-    pending = b""
+    splitter = JsonLineSplitter()
     try:
         async for data in resp.content.iter_any():
-            pending += data
-            *lines, pending = pending.split(b"\n")
-            if len(pending) > MAX_LINE_BYTES:
-                raise TranslationError(
-                    f"the upstream sent a line longer than {MAX_LINE_BYTES} bytes; it does not "
-                    "look like newline-delimited JSON"
-                )
-            for line in lines:
-                if line.strip():
-                    yield _load(line)
-        if pending.strip():
-            yield _load(pending)
+            for doc in splitter.feed(data):
+                yield doc
+        for doc in splitter.end():
+            yield doc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeoutError("upstream stopped sending lines (read timeout)") from exc
     except aiohttp.ClientError as exc:
         raise UpstreamConnectError(f"upstream connection lost mid-stream: {exc!r}") from exc
     finally:
         resp.close()
+
+
+class JsonLineSplitter:
+    """Cuts newline-delimited JSON bytes into parsed documents, however the bytes are chunked
+    (pure: what :func:`relay_json_lines` uses, for adapters that read bodies another way)."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, data: bytes) -> list[Any]:
+        """The documents completed by ``data``. Raises :class:`TranslationError` for a line
+        that is not JSON or longer than :data:`MAX_LINE_BYTES`."""
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        if len(self._pending) > MAX_LINE_BYTES:
+            raise TranslationError(
+                f"the upstream sent a line longer than {MAX_LINE_BYTES} bytes; it does not "
+                "look like newline-delimited JSON"
+            )
+        return [_load(line) for line in lines if line.strip()]
+
+    def end(self) -> list[Any]:
+        """The last document, when the body ended without its newline."""
+        tail, self._pending = self._pending, b""
+        return [_load(tail)] if tail.strip() else []
 
 
 def _load(line: bytes) -> Any:
