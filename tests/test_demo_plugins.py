@@ -37,7 +37,7 @@ api_key = "sk-tiny"
 [[plugin.static-keys.keys]]
 name = "demo"
 secret = "ignored-the-demo-key-is-used"
-config = {{ models_allowed = ["tiny-*", "gpt-4o*"] }}
+config = {{ models_allowed = ["tiny-*", "gpt-4o*"], guardrails = {{ pre = ["pii"] }} }}
 """
     )
     port = free_port()
@@ -79,7 +79,14 @@ config = {{ models_allowed = ["tiny-*", "gpt-4o*"] }}
         # The Anthropic SDK reaches the chat-only plugin through the core's translation.
         claude = anthropic.Anthropic(base_url=base, api_key=key, max_retries=0)
         assert claude.messages.create(model="tiny-1", max_tokens=20, messages=HELLO).content  # type: ignore[arg-type]
-        # The demo key carries the configured key's config.
+        # The demo key carries the configured key's config: its guardrails …
+        client.chat.completions.create(
+            model="tiny-1",
+            messages=[{"role": "user", "content": "mail alice@example.com please"}],
+        )
+        sent = sim.recorded_request()["json"]["messages"][0]["content"]
+        assert "alice@example.com" not in sent and "[REDACTED_EMAIL]" in sent, sent
+        # … and its model limits.
         with pytest.raises(anthropic.PermissionDeniedError, match="models_allowed"):
             claude.messages.create(model="claude-sonnet-4-5", max_tokens=20, messages=HELLO)  # type: ignore[arg-type]
     finally:
