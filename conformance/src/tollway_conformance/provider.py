@@ -17,7 +17,7 @@ through a probe plugin). See docs/testing-plugins.md for each check and its fail
 
 With an upstream of your own, override the ``provider_upstream`` fixture, declare
 :attr:`ProviderSuite.capabilities` (checks needing an undeclared one are skipped, saying why),
-implement the fault interface (:data:`FAULT_HEADER` and friends) in your test server and
+implement the fault interface (:mod:`tollway_conformance.faults`) in your test server and
 :meth:`ProviderSuite.upstream_disconnects`. Override any ``test_…`` method to replace one check.
 """
 
@@ -39,6 +39,12 @@ from tollway import hookspecs
 from tollway.config import ProviderConfig
 from tollway.plugins import ENTRY_POINT_GROUP, PROJECT_NAME
 from tollway.provider import Provider
+from tollway_conformance.faults import (
+    CAPABILITIES,
+    EVENT_DELAY_HEADER,
+    FAULT_HEADER,
+    OUTPUT_WORDS_HEADER,
+)
 from tollway_conformance.harness import (
     STATIC_KEYS,
     GatewayProcess,
@@ -48,7 +54,13 @@ from tollway_conformance.harness import (
     start_gateway,
     stop,
 )
-from tollway_conformance.tool_checks import chat_tools, messages_tools, responses_tools
+from tollway_conformance.tool_checks import (
+    chat_tools,
+    embeddings_round_trip,
+    image_request,
+    messages_tools,
+    responses_tools,
+)
 from tollway_conformance.wire import (
     FORMATS,
     PATHS,
@@ -72,25 +84,6 @@ __all__ = [
     "registered_providers",
 ]
 
-#: Capabilities a suite may declare, and what each turns on.
-CAPABILITIES = {
-    "streaming": "the stream checks (frames, text, mid-stream failure, client disconnect)",
-    "tools": "the tool-call round trips through the official SDKs",
-    "faults": (
-        "the checks that ask the upstream for a failure through the fault interface "
-        "(x-simulator-fault: 500 | timeout | midstream:N, x-simulator-output-words: N, "
-        "x-simulator-event-delay-ms: N; see docs/testing-plugins.md)"
-    ),
-}
-#: The fault interface: request headers the checks send through the gateway (adapters forward
-#: them with ``forwardable_request_headers``); an upstream test server of your own implements
-#: them. ``500``: answer HTTP 500; ``timeout``: never answer; ``midstream:N``: cut a stream
-#: after N events.
-FAULT_HEADER = "x-simulator-fault"
-#: Answer with exactly N words (and stop with "length"/"max_tokens" past ``max_tokens``).
-OUTPUT_WORDS_HEADER = "x-simulator-output-words"
-#: Wait N ms between stream events.
-EVENT_DELAY_HEADER = "x-simulator-event-delay-ms"
 
 PROMPT = "conformance check please answer"
 UNREACHABLE_MODEL = "conformance-unreachable"
@@ -149,6 +142,8 @@ class ProviderSuite:
     capabilities: ClassVar[frozenset[str]] = frozenset({"streaming", "tools", "faults"})
     #: The upstream answers the same request with the same text (the simulator does).
     deterministic: ClassVar[bool] = True
+    #: The model the embeddings check asks for (default: :attr:`model`).
+    embedding_model: ClassVar[str] = ""
     #: ``SERVER_UPSTREAM_TIMEOUT_SECONDS`` of the suite's gateway (the timeout check waits it).
     upstream_timeout_seconds: ClassVar[float] = 1.0
     #: More environment for the gateway, and more entry points to load beside yours.
@@ -577,6 +572,23 @@ class ProviderSuite:
             messages_tools(gw, self.model)
         else:
             responses_tools(gw, self.model)
+
+    @only_formats("chat", "messages")
+    def test_image_input(self, provider_gateway: GatewayProcess, client_format: str) -> None:
+        """A request with an image in the client's format is answered with text."""
+        self._needs("vision")
+        fmt = client_format
+        resp = self._post(provider_gateway, fmt, image_request(fmt, self.model, PROMPT))
+        self._ok(resp, f"{fmt} call with an image", provider_gateway)
+        assert body_text(fmt, resp.json()), (
+            f"the {fmt} answer to a request with an image has no text: {resp.text[:300]}; map "
+            "image parts (tollway.formats.content_parts / image_part_url) to your upstream's"
+        )
+
+    def test_embeddings(self, provider_gateway: GatewayProcess) -> None:
+        """``/v1/embeddings`` answers one vector per input and reports the input tokens."""
+        self._needs("embeddings")
+        embeddings_round_trip(provider_gateway, self.embedding_model or self.model)
 
     @only_formats("chat", "messages")
     def test_max_tokens_stop_reason(

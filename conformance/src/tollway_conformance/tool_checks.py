@@ -1,13 +1,23 @@
-"""The provider suite's tool-call round trips, through the official SDKs of each format."""
+"""The provider suite's capability checks: tool-call round trips through the official SDKs of
+each format, image input, embeddings."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from tollway_conformance.harness import GatewayProcess
+import httpx
 
-__all__ = ["chat_tools", "messages_tools", "responses_tools"]
+from tollway_conformance.harness import GatewayProcess
+from tollway_conformance.wire import auth_headers
+
+__all__ = [
+    "chat_tools",
+    "embeddings_round_trip",
+    "image_request",
+    "messages_tools",
+    "responses_tools",
+]
 
 _TOOL_NAME = "get_weather"
 _TOOL_SCHEMA = {
@@ -128,3 +138,48 @@ def responses_tools(gw: GatewayProcess, model: str) -> None:
         tools=tools,
     )
     assert done.output_text, "no text after the tool result"
+
+
+#: A one-pixel PNG, as a data URL.
+_PIXEL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8"
+    "z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+
+
+def image_request(fmt: str, model: str, text: str) -> dict[str, Any]:
+    """A one-message request in ``fmt`` with ``text`` and a small image."""
+    if fmt == "chat":
+        parts: list[dict[str, Any]] = [
+            {"type": "text", "text": text},
+            {"type": "image_url", "image_url": {"url": _PIXEL}},
+        ]
+        return {"model": model, "messages": [{"role": "user", "content": parts}]}
+    data = _PIXEL.partition(",")[2]
+    blocks = [
+        {"type": "text", "text": text},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": data}},
+    ]
+    return {"model": model, "max_tokens": 256, "messages": [{"role": "user", "content": blocks}]}
+
+
+def embeddings_round_trip(gw: GatewayProcess, model: str) -> None:
+    """``/v1/embeddings`` with two inputs: two vectors back, input tokens on ``ctx.usage``."""
+    resp = httpx.post(
+        gw.url + "/v1/embeddings",
+        json={"model": model, "input": ["first text", "second text"]},
+        headers=auth_headers("chat", gw.key),
+        timeout=30,
+    )
+    assert resp.status_code == 200, (
+        f"embeddings call: expected 200, got {resp.status_code}: {resp.text[:500]}"
+    )
+    data = resp.json().get("data")
+    assert isinstance(data, list) and len(data) == 2, (
+        f"two inputs must give two embeddings in `data`, got: {resp.text[:300]}"
+    )
+    rec = gw.record_for(resp.headers["x-langwatch-request-id"])
+    assert rec["usage"] is not None and rec["usage"]["input_tokens"] > 0, (
+        "usage not reported for an embeddings call: set ctx.usage = "
+        "tollway.Usage(input_tokens=…) from the response's usage"
+    )
