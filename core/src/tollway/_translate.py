@@ -24,6 +24,7 @@ from tollway.formats import (
     chat_request_to_messages,
     chat_response_to_messages,
     chat_usage,
+    forget_dropped,
     messages_request_to_chat,
     messages_response_to_chat,
     messages_usage,
@@ -51,6 +52,7 @@ async def send_via(
     client's endpoint itself."""
     endpoint = ctx.endpoint
     if endpoint not in provider.translated:
+        forget_dropped(ctx)  # what an earlier translated attempt reported is not this one's
         return await provider.send(ctx, target, http)
     if endpoint == "messages":
         body, dropped = messages_request_to_chat(ctx.body, model=target.model)
