@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from tollway_conformance import ProviderSuite
 
 
@@ -10,6 +12,10 @@ class TestOpenAIProvider(ProviderSuite):
     provider_type = "openai"
     model = "gpt-4o-mini"
     upstream_path = "/v1"
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"streaming", "tools", "faults", "vision", "embeddings"}
+    )
+    embedding_model = "text-embedding-3-small"
 
 
 class TestCustomOpenAIProvider(ProviderSuite):
@@ -25,3 +31,4 @@ class TestAnthropicProvider(ProviderSuite):
     entry_point = "tollway-provider-anthropic"
     provider_type = "anthropic"
     model = "claude-haiku-4-5"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"streaming", "tools", "faults", "vision"})

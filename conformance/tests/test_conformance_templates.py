@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tollway_conformance.new_plugin import TEMPLATES, main, render
+from tollway_conformance.new_plugin import KINDS, TEMPLATES, main, render
 
 NETWORK_TROUBLE = re.compile(
     r"NewConnectionError|Could not find a version that satisfies the requirement setuptools|"
@@ -21,11 +21,12 @@ NETWORK_TROUBLE = re.compile(
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    """Both templates rendered and pip-installed into a private target directory (so the
+    """The templates rendered and pip-installed into a private target directory (so the
     shared environment never sees them); the folder and the environment to use them."""
     root = tmp_path_factory.mktemp("templates")
     render("guardrail", "no-zebras", root / "tollway-no-zebras")
     render("provider", "zeta-ai", root / "tollway-provider-zeta-ai")
+    render("provider-ndjson", "kappa", root / "tollway-provider-kappa")
     site = root / "site"
     proc = subprocess.run(
         [
@@ -40,6 +41,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
             str(site),
             str(root / "tollway-no-zebras"),
             str(root / "tollway-provider-zeta-ai"),
+            str(root / "tollway-provider-kappa"),
         ],
         capture_output=True,
         text=True,
@@ -71,18 +73,19 @@ def test_tollway_plugins_lists_them_with_conformance(
     for dist, hooks in (
         ("tollway-no-zebras", "register_guardrail_evaluators"),
         ("tollway-provider-zeta-ai", "register_providers"),
+        ("tollway-provider-kappa", "register_providers"),
     ):
         line = next((ln for ln in out.splitlines() if ln.startswith(dist + " ")), None)
         assert line is not None, out
         assert "declared" in line and hooks in line, line
 
 
-FOLDERS = ("tollway-no-zebras", "tollway-provider-zeta-ai")
+FOLDERS = ("tollway-no-zebras", "tollway-provider-zeta-ai", "tollway-provider-kappa")
 
 
 @pytest.fixture(scope="module")
 def template_runs(installed: tuple[Path, dict[str, str]]) -> dict[str, tuple[int, str]]:
-    """``pytest -v`` in each plugin folder (both at once): return code and output."""
+    """``pytest -v`` in each plugin folder (all at once): return code and output."""
     root, env = installed
     procs = {
         folder: subprocess.Popen(
@@ -111,6 +114,17 @@ def test_pytest_in_the_plugin_folder_is_green(
     expected = ["test_hooks_match_specs PASSED", "test_works_alone_with_builtins PASSED"]
     if "provider" in folder:
         expected += ["test_usage_reported[chat] PASSED", "test_client_disconnect_closes_upstream"]
+    if folder == "tollway-provider-kappa":
+        # Its own wire, its own upstream: Anthropic clients served by the core's translation,
+        # every fault check run against the stand-in, tools skipped as undeclared.
+        expected += [
+            "test_usage_reported[messages] PASSED",
+            "test_stream_frames[messages] PASSED",
+            "test_midstream_failure_ends_with_error_event[messages] PASSED",
+            "test_client_disconnect_closes_upstream PASSED",
+            "test_timeout_is_504 PASSED",
+            "capability 'tools' not declared",
+        ]
     for line in expected:
         assert line in out, f"{line!r} not in:\n{out[-5000:]}"
 
@@ -130,6 +144,12 @@ def test_rendering_renames_everything(tmp_path: Path) -> None:
         'type: ClassVar[str] = "nimbus"'
         in (prov / "src/tollway_provider_nimbus/__init__.py").read_text()
     )
+    own = render("provider-ndjson", "nimbus", tmp_path / "n")
+    for path in own.rglob("*"):
+        assert "acme" not in str(path.relative_to(own)), path
+        if path.is_file():
+            assert "acme" not in path.read_text().lower(), path
+    assert (own / "tests" / "test_provider_nimbus_conformance.py").exists()
 
 
 def test_new_plugin_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -143,6 +163,6 @@ def test_new_plugin_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_templates_ship_with_the_package() -> None:
-    for kind in ("guardrail", "provider"):
+    for kind in KINDS:
         assert (TEMPLATES / kind / "pyproject.toml").exists()
         assert (TEMPLATES / kind / "README.md").exists()

@@ -2,7 +2,8 @@
 
 * :class:`HookPluginSuite` — any plugin: packaging, hook signatures, blocking calls, isolation
   of ``account``, settings, and a real gateway with only the plugin and the built-ins.
-* :class:`ProviderSuite` — a provider adapter behind a real gateway, against the simulator.
+* :class:`ProviderSuite` — a provider adapter behind a real gateway, against the simulator or
+  an upstream of your own (declared capabilities, the fault interface).
 * :class:`GatewaySuite` — a running gateway, from the outside, through the official SDKs.
 
 Installed, the package is a pytest plugin (``pytest11``) providing the fixtures the suites use

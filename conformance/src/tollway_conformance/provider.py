@@ -14,6 +14,11 @@ your plugin and ``tollway-static-keys`` loaded. It drives every client format yo
 claims (``Provider.endpoints``: ``chat``, ``messages``, ``responses``) and checks what the
 client receives *and* what the gateway saw (the usage your adapter put on ``ctx.usage``, read
 through a probe plugin). See docs/testing-plugins.md for each check and its failure messages.
+
+With an upstream of your own, override the ``provider_upstream`` fixture, declare
+:attr:`ProviderSuite.capabilities` (checks needing an undeclared one are skipped, saying why),
+implement the fault interface (:mod:`tollway_conformance.faults`) in your test server and
+:meth:`ProviderSuite.upstream_disconnects`. Override any ``test_…`` method to replace one check.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ from tollway import hookspecs
 from tollway.config import ProviderConfig
 from tollway.plugins import ENTRY_POINT_GROUP, PROJECT_NAME
 from tollway.provider import Provider
+from tollway_conformance.faults import (
+    CAPABILITIES,
+    EVENT_DELAY_HEADER,
+    FAULT_HEADER,
+    OUTPUT_WORDS_HEADER,
+)
 from tollway_conformance.harness import (
     STATIC_KEYS,
     GatewayProcess,
@@ -42,6 +53,13 @@ from tollway_conformance.harness import (
     provider_toml,
     start_gateway,
     stop,
+)
+from tollway_conformance.tool_checks import (
+    chat_tools,
+    embeddings_round_trip,
+    image_request,
+    messages_tools,
+    responses_tools,
 )
 from tollway_conformance.wire import (
     FORMATS,
@@ -56,18 +74,19 @@ from tollway_conformance.wire import (
     stream_usage,
 )
 
-__all__ = ["ProviderSuite", "only_formats", "registered_providers"]
+__all__ = [
+    "CAPABILITIES",
+    "EVENT_DELAY_HEADER",
+    "FAULT_HEADER",
+    "OUTPUT_WORDS_HEADER",
+    "ProviderSuite",
+    "only_formats",
+    "registered_providers",
+]
+
 
 PROMPT = "conformance check please answer"
 UNREACHABLE_MODEL = "conformance-unreachable"
-_TOOL_NAME = "get_weather"
-_TOOL_SCHEMA = {
-    "type": "object",
-    "properties": {"city": {"type": "string"}},
-    "required": ["city"],
-}
-
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -116,9 +135,15 @@ class ProviderSuite:
     upstream_path: ClassVar[str] = ""
     #: The upstream understands ``x-simulator-fault`` and friends (it is the simulator). Set
     #: ``False`` with your own upstream: the error, timeout and cancellation checks are skipped.
+    #: (Kept for old suites: it removes ``"faults"`` from :attr:`capabilities`.)
     simulator_faults: ClassVar[bool] = True
+    #: What the adapter and its upstream can do; each check needing one that is not declared
+    #: is skipped with the reason printed (``pytest -rs``). Known names: :data:`CAPABILITIES`.
+    capabilities: ClassVar[frozenset[str]] = frozenset({"streaming", "tools", "faults"})
     #: The upstream answers the same request with the same text (the simulator does).
     deterministic: ClassVar[bool] = True
+    #: The model the embeddings check asks for (default: :attr:`model`).
+    embedding_model: ClassVar[str] = ""
     #: ``SERVER_UPSTREAM_TIMEOUT_SECONDS`` of the suite's gateway (the timeout check waits it).
     upstream_timeout_seconds: ClassVar[float] = 1.0
     #: More environment for the gateway, and more entry points to load beside yours.
@@ -166,7 +191,8 @@ class ProviderSuite:
             adapter = cls._adapter()
         except Exception:  # test_adapter_registered reports it
             return FORMATS[:1]
-        return tuple(f for f in FORMATS if f in adapter.endpoints) or FORMATS[:1]
+        served = adapter.endpoints | adapter.translated_endpoints()
+        return tuple(f for f in FORMATS if f in served) or FORMATS[:1]
 
     @classmethod
     @functools.cache
@@ -249,9 +275,27 @@ class ProviderSuite:
                 f"gateway log (tail):\n{gw.logs()[-2000:]}"
             )
 
-    def _needs_faults(self) -> None:
+    def _needs(self, capability: str) -> None:
+        """Skip this check, saying why, unless ``capability`` is declared."""
+        assert capability in CAPABILITIES, capability
+        declared = set(self.capabilities)
         if not self.simulator_faults:
-            pytest.skip("the upstream is not the simulator (simulator_faults = False)")
+            declared.discard("faults")
+        if capability not in declared:
+            pytest.skip(
+                f"capability {capability!r} not declared (capabilities = "
+                f"{sorted(declared)}): {CAPABILITIES[capability]}"
+            )
+
+    def _needs_faults(self) -> None:
+        self._needs("faults")
+
+    def upstream_disconnects(self, request: pytest.FixtureRequest) -> int:
+        """How many streams the upstream saw its client (the gateway) leave. Default: the
+        simulator's counter; with your own upstream, override it to read your test server's
+        count (see docs/testing-plugins.md, "fault interface")."""
+        sim: Simulator = request.getfixturevalue("tollway_simulator")
+        return int(sim.stats()["streams_client_disconnected"])
 
     # --- checks ----------------------------------------------------------------------------
 
@@ -260,10 +304,12 @@ class ProviderSuite:
         cls = self._adapter()
         assert issubclass(cls, Provider), f"{cls!r} must subclass tollway.provider.Provider"
         assert cls.send is not Provider.send, f"{cls.__qualname__} must implement send()"
-        missing = [f for f in self.client_formats() if f not in cls.endpoints]
+        served = cls.endpoints | cls.translated_endpoints()
+        missing = [f for f in self.client_formats() if f not in served]
         assert not missing, (
-            f"formats {missing} are tested but {cls.__qualname__}.endpoints is "
-            f"{sorted(cls.endpoints)}: add them to `endpoints` or to nothing in `formats`"
+            f"formats {missing} are tested but {cls.__qualname__} serves {sorted(served)} "
+            "(its `endpoints`, plus what the core translates to its native formats): add "
+            "them to `endpoints`, or remove them from the suite's `formats`"
         )
 
     def test_non_stream_answer(self, provider_gateway: GatewayProcess, client_format: str) -> None:
@@ -282,6 +328,7 @@ class ProviderSuite:
 
     def test_stream_frames(self, provider_gateway: GatewayProcess, client_format: str) -> None:
         """Event order and termination as the official SDK of the format expects."""
+        self._needs("streaming")
         fmt = client_format
         resp, raw = self._stream(
             provider_gateway, fmt, request_body(fmt, self.model, PROMPT, stream=True)
@@ -300,6 +347,7 @@ class ProviderSuite:
         self, provider_gateway: GatewayProcess, client_format: str
     ) -> None:
         """Streaming and non-streaming calls of one request carry the same text."""
+        self._needs("streaming")
         fmt = client_format
         resp = self._post(provider_gateway, fmt, request_body(fmt, self.model, PROMPT))
         self._ok(resp, f"non-streaming {fmt} call", provider_gateway)
@@ -398,7 +446,7 @@ class ProviderSuite:
             provider_gateway,
             fmt,
             request_body(fmt, self.model, PROMPT),
-            {"x-simulator-fault": "500"},
+            {FAULT_HEADER: "500"},
         )
         assert resp.status_code == 500, (
             f"an upstream 500 must pass through as 500, got {resp.status_code}: "
@@ -435,7 +483,7 @@ class ProviderSuite:
             provider_gateway,
             fmt,
             request_body(fmt, self.model, PROMPT),
-            {"x-simulator-fault": "timeout"},
+            {FAULT_HEADER: "timeout"},
         )
         waited = time.monotonic() - t0
         assert resp.status_code == 504, (
@@ -450,13 +498,14 @@ class ProviderSuite:
         self, provider_gateway: GatewayProcess, client_format: str
     ) -> None:
         """An upstream that dies mid-stream ends the client's stream with ``event: error``."""
+        self._needs("streaming")
         self._needs_faults()
         fmt = client_format
         resp, raw = self._stream(
             provider_gateway,
             fmt,
             request_body(fmt, self.model, PROMPT, stream=True),
-            {"x-simulator-fault": "midstream:3"},
+            {FAULT_HEADER: "midstream:3"},
         )
         assert resp.status_code == 200, resp.text[:300]
         events = parse_sse(raw)
@@ -471,16 +520,17 @@ class ProviderSuite:
         assert last.json()["error"]["type"] == "provider_error"
 
     def test_client_disconnect_closes_upstream(
-        self, provider_gateway: GatewayProcess, tollway_simulator: Simulator
+        self, provider_gateway: GatewayProcess, request: pytest.FixtureRequest
     ) -> None:
         """A client that leaves mid-stream makes the gateway close the upstream connection."""
+        self._needs("streaming")
         self._needs_faults()
         fmt = self.client_formats()[0]
-        before = tollway_simulator.stats()["streams_client_disconnected"]
+        before = self.upstream_disconnects(request)
         headers = {
             **auth_headers(fmt, provider_gateway.key),
-            "x-simulator-event-delay-ms": "25",
-            "x-simulator-output-words": "400",
+            EVENT_DELAY_HEADER: "25",
+            OUTPUT_WORDS_HEADER: "400",
         }
         body = request_body(fmt, self.model, PROMPT, stream=True, max_tokens=1000)
         with (
@@ -497,27 +547,48 @@ class ProviderSuite:
                     break
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            if tollway_simulator.stats()["streams_client_disconnected"] > before:
+            if self.upstream_disconnects(request) > before:
                 return
             time.sleep(0.05)
         raise AssertionError(
-            "the client left mid-stream but the upstream stream kept going (the simulator saw "
-            "no disconnect within 5 s): return ProviderResult(events=…, close=resp.close) so "
-            "the gateway can release the upstream connection"
+            "the client left mid-stream but the upstream saw no disconnect within 5 s "
+            "(upstream_disconnects() did not grow): return ProviderResult(events=…, "
+            "close=resp.close) so the gateway can release the upstream connection, and make "
+            "sure the events iterator closes the response in a `finally` (relay_sse and "
+            "relay_json_lines do). With your own upstream, upstream_disconnects() must count "
+            "the streams whose client left"
         )
 
     def test_tool_call_round_trip(
         self, provider_gateway: GatewayProcess, client_format: str
     ) -> None:
         """The official SDK gets a tool call (complete and streamed) and can answer it."""
+        self._needs("tools")
         fmt = client_format
         gw = provider_gateway
         if fmt == "chat":
-            self._chat_tools(gw)
+            chat_tools(gw, self.model)
         elif fmt == "messages":
-            self._messages_tools(gw)
+            messages_tools(gw, self.model)
         else:
-            self._responses_tools(gw)
+            responses_tools(gw, self.model)
+
+    @only_formats("chat", "messages")
+    def test_image_input(self, provider_gateway: GatewayProcess, client_format: str) -> None:
+        """A request with an image in the client's format is answered with text."""
+        self._needs("vision")
+        fmt = client_format
+        resp = self._post(provider_gateway, fmt, image_request(fmt, self.model, PROMPT))
+        self._ok(resp, f"{fmt} call with an image", provider_gateway)
+        assert body_text(fmt, resp.json()), (
+            f"the {fmt} answer to a request with an image has no text: {resp.text[:300]}; map "
+            "image parts (tollway.formats.content_parts / image_part_url) to your upstream's"
+        )
+
+    def test_embeddings(self, provider_gateway: GatewayProcess) -> None:
+        """``/v1/embeddings`` answers one vector per input and reports the input tokens."""
+        self._needs("embeddings")
+        embeddings_round_trip(provider_gateway, self.embedding_model or self.model)
 
     @only_formats("chat", "messages")
     def test_max_tokens_stop_reason(
@@ -527,7 +598,7 @@ class ProviderSuite:
         self._needs_faults()
         fmt = client_format
         body = request_body(fmt, self.model, PROMPT, max_tokens=3)
-        resp = self._post(provider_gateway, fmt, body, {"x-simulator-output-words": "20"})
+        resp = self._post(provider_gateway, fmt, body, {OUTPUT_WORDS_HEADER: "20"})
         self._ok(resp, f"truncated {fmt} call", provider_gateway)
         doc = resp.json()
         if fmt == "chat":
@@ -536,119 +607,3 @@ class ProviderSuite:
         else:
             reason = doc["stop_reason"]
             assert reason == "max_tokens", f"a truncated message has stop_reason {reason!r}"
-
-    # --- tool round trips through the official SDKs -----------------------------------------
-
-    def _chat_tools(self, gw: GatewayProcess) -> None:
-        client = gw.openai()
-        tools = [{"type": "function", "function": {"name": _TOOL_NAME, "parameters": _TOOL_SCHEMA}}]
-        messages: list[dict[str, Any]] = [{"role": "user", "content": "weather in Paris?"}]
-        reply = client.chat.completions.create(
-            model=self.model, messages=messages, tools=tools, max_completion_tokens=256
-        )
-        choice = reply.choices[0]
-        assert choice.finish_reason == "tool_calls", choice
-        call = choice.message.tool_calls[0]
-        assert call.function.name == _TOOL_NAME
-        assert "city" in json.loads(call.function.arguments)
-        name, args = "", ""
-        for chunk in client.chat.completions.create(
-            model=self.model,
-            messages=messages,
-            tools=tools,
-            max_completion_tokens=256,
-            stream=True,
-        ):
-            for c in chunk.choices:
-                for delta in c.delta.tool_calls or ():
-                    name += (delta.function and delta.function.name) or ""
-                    args += (delta.function and delta.function.arguments) or ""
-        assert name == _TOOL_NAME, f"streamed tool call name {name!r}"
-        assert "city" in json.loads(args), f"streamed tool arguments {args!r}"
-        follow = [
-            *messages,
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": call.id,
-                        "type": "function",
-                        "function": {"name": _TOOL_NAME, "arguments": call.function.arguments},
-                    }
-                ],
-            },
-            {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"},
-        ]
-        done = client.chat.completions.create(
-            model=self.model, messages=follow, tools=tools, max_completion_tokens=256
-        )
-        assert done.choices[0].message.content, "no text after the tool result"
-
-    def _messages_tools(self, gw: GatewayProcess) -> None:
-        client = gw.anthropic()
-        tools = [{"name": _TOOL_NAME, "description": "weather", "input_schema": _TOOL_SCHEMA}]
-        messages: list[dict[str, Any]] = [{"role": "user", "content": "weather in Paris?"}]
-        reply = client.messages.create(
-            model=self.model, max_tokens=256, messages=messages, tools=tools
-        )
-        assert reply.stop_reason == "tool_use", reply
-        uses = [b for b in reply.content if b.type == "tool_use"]
-        assert uses and uses[0].name == _TOOL_NAME and "city" in uses[0].input, reply.content
-        with client.messages.stream(
-            model=self.model, max_tokens=256, messages=messages, tools=tools
-        ) as stream:
-            final = stream.get_final_message()
-        streamed = [b for b in final.content if b.type == "tool_use"]
-        assert streamed and streamed[0].name == _TOOL_NAME, final.content
-        assert "city" in streamed[0].input, streamed[0].input
-        follow = [
-            *messages,
-            {"role": "assistant", "content": [b.model_dump() for b in reply.content]},
-            {
-                "role": "user",
-                "content": [
-                    {"type": "tool_result", "tool_use_id": uses[0].id, "content": "sunny, 21 C"}
-                ],
-            },
-        ]
-        done = client.messages.create(
-            model=self.model, max_tokens=256, messages=follow, tools=tools
-        )
-        assert any(b.type == "text" and b.text for b in done.content), done.content
-
-    def _responses_tools(self, gw: GatewayProcess) -> None:
-        client = gw.openai()
-        tools = [{"type": "function", "name": _TOOL_NAME, "parameters": _TOOL_SCHEMA}]
-        reply = client.responses.create(model=self.model, input="weather in Paris?", tools=tools)
-        calls = [o for o in reply.output if o.type == "function_call"]
-        assert calls and calls[0].name == _TOOL_NAME, reply.output
-        assert "city" in json.loads(calls[0].arguments)
-        final = None
-        for event in client.responses.create(
-            model=self.model, input="weather in Paris?", tools=tools, stream=True
-        ):
-            if event.type == "response.completed":
-                final = event.response
-        assert final is not None, "the stream had no response.completed event"
-        streamed = [o for o in final.output if o.type == "function_call"]
-        assert streamed and streamed[0].name == _TOOL_NAME, final.output
-        done = client.responses.create(
-            model=self.model,
-            input=[
-                {"role": "user", "content": "weather in Paris?"},
-                {
-                    "type": "function_call",
-                    "call_id": calls[0].call_id,
-                    "name": _TOOL_NAME,
-                    "arguments": calls[0].arguments,
-                },
-                {
-                    "type": "function_call_output",
-                    "call_id": calls[0].call_id,
-                    "output": "sunny, 21 C",
-                },
-            ],
-            tools=tools,
-        )
-        assert done.output_text, "no text after the tool result"

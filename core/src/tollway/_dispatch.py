@@ -22,6 +22,7 @@ from tollway._errors import (
     UpstreamTimeout,
     UpstreamTimeoutError,
 )
+from tollway._translate import send_via
 from tollway._types import Attempt, RouteTarget
 from tollway.outbound import ALLOW_CIDRS_ENV
 from tollway.provider import Provider, ProviderResult, UpstreamHTTP
@@ -151,7 +152,9 @@ class Dispatch:
             live.started(provider.key)
             t0 = time.perf_counter()
             try:
-                result = await provider.send(ctx, target, self.http.for_provider(provider.config))
+                result = await send_via(
+                    provider, ctx, target, self.http.for_provider(provider.config)
+                )
                 if result.events is not None:
                     result.events = await _prime(result.events)
             except UpstreamError as exc:

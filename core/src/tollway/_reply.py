@@ -281,6 +281,9 @@ class Replies:
         headers.update(self.routed_headers(ctx))
         headers.update(ctx.response_headers)
         headers.update(_SSE_HEADERS)
+        if not any(k.lower() == "content-type" for k, _ in result.headers):
+            # An adapter whose upstream does not stream SSE (JSON lines) need not set it.
+            headers["content-type"] = "text/event-stream; charset=utf-8"
         ctx.status = result.status
         state = _StreamState()
         body = self._relay(ctx, result, state)

@@ -39,7 +39,7 @@ class Router:
         served = [
             (p, pinned or model, weight)
             for p, pinned, weight in entries
-            if endpoint in p.endpoints and (pinned is not None or p.serves(model))
+            if endpoint in p.served and (pinned is not None or p.serves(model))
         ]
         if strategy != "ordered" and len(served) > 1:
             ctx.span_attributes["langwatch.routing.strategy"] = strategy

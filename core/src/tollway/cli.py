@@ -21,7 +21,7 @@ import orjson
 from tollway import __version__
 from tollway._logging import configure_logging
 from tollway._plugins import PluginLoadError, build_plugin_manager
-from tollway.config import ConfigError, PluginSelection, Settings, load_settings
+from tollway.config import ConfigError, PluginSelection, Settings, converter, load_settings
 from tollway.state import StateLocation, add_state_options, cli_state
 
 __all__ = ["cli", "main"]
@@ -102,7 +102,8 @@ def serve(demo: bool, port: int | None, workers: str) -> None:
     sim: subprocess.Popen[str] | None = None
     demo_key = demo_admin_token = ""
     if demo:
-        overrides, sim, demo_key = _demo_setup(port, cli_state().data_dir)
+        # Demo mode is local: the configured providers may be on loopback (a stand-in).
+        overrides, sim, demo_key = _demo_setup(port, cli_state(overrides={"environment": "local"}))
     elif port is not None:
         overrides = _port_override(port)
     try:
@@ -298,11 +299,15 @@ def _demo_admin_token(data_dir_text: str) -> str:
 
 
 def _demo_setup(
-    port: int | None, data_dir_text: str
+    port: int | None, base: StateLocation
 ) -> tuple[dict[str, Any], subprocess.Popen[str], str]:
+    """The simulator, the demo key, and the settings overrides of demo mode: the simulator's
+    two providers added after the configured ones (so a provider plugin configured in the
+    file is served beside them), and the demo key beside the configured static keys — with
+    the ``config`` (guardrails, …) of a configured key named ``demo``, if there is one."""
     from tollway.keys import check_key_format, mint_key
 
-    data_dir = Path(data_dir_text)
+    data_dir = Path(base.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     key_file = data_dir / "demo-key"
     key = ""
@@ -334,24 +339,27 @@ def _demo_setup(
     # Keep draining the simulator's stdout so it never blocks on a full pipe.
     threading.Thread(target=sim.stdout.read, daemon=True).start()
     sim_url = match.group(1)
+    settings = base.settings
+    providers: list[dict[str, Any]] = [converter.unstructure(p) for p in settings.providers]
+    taken = {p.name for p in settings.providers}
+    for name, kind, url, secret in (
+        ("demo-openai", "openai", f"{sim_url}/v1", "sk-demo-simulator"),
+        ("demo-anthropic", "anthropic", sim_url, "sk-ant-demo-simulator"),
+    ):
+        if name not in taken:
+            providers.append({"name": name, "type": kind, "base_url": url, "api_key": secret})
+    section = dict(settings.plugin_sections.get(_DEMO_STATIC_KEYS_PLUGIN) or {})
+    configured = [k for k in section.get("keys") or [] if isinstance(k, dict)]
+    demo: dict[str, Any] = {"name": "demo", "secret": key}
+    for entry in configured:
+        if entry.get("name") == "demo":
+            demo = {**entry, "secret": key}
+    keys = [k for k in configured if k.get("name") != "demo"] + [demo]
     overrides: dict[str, Any] = {
         "environment": "local",
         "server": {"addr": f"127.0.0.1:{port or 5563}"},
-        "providers": [
-            {
-                "name": "demo-openai",
-                "type": "openai",
-                "base_url": f"{sim_url}/v1",
-                "api_key": "sk-demo-simulator",
-            },
-            {
-                "name": "demo-anthropic",
-                "type": "anthropic",
-                "base_url": sim_url,
-                "api_key": "sk-ant-demo-simulator",
-            },
-        ],
-        "plugin": {_DEMO_STATIC_KEYS_PLUGIN: {"keys": [{"name": "demo", "secret": key}]}},
+        "providers": providers,
+        "plugin": {_DEMO_STATIC_KEYS_PLUGIN: {**section, "keys": keys}},
         "log": {"format": os.environ.get("LOG_FORMAT") or "pretty"},
     }
     return overrides, sim, key

@@ -354,7 +354,7 @@ class Gateway(ModelsListing, StoredResponses, Dispatch):
         targets = await self.hooks.route(ctx) or []
         if not targets:
             pool = self.chain(ctx.principal, ctx.endpoint)
-            reachable = sorted({p.type for p, _ in pool if ctx.endpoint in p.endpoints})
+            reachable = sorted({p.type for p, _ in pool if ctx.endpoint in p.served})
             names = ", ".join(reachable) if reachable else "none"
             raise ModelNotAllowed(
                 f"model {quote_input(ctx.model, MAX_MODEL_CHARS)} is not served by any "

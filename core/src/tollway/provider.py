@@ -36,6 +36,7 @@ __all__ = [
     "ProviderResult",
     "UpstreamHTTP",
     "adapter_problems",
+    "core_translated",
     "forwardable_request_headers",
     "outbound_problems",
     "relay_sse",
@@ -472,6 +473,14 @@ class Provider:
 
     Subclasses set :attr:`type`, :attr:`endpoints` (client formats served natively) and
     :attr:`default_models`, and implement :meth:`send`.
+
+    Chat is the hub: an adapter whose native formats include ``"chat"`` but whose
+    :attr:`endpoints` leave out ``"messages"`` also serves Anthropic clients — the core
+    translates the request to a chat request before :meth:`send` and the answer (body or SSE
+    stream) back after it, so the adapter only ever sees chat. The same holds the other way
+    for a Messages-native adapter and chat clients. :attr:`translated` lists what the core
+    translates for this adapter; set :attr:`core_translation` to ``False`` to serve only
+    :attr:`endpoints`.
     """
 
     #: Configuration ``type`` this adapter serves, e.g. ``"openai"``.
@@ -483,6 +492,9 @@ class Provider:
     #: policy, native providers are tried before translating ones of the same priority.
     #: ``None``: every endpoint served; ``frozenset()``: none (a wire of its own, e.g. Bedrock).
     native_endpoints: ClassVar[frozenset[str] | None] = None
+    #: Whether the core translates the other client formats to this adapter's native hub
+    #: format (see the class docstring and :attr:`translated`).
+    core_translation: ClassVar[bool] = True
     #: Model ids / trailing-``*`` globs served when the configuration does not list models.
     default_models: ClassVar[tuple[str, ...]] = ("*",)
     #: Concrete model ids listed by ``GET /v1/models`` when the configuration lists none.
@@ -495,6 +507,12 @@ class Provider:
         #: ``native_endpoints``, defaulting to every endpoint served.
         native = type(self).native_endpoints
         self.native: frozenset[str] = type(self).endpoints if native is None else native
+        #: Client formats the core translates for this adapter (its :meth:`send` sees them in
+        #: the native format): ``"messages"`` for a chat-native adapter without it,
+        #: ``"chat"`` for a Messages-native one without it.
+        self.translated: frozenset[str] = type(self).translated_endpoints()
+        #: Every client format this adapter serves: :attr:`endpoints` plus :attr:`translated`.
+        self.served: frozenset[str] = type(self).endpoints | self.translated
         #: Stable id used in route targets, metrics and breakers.
         self.key = config.key
         self.base_url = (config.base_url or self.default_base_url).rstrip("/")
@@ -502,6 +520,15 @@ class Provider:
         patterns = tuple(config.models) if config.models is not None else self.default_models
         self._exact = frozenset(p for p in patterns if not p.endswith("*"))
         self._prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
+
+    @classmethod
+    def translated_endpoints(cls) -> frozenset[str]:
+        """The client formats the core translates for this adapter class (see the class
+        docstring); ``cls.endpoints | cls.translated_endpoints()`` is everything it serves."""
+        if not cls.core_translation:
+            return frozenset()
+        native = cls.endpoints if cls.native_endpoints is None else cls.native_endpoints
+        return core_translated(cls.endpoints, native)
 
     def validate(self) -> list[str]:
         """Configuration problems, one line each (checked at start-up)."""
@@ -535,6 +562,17 @@ class Provider:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} {self.base_url}>"
+
+
+#: Client format → the native format the core translates it to (chat is the hub).
+_HUB_LANES = (("messages", "chat"), ("chat", "messages"))
+
+
+def core_translated(endpoints: frozenset[str], native: frozenset[str]) -> frozenset[str]:
+    """The client formats the core translates for an adapter serving ``endpoints`` with
+    ``native`` among them: each hub lane whose target is native and whose source the adapter
+    does not serve itself."""
+    return frozenset(src for src, dst in _HUB_LANES if dst in native and src not in endpoints)
 
 
 def upstream_url(base: str, suffix: str, query_string: bytes) -> str:
