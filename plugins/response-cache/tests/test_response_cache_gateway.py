@@ -289,11 +289,15 @@ def test_errors_are_not_cached(gw: Gateway, sim: Simulator, fault: str) -> None:
     failed = gw.post(CACHED, "/v1/chat/completions", body, {"x-simulator-fault": fault})
     assert failed.status_code == int(fault)
     assert failed.headers[HEADER] == "miss"
+    # A 429 cools the only provider down and the gateway retries it once the Retry-After has
+    # passed (up to [routing] max_cooldown_wait_seconds), so the failure may be several calls.
+    failures = sim.count()
+    assert failures == 1 if fault != "429" else failures >= 1
     after = gw.post(CACHED, "/v1/chat/completions", body)
     assert after.status_code == 200 and after.headers[HEADER] == "miss"
     again = gw.post(CACHED, "/v1/chat/completions", body)
     assert again.headers[HEADER] == "hit"
-    assert sim.count() == 2  # the failure and the success; the hit made no call
+    assert sim.count() == failures + 1  # and the success; the hit made no call
 
 
 @pytest.mark.parametrize(
