@@ -203,7 +203,21 @@ def render_markdown(report: dict[str, Any]) -> str:
             )
         w("")
     out.extend(render_streaming(report))
-    out.extend(render_workers(report))
+    workers = render_workers(report)
+    saved = BENCH / "results" / "workers-run.json"
+    if not workers and saved.exists():
+        # A run with --workers 1,N saved on its own; kept across re-renders, with its own date,
+        # commit and load (it may differ from this run's).
+        other = json.loads(saved.read_text())
+        workers = render_workers(other)
+        if workers:
+            workers.insert(
+                1,
+                f"From a run of its own ({other.get('started_at', '?')}, "
+                f"{other.get('source', '?')}; load average before: "
+                f"{other.get('load_before', '?')}): `{other.get('command', '')}`.\n",
+            )
+    out.extend(workers)
     out.extend(render_costs(report))
     w("## Memory\n")
     w(
