@@ -93,6 +93,15 @@ DRILLS = (
         ),
     ),
     Drill(
+        "control_plane_down_past_soft_bump",
+        "known keys served from the cache through an outage of 4 soft bumps; its spend reaches "
+        "the ledger after; a key created during it works",
+        (
+            "plugins/budgets/tests/test_drill_control_plane_down.py::"
+            "test_control_plane_down_longer_than_the_soft_bump",
+        ),
+    ),
+    Drill(
         "block_budget_100_concurrency",
         "spend ≤ limit + one reservation (2 replicas, 100 concurrent clients), with and "
         "without max_tokens",
