@@ -102,6 +102,15 @@ DRILLS = (
         ),
     ),
     Drill(
+        "stream_cuts_fallback_chain",
+        "a stream cut after bytes ends in the error frame (no mid-stream fallback), failures "
+        "before the first byte fall back; ledger rows == streams",
+        (
+            "plugins/budgets/tests/test_drill_stream_cuts.py::"
+            "test_streams_cut_mid_way_end_in_an_error_frame_and_are_billed_once",
+        ),
+    ),
+    Drill(
         "block_budget_100_concurrency",
         "spend ≤ limit + one reservation (2 replicas, 100 concurrent clients), with and "
         "without max_tokens",
