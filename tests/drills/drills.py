@@ -94,7 +94,7 @@ DRILLS = (
     ),
     Drill(
         "control_plane_down_past_soft_bump",
-        "known keys served from the cache through an outage of 4 soft bumps; its spend reaches "
+        "known keys served from the cache through an outage of 3 soft bumps; its spend reaches "
         "the ledger after; a key created during it works",
         (
             "plugins/budgets/tests/test_drill_control_plane_down.py::"
@@ -109,6 +109,12 @@ DRILLS = (
             "plugins/budgets/tests/test_drill_stream_cuts.py::"
             "test_streams_cut_mid_way_end_in_an_error_frame_and_are_billed_once",
         ),
+    ),
+    Drill(
+        "soak",
+        "RSS ≤ 125 % + 32 MiB and open fds ≤ +16 of their post-warm-up figure after mixed "
+        "traffic (30 s; 5 min with TOLLWAY_DRILLS_LONG=1)",
+        ("tests/drills/test_soak.py::test_soak_mixed_traffic_keeps_rss_and_fds_flat",),
     ),
     Drill(
         "block_budget_100_concurrency",

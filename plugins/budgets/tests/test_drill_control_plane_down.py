@@ -40,7 +40,7 @@ pytest.importorskip("tollway_control_plane", reason="the control plane is needed
 SOFT_BUMP = 1.0
 #: The outage lasts this many soft-bump intervals (the cache is bumped, goes stale again, and
 #: is bumped again, several times).
-OUTAGE = 4 * SOFT_BUMP
+OUTAGE = 3 * SOFT_BUMP
 
 
 def redis_available() -> bool:
