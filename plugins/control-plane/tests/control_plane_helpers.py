@@ -8,7 +8,9 @@ import re
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +174,54 @@ def verify_response(response: httpx.Response, method: str, path: str) -> None:
 def listening_url(line: str) -> str | None:
     match = re.search(r"listening on (http://\S+)", line)
     return match.group(1) if match else None
+
+
+# --- the embedded default, as `tollway serve` runs it --------------------------------------
+
+
+def clean_env(*prefixes: str) -> dict[str, str]:
+    """This process's environment without Tollway's, OpenTelemetry's and the test secrets'
+    variables (and any other ``prefixes``): what a fresh shell on this machine would have."""
+    drop = ("LW_", "TOLLWAY_", "OTEL_", "GATEWAY_OTEL_", *prefixes)
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop) and k not in SECRETS_ENV}
+
+
+@contextmanager
+def embedded_serve(
+    tmp: Path, plugins: str, extra_env: dict[str, str] | None = None, *, drop: tuple[str, ...] = ()
+) -> Iterator[tuple[str, dict[str, str], Path]]:
+    """``tollway serve`` on the embedded default (store and request records in ``tmp/data``),
+    ready on a free port; yields ``(url, env, log)`` and stops it afterwards."""
+    port = free_port()
+    env = clean_env(*drop)
+    env.update(
+        {
+            "TOLLWAY_DATA_DIR": str(tmp / "data"),
+            "TOLLWAY_PLUGINS": plugins,
+            "ENVIRONMENT": "local",
+            "SERVER_ADDR": f"127.0.0.1:{port}",
+            "LOG_FORMAT": "json",
+            **(extra_env or {}),
+        }
+    )
+    log = tmp / "gateway.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tollway", "serve"], env=env, stdout=fh, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"gateway exited {proc.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/startupz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"gateway not ready:\n{log.read_text()}"
+            time.sleep(0.05)
+        yield url, env, log
+    finally:
+        stop(proc)

@@ -24,9 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from control_plane_helpers import SECRETS_ENV, free_port, stop, tollway_json
+from control_plane_helpers import clean_env, embedded_serve, free_port, stop, tollway_json
 
 from tollway.testing import Simulator, start_simulator
 
@@ -79,51 +78,17 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("console")
-    data_dir = tmp / "data"
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LW_", "TOLLWAY_", "OTEL_", "GATEWAY_OTEL_")) and k not in SECRETS_ENV
-    }
-    env.update(
-        {
-            "TOLLWAY_DATA_DIR": str(data_dir),
-            "TOLLWAY_PLUGINS": PLUGINS,
-            "TOLLWAY_ADMIN_TOKEN": ADMIN_TOKEN,
-            "ENVIRONMENT": "local",
-            "SERVER_ADDR": f"127.0.0.1:{port}",
-            "LOG_FORMAT": "json",
-        }
-    )
     sim = start_simulator()
-    log = tmp / "gateway.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tollway", "serve"], env=env, stdout=fh, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"gateway exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/startupz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"gateway not ready:\n{log.read_text()}"
-            time.sleep(0.05)
-        # The CLI in remote mode: through the admin API of the running gateway.
-        served = Served(url, data_dir, {**env, "TOLLWAY_ADMIN_URL": url}, sim)
-        served.cli_json(
-            "model-providers", "create", "--type", "openai", "--name", "sim-openai",
-            "--api-key", "sk-upstream-secret-never-shown", "--base-url", f"{sim.url}/v1",
-        )  # fmt: skip
-        yield served
+        with embedded_serve(tmp, PLUGINS, {"TOLLWAY_ADMIN_TOKEN": ADMIN_TOKEN}) as (url, env, _):
+            # The CLI in remote mode: through the admin API of the running gateway.
+            served = Served(url, tmp / "data", {**env, "TOLLWAY_ADMIN_URL": url}, sim)
+            served.cli_json(
+                "model-providers", "create", "--type", "openai", "--name", "sim-openai",
+                "--api-key", "sk-upstream-secret-never-shown", "--base-url", f"{sim.url}/v1",
+            )  # fmt: skip
+            yield served
     finally:
-        stop(proc)
         stop(sim.proc)
 
 
@@ -356,11 +321,7 @@ def test_done_when_demo_new_user(tmp_path: Path, browser: Any) -> None:
     import openai
 
     port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LW_", "TOLLWAY_", "OTEL_", "GATEWAY_OTEL_")) and k not in SECRETS_ENV
-    }
+    env = clean_env()
     env["TOLLWAY_DATA_DIR"] = str(tmp_path / "data")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tollway", "serve", "--demo", "--port", str(port)],

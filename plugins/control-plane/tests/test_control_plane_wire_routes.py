@@ -9,18 +9,14 @@ telemetry and budgets, the official openai / anthropic / google-genai SDKs, the 
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
-from control_plane_helpers import SECRETS_ENV, free_port, stop, tollway, tollway_json
+from control_plane_helpers import embedded_serve, stop, tollway, tollway_json
 
 from tollway.testing import Simulator, start_simulator
 
@@ -76,45 +72,11 @@ class Embedded:
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     tmp = tmp_path_factory.mktemp("wire")
-    data_dir = tmp / "data"
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LW_", "TOLLWAY_", "OTEL_", "GATEWAY_OTEL_", "GOOGLE_"))
-        and k not in SECRETS_ENV
-    }
-    env.update(
-        {
-            "TOLLWAY_DATA_DIR": str(data_dir),
-            "TOLLWAY_PLUGINS": PLUGINS,
-            "ENVIRONMENT": "local",
-            "SERVER_ADDR": f"127.0.0.1:{port}",
-            "LOG_FORMAT": "json",
-        }
-    )
     sim = start_simulator()
-    log = tmp / "gateway.log"
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tollway", "serve"], env=env, stdout=fh, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"gateway exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/startupz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"gateway not ready:\n{log.read_text()}"
-            time.sleep(0.05)
-        yield Embedded(url, data_dir, env, sim)
+        with embedded_serve(tmp, PLUGINS, drop=("GOOGLE_",)) as (url, env, _):
+            yield Embedded(url, tmp / "data", env, sim)
     finally:
-        stop(proc)
         stop(sim.proc)
 
 
