@@ -65,12 +65,17 @@ class Dispatch:
         """
         bound = self.settings.routing.max_cooldown_wait_seconds
         waited = 0.0
+        answered: Exception | None = None  # the last error an upstream actually answered
         while True:
             try:
                 return await self._walk(ctx)
             except _Throttled as exc:
+                if exc.attempted:
+                    answered = exc.error
                 if exc.wait <= 0 or waited + exc.wait > bound:
-                    raise exc.error from None
+                    # Giving up: the upstream's own 429 (passed through) when one was asked
+                    # during this request, the gateway's providers_cooling_down only when none was.
+                    raise (answered or exc.error) from None
                 log.info("provider_cooldown_wait seconds=%.2f", exc.wait)
                 await asyncio.sleep(exc.wait)
                 waited += exc.wait
@@ -223,7 +228,8 @@ class Dispatch:
                 wait = min(cooling)
                 raise _Throttled(
                     wait,
-                    RateLimitExceeded(
+                    attempted=False,
+                    error=RateLimitExceeded(
                         "every provider for this request is rate limited upstream and cooling "
                         f"down (the first is back in {wait:.1f} s); retry after that",
                         code="providers_cooling_down",
@@ -240,7 +246,7 @@ class Dispatch:
         error = _exhausted(failures)
         ctx.attempts_exhausted = not isinstance(error, _PassThrough)
         if throttled:
-            raise _Throttled(min(cooling), error)
+            raise _Throttled(min(cooling), attempted=True, error=error)
         raise error
 
     def _breaker(self, provider: Provider) -> Breaker:
@@ -267,8 +273,10 @@ class _Throttled(Exception):
     """Nothing answered and every provider tried or skipped is cooling down after a 429:
     :meth:`Dispatch.dispatch` may wait ``wait`` seconds and walk again, else raise ``error``."""
 
-    def __init__(self, wait: float, error: Exception) -> None:
+    def __init__(self, wait: float, *, attempted: bool, error: Exception) -> None:
         self.wait = wait
+        #: Whether this walk asked an upstream (``error`` is its answer) or only skipped.
+        self.attempted = attempted
         self.error = error
 
 
