@@ -231,3 +231,15 @@ class RequestContext:
     def is_anthropic_client(self) -> bool:
         """Whether errors should carry the Anthropic top-level ``"type":"error"``."""
         return self.endpoint in ANTHROPIC_ENDPOINTS
+
+
+#: The request's Redis batch (:mod:`tollway.redis_batch`), when a plugin deferred a call: the
+#: core flushes it (:func:`flush_deferred`) without importing Redis itself.
+DEFERRED: StashKey[Any] = StashKey("tollway.redis_batch")
+
+
+async def flush_deferred(ctx: RequestContext) -> None:
+    """Send the request's deferred Redis calls, if any, and raise the first refusal."""
+    batch = ctx.stash.get(DEFERRED)
+    if batch is not None and batch.pending:
+        await batch.flush()

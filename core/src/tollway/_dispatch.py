@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from tollway._breaker import Breaker, BreakerSettings, counts_as_failure
-from tollway._context import RequestContext
+from tollway._context import RequestContext, flush_deferred
 from tollway._errors import (
     GatewayError,
     ProviderError,
@@ -130,6 +130,7 @@ class Dispatch:
                 continue
             try:
                 await self.hooks.before_attempt(ctx, target)
+                await flush_deferred(ctx)  # what before_attempt deferred; a refusal skips
             except GatewayError as exc:
                 breaker.release(ticket)
                 skipped = exc

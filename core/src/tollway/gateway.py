@@ -29,7 +29,7 @@ from tollway import __version__
 from tollway._app import ModelsListing, create_app
 from tollway._body import effective_limit
 from tollway._breaker import Breaker
-from tollway._context import RequestContext, Stash
+from tollway._context import RequestContext, Stash, flush_deferred
 from tollway._dispatch import _STORE_HINT, Dispatch, _PassThrough, _refused
 from tollway._errors import (
     GatewayError,
@@ -403,9 +403,14 @@ class Gateway(ModelsListing, StoredResponses, Dispatch):
                 _log_body("request", ctx.body_bytes())
             if on_parsed is not None:
                 on_parsed(ctx)
-            await self.hooks.admit(ctx)
-            await self.guard_request(ctx)
+            try:
+                await self.hooks.admit(ctx)
+                await self.guard_request(ctx)
+            except GatewayError:
+                await flush_deferred(ctx)  # a deferred admission refusal still comes first
+                raise
             result = await self.answer(ctx) if self.hooks.answers else None
+            await flush_deferred(ctx)  # admission's Redis calls: one round trip, at the latest here
             if result is None:
                 await self.route(ctx)
                 result = await self.dispatch(ctx)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import attrs
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.connection import Connection, parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
@@ -59,6 +60,7 @@ __all__ = [
     "connect",
     "describe",
     "round_trip_deadline",
+    "round_trips",
     "shared",
 ]
 
@@ -117,6 +119,45 @@ class RedisOptions:
         return round_trip_deadline(self.socket_timeout, self.connect_timeout)
 
 
+#: Round trips to Redis made by this process (every packed send: one command or a whole
+#: pipeline), exported as ``gateway_redis_round_trips_total`` when prometheus-client is present.
+_ROUND_TRIPS = [0]
+_COUNTING: dict[type[Any], type[Any]] = {}
+
+
+def round_trips() -> int:
+    """Round trips this process made to Redis so far (a command, or a pipeline, is one)."""
+    return _ROUND_TRIPS[0]
+
+
+def _round_trip_metric() -> Any:
+    try:
+        from tollway.metrics import counter
+    except ImportError:  # prometheus-client not installed: the plain count still works
+        return None
+    return counter(
+        "gateway_redis_round_trips_total",
+        "Round trips to Redis (one command or one pipeline each)",
+    )
+
+
+def _counting(base: type[Any]) -> type[Any]:
+    """``base`` (a redis-py connection class) counting its sends."""
+    if base not in _COUNTING:
+        metric = _round_trip_metric()
+
+        async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
+            _ROUND_TRIPS[0] += 1
+            if metric is not None:
+                metric.inc()
+            await base.send_packed_command(self, command, check_health)
+
+        _COUNTING[base] = type(
+            f"Counting{base.__name__}", (base,), {"send_packed_command": send_packed_command}
+        )
+    return _COUNTING[base]
+
+
 def connect(options: RedisOptions) -> RedisClient:
     """A pooled asyncio client with bounded timeouts and at most one immediate retry (a pooled
     connection that died, e.g. after a Redis restart, is replaced once; nothing sleeps).
@@ -130,9 +171,11 @@ def connect(options: RedisOptions) -> RedisClient:
         "health_check_interval": 0,
     }
     if options.cluster:
-        return RedisCluster.from_url(options.url, **common)
+        return RedisCluster.from_url(options.url, **common)  # round trips not counted
+    base = parse_url(options.url).get("connection_class", Connection)
     pool = BlockingConnectionPool.from_url(
         options.url,
+        connection_class=_counting(base),
         max_connections=options.max_connections,
         timeout=options.connect_timeout + options.socket_timeout,
         **common,
@@ -194,6 +237,8 @@ class RedisFacility:
         #: The plugins using it, and the pool share each asked for.
         self.users: dict[str, int] = {}
         self._client: RedisClient | None = None
+        #: The settlement queue (:func:`tollway.redis_batch.settlements`), once someone used it.
+        self.settle_queue: Any = None
 
     @property
     def cluster(self) -> bool:
@@ -234,8 +279,10 @@ class RedisFacility:
             await cast(Any, self.client).ping()
 
     async def release(self, user: str) -> None:
-        """``user`` is done with Redis (its ``gateway_stopping``); the last one closes the
-        client."""
+        """``user`` is done with Redis (its ``gateway_stopping``): queued settlements are sent
+        first; the last user closes the client."""
+        if self.settle_queue is not None and self._client is not None:
+            await self.settle_queue.drain()
         self.users.pop(user, None)
         if self.users or self._client is None:
             return

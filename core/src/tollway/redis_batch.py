@@ -1,0 +1,253 @@
+"""One Redis round trip per request: the admission batch and the settlement queue.
+
+Several plugins keep their state in Redis (rate limits, budgets, the response cache). Asked one
+after the other, each would cost the request a round trip of its own. Instead:
+
+* **The request's batch** (:func:`request_batch`). During admission a plugin *defers* its script
+  call (:meth:`RequestBatch.defer`) with a continuation, ``then(outcome)``, instead of awaiting
+  it. The core sends everything deferred in **one pipeline** at the request's single flush point
+  — when a plugin needs an answer now (:meth:`RequestBatch.call`, e.g. the response cache's
+  lookup in ``answer``), or at the latest before the request goes upstream — and then runs the
+  continuations in the order the calls were deferred. A continuation that raises a
+  :class:`~tollway.GatewayError` (a refusal: rate limited, budget exceeded) refuses the request;
+  every continuation still runs first (so each plugin records what its script did and its
+  ``account`` can undo it), and the first refusal wins, as it would have had the calls been made
+  one by one. When admission or a guardrail refuses the request before the flush point, the
+  core flushes first: an earlier plugin's deferred refusal still comes first.
+
+* **The settlement queue** (:func:`settlements`). What happens after the answer (settling a
+  budget reservation, storing a cached response, correcting a token count) is not on the
+  request's path at all: :meth:`SettleQueue.put` queues the call and one background flush sends
+  every request's settlements together, a few milliseconds later, in one pipeline. The queue is
+  drained when the last plugin releases the Redis facility (graceful stop); calls still queued
+  when a process is killed are what reservation leases and counter healing already recover.
+
+A continuation receives the script's reply, or the exception that call raised (one of
+:data:`tollway.redis.BACKEND_ERRORS`: Redis down, slow, refusing): it applies its plugin's
+:class:`~tollway.redis.FailurePolicy` exactly as a direct call would. A continuation may be a
+coroutine function (it may make further calls on a rare path, e.g. seeding a counter). One that
+raises anything else is logged and the others still run.
+
+On a Redis Cluster the pipeline is split by node (redis-py's cluster pipeline): one round of
+parallel round trips rather than one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
+
+import attrs
+from redis.exceptions import NoScriptError
+
+from tollway._context import DEFERRED, RequestContext
+from tollway._errors import GatewayError
+from tollway.redis import BACKEND_ERRORS, RedisFacility, Script
+
+__all__ = [
+    "RequestBatch",
+    "SettleQueue",
+    "Then",
+    "flush_request",
+    "request_batch",
+    "send_pipeline",
+    "settlements",
+]
+
+log = logging.getLogger("tollway.redis")
+
+#: A continuation: the script's reply or the exception its call raised.
+Then = Callable[[Any], Awaitable[None] | None]
+
+
+@attrs.define
+class _Call:
+    script: Script
+    keys: Sequence[Any]
+    args: Sequence[Any]
+    then: Then | None = None
+    outcome: Any = None
+
+
+async def send_pipeline(facility: RedisFacility, calls: Sequence[_Call]) -> None:
+    """Send ``calls`` in one non-transactional pipeline, bounded by the facility's deadline;
+    each call's ``outcome`` is its reply or the exception it raised. Scripts Redis does not know
+    (``NOSCRIPT``: Redis restarted, a failover) are loaded and those calls sent once more."""
+    try:
+        async with asyncio.timeout(facility.options.deadline):
+            await _send(facility, calls)
+            missing = [c for c in calls if isinstance(c.outcome, NoScriptError)]
+            if missing:
+                for script in {id(c.script): c.script for c in missing}.values():
+                    await script.load()
+                await _send(facility, missing)
+    except BACKEND_ERRORS as exc:
+        for call in calls:
+            if call.outcome is None or isinstance(call.outcome, NoScriptError):
+                call.outcome = exc
+
+
+async def _send(facility: RedisFacility, calls: Sequence[_Call]) -> None:
+    for call in calls:
+        call.outcome = None
+    async with cast(Any, facility.client).pipeline(transaction=False) as pipe:
+        for call in calls:
+            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        replies = await pipe.execute(raise_on_error=False)
+    for call, reply in zip(calls, replies, strict=True):
+        call.outcome = reply
+
+
+async def _run_then(call: _Call, where: str) -> GatewayError | None:
+    if call.then is None:
+        return None
+    try:
+        done = call.then(call.outcome)
+        if inspect.isawaitable(done):
+            await done
+    except GatewayError as exc:
+        return exc
+    except Exception:
+        log.exception("redis_continuation_failed where=%s", where)
+    return None
+
+
+class RequestBatch:
+    """The Redis calls of one request that wait for its single round trip (see the module
+    doc). Get it with :func:`request_batch`."""
+
+    def __init__(self, facility: RedisFacility, request_id: str = "-") -> None:
+        self.facility = facility
+        self.request_id = request_id
+        self._pending: list[_Call] = []
+        self._refusal: GatewayError | None = None
+        #: Round trips this batch made (for tests and the bench: at most one per request).
+        self.flushes = 0
+
+    @property
+    def pending(self) -> bool:
+        """Calls are waiting for the flush, or a refusal for the core's flush point."""
+        return bool(self._pending) or self._refusal is not None
+
+    def defer(
+        self, script: Script, keys: Sequence[Any] = (), args: Sequence[Any] = (), *, then: Then
+    ) -> None:
+        """Queue a script call; ``then(outcome)`` runs after the flush, in deferral order."""
+        self._pending.append(_Call(script, keys, args, then))
+
+    async def call(self, script: Script, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        """Run a script now, together with everything deferred, and return its reply (or raise
+        the exception its call raised). A deferred refusal is *not* raised here: the core raises
+        it at its flush point (:func:`flush_request`)."""
+        mine = _Call(script, keys, args)
+        self._pending.append(mine)
+        await self._flush()
+        if isinstance(mine.outcome, BaseException):
+            raise mine.outcome
+        return mine.outcome
+
+    async def flush(self) -> None:
+        """Send what is pending, run the continuations, and raise the first refusal (once)."""
+        if not self._pending and self._refusal is None:
+            return
+        await self._flush()
+        refusal, self._refusal = self._refusal, None
+        if refusal is not None:
+            raise refusal
+
+    async def _flush(self) -> None:
+        calls, self._pending = self._pending, []
+        if not calls:
+            return
+        self.flushes += 1
+        await send_pipeline(self.facility, calls)
+        for call in calls:
+            refusal = await _run_then(call, f"request {self.request_id}")
+            if refusal is not None and self._refusal is None:
+                self._refusal = refusal
+
+
+def request_batch(ctx: RequestContext, facility: RedisFacility) -> RequestBatch:
+    """The request's batch on ``facility`` (made on first use)."""
+    batch = ctx.stash.get(DEFERRED)
+    if batch is None:
+        batch = RequestBatch(facility, ctx.request_id)
+        ctx.stash[DEFERRED] = batch
+    return cast(RequestBatch, batch)
+
+
+async def flush_request(ctx: RequestContext) -> None:
+    """The core's flush point: send the request's deferred calls and raise the first refusal.
+    A no-op when nothing was deferred."""
+    batch = ctx.stash.get(DEFERRED)
+    if batch is not None:
+        await batch.flush()
+
+
+class SettleQueue:
+    """Calls made after the answer, sent for every request together (see the module doc). Get
+    it with :func:`settlements`."""
+
+    def __init__(self, facility: RedisFacility, delay: float = 0.005, max_batch: int = 256) -> None:
+        self.facility = facility
+        #: How long the first queued call waits for company.
+        self.delay = delay
+        self.max_batch = max_batch
+        self._queue: list[_Call] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Pipelines sent (for tests and the bench).
+        self.flushes = 0
+
+    def put(
+        self,
+        script: Script,
+        keys: Sequence[Any] = (),
+        args: Sequence[Any] = (),
+        *,
+        then: Then | None = None,
+    ) -> None:
+        """Queue a script call; ``then(outcome)`` runs once it was sent."""
+        self._queue.append(_Call(script, keys, args, then))
+        if len(self._queue) >= self.max_batch:
+            self._start()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.delay, self._start)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        calls, self._queue = self._queue, []
+        if not calls:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(calls))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, calls: list[_Call]) -> None:
+        self.flushes += 1
+        await send_pipeline(self.facility, calls)
+        for call in calls:
+            await _run_then(call, "settlement")
+
+    async def drain(self) -> None:
+        """Send everything queued now and wait for every send in flight."""
+        self._start()
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def settlements(facility: RedisFacility) -> SettleQueue:
+    """The facility's settlement queue (one per gateway process; drained by
+    :meth:`~tollway.redis.RedisFacility.release`)."""
+    queue = facility.settle_queue
+    if queue is None:
+        queue = facility.settle_queue = SettleQueue(facility)
+    return cast(SettleQueue, queue)
