@@ -1,0 +1,289 @@
+"""One Redis round trip per request (``tollway.redis_batch``), against the real Redis.
+
+In process: deferred calls and the call that needs its answer travel in one pipeline, the
+continuations run in order, the first refusal is raised once at the flush point, Redis down
+reaches every continuation as its outcome, a flushed script cache is reloaded, and settlements
+from many requests share one pipeline that a graceful stop drains.
+
+Through a real gateway: a plugin that defers its admission call and refuses in the continuation
+answers the client with its 429; a guardrail block does not hide a deferred refusal; a request
+the guardrail blocks was still admitted (its deferred call ran).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from conftest import Gateway, Simulator, provider_config, start_gateway, stop
+
+from tollway import GatewayError, RateLimitExceeded
+from tollway.redis import RedisFacility, RedisOptions, round_trips
+from tollway.redis_batch import RequestBatch, settlements
+from tollway.testing_plugins import plugin_site
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+GET = "return redis.call('GET', KEYS[1])"
+
+
+def _facility() -> RedisFacility:
+    facility = RedisFacility(RedisOptions(REDIS_URL))
+    facility.users["test"] = 0
+    return facility
+
+
+async def _warm(facility: RedisFacility, *scripts: Any) -> None:
+    """Connect and load the scripts, so the counted round trips are the steady state's."""
+    await facility.ping()
+    for script in scripts:
+        await script.load()
+
+
+def test_deferred_calls_and_the_answer_needed_now_are_one_round_trip() -> None:
+    key = f"test:batch:{uuid.uuid4().hex}"
+
+    async def main() -> tuple[int, Any, list[Any]]:
+        facility = _facility()
+        incr, get = facility.script(INCR), facility.script(GET)
+        await _warm(facility, incr, get)
+        batch = RequestBatch(facility, "grq_test")
+        seen: list[Any] = []
+        batch.defer(incr, [key], [2], then=seen.append)
+        batch.defer(incr, [key], [3], then=seen.append)
+        assert seen == []  # nothing sent yet
+        before = round_trips()
+        value = await batch.call(get, [key])
+        trips = round_trips() - before
+        await batch.flush()  # nothing left: no round trip, no refusal
+        assert round_trips() - before == trips
+        await facility.release("test")
+        return trips, value, seen
+
+    trips, value, seen = asyncio.run(main())
+    assert trips == 1
+    assert value == b"5"  # the call saw both deferred increments: they ran first, in order
+    assert seen == [2, 5]
+
+
+def test_the_first_refusal_is_raised_once_after_every_continuation_ran(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key = f"test:batch:{uuid.uuid4().hex}"
+
+    async def main() -> tuple[list[str], str, bool]:
+        facility = _facility()
+        incr = facility.script(INCR)
+        batch = RequestBatch(facility, "grq_test")
+        ran: list[str] = []
+
+        def refuse(name: str) -> Any:
+            def then(outcome: Any) -> None:
+                ran.append(name)
+                raise RateLimitExceeded(f"refused by {name}")
+
+            return then
+
+        def broken(outcome: Any) -> None:
+            ran.append("broken")
+            raise KeyError("a plugin bug")
+
+        async def later(outcome: Any) -> None:
+            await asyncio.sleep(0)
+            ran.append(f"async {outcome}")
+
+        batch.defer(incr, [key], [1], then=refuse("first"))
+        batch.defer(incr, [key], [1], then=broken)
+        batch.defer(incr, [key], [1], then=refuse("second"))
+        batch.defer(incr, [key], [1], then=later)
+        with pytest.raises(GatewayError) as refused:
+            await batch.flush()
+        await batch.flush()  # raised once
+        again = batch.pending
+        await facility.release("test")
+        return ran, str(refused.value), again
+
+    with caplog.at_level(logging.ERROR, logger="tollway.redis"):
+        ran, refusal, again = asyncio.run(main())
+    assert ran == ["first", "broken", "second", "async 4"]
+    assert refusal == "refused by first"
+    assert not again
+    assert "redis_continuation_failed" in caplog.text
+
+
+def test_redis_down_is_every_continuation_s_outcome() -> None:
+    async def main() -> list[Any]:
+        facility = RedisFacility(RedisOptions("redis://127.0.0.1:1/0"))
+        facility.users["test"] = 0
+        incr = facility.script(INCR)
+        batch = RequestBatch(facility)
+        seen: list[Any] = []
+        batch.defer(incr, ["k"], [1], then=seen.append)
+        with pytest.raises(Exception) as raised:
+            await batch.call(incr, ["k"], [1])
+        seen.append(raised.value)
+        await facility.release("test")
+        return seen
+
+    seen = asyncio.run(main())
+    assert len(seen) == 2
+    assert all(isinstance(o, (redis.RedisError, OSError, TimeoutError)) for o in seen)
+
+
+def test_a_flushed_script_cache_is_reloaded_and_the_calls_sent_again() -> None:
+    key = f"test:batch:{uuid.uuid4().hex}"
+
+    async def main() -> tuple[Any, list[Any]]:
+        facility = _facility()
+        incr, get = facility.script(INCR), facility.script(GET)
+        await _warm(facility, incr, get)
+        await facility.client.script_flush()  # as after a Redis restart or a failover
+        batch = RequestBatch(facility)
+        seen: list[Any] = []
+        batch.defer(incr, [key], [7], then=seen.append)
+        value = await batch.call(get, [key])
+        await facility.release("test")
+        return value, seen
+
+    value, seen = asyncio.run(main())
+    assert seen == [7] and value == b"7"
+
+
+def test_settlements_of_many_requests_share_one_pipeline_and_a_stop_drains_them() -> None:
+    key = f"test:settle:{uuid.uuid4().hex}"
+
+    async def main() -> tuple[int, int, list[Any], bytes | None]:
+        facility = _facility()
+        incr = facility.script(INCR)
+        await _warm(facility, incr)
+        queue = settlements(facility)
+        assert settlements(facility) is queue  # one per process
+        seen: list[Any] = []
+        before = round_trips()
+        for _ in range(50):
+            queue.put(incr, [key], [1], then=seen.append)
+        await asyncio.sleep(queue.delay * 4)
+        first = round_trips() - before
+        for _ in range(3):
+            queue.put(incr, [key], [1])
+        await facility.release("test")  # graceful stop: what is queued is sent first
+        check = redis.Redis.from_url(REDIS_URL)
+        value = check.get(key)
+        check.delete(key)
+        return first, round_trips() - before, seen, value
+
+    first, total, seen, value = asyncio.run(main())
+    assert first == 1  # 50 settlements, one pipeline
+    assert total == 2  # and the three queued at the stop, one more
+    assert seen == list(range(1, 51))
+    assert value == b"53"
+
+
+# --- through a real gateway --------------------------------------------------------------------
+
+DEFERRING = """
+from tollway import GuardrailBlocked, RateLimitExceeded, Verdict, hookimpl
+from tollway.redis import shared
+from tollway.redis_batch import request_batch
+
+INCR = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+STATE = {}
+
+
+@hookimpl
+def gateway_started(gateway):
+    facility = shared(gateway, "test-deferring")
+    STATE["facility"] = facility
+    STATE["script"] = facility.script(INCR)
+
+
+@hookimpl
+async def gateway_stopping(gateway):
+    await STATE["facility"].release("test-deferring")
+
+
+@hookimpl(tryfirst=True)
+def admit(ctx):
+    key = ctx.headers.get("x-test-counter")
+    if not key:
+        return
+    refuse = ctx.headers.get("x-test-refuse")
+
+    def then(outcome):
+        ctx.response_headers["x-test-admitted"] = str(outcome)
+        if refuse:
+            raise RateLimitExceeded(
+                f"deferred refusal after {outcome} calls", retry_after=7.0
+            )
+
+    request_batch(ctx, STATE["facility"]).defer(STATE["script"], [key], [1], then=then)
+
+
+@hookimpl
+def pre_guardrail(ctx):
+    if ctx.headers.get("x-test-block"):
+        return Verdict("block", reason="blocked by the test guardrail")
+    return None
+"""
+
+
+@pytest.fixture(scope="module")
+def deferring_gateway(
+    sim: Simulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
+    tmp: Path = tmp_path_factory.mktemp("deferring")
+    env = plugin_site(tmp / "site", "tollway-test-deferring", DEFERRING)
+    env["GATEWAY_REDIS_URL"] = REDIS_URL
+    gw = start_gateway(tmp / "gw", provider_config(sim.url), env)
+    yield gw
+    stop(gw.proc)
+
+
+def _chat(gw: Gateway, headers: dict[str, str]) -> Any:
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    return gw.post(None, "/v1/chat/completions", body, headers)
+
+
+def _count(key: str) -> int:
+    value = redis.Redis.from_url(REDIS_URL).get(key)
+    return int(value or 0)
+
+
+def test_a_deferred_admission_runs_before_the_upstream_is_called(
+    deferring_gateway: Gateway,
+) -> None:
+    key = f"test:gw:{uuid.uuid4().hex}"
+    resp = _chat(deferring_gateway, {"x-test-counter": key})
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["x-test-admitted"] == "1"
+    assert _count(key) == 1
+
+
+def test_a_refusal_decided_in_the_continuation_reaches_the_client(
+    deferring_gateway: Gateway,
+) -> None:
+    key = f"test:gw:{uuid.uuid4().hex}"
+    resp = _chat(deferring_gateway, {"x-test-counter": key, "x-test-refuse": "1"})
+    assert resp.status_code == 429, resp.text
+    error = resp.json()["error"]
+    assert error["type"] == "rate_limit_exceeded"
+    assert error["message"] == "deferred refusal after 1 calls"
+    assert resp.headers["retry-after"] == "7"
+
+
+def test_a_guardrail_block_does_not_hide_a_deferred_refusal(deferring_gateway: Gateway) -> None:
+    key = f"test:gw:{uuid.uuid4().hex}"
+    refused = _chat(
+        deferring_gateway, {"x-test-counter": key, "x-test-refuse": "1", "x-test-block": "1"}
+    )
+    assert refused.status_code == 429, refused.text  # admission comes first, as before
+    blocked = _chat(deferring_gateway, {"x-test-counter": key, "x-test-block": "1"})
+    assert blocked.status_code == 403, blocked.text
+    assert blocked.json()["error"]["type"] == "guardrail_blocked"
+    assert _count(key) == 2  # the blocked request was admitted (counted) all the same
