@@ -83,6 +83,26 @@ def diff_counts(after: dict[str, int], before: dict[str, int]) -> dict[str, int]
     return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
 
 
+def redis_round_trips(base: str) -> dict[str, int]:
+    """The gateway's own count of Redis round trips (``gateway_redis_round_trips_total``), by
+    path: ``request`` (while serving a request) and ``background`` (settlement flushes, lease
+    renewals, live-stats sharing). {} when the gateway exposes none (no Redis, no metrics)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, int] = {}
+    prefix = 'gateway_redis_round_trips_total{path="'
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            path = line[len(prefix) :].split('"', 1)[0]
+            out[path] = out.get(path, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
 def served_requests(base: str) -> int:
     """Chat requests the gateway answered, from its own ``gateway_http_requests_total``."""
     import urllib.request

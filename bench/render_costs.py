@@ -41,19 +41,27 @@ def render_costs(report: dict[str, Any]) -> list[str]:
     if rows:
         w(
             "Under `wrk` (the throughput phase), summed over the repetitions and divided by the "
-            "requests wrk completed. *Redis commands*: `INFO commandstats` of a `redis-server` "
+            "requests wrk completed. *Round trips*: the gateway's own "
+            "`gateway_redis_round_trips_total` (each command or pipeline sent is one), split into "
+            "those made while serving a request and those made in the background (settlement "
+            "flushes for many requests together, lease renewals, live-stats sharing). "
+            "*Redis commands*: `INFO commandstats` of a `redis-server` "
             "the bench started for that target alone, before and after (commands a Lua script "
             "runs are counted too, so this bounds the round trips from above). *Store rows*: "
             "rows added to the control-plane store's tables (SQLite), before and after; "
             "writes batched off the request path that land after the phase ends are counted in "
             "the next one.\n"
         )
-        w("| target | Redis commands/req | by command (per req) | store rows/req | by table |")
-        w("|---|---|---|---|---|")
+        w(
+            "| target | round trips/req: request path | background | Redis commands/req | "
+            "by command (per req) | store rows/req | by table |"
+        )
+        w("|---|---|---|---|---|---|---|")
         for name, ph in rows:
             req = ph.get("requests") or 0
             w(
-                f"| {labels.get(name, name)} | {_f(ph.get('redis_per_req'))} | "
+                f"| {labels.get(name, name)} | {_f(ph.get('trips_request_per_req'))} | "
+                f"{_f(ph.get('trips_background_per_req'))} | {_f(ph.get('redis_per_req'))} | "
                 f"{_top(ph.get('redis_delta') or {}, req)} | {_f(ph.get('store_per_req'))} | "
                 f"{_top(ph.get('store_delta') or {}, req)} |"
             )

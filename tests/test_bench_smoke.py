@@ -122,5 +122,8 @@ def test_bench_working_target_has_every_feature_working(report: dict[str, Any]) 
     wrk = report["summary"]["working"]["wrk"]
     # Counted, not judged: Redis commands (admission, limits, cache) and store rows (the ledger).
     assert _number(wrk["redis_per_req"]) and wrk["redis_per_req"] > 0, wrk
+    # The gateway's own round-trip count, split into the request path and the background.
+    assert _number(wrk["trips_request_per_req"]) and wrk["trips_request_per_req"] > 0, wrk
+    assert _number(wrk["trips_background_per_req"]), wrk
     assert _number(wrk["store_per_req"]), wrk
     assert "redis_per_req" not in report["summary"]["direct"]["wrk"]

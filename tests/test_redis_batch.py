@@ -287,3 +287,25 @@ def test_a_guardrail_block_does_not_hide_a_deferred_refusal(deferring_gateway: G
     assert blocked.status_code == 403, blocked.text
     assert blocked.json()["error"]["type"] == "guardrail_blocked"
     assert _count(key) == 2  # the blocked request was admitted (counted) all the same
+
+
+def _round_trips(gw: Gateway, path: str) -> float:
+    import httpx
+
+    text = httpx.get(gw.url + "/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(f'gateway_redis_round_trips_total{{path="{path}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_each_request_makes_one_round_trip_and_the_metric_says_so(
+    deferring_gateway: Gateway,
+) -> None:
+    key = f"test:gw:{uuid.uuid4().hex}"
+    _chat(deferring_gateway, {"x-test-counter": key})  # connections and scripts warm
+    before = _round_trips(deferring_gateway, "request")
+    for _ in range(5):
+        assert _chat(deferring_gateway, {"x-test-counter": key}).status_code == 200
+    assert _round_trips(deferring_gateway, "request") - before == 5
+    assert _count(key) == 6

@@ -44,6 +44,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from tollway._context import StashKey
 from tollway._errors import ServiceUnavailable
+from tollway._logging import request_id_var
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
@@ -120,14 +121,17 @@ class RedisOptions:
 
 
 #: Round trips to Redis made by this process (every packed send: one command or a whole
-#: pipeline), exported as ``gateway_redis_round_trips_total`` when prometheus-client is present.
-_ROUND_TRIPS = [0]
+#: pipeline), by where they were made: ``request`` (while serving a request: its handler, its
+#: hooks) or ``background`` (settlement flushes, lease renewals, sharing). Exported as
+#: ``gateway_redis_round_trips_total{path}`` when prometheus-client is present.
+_ROUND_TRIPS = {"request": 0, "background": 0}
 _COUNTING: dict[type[Any], type[Any]] = {}
 
 
-def round_trips() -> int:
-    """Round trips this process made to Redis so far (a command, or a pipeline, is one)."""
-    return _ROUND_TRIPS[0]
+def round_trips(path: Literal["request", "background"] | None = None) -> int:
+    """Round trips this process made to Redis so far (a command, or a pipeline, is one): all of
+    them, or those of one ``path``."""
+    return _ROUND_TRIPS[path] if path else sum(_ROUND_TRIPS.values())
 
 
 def _round_trip_metric() -> Any:
@@ -137,7 +141,9 @@ def _round_trip_metric() -> Any:
         return None
     return counter(
         "gateway_redis_round_trips_total",
-        "Round trips to Redis (one command or one pipeline each)",
+        "Round trips to Redis (one command or one pipeline each), made while serving a request "
+        "or in the background",
+        ("path",),
     )
 
 
@@ -145,11 +151,13 @@ def _counting(base: type[Any]) -> type[Any]:
     """``base`` (a redis-py connection class) counting its sends."""
     if base not in _COUNTING:
         metric = _round_trip_metric()
+        labelled = {p: metric.labels(p) for p in _ROUND_TRIPS} if metric is not None else {}
 
         async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
-            _ROUND_TRIPS[0] += 1
-            if metric is not None:
-                metric.inc()
+            path = "request" if request_id_var.get() else "background"
+            _ROUND_TRIPS[path] += 1
+            if labelled:
+                labelled[path].inc()
             await base.send_packed_command(self, command, check_health)
 
         _COUNTING[base] = type(

@@ -35,6 +35,7 @@ parallel round trips rather than one.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -215,7 +216,11 @@ class SettleQueue:
         if len(self._queue) >= self.max_batch:
             self._start()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.delay, self._start)
+            # A context of its own: the flush is nobody's request (round trips count as
+            # background, log lines carry no request id).
+            self._timer = asyncio.get_running_loop().call_later(
+                self.delay, self._start, context=contextvars.Context()
+            )
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -227,7 +232,9 @@ class SettleQueue:
         calls, self._queue = self._queue, []
         if not calls:
             return
-        task = asyncio.get_running_loop().create_task(self._send(calls))
+        task = asyncio.get_running_loop().create_task(
+            self._send(calls), context=contextvars.Context()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
