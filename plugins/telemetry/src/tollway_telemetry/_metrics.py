@@ -97,6 +97,7 @@ OTHER_PLUGIN_METRICS: dict[str, tuple[str, ...]] = {
     "gateway_guardrail_verdicts_total": ("direction", "verdict", "cause"),
     "gateway_cache_hits_total": ("outcome",),
     "gateway_auth_cache_hits_total": ("tier",),
+    "gateway_redis_round_trips_total": ("path",),
 }
 
 
