@@ -114,14 +114,20 @@ class Runner:
             path.write_bytes(request_body(target.models[mode], stream=stream, vary=target.vary))
         return path
 
-    def _loadgen(
-        self, args: list[str], target: Target, mode: str, timeout: float
-    ) -> dict[str, Any]:
+    def loadgen_argv(self, args: list[str], target: Target, mode: str) -> list[str]:
+        """bench/loadgen's command line against ``target``'s ``mode`` URL: its headers, and a
+        per-request counter in the body when the target varies its bodies."""
         argv = [str(self.loadgen), *args, "-url", target.urls[mode]]
         if target.vary:
             argv += ["-vary", VARY_MARKER, "-vary-prefix", f"{random.getrandbits(40):010x}"]
         for k, v in target.headers[mode].items():
             argv += ["-H", f"{k}: {v}"]
+        return argv
+
+    def _loadgen(
+        self, args: list[str], target: Target, mode: str, timeout: float
+    ) -> dict[str, Any]:
+        argv = self.loadgen_argv(args, target, mode)
         res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if res.returncode != 0:
             raise RuntimeError(f"loadgen failed: {res.stderr.strip()[-300:]}")
@@ -485,5 +491,29 @@ def evaluate_bars(s: dict[str, dict[str, Any]], rates: list[float]) -> list[dict
         ph["rss_mib"] for ph in s.get(full, {}).values() if isinstance(ph.get("rss_mib"), float)
     ]
     rss = max(rss_values) if rss_values else None
-    at_most("Memory", f"{full} RSS ≤ 120 MiB", rss, 120.0, fmt(rss, " MiB", 0))
+    soak = s.get(full, {}).get("soak", {})
+    soak_max = soak.get("rss_mib")
+    shown = fmt(rss, " MiB", 0)
+    if isinstance(soak_max, float):  # taken into rss above
+        shown += f" (the soak's max: {soak_max:.0f})"
+    at_most("Memory", f"{full} RSS ≤ 120 MiB", rss, 120.0, shown)
+    slope = soak.get("slope_mib_per_10min")
+    if "soak_s" in soak:
+        shown = (
+            f"{fmt(slope, ' MiB/10 min', 1, sign=True)} after a {soak['warmup_s']:g} s warm-up "
+            f"({soak['soak_s']:g} s at {soak['rate']:g} req/s, {soak['requests']} requests, "
+            f"{soak['errors']} errors; RSS {fmt(soak['rss_warm_mib'], '', 1)} → "
+            f"{fmt(soak['rss_end_mib'], '', 1)} MiB, max {fmt(soak_max, '', 1)})"
+        )
+        if soak["soak_s"] < 600:
+            shown += f"; a {soak['soak_s']:g} s soak, extrapolated (the bar is for 10 minutes)"
+    else:
+        shown = soak.get("error") or "no soak in this run (`--soak 600`)"
+    at_most(
+        "Memory",
+        f"{full} RSS flat over the soak: growth after warm-up ≤ 5 MiB per 10 minutes",
+        slope,
+        5.0,
+        shown,
+    )
     return bars

@@ -11,6 +11,10 @@ Phases (each target, each repetition):
             keep-alive connection, streams one after another
   paced     the same 200 events paced 5 ms apart: the gaps the target adds between events
 
+With ``--soak SECONDS``, after every phase: each Tollway target in turn under a steady open-loop
+load (``--soak-rate``, 200 req/s) for SECONDS, its process tree's RSS and open fds sampled
+(bench/soak.py): the "RSS flat over the soak" bar.
+
 Run from the repository root (see bench/README.md)::
 
     .venv/bin/python bench/run.py --quick --targets direct,bare,loaded,working
@@ -21,7 +25,7 @@ goes on without them.
 
 This file is the command line; the work is in common.py (paths, versions, bodies), procs.py
 (processes), targets.py (the upstream and the targets), measure.py (load tools, phases,
-summary and bars) and render.py (console and Markdown).
+summary and bars), soak.py (the soak) and render.py (console and Markdown).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from render import (
     source_state,
     tool_versions,
 )
+from soak import run_soak, summarise_soak
 from targets import (
     Target,
     start_nginx,
@@ -115,6 +120,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="measure nothing: re-render a report saved with --json (with --markdown)",
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument(
+        "--soak",
+        type=float,
+        default=0.0,
+        help="after the other phases, SECONDS of steady open-loop load against each Tollway "
+        "target, its RSS and open fds sampled (0: no soak; the bar is for 600)",
+    )
+    p.add_argument(
+        "--soak-rate", type=float, default=200.0, help="the soak's open-loop rate, req/s (200)"
+    )
     args = p.parse_args(argv)
     quick = args.quick
     args.duration = args.duration or (1.0 if quick else 8.0)
@@ -140,6 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--workers takes whole numbers separated by commas, not {args.workers!r}")
     if not args.workers or args.workers[0] < 1:
         p.error("--workers counts must be 1 or more")
+    if args.soak < 0 or args.soak_rate <= 0:
+        p.error("--soak takes seconds (0: off) and --soak-rate a positive rate")
     args.targets += [f"{t}-w{n}" for t in KINDS if t in args.targets for n in args.workers if n > 1]
     return args
 
@@ -148,6 +165,11 @@ def _workers_starter(
     kind: str, work: Path, nginx_port: int, python: str, redis: str, workers: int
 ) -> Callable[[], Target]:
     return lambda: target_tollway(kind, work, nginx_port, python, redis, workers)
+
+
+def is_tollway(name: str) -> bool:
+    """``bare``, ``loaded``, ``working`` and their ``-wN`` variants."""
+    return name.partition("-w")[0] in KINDS
 
 
 def check_spans(t: Target, wait: float = 20.0) -> dict[str, Any]:
@@ -235,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             "max_inflight": args.max_inflight,
             "quick": args.quick,
             "workers": args.workers,
+            "soak": args.soak,
+            "soak_rate": args.soak_rate,
         },
     }
     log(f"load average before: {report['load_before']}")
@@ -324,8 +348,23 @@ def main(argv: list[str] | None = None) -> int:
                             log(f"  failed: {res['error']}")
                         results[t.name][phase].append(res)
                         time.sleep(args.idle)
+            if args.soak:
+                # After the other phases, one target at a time: each soak has the machine's
+                # load generator to itself.
+                for t in (t for t in live if is_tollway(t.name)):
+                    log(f"soak {args.soak:g} s at {args.soak_rate:g} req/s: {t.name}")
+                    try:
+                        raw = run_soak(runner, t, args.soak, args.soak_rate)
+                    except Exception as exc:
+                        raw = {"error": str(exc)[:300]}
+                        log(f"  failed: {raw['error']}")
+                    results[t.name]["soak"] = [raw]
+                    time.sleep(args.idle)
             summary = {
-                name: {ph: summarise(runs, ph) for ph, runs in per.items()}
+                name: {
+                    ph: summarise_soak(runs[0]) if ph == "soak" else summarise(runs, ph)
+                    for ph, runs in per.items()
+                }
                 for name, per in results.items()
             }
             spans = {t.name: check_spans(t) for t in live if t.otlp is not None}
