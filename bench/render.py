@@ -13,6 +13,7 @@ from common import BENCH, PACE_SECONDS, REPO, SSE_EVENTS
 from measure import div, sub
 from procs import run_text
 from render_costs import render_costs
+from render_soak import render_soak, soak_console_lines
 
 
 def machine_info() -> dict[str, Any]:
@@ -221,8 +222,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     out.extend(render_costs(report))
     w("## Memory\n")
     w(
-        "RSS of each target's whole process tree, largest seen after a measurement (idle: right "
-        "after start-up and warm-up).\n"
+        "RSS of each target's whole process tree, largest seen after a measurement or during "
+        "the soak (idle: right after start-up and warm-up).\n"
     )
     w("| target | idle MiB | max MiB |")
     w("|---|---|---|")
@@ -230,6 +231,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         mx = max((ph.get("rss_mib") or 0 for ph in s[t["name"]].values()), default=0)
         w(f"| {t['label']} | {t['rss_idle_mib']:.0f} | {mx:.0f} |")
     w("")
+    out.extend(render_soak(report))
     guard = BENCH / "results" / "stream-guardrails.json"
     if guard.exists():
         # Measured on its own by bench/stream_guardrails.py; kept across re-renders.
@@ -380,6 +382,8 @@ def print_console(report: dict[str, Any]) -> None:
     for t in report["targets"]:
         if t["unavailable"]:
             print(f"{t['name']}: unavailable: {t['unavailable']}")
+    for line in soak_console_lines(report):
+        print(line)
     for b in report["bars"]:
         mark = {True: "met", False: "MISSED", None: "n/a"}[b["met"]]
         print(f"[{mark:>6}] {b['group']}: {b['bar']} — {b['measured']}")
