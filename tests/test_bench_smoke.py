@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark: ``bench/run.py --quick`` runs and every target produces numbers.
+"""Smoke test of the benchmark: ``bench/run.py --quick --soak 5`` runs and every target produces
+numbers.
 
 It never asserts a timing (speed is measured by the full run and written to
 docs/performance.md, not tested). It needs nginx with the echo module, wrk and go:
@@ -45,6 +46,11 @@ def report(bench_tools: None, tmp_path_factory: pytest.TempPathFactory) -> dict[
             "--quick",
             "--targets",
             ",".join(TARGETS),
+            # A short soak at a low rate: the soak's path, not its bar (that takes 10 minutes).
+            "--soak",
+            "5",
+            "--soak-rate",
+            "20",
             "--json",
             str(out),
             "--markdown",
@@ -127,3 +133,27 @@ def test_bench_working_target_has_every_feature_working(report: dict[str, Any]) 
     assert _number(wrk["trips_background_per_req"]), wrk
     assert _number(wrk["store_per_req"]), wrk
     assert "redis_per_req" not in report["summary"]["direct"]["wrk"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_bench_quick_run_soaks_every_tollway_target(report: dict[str, Any]) -> None:
+    """``--soak 5``: each Tollway target served the soak's requests without an error, its RSS
+    and open fds were sampled, and the Memory bars and the Markdown show the soak."""
+    assert "soak" not in report["summary"]["direct"]
+    for target in ("bare", "loaded", "working"):
+        soak = report["summary"][target]["soak"]
+        assert soak["soak_s"] == 5 and soak["rate"] == 20, soak
+        assert soak["requests"] > 0 and soak["errors"] == 0, soak
+        assert soak["samples"] >= 3, soak
+        for key in ("rss_warm_mib", "rss_end_mib", "rss_mib"):
+            assert _number(soak[key]) and soak[key] > 1, (key, soak)
+        assert _number(soak["slope_mib_per_10min"]), soak
+        assert soak["fds_warm"] > 0 and soak["fds_max"] >= soak["fds_end"] > 0, soak
+        raw = report["raw"][target]["soak"][0]
+        assert len(raw["samples"]) == soak["samples"]
+    bar = next(b for b in report["bars"] if "flat over the soak" in b["bar"])
+    assert bar["met"] is not None and "a 5 s soak, extrapolated" in bar["measured"], bar
+    md = report["_markdown"]
+    assert "## Soak (5 s of steady load per Tollway target)" in md
+    assert "| Tollway working |" in md.split("## Soak", 1)[1]
