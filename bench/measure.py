@@ -502,7 +502,8 @@ def evaluate_bars(s: dict[str, dict[str, Any]], rates: list[float]) -> list[dict
         shown = (
             f"{fmt(slope, ' MiB/10 min', 1, sign=True)} after a {soak['warmup_s']:g} s warm-up "
             f"({soak['soak_s']:g} s at {soak['rate']:g} req/s, {soak['requests']} requests, "
-            f"{soak['errors']} errors; RSS {fmt(soak['rss_warm_mib'], '', 1)} → "
+            f"{soak['errors']} errors, {soak['dropped']} not sent over the in-flight cap; RSS "
+            f"{fmt(soak['rss_warm_mib'], '', 1)} → "
             f"{fmt(soak['rss_end_mib'], '', 1)} MiB, max {fmt(soak_max, '', 1)})"
         )
         if soak["soak_s"] < 600:

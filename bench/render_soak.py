@@ -41,8 +41,11 @@ def render_soak(report: dict[str, Any]) -> list[str]:
         + (f"{some['warmup_s']:g} s" if some else "10 % of the soak")
         + " had passed (10 % of the soak, at most a minute). *Growth* is the least-squares "
         "slope of RSS over the samples after the warm-up, in MiB per 10 minutes (the bar: ≤ 5 "
-        "for working). *Redis RSS*: the target's own `redis-server`, where the response cache "
-        "and the counters live, at the end.\n"
+        "for working). *Not sent*: requests over the in-flight cap "
+        f"({o.get('max_inflight', '–')}), i.e. the target did not keep up with the rate (a "
+        "saturated soak measures a queue as much as the steady state). *Redis RSS*: the "
+        "target's own `redis-server`, where the response cache and the counters live, at the "
+        "end.\n"
     )
     if o["soak"] < 600:
         w(
@@ -50,20 +53,21 @@ def render_soak(report: dict[str, Any]) -> list[str]:
             "extrapolated from it, and noisy.\n"
         )
     w(
-        "| target | requests | errors | achieved req/s | p50 / p99 ms | CPU ms/req | "
+        "| target | requests | errors | not sent | achieved req/s | p50 / p99 ms | CPU ms/req | "
         "RSS after warm-up | end | max | growth MiB/10 min | open fds after warm-up → end (max) "
         "| Redis RSS MiB |"
     )
-    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, ph in soaked:
         if "soak_s" not in ph:
-            w(f"| {label} | – | {ph.get('error', '–')} | | | | | | | | | |")
+            w(f"| {label} | – | {ph.get('error', '–')} | | | | | | | | | | |")
             continue
         errors = str(ph["errors"])
         if ph.get("first_error"):
             errors += f" ({ph['first_error'][:60]})"
         w(
-            f"| {label} | {ph['requests']} | {errors} | {_f(ph['achieved_rate'])} | "
+            f"| {label} | {ph['requests']} | {errors} | {ph['dropped']} | "
+            f"{_f(ph['achieved_rate'])} | "
             f"{_f(ph['p50'], 2)} / {_f(ph['p99'], 2)} | {_f(ph['cpu_ms_per_req'], 2)} | "
             f"{_f(ph['rss_warm_mib'])} | {_f(ph['rss_end_mib'])} | {_f(ph['rss_mib'])} | "
             f"{_f(ph['slope_mib_per_10min'], 2, sign=True)} | {ph['fds_warm']} → "
@@ -87,7 +91,8 @@ def soak_console_lines(report: dict[str, Any]) -> list[str]:
             continue
         lines.append(
             f"soak {label}: {ph['soak_s']:g} s at {ph['rate']:g} req/s, {ph['requests']} "
-            f"requests, {ph['errors']} errors; RSS {_f(ph['rss_warm_mib'])} → "
+            f"requests, {ph['errors']} errors, {ph['dropped']} not sent (in-flight cap); RSS "
+            f"{_f(ph['rss_warm_mib'])} → "
             f"{_f(ph['rss_end_mib'])} MiB (max {_f(ph['rss_mib'])}), "
             f"{_f(ph['slope_mib_per_10min'], 2, sign=True)} MiB/10 min after "
             f"{ph['warmup_s']:g} s; fds {ph['fds_warm']} → {ph['fds_end']} (max {ph['fds_max']})"

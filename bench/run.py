@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_json:
         # Re-render a saved report (no measuring).
         report = upgrade_report(json.loads(args.from_json.read_text()))
+        for name, per in report.get("raw", {}).items():
+            if per.get("soak"):  # the soak's figures as this code computes them
+                report["summary"][name]["soak"] = summarise_soak(per["soak"][0])
         report["bars"] = evaluate_bars(report["summary"], report["options"]["rates"])
         print_console(report)
         if args.markdown:

@@ -86,7 +86,7 @@ def test_summary_leaves_the_warm_up_out_of_the_slope(bench: dict[str, ModuleType
     assert s["rss_end_mib"] == 100
     assert s["rss_mib"] == 104.0 and isinstance(s["rss_mib"], float)
     assert abs(s["slope_mib_per_10min"]) < 1.0
-    assert (s["requests"], s["ok"], s["errors"]) == (2000, 1996, 4)  # errors + dropped
+    assert (s["requests"], s["ok"], s["errors"], s["dropped"]) == (2000, 1996, 3, 1)
     assert (s["fds_warm"], s["fds_end"], s["fds_max"]) == (41, 41, 41)
     assert s["extra_rss_end_mib"] == 9.0
     assert s["samples"] == 101
@@ -157,7 +157,7 @@ def test_bars_without_a_soak(bench: dict[str, ModuleType]) -> None:
 def test_markdown_section(bench: dict[str, ModuleType]) -> None:
     soak = bench["soak"].summarise_soak(made_up_raw([100.0] * 101))
     report = {
-        "options": {"soak": 100.0, "soak_rate": 20.0},
+        "options": {"soak": 100.0, "soak_rate": 20.0, "max_inflight": 64},
         "targets": [
             {"name": "direct", "label": "nginx direct"},
             {"name": "working", "label": "Tollway working"},
@@ -168,7 +168,7 @@ def test_markdown_section(bench: dict[str, ModuleType]) -> None:
     assert md.startswith("## Soak (100 s of steady load per Tollway target)")
     assert "shorter than the bar's 10 minutes" in md
     row = next(line for line in md.splitlines() if line.startswith("| Tollway working |"))
-    assert "| 2000 | 4 |" in row and "+0.00" in row and "41 → 41 (41)" in row
+    assert "| 2000 | 3 | 1 |" in row and "+0.00" in row and "41 → 41 (41)" in row
     assert "- Tollway working: 0 s: 100" in md
     assert "nginx direct" not in md
     report["summary"]["working"].pop("soak")
