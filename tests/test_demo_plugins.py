@@ -65,6 +65,12 @@ config = {{ models_allowed = ["tiny-*", "gpt-4o*"], guardrails = {{ pre = ["pii"
             m = re.match(r"\s*export OPENAI_API_KEY=(\S+)", line)
             key = m.group(1) if m else ""
         assert key, "".join(lines)
+        banner = "".join(lines)
+        # The banner says the file's provider is served too, not only the simulator.
+        assert (
+            "(upstream: the built-in provider simulator, and tiny from the configuration file;"
+            in banner
+        ), banner
         threading.Thread(target=proc.stdout.read, daemon=True).start()
         base = f"http://127.0.0.1:{port}"
         client = openai.OpenAI(base_url=base + "/v1", api_key=key, max_retries=0)

@@ -94,6 +94,54 @@ def register_providers(register):
     register(MessagesOnly)
 """
 
+#: A chat-only adapter that accounts a stream's usage on ``ctx.usage`` and shows the client no
+#: usage chunk (an adapter that reads ``stream_options`` from ``ctx.body`` inside its events
+#: iterator does this by accident: the core restored the Anthropic body by then).
+QUIET_USAGE = """
+from tollway import hookimpl
+from tollway.formats import chat_usage
+from tollway.provider import (
+    Provider, ProviderResult, forwardable_request_headers, raise_for_upstream_status,
+    read_body, relay_sse, response_headers,
+)
+import json
+
+
+class QuietUsage(Provider):
+    type = "quiet-usage"
+    endpoints = frozenset({"chat"})
+    default_models = ("hush-*",)
+
+    async def send(self, ctx, target, http):
+        headers = forwardable_request_headers(ctx.headers.items())
+        headers["authorization"] = "Bearer " + self.api_key
+        headers["content-type"] = "application/json"
+        resp = await http.post(
+            self.base_url + "/chat/completions", headers, ctx.body_bytes(target.model)
+        )
+        await raise_for_upstream_status(resp)
+        out = response_headers(resp.headers.items())
+        if not ctx.stream:
+            data = await read_body(resp)
+            ctx.usage = chat_usage(json.loads(data)["usage"])
+            return ProviderResult(resp.status, out, body=data)
+
+        def inspect(event):
+            doc = json.loads(event.partition(b"data:")[2])
+            if doc.get("usage"):
+                ctx.usage = chat_usage(doc["usage"])
+                return b""
+            return None
+
+        events = relay_sse(resp, inspect, marker=b'"usage"')
+        return ProviderResult(resp.status, out, events=events, close=resp.close)
+
+
+@hookimpl
+def register_providers(register):
+    register(QuietUsage)
+"""
+
 HELLO = [{"role": "user", "content": "Say hello"}]
 
 
@@ -101,6 +149,7 @@ HELLO = [{"role": "user", "content": "Say hello"}]
 def hub_gateway(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     tmp = tmp_path_factory.mktemp("hub")
     plugin_site(tmp / "site", "tollway-test-messages-only", MESSAGES_ONLY)
+    plugin_site(tmp / "site", "tollway-test-quiet-usage", QUIET_USAGE)
     env = plugin_site(tmp / "site", "tollway-test-chat-only", CHAT_ONLY)
     gw = start_gateway(
         tmp / "gw",
@@ -116,6 +165,12 @@ name = "mini"
 type = "messages-only"
 base_url = "{sim.url}"
 api_key = "sk-ant-mini"
+
+[[providers]]
+name = "hush"
+type = "quiet-usage"
+base_url = "{sim.url}/v1"
+api_key = "sk-hush"
 """,
         env,
     )
@@ -153,6 +208,19 @@ def test_anthropic_sdk_streaming(hub_gateway: Gateway) -> None:
     assert text
     assert final.stop_reason == "end_turn"
     assert final.usage.output_tokens > 0
+
+
+def test_anthropic_stream_shows_usage_the_adapter_accounted(hub_gateway: Gateway) -> None:
+    """No chat usage chunk reached the translator, yet the client's message_delta carries the
+    tokens the adapter put on ctx.usage (not zeros): Anthropic clients always see usage."""
+    client = hub_gateway.anthropic()
+    done = client.messages.create(model="hush-1", max_tokens=64, messages=HELLO)
+    with client.messages.stream(model="hush-1", max_tokens=64, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == done.content[0].text  # type: ignore[union-attr]
+    assert final.usage.output_tokens == done.usage.output_tokens > 0, final.usage
+    assert final.usage.input_tokens > 0, final.usage  # the stream body counts a little more
 
 
 def test_openai_sdk_still_native(hub_gateway: Gateway, sim: Simulator) -> None:

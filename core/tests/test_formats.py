@@ -642,6 +642,35 @@ def test_openai_stream_without_done_or_usage_still_closes() -> None:
     assert message.content[0].text == "hi" and message.stop_reason == "end_turn"
 
 
+def test_stream_without_usage_chunk_takes_the_fallback_usage() -> None:
+    """An adapter that accounted usage on ctx.usage but sent no usage chunk: the Anthropic
+    client's message_delta carries those numbers, not zeros; a usage chunk still wins."""
+    chunk = {"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"content": "hi"}}]}
+    finish = {
+        "id": "c",
+        "model": "m",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+    }
+    raw = b"data: " + orjson.dumps(chunk) + b"\n\ndata: " + orjson.dumps(finish) + b"\n\n"
+    accounted = Usage(input_tokens=7, output_tokens=3)
+    message = anthropic_final(
+        translate(raw + b"data: [DONE]\n\n", ChatToMessagesStream(fallback_usage=lambda: accounted))
+    )
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (7, 3)
+    assert anthropic_final(translate(raw, ChatToMessagesStream())).usage.output_tokens == 0
+    shown = {
+        "id": "c",
+        "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+    }
+    raw += b"data: " + orjson.dumps(shown) + b"\n\n"
+    message = anthropic_final(
+        translate(raw, ChatToMessagesStream(fallback_usage=lambda: accounted))
+    )
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (5, 2)
+
+
 def test_upstream_error_events_stay_errors_for_either_sdk() -> None:
     anthropic_error = (
         b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error",'

@@ -163,8 +163,14 @@ def _translate_result(
 
     if result.events is not None:
         if native == "chat":
+            # An adapter may account usage on ctx.usage without a usage chunk (or read
+            # stream_options lazily, after the client's body was restored): the client's
+            # message_delta then takes ctx.usage rather than zeros.
             result.events = reframe_sse(
-                result.events, ChatToMessagesStream(model=target.model, on_usage=on_usage)
+                result.events,
+                ChatToMessagesStream(
+                    model=target.model, on_usage=on_usage, fallback_usage=lambda: ctx.usage
+                ),
             )
         else:
             options = ctx.body.get("stream_options")

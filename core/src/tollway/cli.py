@@ -27,6 +27,8 @@ from tollway.state import StateLocation, add_state_options, cli_state
 __all__ = ["cli", "main"]
 
 _DEMO_STATIC_KEYS_PLUGIN = "static-keys"
+#: The two providers demo mode puts in front of the simulator (a configured one of that name wins).
+_DEMO_PROVIDERS = ("demo-openai", "demo-anthropic")
 
 
 class _Group(click.Group):
@@ -124,7 +126,8 @@ def serve(demo: bool, port: int | None, workers: str) -> None:
             for line in _using_lines(state, report):
                 click.echo(line, err=True)
             if demo:
-                _print_demo(base, demo_key, demo_admin_token)
+                own = [p.name for p in settings.providers if p.name not in _DEMO_PROVIDERS]
+                _print_demo(base, demo_key, demo_admin_token, own)
             else:
                 click.echo(f"tollway {__version__} listening on {base}", err=True)
             for line in _page_lines(base, report):
@@ -343,8 +346,8 @@ def _demo_setup(
     providers: list[dict[str, Any]] = [converter.unstructure(p) for p in settings.providers]
     taken = {p.name for p in settings.providers}
     for name, kind, url, secret in (
-        ("demo-openai", "openai", f"{sim_url}/v1", "sk-demo-simulator"),
-        ("demo-anthropic", "anthropic", sim_url, "sk-ant-demo-simulator"),
+        (_DEMO_PROVIDERS[0], "openai", f"{sim_url}/v1", "sk-demo-simulator"),
+        (_DEMO_PROVIDERS[1], "anthropic", sim_url, "sk-ant-demo-simulator"),
     ):
         if name not in taken:
             providers.append({"name": name, "type": kind, "base_url": url, "api_key": secret})
@@ -365,7 +368,12 @@ def _demo_setup(
     return overrides, sim, key
 
 
-def _print_demo(base: str, key: str, admin_token: str) -> None:
+def _print_demo(base: str, key: str, admin_token: str, own: list[str]) -> None:
+    """The demo banner; ``own`` names the configuration file's providers, served beside the
+    simulator's."""
+    upstream = "the built-in provider simulator"
+    if own:
+        upstream += f", and {', '.join(own)} from the configuration file"
     sign_in = (
         f"the admin token:\n\n  TOLLWAY_ADMIN_TOKEN={admin_token}"
         if admin_token
@@ -374,7 +382,7 @@ def _print_demo(base: str, key: str, admin_token: str) -> None:
     click.echo(
         f"""
 Tollway {__version__} is running in demo mode on {base}
-(upstream: the built-in provider simulator; key: a demo virtual key)
+(upstream: {upstream}; key: a demo virtual key)
 
   export OPENAI_BASE_URL={base}/v1
   export OPENAI_API_KEY={key}

@@ -195,11 +195,22 @@ class ChatToMessagesStream:
     call with its arguments as ``input_json_delta`` fragments. The finish reason closes the open
     block; ``message_delta`` (stop reason + usage) and ``message_stop`` follow once the usage
     chunk, ``[DONE]`` or the end of the stream arrives.
+
+    ``fallback_usage`` is asked for the usage when the stream ends without a usage chunk (an
+    adapter that accounted the tokens on ``ctx.usage`` but sent no chunk): the Anthropic client
+    then still sees the real numbers in ``message_delta`` instead of zeros.
     """
 
-    def __init__(self, *, model: str = "", on_usage: Callable[[Usage], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model: str = "",
+        on_usage: Callable[[Usage], None] | None = None,
+        fallback_usage: Callable[[], Usage | None] | None = None,
+    ) -> None:
         self.model = model
         self.on_usage = on_usage
+        self.fallback_usage = fallback_usage
         self.usage: Usage | None = None
         self.done = False
         self._started = False
@@ -299,13 +310,16 @@ class ChatToMessagesStream:
         self._close(out)
         self.done = True
         stop = _stop_for(self._finish, self._refused, bool(self._tool_blocks))
+        usage = self.usage
+        if usage is None and self.fallback_usage is not None:
+            usage = self.fallback_usage()
         out.append(
             sse_event(
                 "message_delta",
                 {
                     "type": "message_delta",
                     "delta": {"stop_reason": stop, "stop_sequence": None},
-                    "usage": usage_to_messages(self.usage or Usage()),
+                    "usage": usage_to_messages(usage or Usage()),
                 },
             )
         )

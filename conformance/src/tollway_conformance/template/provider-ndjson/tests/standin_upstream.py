@@ -13,6 +13,7 @@ request headers, which the adapter forwards):
 
 from __future__ import annotations
 
+import argparse
 import json
 import threading
 import time
@@ -26,7 +27,7 @@ WORDS = ["acme", "answers", "every", "question", "with", "these", "words", "in",
 class AcmeUpstream:
     """The fake Acme API on a free loopback port (:attr:`url`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.disconnects = 0
         upstream = self
 
@@ -39,7 +40,7 @@ class AcmeUpstream:
             def do_POST(self) -> None:
                 upstream.handle(self)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -127,3 +128,15 @@ def _problem(req: BaseHTTPRequestHandler, status: int, kind: str, detail: str) -
         json.dumps({"problem": {"kind": kind, "detail": detail}}).encode(),
         "application/json",
     )
+
+
+if __name__ == "__main__":
+    # On its own, for `tollway serve --demo --config try.toml`: python tests/standin_upstream.py
+    parser = argparse.ArgumentParser(description="A stand-in for Acme's API on loopback.")
+    parser.add_argument("--port", type=int, default=8100)
+    upstream = AcmeUpstream(parser.parse_args().port)
+    print(f"Acme stand-in listening on {upstream.url} (api key {API_KEY}); Ctrl-C stops it")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        upstream.stop()

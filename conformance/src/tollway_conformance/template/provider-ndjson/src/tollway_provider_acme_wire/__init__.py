@@ -102,7 +102,7 @@ def generate_request(body: dict[str, Any], model: str) -> tuple[dict[str, Any], 
 
 
 def usage_of(doc: object) -> Usage | None:
-    """The usage of an Acme answer or ``end`` line (``{"tokens": {"in": …, "out": …}}``)."""
+    """The usage of Acme's answer or ``end`` line (``{"tokens": {"in": …, "out": …}}``)."""
     tokens = doc.get("tokens") if isinstance(doc, dict) else None
     if not isinstance(tokens, dict):
         return None
@@ -110,7 +110,7 @@ def usage_of(doc: object) -> Usage | None:
 
 
 def chat_completion(doc: dict[str, Any], model: str, usage: Usage | None) -> dict[str, Any]:
-    """An Acme answer as an OpenAI ``chat.completion``."""
+    """Acme's answer as an OpenAI ``chat.completion``."""
     out: dict[str, Any] = {
         "id": new_chat_completion_id(),
         "object": "chat.completion",
@@ -161,7 +161,7 @@ class AcmeProvider(Provider):
     listed_models = ("acme-large", "acme-small")
 
     def validate(self) -> list[str]:
-        return [] if self.api_key else ["api_key: an acme provider needs api_key"]
+        return [] if self.api_key else ["api_key: a provider of type acme needs api_key"]
 
     async def send(
         self, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
@@ -188,7 +188,11 @@ class AcmeProvider(Provider):
             (k, v) for k, v in response_headers(resp.headers.items()) if k.lower() != "content-type"
         ]
         if ctx.stream:
-            events = self._events(ctx, resp, target.model)
+            # Read the request here, not in the iterator: it runs after send() returns, and for
+            # an Anthropic client the core has by then restored the client's own body (which
+            # has no stream_options; the translated chat body asked for the usage chunk).
+            wants_usage = _wants_usage(ctx.body)
+            events = self._events(ctx, resp, target.model, wants_usage)
             return ProviderResult(resp.status, out_headers, events=events, close=resp.close)
         doc = orjson.loads(await read_body(resp))
         ctx.usage = usage_of(doc)
@@ -196,8 +200,11 @@ class AcmeProvider(Provider):
         out_headers.append(("content-type", "application/json"))
         return ProviderResult(resp.status, out_headers, body=orjson.dumps(answer))
 
-    async def _events(self, ctx: RequestContext, resp: Any, model: str) -> AsyncIterator[bytes]:
-        """Acme's JSON lines as ``chat.completion.chunk`` SSE events."""
+    async def _events(
+        self, ctx: RequestContext, resp: Any, model: str, wants_usage: bool
+    ) -> AsyncIterator[bytes]:
+        """Acme's JSON lines as ``chat.completion.chunk`` SSE events; the usage chunk when
+        ``wants_usage`` (the request's ``stream_options.include_usage``)."""
         chunk_id, created = new_chat_completion_id(), int(time.time())
         yield chat_chunk(chunk_id, created, model, {"role": "assistant", "content": ""})
         async for line in relay_json_lines(resp):  # transport errors → terminal error event
@@ -211,7 +218,7 @@ class AcmeProvider(Provider):
                     ctx.usage = usage  # accounted even when the client did not ask to see it
                 finish = _FINISH.get(str(line.get("finish")), "stop")
                 tail = chat_chunk(chunk_id, created, model, {}, finish)
-                if usage is not None and _wants_usage(ctx.body):
+                if usage is not None and wants_usage:
                     tail += chat_usage_chunk(chunk_id, created, model, usage)
                 yield tail + SSE_DONE
                 return

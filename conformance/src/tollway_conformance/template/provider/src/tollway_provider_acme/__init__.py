@@ -54,7 +54,7 @@ class AcmeProvider(Provider):
     listed_models = ("acme-large", "acme-small")
 
     def validate(self) -> list[str]:
-        return [] if self.api_key else ["api_key: an acme provider needs api_key"]
+        return [] if self.api_key else ["api_key: a provider of type acme needs api_key"]
 
     def _body(self, ctx: RequestContext, target: RouteTarget) -> bytes:
         body = ctx.body
