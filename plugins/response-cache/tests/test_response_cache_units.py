@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tollway import RequestContext
 from tollway_response_cache import (
     Entry,
     cache_digest,
@@ -201,13 +202,26 @@ def _runtime(wait: float = 5.0) -> Runtime:
     return Runtime(settings, MemoryStore(100, 10_000))
 
 
+def _ctx() -> RequestContext:
+    return RequestContext(
+        request_id="grq_rc",
+        endpoint="chat",
+        method="POST",
+        path="/v1/chat/completions",
+        query_string=b"",
+        headers={},
+        trace_id="0" * 31 + "1",
+        span_id="0" * 15 + "1",
+    )
+
+
 def test_single_flight_in_process() -> None:
     async def run() -> None:
         rt = _runtime()
         leader = RequestState("k", 60_000, 1000)
-        assert await rt.obtain(leader) is None and leader.flight is not None
+        assert await rt.obtain(leader, _ctx()) is None and leader.flight is not None
         waiters = [RequestState("k", 60_000, 1000) for _ in range(5)]
-        pending = asyncio.gather(*(rt.obtain(w) for w in waiters))
+        pending = asyncio.gather(*(rt.obtain(w, _ctx()) for w in waiters))
         await asyncio.sleep(0.01)
         entry = _entry(5)
         rt.settle(leader, entry)
@@ -221,9 +235,9 @@ def test_waiters_give_up_after_the_bounded_wait_and_forget_the_flight() -> None:
     async def run() -> None:
         rt = _runtime(wait=0.05)
         leader = RequestState("k", 60_000, 1000)
-        await rt.obtain(leader)  # a leader that never settles
+        await rt.obtain(leader, _ctx())  # a leader that never settles
         waiter = RequestState("k", 60_000, 1000)
-        assert await rt.obtain(waiter) is None
+        assert await rt.obtain(waiter, _ctx()) is None
         assert "k" not in rt.flights  # the next request leads a fresh flight
         rt.settle(leader, None)  # the stale leader settling later is harmless
 

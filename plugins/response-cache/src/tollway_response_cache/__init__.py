@@ -223,7 +223,7 @@ async def answer(ctx: RequestContext) -> ProviderResult | None:
     key = f"{cache_scope(principal.organization_id, principal.project_id)}:{digest}"
     state = RequestState(key, ttl_ms, runtime.settings.max_entry_bytes)
     ctx.stash[REQUEST] = state
-    entry = await runtime.obtain(state)
+    entry = await runtime.obtain(state, ctx)
     if entry is not None and entry.stream == ctx.stream:
         state.entry = entry
         _outcome(ctx, "hit")
@@ -265,11 +265,13 @@ async def account(ctx: RequestContext) -> None:
     if runtime is None:
         return
     entry = _entry(ctx, state) if state.capture else None
-    runtime.settle(state, entry)
     if entry is not None:
-        await runtime.put(state.key, entry, state.ttl_ms, state.token)
-    elif state.token:
-        await runtime.release(state.key, state.token)
+        await runtime.put(state, entry)
+        return
+    runtime.settle(state, None)
+    # A leader refused before reaching an upstream (e.g. by a deferred before_attempt check)
+    # just frees the lock; one whose upstream call failed leaves the short "failed" mark.
+    runtime.release(state, failed=any(a.outcome != "skipped" for a in ctx.attempts))
 
 
 def _entry(ctx: RequestContext, state: RequestState) -> Entry | None:
