@@ -77,6 +77,21 @@ def test_key_separates_endpoint_model_stream_and_api_headers() -> None:
     assert base == cache_digest("messages", "m", False, {**body, "stream": False, "model": "a"}, H)
 
 
+def test_key_is_stable_across_versions() -> None:
+    """Entries written by an earlier gateway version stay hits: the digest of a fixed request
+    never changes (bump ``_VERSION`` on purpose to change it)."""
+    body = {
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "hi"}],
+        "user": "u",
+        "max_tokens": 5,
+        "model": "x",
+        "stream": True,
+    }
+    digest = cache_digest("chat", "gpt-4o-mini", True, body, {"anthropic-beta": "b"})
+    assert digest == "db2fd6bc03816040a9673e77f22508c6"
+
+
 def test_nested_order_matters() -> None:
     a = {"tools": [{"schema": {"a": 1, "b": 2}}]}
     b = {"tools": [{"schema": {"b": 2, "a": 1}}]}

@@ -167,10 +167,17 @@ def readiness_checks(gateway: Gateway) -> dict[str, Callable[[], Any]] | None:
 # --- per request ---------------------------------------------------------------------------------
 
 
+#: The outcome counters, looked up once each (``labels()`` takes a lock and builds a key).
+_COUNTERS: dict[str, Any] = {}
+
+
 def _outcome(ctx: RequestContext, outcome: str) -> None:
     ctx.response_headers[HEADER] = outcome
     ctx.span_attributes["langwatch.cache.outcome"] = outcome
-    OUTCOMES.labels(outcome).inc()
+    counter = _COUNTERS.get(outcome)
+    if counter is None:
+        counter = _COUNTERS[outcome] = OUTCOMES.labels(outcome)
+    counter.inc()
 
 
 @hookimpl(tryfirst=True)
