@@ -19,8 +19,13 @@ account):
   through a Redis fill lock).
 * ``post_guardrail`` (``tryfirst``) keeps a miss's complete body; a per-request stream listener
   (registered first) buffers a miss's stream as it is relayed.
-* ``account`` stores the answer when the call succeeded (status < 400, no mid-stream failure,
-  no client disconnect, a complete stream) and wakes the coalesced waiters.
+* ``account`` wakes the coalesced waiters and stores the answer when the call succeeded
+  (status < 400, no mid-stream failure, no client disconnect, a complete stream).
+
+With Redis the lookup adds no round trip of its own: it travels in the request's one round
+trip with the admission calls other plugins deferred (``tollway.redis_batch``), and a request
+that admission refuses is refused by ``answer`` before the cache answers or waits for anything
+(its fill lock freed at once). Stores and lock releases are queued settlements, off the path.
 """
 
 from __future__ import annotations
