@@ -19,7 +19,7 @@ import redis
 from response_cache_support import SHARED_REDIS, delete_prefix, shared_redis, unique_prefix
 
 import tollway_response_cache as rc
-from tollway import Principal, RateLimitExceeded, RequestContext
+from tollway import BadRequest, Principal, RateLimitExceeded, RequestContext
 from tollway._types import Attempt
 from tollway.config import PluginSelection, Settings
 from tollway.gateway import Gateway, ResponseView
@@ -277,5 +277,22 @@ def test_a_refused_hit_is_refused(prefix: str) -> None:
             await rc.answer(refused)
         assert round_trips() - before == 1 and rc.HEADER not in refused.response_headers
         assert len(settlements(facility)) == 0  # a hit takes no lock: nothing to release
+
+    _run(prefix, test)
+
+
+def test_a_bad_cache_header_is_refused_after_the_deferred_admission(prefix: str) -> None:
+    async def test(gw: Gateway) -> None:
+        ctx = _ctx(gw, _body())
+        ctx.headers = {rc.HEADER: "sometimes"}
+        admission = Admission(gw, ctx, prefix, refuse=False)
+        with pytest.raises(BadRequest):
+            await rc.answer(ctx)
+        assert admission.outcomes  # the admission's call was made, its continuation ran
+        refused = _ctx(gw, _body())
+        refused.headers = {rc.HEADER: "sometimes"}
+        Admission(gw, refused, prefix, refuse=True)
+        with pytest.raises(RateLimitExceeded):  # the earlier refusal wins, as at the flush point
+            await rc.answer(refused)
 
     _run(prefix, test)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway import BadRequest, RequestContext, StashKey, hookimpl, quote_input
 from tollway.redis import round_trip_deadline, shared
+from tollway.redis_batch import flush_request
 from tollway.sse import SSESplitter
 from tollway_response_cache._entry import Entry, decode, encode
 from tollway_response_cache._key import (
@@ -217,6 +218,9 @@ async def answer(ctx: RequestContext) -> ProviderResult | None:
             _outcome(ctx, "bypass")
             return None
         if asked != "force":
+            # What admission deferred is sent first: its refusal, if any, comes first (as it
+            # would at the core's flush point), and its calls are made either way.
+            await flush_request(ctx)
             raise BadRequest(
                 f"the {HEADER} request header must be 'bypass' (skip the response cache) or "
                 f"'force' (cache even with temperature > 0), not {quote_input(asked)}",
