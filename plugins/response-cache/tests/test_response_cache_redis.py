@@ -28,14 +28,17 @@ from response_cache_support import (
 
 from tollway.redis import RedisOptions, connect
 from tollway.testing import StaticKey, stop
-from tollway_response_cache import Entry
+from tollway_response_cache import Entry, cache_digest
 from tollway_response_cache._store import ALONE, HIT, LEAD, WAIT, RedisStore, now_ms
 
 CACHED = StaticKey({"response_cache": {"ttl_s": 300}}, project_id="proj_r1")
 SAME_PROJECT = StaticKey({"response_cache": {"ttl_s": 300}}, project_id="proj_r1")
 OTHER_PROJECT = StaticKey({"response_cache": {"ttl_s": 300}}, project_id="proj_r2")
 SHORT_TTL = StaticKey({"response_cache": {"ttl_s": 0.5}}, project_id="proj_r3")
-KEYS = [CACHED, SAME_PROJECT, OTHER_PROJECT, SHORT_TTL]
+LIMITED = StaticKey(
+    {"response_cache": {"ttl_s": 300}, "rate_limits": {"rpm": 2}}, project_id="proj_r4"
+)
+KEYS = [CACHED, SAME_PROJECT, OTHER_PROJECT, SHORT_TTL, LIMITED]
 
 _n = iter(range(1_000_000))
 
@@ -190,6 +193,35 @@ def test_concurrent_identical_misses_on_two_replicas_make_one_upstream_call(
     assert Counter(r.headers[HEADER] for r in responses) == {"miss": 1, "hit": 49}
     assert len({r.content for r in responses}) == 1
     assert sim.count() == 1
+
+
+def test_a_rate_limited_request_is_refused_as_before_and_leaves_no_lock(
+    gws: tuple[Gateway, Gateway], sim: Simulator, prefix: str
+) -> None:
+    """The rate limit's refusal (decided at admission, possibly in the same Redis round trip
+    as the cache lookup) reaches the client unchanged, and no fill lock outlives it."""
+    a, b = gws
+    client = shared_redis()
+    try:
+        sim.clear()
+        body, refused_body = chat(), chat()
+        answered = [a.post(LIMITED, "/v1/chat/completions", body) for _ in range(2)]
+        assert [r.headers[HEADER] for r in answered] == ["miss", "hit"]
+        r = b.post(LIMITED, "/v1/chat/completions", refused_body)
+        assert r.status_code == 429
+        assert r.json()["error"]["type"] == "rate_limit_exceeded"
+        assert int(r.headers["retry-after"]) >= 1
+        assert HEADER not in r.headers  # refused before the cache answered anything
+        assert sim.count() == 1
+        time.sleep(0.2)  # settlements go a few ms after the response
+        headers = {"anthropic-version": "2023-06-01"}
+        digests = [
+            cache_digest("chat", "gpt-4o-mini", False, b_, headers) for b_ in (body, refused_body)
+        ]
+        assert list(client.scan_iter(match=f"{prefix}:e:*{digests[0]}*"))  # the digest is right
+        assert not list(client.scan_iter(match=f"{prefix}:*{digests[1]}*"))  # no lock, no entry
+    finally:
+        client.close()
 
 
 def test_redis_going_away_fails_open(sim: Simulator, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tollway import RequestContext
 from tollway_response_cache import (
     Entry,
     cache_digest,
@@ -43,6 +44,7 @@ _bodies = st.dictionaries(
 # --- key -----------------------------------------------------------------------------------------
 
 
+@settings(deadline=None)  # pure CPU: a loaded shared machine is no failure
 @given(_bodies, st.randoms())
 def test_key_ignores_top_level_order_and_whitespace(body: dict[str, Any], rnd: Any) -> None:
     items = list(body.items())
@@ -53,12 +55,14 @@ def test_key_ignores_top_level_order_and_whitespace(body: dict[str, Any], rnd: A
     )
 
 
+@settings(deadline=None)  # pure CPU: a loaded shared machine is no failure
 @given(_bodies)
 def test_key_ignores_fields_that_do_not_change_the_answer(body: dict[str, Any]) -> None:
     noisy = {**body, "user": "u-1", "metadata": {"user_id": "session"}, "store": True}
     assert cache_digest("chat", "m", False, body, H) == cache_digest("chat", "m", False, noisy, H)
 
 
+@settings(deadline=None)  # pure CPU: a loaded shared machine is no failure
 @given(_bodies, _json)
 def test_key_changes_with_the_body(body: dict[str, Any], value: Any) -> None:
     changed = {**body, "messages": [body.get("messages"), value]}
@@ -74,6 +78,21 @@ def test_key_separates_endpoint_model_stream_and_api_headers() -> None:
     assert base != cache_digest("messages", "m", False, body, {"anthropic-beta": "x"})
     # `stream: false` and no `stream` are the same request; the model is keyed as resolved.
     assert base == cache_digest("messages", "m", False, {**body, "stream": False, "model": "a"}, H)
+
+
+def test_key_is_stable_across_versions() -> None:
+    """Entries written by an earlier gateway version stay hits: the digest of a fixed request
+    never changes (bump ``_VERSION`` on purpose to change it)."""
+    body = {
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "hi"}],
+        "user": "u",
+        "max_tokens": 5,
+        "model": "x",
+        "stream": True,
+    }
+    digest = cache_digest("chat", "gpt-4o-mini", True, body, {"anthropic-beta": "b"})
+    assert digest == "db2fd6bc03816040a9673e77f22508c6"
 
 
 def test_nested_order_matters() -> None:
@@ -201,13 +220,26 @@ def _runtime(wait: float = 5.0) -> Runtime:
     return Runtime(settings, MemoryStore(100, 10_000))
 
 
+def _ctx() -> RequestContext:
+    return RequestContext(
+        request_id="grq_rc",
+        endpoint="chat",
+        method="POST",
+        path="/v1/chat/completions",
+        query_string=b"",
+        headers={},
+        trace_id="0" * 31 + "1",
+        span_id="0" * 15 + "1",
+    )
+
+
 def test_single_flight_in_process() -> None:
     async def run() -> None:
         rt = _runtime()
         leader = RequestState("k", 60_000, 1000)
-        assert await rt.obtain(leader) is None and leader.flight is not None
+        assert await rt.obtain(leader, _ctx()) is None and leader.flight is not None
         waiters = [RequestState("k", 60_000, 1000) for _ in range(5)]
-        pending = asyncio.gather(*(rt.obtain(w) for w in waiters))
+        pending = asyncio.gather(*(rt.obtain(w, _ctx()) for w in waiters))
         await asyncio.sleep(0.01)
         entry = _entry(5)
         rt.settle(leader, entry)
@@ -221,9 +253,9 @@ def test_waiters_give_up_after_the_bounded_wait_and_forget_the_flight() -> None:
     async def run() -> None:
         rt = _runtime(wait=0.05)
         leader = RequestState("k", 60_000, 1000)
-        await rt.obtain(leader)  # a leader that never settles
+        await rt.obtain(leader, _ctx())  # a leader that never settles
         waiter = RequestState("k", 60_000, 1000)
-        assert await rt.obtain(waiter) is None
+        assert await rt.obtain(waiter, _ctx()) is None
         assert "k" not in rt.flights  # the next request leads a fresh flight
         rt.settle(leader, None)  # the stale leader settling later is harmless
 

@@ -19,8 +19,13 @@ account):
   through a Redis fill lock).
 * ``post_guardrail`` (``tryfirst``) keeps a miss's complete body; a per-request stream listener
   (registered first) buffers a miss's stream as it is relayed.
-* ``account`` stores the answer when the call succeeded (status < 400, no mid-stream failure,
-  no client disconnect, a complete stream) and wakes the coalesced waiters.
+* ``account`` wakes the coalesced waiters and stores the answer when the call succeeded
+  (status < 400, no mid-stream failure, no client disconnect, a complete stream).
+
+With Redis the lookup adds no round trip of its own: it travels in the request's one round
+trip with the admission calls other plugins deferred (``tollway.redis_batch``), and a request
+that admission refuses is refused by ``answer`` before the cache answers or waits for anything
+(its fill lock freed at once). Stores and lock releases are queued settlements, off the path.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from tollway import BadRequest, RequestContext, StashKey, hookimpl, quote_input
 from tollway.redis import round_trip_deadline, shared
+from tollway.redis_batch import flush_request
 from tollway.sse import SSESplitter
 from tollway_response_cache._entry import Entry, decode, encode
 from tollway_response_cache._key import (
@@ -167,10 +173,17 @@ def readiness_checks(gateway: Gateway) -> dict[str, Callable[[], Any]] | None:
 # --- per request ---------------------------------------------------------------------------------
 
 
+#: The outcome counters, looked up once each (``labels()`` takes a lock and builds a key).
+_COUNTERS: dict[str, Any] = {}
+
+
 def _outcome(ctx: RequestContext, outcome: str) -> None:
     ctx.response_headers[HEADER] = outcome
     ctx.span_attributes["langwatch.cache.outcome"] = outcome
-    OUTCOMES.labels(outcome).inc()
+    counter = _COUNTERS.get(outcome)
+    if counter is None:
+        counter = _COUNTERS[outcome] = OUTCOMES.labels(outcome)
+    counter.inc()
 
 
 @hookimpl(tryfirst=True)
@@ -205,6 +218,9 @@ async def answer(ctx: RequestContext) -> ProviderResult | None:
             _outcome(ctx, "bypass")
             return None
         if asked != "force":
+            # What admission deferred is sent first: its refusal, if any, comes first (as it
+            # would at the core's flush point), and its calls are made either way.
+            await flush_request(ctx)
             raise BadRequest(
                 f"the {HEADER} request header must be 'bypass' (skip the response cache) or "
                 f"'force' (cache even with temperature > 0), not {quote_input(asked)}",
@@ -223,7 +239,7 @@ async def answer(ctx: RequestContext) -> ProviderResult | None:
     key = f"{cache_scope(principal.organization_id, principal.project_id)}:{digest}"
     state = RequestState(key, ttl_ms, runtime.settings.max_entry_bytes)
     ctx.stash[REQUEST] = state
-    entry = await runtime.obtain(state)
+    entry = await runtime.obtain(state, ctx)
     if entry is not None and entry.stream == ctx.stream:
         state.entry = entry
         _outcome(ctx, "hit")
@@ -265,11 +281,13 @@ async def account(ctx: RequestContext) -> None:
     if runtime is None:
         return
     entry = _entry(ctx, state) if state.capture else None
-    runtime.settle(state, entry)
     if entry is not None:
-        await runtime.put(state.key, entry, state.ttl_ms, state.token)
-    elif state.token:
-        await runtime.release(state.key, state.token)
+        await runtime.put(state, entry)
+        return
+    runtime.settle(state, None)
+    # A leader refused before reaching an upstream (e.g. by a deferred before_attempt check)
+    # just frees the lock; one whose upstream call failed leaves the short "failed" mark.
+    runtime.release(state, failed=any(a.outcome != "skipped" for a in ctx.attempts))
 
 
 def _entry(ctx: RequestContext, state: RequestState) -> Entry | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -53,6 +54,9 @@ IGNORED_FIELDS = frozenset(
 #: Request headers that switch API behaviour, hence part of the key (lower-case).
 KEYED_HEADERS = ("anthropic-version", "anthropic-beta", "openai-beta")
 
+_IGNORED = IGNORED_FIELDS
+_NAME = itemgetter(0)
+
 
 def cache_digest(
     endpoint: str,
@@ -66,10 +70,14 @@ def cache_digest(
     Raises :class:`TypeError` when the body cannot be serialised (orjson refuses, e.g., an
     integer over 64 bits): such a request is not cached.
     """
-    fields = sorted((k, v) for k, v in body.items() if k not in IGNORED_FIELDS)
-    keyed = [(h, headers.get(h)) for h in KEYED_HEADERS]
+    # Top-level fields in name order (names are unique, so sorting by name alone is the order
+    # of the (name, value) pairs: the digest is the one earlier versions made).
+    fields = [item for item in body.items() if item[0] not in _IGNORED]
+    fields.sort(key=_NAME)
+    get = headers.get
+    keyed = [(h, get(h)) for h in KEYED_HEADERS]
     material = orjson.dumps([_VERSION, endpoint, model, stream, keyed, fields])
-    return hashlib.sha256(material).hexdigest()[:32]
+    return hashlib.sha256(material).digest()[:16].hex()
 
 
 def cache_scope(organization_id: str, project_id: str | None) -> str:

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
+from typing import Any
 
+from tollway import RequestContext
 from tollway.redis import BACKEND_ERRORS as BACKEND_ERRORS
 from tollway.redis import FailurePolicy, RedisFacility, describe
+from tollway.redis_batch import RequestBatch, Then, flush_request, request_batch, settlements
 from tollway_response_cache._entry import Entry
 from tollway_response_cache._metrics import COALESCED, REDIS_ERRORS
 from tollway_response_cache._settings import NAME, ResponseCacheSettings
-from tollway_response_cache._store import ALONE, HIT, LEAD, WAIT, MemoryStore, RedisStore
+from tollway_response_cache._store import (
+    ALONE,
+    HIT,
+    LEAD,
+    WAIT,
+    MemoryStore,
+    RedisStore,
+    now_ms,
+)
 
 __all__ = ["RequestState", "Runtime"]
 
@@ -20,6 +32,15 @@ log = logging.getLogger("tollway.response_cache")
 
 _POLL_FIRST = 0.01
 _POLL_MAX = 0.2
+
+
+def _stale(flight: asyncio.Future[Entry | None], max_age_ms: int) -> bool:
+    """An answered flight kept for its store to land that this reader must not use (a failed
+    leader's, or older than the reader's TTL)."""
+    if not flight.done():
+        return False
+    entry = flight.result()
+    return entry is None or now_ms() - entry.created_ms > max_age_ms
 
 
 class RequestState:
@@ -93,6 +114,9 @@ class Runtime:
         self.lock_ms = max(1, round(settings.coalesce_wait_seconds * 1000))
         #: Keys whose invalid ``response_cache`` config was already logged.
         self.warned: set[str] = set()
+        # Fill-lock tokens: unique per runtime (one per worker process) without a syscall each.
+        self._token_prefix = secrets.token_hex(6)
+        self._tokens = itertools.count()
 
     @property
     def redis(self) -> bool:
@@ -100,55 +124,111 @@ class Runtime:
 
     # --- the backend, failing open ---------------------------------------------------------
 
-    async def _lookup(self, key: str, max_age_ms: int, token: str) -> tuple[str, Entry | None]:
+    def batch(self, ctx: RequestContext) -> RequestBatch | None:
+        """The request's Redis batch (None: the in-process store)."""
+        return request_batch(ctx, self.facility) if self.facility is not None else None
+
+    async def _lookup(
+        self, key: str, max_age_ms: int, token: str, batch: RequestBatch | None = None
+    ) -> tuple[str, Entry | None]:
         if not self.policy.available():
             return ALONE, None
         try:
-            found = await self.store.lookup(key, max_age_ms, token, self.lock_ms)
+            found = await self.store.lookup(key, max_age_ms, token, self.lock_ms, batch)
         except BACKEND_ERRORS as exc:
             self.policy.failed(exc, "lookup")
             return ALONE, None
         self.policy.ok()
         return found
 
-    async def put(self, key: str, entry: Entry, ttl_ms: int, token: str) -> None:
-        if not self.policy.available():
-            return
-        try:
-            await self.store.put(key, entry, ttl_ms, token)
-        except BACKEND_ERRORS as exc:
-            self.policy.failed(exc, "store")
-        else:
-            self.policy.ok()
+    def _settled(self, during: str) -> Then:
+        """A settlement's continuation: the failure policy, as for a direct call."""
 
-    async def release(self, key: str, token: str) -> None:
-        if not token or not self.policy.available():
+        def then(outcome: Any) -> None:
+            if isinstance(outcome, BaseException):
+                self.policy.failed(outcome, during)
+            else:
+                self.policy.ok()
+
+        return then
+
+    async def put(self, state: RequestState, entry: Entry) -> None:
+        """Store ``entry`` (and free the lock ``state`` holds); with Redis a settlement. The
+        coalesced waiters get it at once; the flight stays findable, answered, until the store
+        has landed, so an identical request arriving meanwhile is answered from memory rather
+        than waiting on the lock."""
+        flight = state.flight
+        state.flight = None
+        token, state.token = state.token, ""
+        if flight is not None and not flight.done():
+            flight.set_result(entry)
+        store = self.store
+        if isinstance(store, MemoryStore):
+            await store.put(state.key, entry, state.ttl_ms, token)
+            self._forget(state.key, flight)
             return
-        try:
-            await self.store.release(key, token)
-        except BACKEND_ERRORS as exc:
-            self.policy.failed(exc, "release")
+        if self.facility is None or not self.policy.available():
+            self._forget(state.key, flight)
+            return
+        stored = self._settled("store")
+        key = state.key
+
+        def then(outcome: Any) -> None:
+            self._forget(key, flight)
+            stored(outcome)
+
+        store.queue_put(settlements(self.facility), key, entry, state.ttl_ms, token, then)
+
+    def release(self, state: RequestState, *, failed: bool) -> None:
+        """Free the lock ``state`` holds, as a settlement (``failed``: its upstream call failed;
+        leave the short "failed" mark so other replicas stop waiting too)."""
+        token, state.token = state.token, ""
+        store = self.store
+        if not token or self.facility is None or not isinstance(store, RedisStore):
+            return
+        if not self.policy.available():
+            return  # the lock expires by itself (coalesce_wait_seconds)
+        queue = settlements(self.facility)
+        store.queue_release(queue, state.key, token, failed, self._settled("release"))
+
+    def _forget(self, key: str, flight: asyncio.Future[Entry | None] | None) -> None:
+        if flight is not None and self.flights.get(key) is flight:
+            del self.flights[key]
+
+    def _token(self) -> str:
+        return f"{self._token_prefix}{next(self._tokens):x}"
 
     # --- single flight ------------------------------------------------------------------------
 
-    async def obtain(self, state: RequestState) -> Entry | None:
+    async def obtain(self, state: RequestState, ctx: RequestContext) -> Entry | None:
         """The cached answer for ``state.key``, or None: then the caller calls the upstream
         (``state.flight`` set: it leads an in-process flight; ``state.token``: it holds the
-        Redis fill lock)."""
+        Redis fill lock).
+
+        The first Redis lookup travels with the request's deferred admission calls. Nothing is
+        answered, and nothing waited for, before the admission's outcome is known: a request
+        that a deferred admission refuses (rate limited, over budget) raises that refusal here,
+        having freed at once whatever lock its lookup took."""
         key = state.key
+        batch = self.batch(ctx)
         if not self.settings.coalesce:
-            status, entry = await self._lookup(key, state.ttl_ms, "")
+            status, entry = await self._lookup(key, state.ttl_ms, "", batch)
+            await flush_request(ctx)
             return entry if status == HIT else None
         flight = self.flights.get(key)
-        if flight is not None:
+        if flight is not None and not _stale(flight, state.ttl_ms):
+            await flush_request(ctx)  # a refused request does not wait (no extra round trip)
             return await self._wait(flight, state)
         flight = asyncio.get_running_loop().create_future()
         self.flights[key] = flight
         state.flight = flight
         try:
-            entry = await self._lead(state)
+            entry = await self._lead(state, batch, ctx)
         except BaseException:
+            # Refused, cancelled or broken before the upstream was called: free the lock (no
+            # "failed" mark, the next arrival may lead) and let the waiters go on.
             self.settle(state, None)
+            self.release(state, failed=False)
             raise
         if entry is not None:
             self.settle(state, entry)
@@ -171,33 +251,33 @@ class Runtime:
             COALESCED.inc()
         return entry
 
-    async def _lead(self, state: RequestState) -> Entry | None:
+    async def _lead(
+        self, state: RequestState, batch: RequestBatch | None, ctx: RequestContext
+    ) -> Entry | None:
         """This request leads the in-process flight: look up, and across replicas wait for
         whoever holds the Redis fill lock."""
         key = state.key
-        token = secrets.token_hex(8)
-        status, entry = await self._lookup(key, state.ttl_ms, token)
-        if status == HIT:
-            return entry
-        if status == LEAD:
-            state.token = token if self.redis else ""
-            return None
-        if status == ALONE:
-            return None
-        assert status == WAIT
+        token = self._token()
+        locking = self.redis
+        # Held from the ask on, so a request cancelled during a lookup still frees the lock.
+        state.token = token if locking else ""
+        status, entry = await self._lookup(key, state.ttl_ms, token, batch)
+        state.token = token if locking and status == LEAD else ""
+        await flush_request(ctx)  # the admission's refusal, if any (no extra round trip)
+        if status != WAIT:
+            return entry if status == HIT else None
         deadline = time.monotonic() + self.settings.coalesce_wait_seconds
         delay = _POLL_FIRST
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, _POLL_MAX)
+            state.token = token
             status, entry = await self._lookup(key, state.ttl_ms, token)
+            state.token = token if status == LEAD else ""
             if status == HIT:
                 COALESCED.inc()
                 return entry
-            if status == LEAD:
-                state.token = token
-                return None
-            if status == ALONE:
+            if status != WAIT:
                 return None
         log.info("response_cache_coalesce_timeout key=%s", key)
         return None

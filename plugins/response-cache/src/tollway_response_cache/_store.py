@@ -9,8 +9,12 @@ Both answer :meth:`lookup` with one of:
 * ``ALONE`` — no entry and no coalescing (the last leader failed, or no lock was asked for):
   call the upstream without the lock.
 
-Redis does it in one round trip (``GET`` + ``SET NX PX`` in a script); the entry key and its
-lock share a hash tag, so the script works on a Redis Cluster too.
+Redis does it in one script (``GET`` + ``SET NX PX``); the entry key and its lock share a hash
+tag, so the script works on a Redis Cluster too. A request's first lookup rides the request's
+Redis batch (:func:`tollway.redis_batch.request_batch`): it travels in the same round trip as the
+admission calls other plugins deferred. Storing an answer and releasing a lock are settlements
+(:func:`tollway.redis_batch.settlements`): queued, sent with every request's settlements a few
+milliseconds later, off the request path.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from collections import OrderedDict
 
 from tollway.redis import RedisClient, Script
+from tollway.redis_batch import RequestBatch, SettleQueue, Then
 from tollway_response_cache._entry import Entry, EntryFormatError, decode, encode
 
 __all__ = ["ALONE", "HIT", "LEAD", "WAIT", "MemoryStore", "RedisStore"]
@@ -49,9 +54,15 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 return 1
 """
+#: ARGV[2]: how long the "failed" mark stays, or 0 to just delete the lock (its holder never
+#: called the upstream: the next arrival may lead at once).
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], '!', 'PX', ARGV[2])
+  if ARGV[2] == '0' then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], '!', 'PX', ARGV[2])
+  end
 end
 return 1
 """
@@ -60,6 +71,10 @@ _STATES = {0: ALONE, 1: HIT, 2: LEAD, 3: WAIT}
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _release_args(token: str, failed: bool) -> tuple[str, int]:
+    return token, FAILED_MARK_MS if failed else 0
 
 
 class MemoryStore:
@@ -79,7 +94,12 @@ class MemoryStore:
         return len(self._data)
 
     async def lookup(
-        self, key: str, max_age_ms: int, token: str, lock_ms: int
+        self,
+        key: str,
+        max_age_ms: int,
+        token: str,
+        lock_ms: int,
+        batch: RequestBatch | None = None,
     ) -> tuple[str, Entry | None]:
         item = self._data.get(key)
         if item is not None:
@@ -102,7 +122,7 @@ class MemoryStore:
         while len(self._data) > self.max_entries or self.bytes > self.max_bytes:
             self._drop(next(iter(self._data)))
 
-    async def release(self, key: str, token: str) -> None:
+    async def release(self, key: str, token: str, failed: bool = True) -> None:
         return None
 
     def _drop(self, key: str) -> None:
@@ -134,12 +154,20 @@ class RedisStore:
         return [f"{self.prefix}:e:{tag}", f"{self.prefix}:l:{tag}"]
 
     async def lookup(
-        self, key: str, max_age_ms: int, token: str, lock_ms: int
+        self,
+        key: str,
+        max_age_ms: int,
+        token: str,
+        lock_ms: int,
+        batch: RequestBatch | None = None,
     ) -> tuple[str, Entry | None]:
-        async with asyncio.timeout(self.deadline):
-            reply = await self._lookup(
-                keys=self._keys(key), args=[now_ms(), max_age_ms, token, lock_ms]
-            )
+        """One lookup; with ``batch``, in the round trip of everything the request deferred."""
+        keys, args = self._keys(key), (now_ms(), max_age_ms, token, lock_ms)
+        if batch is not None:
+            reply = await batch.call(self._lookup, keys, args)
+        else:
+            async with asyncio.timeout(self.deadline):
+                reply = await self._lookup(keys=keys, args=args)
         state = _STATES[int(reply[0])]
         if state == HIT:
             try:
@@ -153,11 +181,24 @@ class RedisStore:
         async with asyncio.timeout(self.deadline):
             await self._put(keys=self._keys(key), args=[data, ttl_ms, token])
 
-    async def release(self, key: str, token: str) -> None:
+    async def release(self, key: str, token: str, failed: bool = True) -> None:
         if not token:
             return
         async with asyncio.timeout(self.deadline):
-            await self._release(keys=self._keys(key)[1:], args=[token, FAILED_MARK_MS])
+            await self._release(keys=self._keys(key)[1:], args=_release_args(token, failed))
+
+    def queue_put(
+        self, queue: SettleQueue, key: str, entry: Entry, ttl_ms: int, token: str, then: Then
+    ) -> None:
+        """:meth:`put` as a settlement."""
+        queue.put(self._put, self._keys(key), (encode(entry), ttl_ms, token), then=then)
+
+    def queue_release(
+        self, queue: SettleQueue, key: str, token: str, failed: bool, then: Then
+    ) -> None:
+        """:meth:`release` as a settlement; ``failed``: leave the "failed" mark (the holder's
+        upstream call failed), else just free the lock (it never called the upstream)."""
+        queue.put(self._release, self._keys(key)[1:], _release_args(token, failed), then=then)
 
     async def ping(self) -> None:
         async with asyncio.timeout(self.deadline):
