@@ -188,7 +188,7 @@ def test_settlements_of_many_requests_share_one_pipeline_and_a_stop_drains_them(
 # --- through a real gateway --------------------------------------------------------------------
 
 DEFERRING = """
-from tollway import GuardrailBlocked, RateLimitExceeded, Verdict, hookimpl
+from tollway import BadRequest, GuardrailBlocked, RateLimitExceeded, Verdict, hookimpl
 from tollway.redis import shared
 from tollway.redis_batch import request_batch
 
@@ -223,6 +223,13 @@ def admit(ctx):
             )
 
     request_batch(ctx, STATE["facility"]).defer(STATE["script"], [key], [1], then=then)
+
+
+@hookimpl
+def answer(ctx):
+    if ctx.headers.get("x-test-answer-refuses"):
+        raise BadRequest("refused by the test answer hook")
+    return None
 
 
 @hookimpl
@@ -309,3 +316,16 @@ def test_each_request_makes_one_round_trip_and_the_metric_says_so(
         assert _chat(deferring_gateway, {"x-test-counter": key}).status_code == 200
     assert _round_trips(deferring_gateway, "request") - before == 5
     assert _count(key) == 6
+
+
+def test_an_answer_hook_refusal_does_not_hide_a_deferred_one(deferring_gateway: Gateway) -> None:
+    key = f"test:gw:{uuid.uuid4().hex}"
+    refused = _chat(
+        deferring_gateway,
+        {"x-test-counter": key, "x-test-refuse": "1", "x-test-answer-refuses": "1"},
+    )
+    assert refused.status_code == 429, refused.text
+    bad = _chat(deferring_gateway, {"x-test-counter": key, "x-test-answer-refuses": "1"})
+    assert bad.status_code == 400, bad.text
+    assert bad.json()["error"]["message"] == "refused by the test answer hook"
+    assert _count(key) == 2  # both admissions were made

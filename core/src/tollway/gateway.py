@@ -406,10 +406,10 @@ class Gateway(ModelsListing, StoredResponses, Dispatch):
             try:
                 await self.hooks.admit(ctx)
                 await self.guard_request(ctx)
+                result = await self.answer(ctx) if self.hooks.answers else None
             except GatewayError:
                 await flush_deferred(ctx)  # a deferred admission refusal still comes first
                 raise
-            result = await self.answer(ctx) if self.hooks.answers else None
             await flush_deferred(ctx)  # admission's Redis calls: one round trip, at the latest here
             if result is None:
                 await self.route(ctx)
