@@ -3,11 +3,16 @@
 In process (:class:`~tollway_rate_limits._window.LocalStore`) the decision is made at once.
 With Redis it is **deferred to the request's batch** (:func:`tollway.redis_batch.request_batch`):
 ``acquire.lua`` goes in the one pipeline the core sends at its flush point, together with the
-other plugins' admission calls, and the decision is applied in the call's continuation. The
-rare paths make their own round trips there: putting back a scope's journal after Redis lost
-its data (the script's "heal first" reply), and the admission again after it. Putting back
-what this replica admitted fail-open (a *dirty* scope) needs none: its ``heal.lua`` call is
-deferred just ahead of the admission, so the pipeline runs it first.
+other plugins' admission calls, and the decision is applied in the call's continuation.
+
+Putting back this replica's journal of the scope (``heal.lua``, :mod:`._journal`) costs no
+round trip of its own when it is known to be due: its call is deferred just ahead of the
+admission, so the pipeline runs it first — for a scope with entries admitted fail-open (a
+*dirty* scope), and for a scope this replica has not decided on through Redis for most of a
+window (new to it, or idle: the replica's field in the epoch hash has expired, and the script
+would ask for the put-back first). The rare path left makes its own round trips in the
+continuation: Redis lost its data meanwhile (the script's "heal first" reply), so the journal
+is put back and the admission asked again.
 """
 
 from __future__ import annotations
@@ -111,7 +116,10 @@ def decide(ctx: RequestContext, state: State, specs: Sequence[Spec], then: Decid
     journal = state.journal
     epoch = epoch_key(specs)
     batch = request_batch(ctx, state.facility)
-    if epoch in journal.dirty:
+    if epoch in journal.dirty or not journal.fresh(epoch):
+        # Put back what Redis may miss in the same round trip, ahead of the decision: entries
+        # admitted fail-open, or — the scope new to this replica or idle for a window (its
+        # epoch field expired) — nothing but the field, which acquire.lua would ask for first.
         _defer_heal(batch, state, store, epoch)
     keys, args = store.acquire_call(
         specs, member_id, state.window_ms, node_id=journal.node_id, epoch=epoch
@@ -134,6 +142,7 @@ def decide(ctx: RequestContext, state: State, specs: Sequence[Spec], then: Decid
             then(None)
             return
         policy.ok()
+        journal.mark(epoch)
         if decision.admitted:
             journal.record(
                 specs, member_id, decision.now_ms, fail_open=False, remaining=decision.remaining
@@ -152,9 +161,11 @@ def _without_redis(state: State, specs: Sequence[Spec], member_id: str) -> None:
 
 
 def _defer_heal(batch: RequestBatch, state: State, store: RedisStore, epoch: str) -> None:
-    """Put back what this replica admitted fail-open in the scope, in the same pipeline as
-    (and just ahead of) the scope's next admission."""
+    """Put back this replica's journal of the scope in the same pipeline as (and just ahead
+    of) the scope's next admission; ``heal.lua`` finds out by itself whether Redis lost the
+    scope's data (the replica's field in the epoch hash is gone)."""
     journal = state.journal
+    dirty = epoch in journal.dirty
     journal.dirty.discard(epoch)
     keys, args = store.heal_call(
         epoch, journal.node_id, journal.entries(epoch), state.window_ms, lost=False
@@ -163,7 +174,8 @@ def _defer_heal(batch: RequestBatch, state: State, store: RedisStore, epoch: str
     def healed(outcome: Any) -> None:
         if isinstance(outcome, BaseException):
             # Put back on a later decision; the admission's continuation applies the policy.
-            journal.dirty.add(epoch)
+            if dirty:
+                journal.dirty.add(epoch)
             return
         _restored(state, epoch, int(outcome))
 
