@@ -222,14 +222,17 @@ class RedisClusterServers:
             capture_output=True,
             timeout=30,
         )
-        client = redis.Redis(port=self.nodes[0].port)
+        # Every node must say so: a node that does not yet answers CLUSTERDOWN, which a
+        # cluster pipeline (unlike a single command) does not retry.
         deadline = time.monotonic() + 10
-        try:
-            while client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
-                assert time.monotonic() < deadline, "the private Redis Cluster did not form"
-                time.sleep(0.05)
-        finally:
-            client.close()
+        for node in self.nodes:
+            client = redis.Redis(port=node.port)
+            try:
+                while client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+                    assert time.monotonic() < deadline, "the private Redis Cluster did not form"
+                    time.sleep(0.05)
+            finally:
+                client.close()
 
     def __exit__(self, *exc: object) -> None:
         for node in self.nodes:

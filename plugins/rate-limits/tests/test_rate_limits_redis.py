@@ -31,6 +31,7 @@ from redis.asyncio import RedisCluster
 
 from tollway.redis import RedisOptions, connect
 from tollway.testing import Simulator, start_simulator, stop, wait_ready
+from tollway_rate_limits._admission import State
 from tollway_rate_limits._limits import (
     Limits,
     estimate_tokens,
@@ -39,7 +40,6 @@ from tollway_rate_limits._limits import (
     specs_for,
 )
 from tollway_rate_limits._metrics import REDIS_ERRORS
-from tollway_rate_limits._plugin import _State
 from tollway_rate_limits._redis import RedisStore
 from tollway_rate_limits._settings import RateLimitSettings
 from tollway_rate_limits._window import LocalStore, member
@@ -272,7 +272,7 @@ def test_redis_down_fails_open_or_closed_without_hanging(sim: Simulator, tmp_pat
 def test_redis_failures_are_counted_and_warned_once_per_10s(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    state = _State(RateLimitSettings(), LocalStore(), 60_000)
+    state = State(RateLimitSettings(), LocalStore(), 60_000)
     before = REDIS_ERRORS._value.get()
     with caplog.at_level(logging.WARNING, logger="tollway.rate_limits"):
         for _ in range(3):
@@ -307,7 +307,6 @@ def test_redis_cluster_one_script_per_slot(tmp_path: Path) -> None:
             pspecs = specs_for(provider_base("t", "prov"), Limits(rpm=1), None)
             assert (await store.acquire(pspecs, "r", 60_000)).admitted
         finally:
-            await store.close()
             await store.client.aclose()
         return nodes
 

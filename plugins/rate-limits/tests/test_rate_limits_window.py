@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from rate_limits_support import delete_prefix, shared_redis
 from redis.asyncio import Redis
 
+from tollway.redis import RedisFacility, RedisOptions, round_trips
+from tollway.redis_batch import settlements
 from tollway_rate_limits._limits import (
     InvalidLimits,
     Limits,
@@ -25,7 +27,7 @@ from tollway_rate_limits._limits import (
     specs_for,
     success_headers,
 )
-from tollway_rate_limits._redis import SETTLE_BATCH_SECONDS, RedisStore
+from tollway_rate_limits._redis import RedisStore
 from tollway_rate_limits._window import DAY_MS, NEVER, LocalStore, Spec, member
 
 W = 60_000
@@ -298,36 +300,39 @@ def test_redis_uses_its_own_clock_when_none_is_given(redis_prefix: str) -> None:
     asyncio.run(run())
 
 
-def test_batched_settlements_land_as_direct_ones_would(redis_prefix: str) -> None:
-    """``queue_settle`` (what ``account`` uses on a single Redis): one pipeline per batch, the
-    same outcome as settling each at once — also after Redis forgot its scripts."""
+def test_queued_settlements_land_as_direct_ones_would(redis_prefix: str) -> None:
+    """What ``account`` does with Redis: settlements on the core's settlement queue go in one
+    pipeline and have the same outcome as settling each at once — also after Redis forgot its
+    scripts."""
 
     async def run() -> None:
-        client = Redis.from_url("redis://127.0.0.1:6379/0")
-        errors: list[BaseException] = []
-        store = RedisStore(client, 2.0, on_settle_error=errors.append)
+        facility = RedisFacility(RedisOptions("redis://127.0.0.1:6379/0"))
+        store = RedisStore(facility.client, 2.0)
         local = LocalStore()
         spec = log_spec(10_000, 100, f"{redis_prefix}:batch", "tpm")
+        replies: list[Any] = []
         try:
-            assert store.batching
             for i in range(20):
                 a = local.acquire([spec], f"r{i}", W, T0 + i)
                 b = await store.acquire([spec], f"r{i}", W, T0 + i)
                 assert a == b and a.admitted
-            await client.script_flush()  # a Redis restart loses loaded scripts
+            await facility.client.script_flush()  # a Redis restart loses loaded scripts
+            queue = settlements(facility)
+            before = round_trips()
             for i in range(20):
                 args = (spec.keys, member(f"r{i}", 100), member(f"r{i}", i), i - 100)
                 local.settle(*args)
-                store.queue_settle(*args, W)
-            assert store._pending  # queued, not sent yet
-            await asyncio.sleep(SETTLE_BATCH_SECONDS * 4)
-            assert not store._pending and errors == []
+                keys, argv = store.settle_call(*args, W)
+                queue.put(store.settle_script, keys, argv, then=replies.append)
+            assert len(queue) == 20 and round_trips() == before  # queued, not sent yet
+            await queue.drain()
+            assert queue.flushes == 1
+            assert replies == [1] * 20
             probe = log_spec(10_000, 9_000, f"{redis_prefix}:batch", "tpm")
             a = local.acquire([probe], "probe", W, T0 + 30)
             b = await store.acquire([probe], "probe", W, T0 + 30)
             assert a == b and a.admitted  # 190 settled tokens + 9,000 fit; 2,000 + 9,000 would not
         finally:
-            await store.close()
-            await client.aclose()
+            await facility.release("test")
 
     asyncio.run(run())

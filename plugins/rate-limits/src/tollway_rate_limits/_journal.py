@@ -72,6 +72,27 @@ class Journal:
     #: Entries Redis took back so far (diagnostics, tests).
     restored: int = 0
     last_sweep: int = 0
+    #: Per scope: when this replica last decided on it through Redis (monotonic ms). Each
+    #: decision keeps the replica's field in the scope's epoch hash for a window.
+    marked: dict[str, int] = attrs.field(factory=dict)
+    last_mark_sweep: int = 0
+
+    def mark(self, scope: str) -> None:
+        """A decision on ``scope`` went through Redis (its epoch hash holds this replica)."""
+        now = time.monotonic_ns() // 1_000_000
+        self.marked[scope] = now
+        if now - self.last_mark_sweep >= self.window_ms:
+            self.last_mark_sweep = now
+            cutoff = now - self.window_ms
+            for old in [k for k, at in self.marked.items() if at <= cutoff]:
+                del self.marked[old]
+
+    def fresh(self, scope: str) -> bool:
+        """Whether the scope's epoch hash should still hold this replica's field (a decision
+        less than 0.9 window ago), so the next decision needs no put-back first — unless Redis
+        lost its data, which the decision script detects. Otherwise the put-back goes first."""
+        at = self.marked.get(scope)
+        return at is not None and time.monotonic_ns() // 1_000_000 - at < self.window_ms * 0.9
 
     def record(
         self,

@@ -1,13 +1,16 @@
 """The hook implementations: key limits in ``admit``, provider limits in ``before_attempt``,
-settlement in ``account``."""
+settlement in ``account``.
+
+With Redis, ``admit`` and ``before_attempt`` make no round trip of their own: the decision is
+deferred to the request's Redis batch (:mod:`tollway_rate_limits._admission`) and applied —
+allowed with its headers, or refused with its 429 — when the core flushes it. ``account``
+queues its settlements on the gateway's settlement queue
+(:func:`tollway.redis_batch.settlements`)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-import os
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,15 +25,9 @@ from tollway import (
     hookimpl,
 )
 from tollway.gateway import Gateway
-from tollway.redis import (
-    BACKEND_ERRORS,
-    FailurePolicy,
-    RedisFacility,
-    describe,
-    round_trip_deadline,
-    shared,
-)
-from tollway_rate_limits._journal import Journal, epoch_key
+from tollway.redis import BACKEND_ERRORS, describe, round_trip_deadline, shared
+from tollway.redis_batch import settlements
+from tollway_rate_limits._admission import State, decide
 from tollway_rate_limits._limits import (
     InvalidLimits,
     Limits,
@@ -43,8 +40,8 @@ from tollway_rate_limits._limits import (
     specs_for,
     success_headers,
 )
-from tollway_rate_limits._metrics import DENIED, PROVIDER_SKIPS, REDIS_ERRORS
-from tollway_rate_limits._redis import HealFirst, RedisStore
+from tollway_rate_limits._metrics import DENIED, PROVIDER_SKIPS
+from tollway_rate_limits._redis import RedisStore
 from tollway_rate_limits._settings import NAME, RateLimitSettings
 from tollway_rate_limits._window import NEVER, Decision, LocalStore, Spec, member
 
@@ -62,49 +59,6 @@ log = logging.getLogger("tollway.rate_limits")
 
 DIMENSION_HEADER = "X-LangWatch-RateLimit-Dimension"
 _BACKEND_ERRORS = BACKEND_ERRORS
-
-
-def _policy(settings: RateLimitSettings) -> FailurePolicy:
-    """What the rate limiter does while Redis fails (``on_redis_error``)."""
-    return FailurePolicy(
-        log,
-        "rate_limit_redis_unavailable policy=%(policy)s during=%(during)s error=%(error)s",
-        recovered="rate_limit_redis_recovered",
-        errors=REDIS_ERRORS,
-        on_error=settings.on_redis_error,
-        retry_interval=settings.redis_retry_interval_seconds,
-        refusal=(
-            "the gateway's rate limiter cannot reach Redis, and it is configured to refuse "
-            "requests then (on_redis_error = fail_closed); retry shortly, or ask the operator "
-            "to check GATEWAY_REDIS_URL"
-        ),
-        refusal_code="rate_limiter_unavailable",
-    )
-
-
-@attrs.define
-class _State:
-    settings: RateLimitSettings
-    store: LocalStore | RedisStore
-    window_ms: int
-    policy: FailurePolicy = attrs.field(
-        default=attrs.Factory(lambda self: _policy(self.settings), takes_self=True)
-    )
-    #: The gateway's Redis (None: in process).
-    facility: RedisFacility | None = None
-    #: With Redis: what this replica admitted, to put back (:mod:`tollway_rate_limits._journal`).
-    journal: Journal = attrs.field(
-        default=attrs.Factory(
-            lambda self: Journal(
-                f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:8]}", self.window_ms
-            ),
-            takes_self=True,
-        )
-    )
-
-    @property
-    def redis(self) -> bool:
-        return isinstance(self.store, RedisStore)
 
 
 @attrs.define
@@ -126,7 +80,7 @@ class _ProviderSkips:
     dimension: str = ""
 
 
-_STATE: StashKey[_State] = StashKey("tollway-rate-limits.state")
+_STATE: StashKey[State] = StashKey("tollway-rate-limits.state")
 _RESERVED: StashKey[list[_Reservation]] = StashKey("tollway-rate-limits.reserved")
 _ESTIMATE: StashKey[TokenEstimate] = StashKey("tollway-rate-limits.estimate")
 _SKIPS: StashKey[_ProviderSkips] = StashKey("tollway-rate-limits.skips")
@@ -161,12 +115,11 @@ async def gateway_started(gateway: Gateway) -> None:
         store = RedisStore(redis.client, deadline)
     else:
         store = LocalStore()
-    state = _State(settings, store, round(settings.window_seconds * 1000), facility=redis)
+    state = State(settings, store, round(settings.window_seconds * 1000), facility=redis)
     gateway.stash[_STATE] = state
     if redis is not None:
         state.policy.share(redis)  # one back-off and one probe for every plugin
     if isinstance(store, RedisStore):
-        store.on_settle_error = lambda exc: state.policy.failed(exc, "settlement")
         try:
             await store.ping()
         except _BACKEND_ERRORS as exc:
@@ -182,10 +135,8 @@ async def gateway_started(gateway: Gateway) -> None:
 @hookimpl
 async def gateway_stopping(gateway: Gateway) -> None:
     state = gateway.stash.get(_STATE)
-    if state is not None and isinstance(state.store, RedisStore):
-        await state.store.close()
     if state is not None and state.facility is not None:
-        await state.facility.release(NAME)
+        await state.facility.release(NAME)  # sends the queued settlements first
 
 
 @hookimpl
@@ -211,81 +162,6 @@ def readiness_checks(gateway: Gateway) -> dict[str, Callable[[], Any]] | None:
 
 
 # --- per request ------------------------------------------------------------------------------
-
-
-async def _decide(state: _State, specs: Sequence[Spec], member_id: str) -> Decision | None:
-    """One atomic decision; ``None`` means "Redis is down and the policy is fail_open".
-
-    With Redis, the scope's journal is put back first when Redis missed it (an outage during
-    which this replica admitted fail-open, or Redis lost its data)."""
-    store = state.store
-    if isinstance(store, LocalStore):
-        return store.acquire(specs, member_id, state.window_ms)
-    policy = state.policy
-    journal = state.journal
-    if policy.available():
-        epoch = epoch_key(specs)
-        try:
-            if epoch in journal.dirty:
-                await _heal(state, store, epoch, lost=False)
-            try:
-                decision = await _acquire(state, store, specs, member_id, epoch)
-            except HealFirst:
-                await _heal(state, store, epoch, lost=True)
-                decision = await _acquire(state, store, specs, member_id, epoch)
-        except _BACKEND_ERRORS as exc:
-            policy.failed(exc, "admission")
-        else:
-            policy.ok()
-            if decision.admitted:
-                journal.record(
-                    specs,
-                    member_id,
-                    decision.now_ms,
-                    fail_open=False,
-                    remaining=decision.remaining,
-                )
-            else:
-                journal.observe(specs[decision.index], decision.now_ms, decision.used)
-            return decision
-    policy.refuse()
-    journal.record(specs, member_id, None, fail_open=True)
-    return None
-
-
-async def _acquire(
-    state: _State, store: RedisStore, specs: Sequence[Spec], member_id: str, epoch: str
-) -> Decision:
-    return await store.acquire(
-        specs, member_id, state.window_ms, node_id=state.journal.node_id, epoch=epoch
-    )
-
-
-async def _heal(state: _State, store: RedisStore, epoch: str, *, lost: bool) -> None:
-    """Put back this replica's journal for one scope (one put-back per scope at a time; the
-    scope's other decisions wait for it)."""
-    journal = state.journal
-    running = journal.replaying.get(epoch)
-    if running is not None:
-        await asyncio.shield(running)
-        return
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    journal.replaying[epoch] = future
-    try:
-        journal.dirty.discard(epoch)
-        try:
-            restored = await store.heal(
-                epoch, journal.node_id, journal.entries(epoch), state.window_ms, lost=lost
-            )
-        except BaseException:
-            journal.dirty.add(epoch)
-            raise
-        journal.restored += restored
-        if restored:
-            log.info("rate_limit_window_restored scope=%s entries=%d", epoch, restored)
-    finally:
-        del journal.replaying[epoch]
-        future.set_result(None)
 
 
 def _estimate(ctx: RequestContext, settings: RateLimitSettings) -> TokenEstimate:
@@ -332,7 +208,8 @@ def _note(ctx: RequestContext, decision: str, scope: str, dimension: str | None 
 
 @hookimpl(tryfirst=True)
 async def admit(ctx: RequestContext) -> None:
-    """The key's own limits: one atomic decision over rpm, rpd and tpm."""
+    """The key's own limits: one atomic decision over rpm, rpd and tpm (with Redis, deferred to
+    the request's batch: allowed or refused when the core flushes it)."""
     principal = ctx.principal
     if principal is None:
         return
@@ -349,11 +226,25 @@ async def admit(ctx: RequestContext) -> None:
         ) from None
     if not limits:
         return
-    state: _State = ctx.gateway.stash[_STATE]
+    state: State = ctx.gateway.stash[_STATE]
     estimate = _estimate(ctx, state.settings) if limits.tpm is not None else None
     base = key_base(state.settings.key_prefix, principal.organization_id, principal.key_id)
     specs = specs_for(base, limits, estimate)
-    decision = await _decide(state, specs, ctx.request_id)
+
+    def decided(decision: Decision | None) -> None:
+        _key_decided(ctx, state, specs, estimate, decision)
+
+    decide(ctx, state, specs, decided)
+
+
+def _key_decided(
+    ctx: RequestContext,
+    state: State,
+    specs: Sequence[Spec],
+    estimate: TokenEstimate | None,
+    decision: Decision | None,
+) -> None:
+    """Apply the key's decision: note it, refuse with 429, or add the headers and reserve."""
     if decision is None:
         _note(ctx, "fail_open", "key")
         return
@@ -383,27 +274,45 @@ async def admit(ctx: RequestContext) -> None:
 
 @hookimpl(trylast=True)
 async def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
-    """The provider credential's limits, before each attempt: refusing skips the provider.
+    """The provider credential's limits, before each attempt: refusing skips the provider
+    (with Redis, the decision is deferred: the core flushes right after this hook).
 
     ``trylast``: in-memory checks (circuit breakers) skip a provider first, so its quota is not
     spent on an attempt that will not happen."""
     config = ctx.gateway.instances[target.provider].config
     if config.rpm is None and config.rpd is None and config.tpm is None:
         return
-    state: _State = ctx.gateway.stash[_STATE]
+    state: State = ctx.gateway.stash[_STATE]
     limits = Limits(config.rpm, config.rpd, config.tpm)
     estimate = _estimate(ctx, state.settings) if config.tpm is not None else None
     specs = specs_for(provider_base(state.settings.key_prefix, config.key), limits, estimate)
-    decision = await _decide(state, specs, ctx.request_id)
+
+    def decided(decision: Decision | None) -> None:
+        _provider_decided(ctx, state, target, (config.key, config.name), specs, estimate, decision)
+
+    decide(ctx, state, specs, decided)
+
+
+def _provider_decided(
+    ctx: RequestContext,
+    state: State,
+    target: RouteTarget,
+    provider: tuple[str, str],
+    specs: Sequence[Spec],
+    estimate: TokenEstimate | None,
+    decision: Decision | None,
+) -> None:
+    """Apply a provider's decision: reserve, or refuse (the core skips the provider)."""
     if decision is None:
         return
     if decision.admitted:
-        _reserve(ctx, specs, (config.key, config.name))
+        _reserve(ctx, specs, provider)
         return
+    name = provider[1]
     spec = specs[decision.index]
-    PROVIDER_SKIPS.labels(config.name, spec.dimension).inc()
+    PROVIDER_SKIPS.labels(name, spec.dimension).inc()
     skipped = ctx.span_attributes.get("langwatch.rate_limit.provider_skips")
-    entry = f"{config.name}:{spec.dimension}"
+    entry = f"{name}:{spec.dimension}"
     ctx.span_attributes["langwatch.rate_limit.provider_skips"] = (
         f"{skipped},{entry}" if isinstance(skipped, str) and skipped else entry
     )
@@ -429,7 +338,7 @@ async def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
             f"rate limit exceeded: every provider that serves {target.model!r} for this key "
             f"({count}) is at its gateway rate limit; {wait}. The last one: "
             + refusal_message(
-                f"provider {config.name!r}",
+                f"provider {name!r}",
                 spec,
                 decision,
                 state.window_ms,
@@ -445,7 +354,7 @@ async def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
     retry_after, headers = _retry_headers(spec.dimension, decision.retry_ms)
     raise RateLimitExceeded(
         refusal_message(
-            f"provider {config.name!r}",
+            f"provider {name!r}",
             spec,
             decision,
             state.window_ms,
@@ -460,11 +369,13 @@ async def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
 
 @hookimpl
 async def account(ctx: RequestContext) -> None:
-    """Settle tpm reservations: actual usage if the provider answered, else release."""
+    """Settle tpm reservations: actual usage if the provider answered, else release. With
+    Redis, the settlements go on the gateway's settlement queue (sent for every request
+    together, a few ms later); the journal is settled either way."""
     reservations = ctx.stash.get(_RESERVED)
     if not reservations:
         return
-    state: _State = ctx.gateway.stash[_STATE]
+    state: State = ctx.gateway.stash[_STATE]
     usage = ctx.usage
     actual_total = (
         None
@@ -475,6 +386,7 @@ async def account(ctx: RequestContext) -> None:
         + usage.cache_creation_input_tokens
     )
     ok = [a for a in ctx.attempts if a.outcome == "ok"]
+    store = state.store
     for r in reservations:
         # Attempts name a provider by key (skipped) or by name (ok / error): accept both.
         served = bool(ok) if r.provider is None else any(a.provider in r.provider for a in ok)
@@ -488,19 +400,10 @@ async def account(ctx: RequestContext) -> None:
             continue
         new = member(r.member_id, actual) if actual > 0 else ""
         old = member(r.member_id, r.cost)
-        store = state.store
         state.journal.settle(r.keys, r.member_id, actual)
         if isinstance(store, LocalStore):
             store.settle(r.keys, old, new, actual - r.cost)
-            continue
-        if not state.policy.available():
-            return  # the reservations expire with their window
-        if store.batching:
-            store.queue_settle(r.keys, old, new, actual - r.cost, state.window_ms)
-            continue
-        try:
-            await store.settle(r.keys, old, new, actual - r.cost, state.window_ms)
-        except _BACKEND_ERRORS as exc:
-            state.policy.failed(exc, "settlement")
-            return
-        state.policy.ok()
+        elif state.facility is not None and not state.policy.down_until:
+            # While Redis is failing, skip: the reservation expires with its window.
+            keys, args = store.settle_call(r.keys, old, new, actual - r.cost, state.window_ms)
+            settlements(state.facility).put(store.settle_script, keys, args, then=state.settled)
