@@ -329,3 +329,56 @@ def test_an_answer_hook_refusal_does_not_hide_a_deferred_one(deferring_gateway: 
     assert bad.status_code == 400, bad.text
     assert bad.json()["error"]["message"] == "refused by the test answer hook"
     assert _count(key) == 2  # both admissions were made
+
+
+class _Webhook:
+    """A guardrail webhook on loopback that allows everything and counts its calls."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        calls = self.calls = [0]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                calls[0] += 1
+                body = b'{"decision": "allow"}'
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/check"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_rate_limited_request_never_reaches_a_webhook_guardrail(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Rate limits defer their decision to the request's round trip; a guardrail evaluator that
+    calls a service asks for that decision first, so a refused request costs no webhook call."""
+    hook = _Webhook()
+    config = {
+        "rate_limits": {"rpm": 2},
+        "guardrails": {"pre": [{"evaluator": "webhook", "url": hook.url, "timeout_ms": 2000}]},
+    }
+    gw = start_gateway(
+        tmp_path / "gw",
+        provider_config(sim.url),
+        {"GATEWAY_REDIS_URL": REDIS_URL},
+        key_config=config,
+    )
+    try:
+        statuses = [_chat(gw, {}).status_code for _ in range(4)]
+    finally:
+        stop(gw.proc)
+        hook.server.shutdown()
+    assert statuses == [200, 200, 429, 429]
+    assert hook.calls[0] == 2  # only the admitted requests were judged by the webhook

@@ -205,6 +205,14 @@ class RequestContext:
         """True when a hook rewrote the body (it is no longer forwarded byte-for-byte)."""
         return self._body_dirty
 
+    async def flush_deferred(self) -> None:
+        """Send the Redis calls plugins deferred for this request (:mod:`tollway.redis_batch`)
+        now, and raise the first refusal their continuations decided. The core does this at its
+        flush point anyway (after ``answer``, before the upstream); a plugin calls it before
+        costly work — a guardrail evaluator that calls a service — so that a request admission
+        refuses (rate limited, over budget) costs nothing more. A no-op when nothing waits."""
+        await flush_deferred(self)
+
     def body_bytes(self, model: str | None = None) -> bytes:
         """The bytes to send upstream, carrying ``model``.
 

@@ -188,6 +188,10 @@ async def run_direction(
     merged in config order.
     """
     refs = plan.refs(direction)
+    if direction == "pre" and any(not hasattr(r.evaluator, "evaluate_sync") for r in refs):
+        # An evaluator that may call a service: the request's admission decisions first, so a
+        # request the rate limits or a budget refuse never costs a webhook or an LLM call.
+        await ctx.flush_deferred()
     started = time.perf_counter()
     requests = [make_request(ctx, ref, direction, content, ref.timeout_s) for ref in refs]
     outcomes = await _gather(refs, requests, original)
