@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from quart import Quart
 
     from tollway.config import ProviderConfig
+    from tollway_budgets._plan import Plan
 
 __all__ = [
     "APP",
@@ -94,6 +95,8 @@ class State:
     override_prices: dict[tuple[int, str, str, str], tuple[object, Prices | None]] = attrs.field(
         factory=dict
     )
+    #: id of a principal → what admission worked out for that key (:mod:`tollway_budgets._plan`).
+    plans: dict[int, Plan] = attrs.field(factory=dict)
     seeding: dict[str, asyncio.Future[None]] = attrs.field(factory=dict)
     averages: dict[str, Average] = attrs.field(factory=dict)
     unpriced: set[str] = attrs.field(factory=set)
