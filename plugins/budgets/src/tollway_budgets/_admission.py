@@ -99,9 +99,7 @@ def _admit_local(
     state: State, store: LocalStore, counters: list[Counter], amounts: list[int], request_id: str
 ) -> Admission | Awaitable[Admission]:
     """One admission on the in-process counters (seeding missing ones first: then awaitable)."""
-    settings = state.settings
-    ttl_ms = round(settings.reservation_ttl_seconds * 1000)
-    retry_ms = round(settings.seed_retry_seconds * 1000)
+    ttl_ms, retry_ms = state.ttl_ms, state.retry_ms
     now_ms = time.time_ns() // 1_000_000
     if now_ms - state.last_purge > 60_000:
         state.last_purge = now_ms
@@ -155,9 +153,7 @@ class _Admitting:
 
     async def _seed_and_admit(self, admission: Admission) -> None:
         state, store, counters, rid = self.state, self.store, self.counters, self.ctx.request_id
-        settings = state.settings
-        lease_ms = round(settings.reservation_lease_seconds * 1000)
-        retry_ms = round(settings.seed_retry_seconds * 1000)
+        lease_ms, retry_ms = state.lease_ms, state.retry_ms
         try:
             for _ in range(2):
                 if admission.status != "seed":
@@ -286,9 +282,7 @@ async def admit(ctx: RequestContext) -> None:
         return
     end_user = end_user_of(ctx) if plan.end_users else None
     at_us = ctx.started_unix_ns // 1000
-    settings = state.settings
-    grace_ms = round(settings.reservation_ttl_seconds * 1000) + 3_600_000
-    counters = plan.counters_at(end_user, at_us, settings.redis_key_prefix, grace_ms)
+    counters = plan.counters_at(end_user, at_us, state.settings.redis_key_prefix, state.grace_ms)
     if not counters:
         return
     # One estimate per distinct default_max_output_tokens among the budgets (usually one).
@@ -327,9 +321,9 @@ async def admit(ctx: RequestContext) -> None:
             _fail_open(ctx, state, request)
             return
     meta = plan.meta(format_us(at_us), end_user, ctx.model)
-    lease_ms = round(settings.reservation_lease_seconds * 1000)
-    retry_ms = round(settings.seed_retry_seconds * 1000)
-    keys, args = store.admit_call(counters, amounts, ctx.request_id, None, lease_ms, retry_ms, meta)
+    keys, args = store.admit_call(
+        counters, amounts, ctx.request_id, None, state.lease_ms, state.retry_ms, meta
+    )
     assert state.facility is not None
     request_batch(ctx, state.facility).defer(
         store.admit_script,

@@ -114,6 +114,31 @@ class State:
         default=attrs.Factory(lambda self: Journal(self.node_id), takes_self=True)
     )
 
+    #: The settings admission passes to the scripts, in ms (worked out once, not per request):
+    #: the reservation's lease (Redis) and TTL (in process), the seed retry, and how long after
+    #: its window a counter is kept.
+    lease_ms: int = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda s: round(s.settings.reservation_lease_seconds * 1000), takes_self=True
+        ),
+    )
+    ttl_ms: int = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda s: round(s.settings.reservation_ttl_seconds * 1000), takes_self=True
+        ),
+    )
+    retry_ms: int = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda s: round(s.settings.seed_retry_seconds * 1000), takes_self=True
+        ),
+    )
+    grace_ms: int = attrs.field(
+        init=False, default=attrs.Factory(lambda s: s.ttl_ms + 3_600_000, takes_self=True)
+    )
+
     @property
     def redis(self) -> bool:
         return isinstance(self.store, RedisStore)
