@@ -282,7 +282,9 @@ async def admit(ctx: RequestContext) -> None:
         return
     end_user = end_user_of(ctx) if plan.end_users else None
     at_us = ctx.started_unix_ns // 1000
-    counters = plan.counters_at(end_user, at_us, state.settings.redis_key_prefix, state.grace_ms)
+    counters = plan.counters_at(
+        principal, end_user, at_us, state.settings.redis_key_prefix, state.grace_ms
+    )
     if not counters:
         return
     # One estimate per distinct default_max_output_tokens among the budgets (usually one).

@@ -2,7 +2,8 @@
 
 A key's principal (and its ``extras["budgets"]`` list) is the same object for as long as its
 bundle is cached (vk-auth) or the gateway runs (static keys), so a :class:`Plan` is kept per
-principal object and checked by identity (a new bundle is a new principal: a new plan). It
+principal object, checked by identity, and dropped with it (a refreshed bundle is a new
+principal: a new plan, and the old one goes when the auth cache lets go of its principal). It
 holds the key's parsed budgets, the fixed part of the reservation's description (the ledger
 entry should the reservation ever be reclaimed), the counters per end user for the current
 windows, and the prices the estimate uses per requested model.
@@ -10,6 +11,7 @@ windows, and the prices the estimate uses per requested model.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import attrs
@@ -30,7 +32,8 @@ PLAN_LIMIT = 1_000
 
 @attrs.define(eq=False)
 class Plan:
-    principal: Principal
+    #: The principal it is for (weakly: the plan must not keep a dropped bundle alive).
+    principal: weakref.ref[Principal]
     #: ``principal.extras["budgets"]``, as the plan was built from it.
     raw: object
     budgets: tuple[Budget, ...]
@@ -60,7 +63,7 @@ class Plan:
             }
         )
         return cls(
-            principal,
+            weakref.ref(principal),
             raw,
             budgets,
             any(b.scope_type == "end_user" for b in budgets),
@@ -68,14 +71,19 @@ class Plan:
         )
 
     def counters_at(
-        self, end_user: str | None, at_us: int, prefix: str, grace_ms: int
+        self,
+        principal: Principal,
+        end_user: str | None,
+        at_us: int,
+        prefix: str,
+        grace_ms: int,
     ) -> list[Counter]:
-        """:func:`~tollway_budgets._budgets.counters_for` this key (reused while no window
-        ends). The list is shared: never change it."""
+        """:func:`~tollway_budgets._budgets.counters_for` the plan's key (reused while no
+        window ends). The list is shared: never change it."""
         found = self.counters.get(end_user)
         if found is not None and found[0] <= at_us < found[1]:
             return found[2]
-        counters = counters_for(self.budgets, self.principal, end_user, at_us, prefix, grace_ms)
+        counters = counters_for(self.budgets, principal, end_user, at_us, prefix, grace_ms)
         if len(self.counters) >= PLAN_LIMIT:
             self.counters.clear()
         lo, hi = counters_valid(counters, at_us)
@@ -92,12 +100,20 @@ class Plan:
 def plan_of(state: State, principal: Principal, raw: object) -> Plan:
     """The key's plan (raises as :meth:`State.budgets_of` does for unreadable budgets)."""
     plans = state.plans
-    plan = plans.get(id(principal))
-    if plan is not None and plan.principal is principal and plan.raw is raw:
+    key = id(principal)
+    plan = plans.get(key)
+    if plan is not None and plan.principal() is principal and plan.raw is raw:
         return plan
     budgets = state.budgets_of(principal, raw)
-    plan = Plan.build(principal, raw, budgets, state.node_id)
-    if len(plans) > 10_000:
-        plans.clear()
-    plans[id(principal)] = plan
-    return plan
+    fresh = Plan.build(principal, raw, budgets, state.node_id)
+    if plan is None or plan.principal() is not principal:
+        # Forget the plan with its principal (before its id can be reused).
+        weakref.finalize(principal, _forget, plans, key)
+    plans[key] = fresh
+    return fresh
+
+
+def _forget(plans: dict[int, Plan], key: int) -> None:
+    plan = plans.get(key)
+    if plan is not None and plan.principal() is None:
+        del plans[key]
