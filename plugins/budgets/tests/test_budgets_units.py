@@ -9,8 +9,10 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
+from typing import Any
 
 import attrs
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -497,3 +499,82 @@ def test_provider_override_prices_are_built_once_per_config() -> None:
     assert state.prices("gpt-4o", plain, "openai") == PriceTable.packaged().lookup(
         "gpt-4o", "openai"
     )
+
+
+def test_a_keys_plan_keeps_its_counters_until_a_window_ends_and_goes_with_its_key() -> None:
+    """Admission's per-key work (``_plan``): the counters are reused while no window ends and
+    no ``reset_at`` passes — the same counters ``counters_for`` gives at each instant — and the
+    plan is dropped with its principal (a refreshed bundle is a new principal)."""
+    import gc
+
+    from tollway_budgets._plan import plan_of
+    from tollway_budgets._state import State
+    from tollway_budgets._store import LocalStore
+
+    state = State(
+        settings=BudgetSettings(),
+        table=PriceTable.packaged(),
+        store=LocalStore(),
+        client=None,
+        outbox=None,
+        node_id="n",
+        unknown_prices=None,
+        policy=None,  # type: ignore[arg-type]  # plans touch no Redis
+    )
+
+    def exercise() -> None:
+        raw = [
+            {"id": "d", "scope": "project", "window": "day", "limit_usd": 1},
+            {
+                "id": "r",
+                "scope": "organization",
+                "limit_usd": 1,
+                "reset_at": "2026-03-15T18:00:00Z",
+            },
+            {"id": "t", "scope": "virtual_key", "window": "total", "limit_usd": 1},
+        ]
+        key = attrs.evolve(KEY, extras={"budgets": raw})
+        plan = plan_of(state, key, raw)
+        assert plan_of(state, key, raw) is plan
+
+        def at(text: str) -> list[Any]:
+            return plan.counters_at(key, None, parse_us(text), "pfx", 0)
+
+        noon = at("2026-03-15T12:00:00Z")
+        assert at("2026-03-15T12:00:30Z") is noon  # reused
+        # Whenever the plan answers, it answers what counters_for does then.
+        budgets = state.budgets_of(key, raw)
+        for when in (
+            "2026-03-15T12:00:59Z",
+            "2026-03-15T12:01:01Z",  # the total budget's expiry slides: rebuilt within a minute
+            "2026-03-15T17:59:59.999999Z",
+            "2026-03-15T18:00:00Z",  # reset_at passed: the organization counter starts anew
+            "2026-03-16T00:00:00Z",  # a new day
+        ):
+            got = at(when)
+            fresh = counters_for(budgets, key, None, parse_us(when), "pfx", 0)
+            assert [attrs.evolve(c, expire_at_ms=0) for c in got] == [
+                attrs.evolve(c, expire_at_ms=0) for c in fresh
+            ], when
+            # A total budget's sliding 35-day expiry may be up to the minute of reuse older.
+            for old, new in zip(got, fresh, strict=True):
+                assert 0 <= new.expire_at_ms - old.expire_at_ms <= 60_000, when
+        assert at("2026-03-15T18:00:00Z")[1].since_us == parse_us("2026-03-15T18:00:00Z")
+        assert at("2026-03-16T00:00:00Z")[0].since_us == parse_us("2026-03-16T00:00:00Z")
+        # The reservation's description: the key's fixed fields and the request's own.
+        meta = orjson.loads(plan.meta("2026-03-15T12:00:00.000001Z", "u1", "gpt-4o"))
+        assert meta == {
+            "created_at": "2026-03-15T12:00:00.000001Z",
+            "end_user_id": "u1",
+            "model": "gpt-4o",
+            "organization_id": "org_1",
+            "team_id": key.team_id,
+            "project_id": "proj_1",
+            "vk_id": key.key_id,
+            "principal_id": key.principal_id,
+            "gateway_node_id": "n",
+        }
+
+    exercise()
+    gc.collect()
+    assert state.plans == {}  # the principal is gone: so is its plan

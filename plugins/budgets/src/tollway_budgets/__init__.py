@@ -7,12 +7,15 @@ How it fits the pipeline (authenticate → admit → pre_guardrail → route →
   (``principal.extras["budgets"]``), refuses with 402 ``budget_exceeded`` when a ``block``
   budget's spent + reserved ≥ its limit, adds ``X-LangWatch-Budget-Warning`` from 80 %, and
   reserves the request's *estimated* cost on every applicable budget — one atomic Redis script
-  (or in-process without Redis).
+  (or in-process without Redis). The script call is deferred to the request's Redis batch
+  (:mod:`tollway.redis_batch`: one round trip with the other plugins' calls) and the decision
+  made when its reply is in.
 * ``post_guardrail`` / ``on_stream_chunk`` spool the call's ledger entry before a complete
   answer reaches the client (so a ``kill -9`` right after cannot lose it).
 * ``account`` (``tryfirst``) computes the exact cost, spools the entry if not yet done (errors
   with usage, client disconnects — a cut stream is billed for what was produced), sets
-  ``ctx.cost_micros`` and settles the reservation to the actual cost.
+  ``ctx.cost_micros`` and settles the reservation to the actual cost (with Redis through the
+  settlement queue, off the request's path).
 * The durable outbox (:mod:`tollway_budgets._outbox`) hands the spooled entries to the control
   plane's ledger, which records each request id once.
 """

@@ -1,4 +1,8 @@
-"""Admission: seed the counters, check and reserve in one atomic step, refuse or warn."""
+"""Admission: seed the counters, check and reserve in one atomic step, refuse or warn.
+
+With Redis the atomic step (admit.lua) is not a round trip of its own: it is deferred to the
+request's batch (:mod:`tollway.redis_batch`), sent in one pipeline with the other plugins'
+calls at the core's flush point, and decided in the continuation (:class:`_Admitting`)."""
 
 from __future__ import annotations
 
@@ -6,18 +10,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+import attrs
 
 from tollway import BudgetExceeded, RequestContext, hookimpl
 from tollway.redis import BACKEND_ERRORS
-from tollway_budgets._budgets import Counter, counters_for, end_user_of
+from tollway.redis_batch import request_batch
+from tollway_budgets._budgets import Counter, end_user_of
 from tollway_budgets._client import ControlPlaneUnavailable
 from tollway_budgets._estimate import estimate_request
 from tollway_budgets._heal import heal
-from tollway_budgets._leases import describe, held
+from tollway_budgets._leases import held
 from tollway_budgets._metrics import BLOCKS
+from tollway_budgets._plan import plan_of
 from tollway_budgets._state import REQUEST, STATE, WARN_EVERY, Request, State
-from tollway_budgets._store import Admission, LocalStore
+from tollway_budgets._store import Admission, LocalStore, RedisStore
 from tollway_budgets._windows import format_us
 
 __all__ = ["DECISION", "UNPRICED", "WARNING_HEADER", "admit"]
@@ -86,56 +95,80 @@ async def _do_seed(state: State, counters: Sequence[Counter], *, reseed: bool) -
             )
 
 
-async def admit_counters(
-    state: State, counters: list[Counter], amounts: list[int], request_id: str, meta: str = ""
-) -> Admission | None:
-    """One admission (seeding missing counters first); None: fail open (Redis down).
-    ``meta``: the request's description, for the ledger if its reservation is ever reclaimed
-    (:mod:`tollway_budgets._leases`)."""
-    store = state.store
-    settings = state.settings
-    ttl_ms = round(settings.reservation_ttl_seconds * 1000)
-    retry_ms = round(settings.seed_retry_seconds * 1000)
-    if isinstance(store, LocalStore):
-        now_ms = time.time_ns() // 1_000_000
-        if now_ms - state.last_purge > 60_000:
-            state.last_purge = now_ms
-            store.purge(now_ms)
-        admission = store.admit(counters, amounts, request_id, now_ms, ttl_ms, retry_ms)
-        if admission.status == "seed":
-            await _seed(state, [counters[i] for i in admission.missing], reseed=False)
-            admission = store.admit(counters, amounts, request_id, now_ms, ttl_ms, retry_ms)
-    else:
-        if not state.policy.available():
-            state.policy.refuse()
+def _admit_local(
+    state: State, store: LocalStore, counters: list[Counter], amounts: list[int], request_id: str
+) -> Admission | Awaitable[Admission]:
+    """One admission on the in-process counters (seeding missing ones first: then awaitable)."""
+    ttl_ms, retry_ms = state.ttl_ms, state.retry_ms
+    now_ms = time.time_ns() // 1_000_000
+    if now_ms - state.last_purge > 60_000:
+        state.last_purge = now_ms
+        store.purge(now_ms)
+    admission = store.admit(counters, amounts, request_id, now_ms, ttl_ms, retry_ms)
+    if admission.status != "seed":
+        return admission
+
+    async def seeded() -> Admission:
+        await _seed(state, [counters[i] for i in admission.missing], reseed=False)
+        return store.admit(counters, amounts, request_id, now_ms, ttl_ms, retry_ms)
+
+    return seeded()
+
+
+@attrs.define(eq=False)
+class _Admitting:
+    """One request's admission in Redis, deferred to the request's batch
+    (:mod:`tollway.redis_batch`): called with admit.lua's reply (or the exception its call
+    raised) after the batch's round trip, it decides — on the rare path of counters to seed,
+    after further round trips of its own."""
+
+    ctx: RequestContext
+    state: State
+    store: RedisStore
+    request: Request
+    counters: list[Counter]
+    amounts: list[int]
+    meta: bytes
+    at_us: int
+
+    def __call__(self, outcome: Any) -> Awaitable[None] | None:
+        state = self.state
+        if isinstance(outcome, BaseException):
+            self._failed(outcome)
             return None
-        lease_ms = round(settings.reservation_lease_seconds * 1000)
+        admission = RedisStore.admission(outcome)
+        if admission.status == "seed":
+            return self._seed_and_admit(admission)
+        held(state, self.ctx.request_id, self.counters, admission)
+        state.policy.ok()
+        _decide(self.ctx, state, self.request, admission, self.at_us)
+        return None
+
+    def _failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, BACKEND_ERRORS):
+            raise exc
+        self.state.policy.failed(exc, "admission")
+        self.state.policy.refuse()
+        _fail_open(self.ctx, self.state, self.request)
+
+    async def _seed_and_admit(self, admission: Admission) -> None:
+        state, store, counters, rid = self.state, self.store, self.counters, self.ctx.request_id
+        lease_ms, retry_ms = state.lease_ms, state.retry_ms
         try:
-            if state.journal.due:
-                # Redis answers again: count what was admitted without it first.
-                await heal(state, store, state.journal)
-            admission = await store.admit(
-                counters, amounts, request_id, None, lease_ms, retry_ms, meta
-            )
             for _ in range(2):
                 if admission.status != "seed":
                     break
-                held(state, request_id, counters, admission)
+                held(state, rid, counters, admission)
                 await _seed(state, [counters[i] for i in admission.missing], reseed=False)
                 admission = await store.admit(
-                    counters, amounts, request_id, None, lease_ms, retry_ms, meta
+                    counters, self.amounts, rid, None, lease_ms, retry_ms, self.meta
                 )
-            held(state, request_id, counters, admission)
+            held(state, rid, counters, admission)
         except BACKEND_ERRORS as exc:
-            state.policy.failed(exc, "admission")
-            state.policy.refuse()
-            return None
+            self._failed(exc)
+            return
         state.policy.ok()
-    if admission.status == "seed":
-        return None  # counters keep vanishing (Redis evicting?): let it through
-    if admission.reseed:
-        state.spawn(_reseed(state, [counters[i] for i in admission.reseed]))
-    return admission
+        _decide(self.ctx, state, self.request, admission, self.at_us)
 
 
 async def _reseed(state: State, counters: list[Counter]) -> None:
@@ -184,50 +217,26 @@ def _refusal(counter: Counter, spent: int, reserved: int, at_us: int) -> BudgetE
     )
 
 
-@hookimpl(trylast=True)
-async def admit(ctx: RequestContext) -> None:
-    """Budget precheck and reservation (after every other admission check)."""
-    principal = ctx.principal
-    if principal is None or ctx.endpoint in UNPRICED:
+def _fail_open(ctx: RequestContext, state: State, request: Request) -> None:
+    """Admitted without a budget decision (Redis unreachable, counters that keep vanishing)."""
+    if state.redis:
+        request.unseen = request.counters  # its cost goes to the journal (_heal)
+    request.counters = []  # nothing was reserved
+    ctx.span_attributes[DECISION] = "fail_open"
+
+
+def _decide(
+    ctx: RequestContext, state: State, request: Request, admission: Admission, at_us: int
+) -> None:
+    """The admission's outcome for the request: allowed (with warnings), or refused."""
+    if admission.status == "seed":
+        _fail_open(ctx, state, request)  # counters keep vanishing (Redis evicting?)
         return
-    raw = principal.extras.get("budgets")
-    if not raw:
-        return
-    state: State | None = ctx.gateway.stash.get(STATE)
-    if state is None:
-        return
-    budgets = state.budgets_of(principal, raw)
-    if not budgets:
-        return
-    end_user = end_user_of(ctx) if any(b.scope_type == "end_user" for b in budgets) else None
-    at_us = ctx.started_unix_ns // 1000
-    grace_ms = round(state.settings.reservation_ttl_seconds * 1000) + 3_600_000
-    counters = counters_for(
-        budgets, principal, end_user, at_us, state.settings.redis_key_prefix, grace_ms
-    )
-    if not counters:
-        return
-    # One estimate per distinct default_max_output_tokens among the budgets (usually one).
-    estimates: dict[int | None, int] = {}
-    amounts = []
-    for counter in counters:
-        bound = counter.budget.default_max_output_tokens
-        if bound not in estimates:
-            estimates[bound] = estimate_request(ctx, state, principal, bound)
-        amounts.append(estimates[bound])
-    # Recorded before the round trip: if the client leaves while it runs, `account` (which
-    # always runs) releases whatever the script reserved.
-    request = Request(counters, amounts)
-    ctx.stash[REQUEST] = request
-    meta = describe(ctx, principal, state.node_id) if state.redis else ""
-    admission = await admit_counters(state, counters, amounts, ctx.request_id, meta)
-    if admission is None or admission.status != "ok":
+    counters = request.counters
+    if admission.reseed:
+        state.spawn(_reseed(state, [counters[i] for i in admission.reseed]))
+    if admission.status != "ok":
         request.counters = []  # nothing was reserved
-    if admission is None:
-        if state.redis:
-            request.unseen = counters  # its cost goes to the journal (_heal)
-        ctx.span_attributes[DECISION] = "fail_open"
-        return
     threshold = state.settings.warn_percent
     if admission.status == "blocked":
         counter = counters[admission.index]
@@ -252,3 +261,75 @@ async def admit(ctx: RequestContext) -> None:
         ctx.span_attributes["langwatch.budget.id"] = ",".join(warned)
     else:
         ctx.span_attributes[DECISION] = "allow"
+
+
+@hookimpl(trylast=True)
+async def admit(ctx: RequestContext) -> None:
+    """Budget precheck and reservation (after every other admission check). With Redis the
+    reservation goes in the request's batch (one round trip with the other plugins' calls) and
+    the decision is made when its reply is in (:class:`_Admitting`)."""
+    principal = ctx.principal
+    if principal is None or ctx.endpoint in UNPRICED:
+        return
+    raw = principal.extras.get("budgets")
+    if not raw:
+        return
+    state: State | None = ctx.gateway.stash.get(STATE)
+    if state is None:
+        return
+    plan = plan_of(state, principal, raw)
+    if not plan.budgets:
+        return
+    end_user = end_user_of(ctx) if plan.end_users else None
+    at_us = ctx.started_unix_ns // 1000
+    counters = plan.counters_at(
+        principal, end_user, at_us, state.settings.redis_key_prefix, state.grace_ms
+    )
+    if not counters:
+        return
+    # One estimate per distinct default_max_output_tokens among the budgets (usually one).
+    bound = counters[0].budget.default_max_output_tokens
+    first = estimate_request(ctx, state, principal, bound, plan)
+    amounts = [first] * len(counters)
+    for i, counter in enumerate(counters):
+        other = counter.budget.default_max_output_tokens
+        if other != bound:
+            amounts[i] = estimate_request(ctx, state, principal, other, plan)
+    # Recorded before the round trip: if the client leaves while it runs (or before it was
+    # made), or another plugin refuses the request, `account` (which always runs) releases
+    # whatever the script reserved — settling a reservation that was never made changes
+    # nothing.
+    request = Request(counters, amounts)
+    ctx.stash[REQUEST] = request
+    store = state.store
+    if isinstance(store, LocalStore):
+        admission = _admit_local(state, store, counters, amounts, ctx.request_id)
+        if not isinstance(admission, Admission):
+            admission = await admission
+        _decide(ctx, state, request, admission, at_us)
+        return
+    if not state.policy.available():
+        state.policy.refuse()
+        _fail_open(ctx, state, request)
+        return
+    if state.journal.due:
+        # Redis answers again: count what was admitted without it first (a round trip of its
+        # own, once after an outage).
+        try:
+            await heal(state, store, state.journal)
+        except BACKEND_ERRORS as exc:
+            state.policy.failed(exc, "admission")
+            state.policy.refuse()
+            _fail_open(ctx, state, request)
+            return
+    meta = plan.meta(format_us(at_us), end_user, ctx.model)
+    keys, args = store.admit_call(
+        counters, amounts, ctx.request_id, None, state.lease_ms, state.retry_ms, meta
+    )
+    assert state.facility is not None
+    request_batch(ctx, state.facility).defer(
+        store.admit_script,
+        keys,
+        args,
+        then=_Admitting(ctx, state, store, request, counters, amounts, meta, at_us),
+    )

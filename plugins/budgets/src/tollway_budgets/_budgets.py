@@ -38,6 +38,7 @@ __all__ = [
     "BudgetConfigError",
     "Counter",
     "counters_for",
+    "counters_valid",
     "end_user_of",
     "parse_budgets",
 ]
@@ -214,6 +215,17 @@ class Counter:
     until_us: int | None
     #: When Redis may drop the keys (the window is over and no request can settle into it).
     expire_at_ms: int
+    #: The two Redis keys, and the budget's (limit, block) as admit.lua takes them: built once
+    #: per counter, not per request.
+    keys: tuple[str, str] = attrs.field(
+        init=False, default=attrs.Factory(lambda c: (c.hash_key, c.zset_key), takes_self=True)
+    )
+    admit_args: tuple[int, int] = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda c: (c.budget.limit, 1 if c.budget.block else 0), takes_self=True
+        ),
+    )
 
     def spend_query(self) -> dict[str, Any]:
         """The control plane's ``spend`` query for this counter."""
@@ -291,3 +303,23 @@ def counters_for(
             )
         )
     return out
+
+
+#: How long a ``total`` budget's counters are reused: their Redis expiry slides with each
+#: admission (35 idle days), so a reused counter's is at most this much older.
+TOTAL_REUSE_US = 60_000_000
+
+
+def counters_valid(counters: Sequence[Counter], at_us: int) -> tuple[int, int]:
+    """``[from, until)`` (epoch µs) around ``at_us`` in which :func:`counters_for` gives the
+    same counters for the same key, end user and budgets: no window ends and no ``reset_at``
+    passes in it."""
+    lo, hi = 0, at_us + TOTAL_REUSE_US
+    for c in counters:
+        lo = max(lo, c.since_us)
+        if c.until_us is not None:
+            hi = min(hi, c.until_us)
+        reset = c.budget.reset_us
+        if reset is not None and reset > at_us:
+            hi = min(hi, reset)
+    return lo, hi

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from tollway import Principal, RequestContext, Usage
+from tollway_budgets._plan import PLAN_LIMIT, Plan
 from tollway_budgets._prices import Prices, cost_micros, override_entry
 from tollway_budgets._settings import BudgetSettings
 from tollway_budgets._state import AVERAGE_MIN_SAMPLES, State
@@ -95,32 +96,57 @@ def _chain_configs(ctx: RequestContext, principal: Principal) -> list[ProviderCo
     return [p.config for p, _ in ctx.gateway.chain(principal, ctx.endpoint)]
 
 
-def estimate_request(
-    ctx: RequestContext,
-    state: State,
-    principal: Principal,
-    default_max_output: int | None = None,
-) -> int:
-    model = ctx.model
+def _aliased(principal: Principal, model: str) -> str:
     # tollway-model-access (trylast too) runs after this plugin and may still resolve an
     # alias: price the model the alias names.
     aliases = principal.config.get("model_aliases")
     if isinstance(aliases, Mapping):
         target = aliases.get(model)
         if isinstance(target, str) and target:
-            model = target
+            return target
+    return model
+
+
+def _find_prices(
+    ctx: RequestContext, state: State, principal: Principal, model: str
+) -> Prices | None:
+    """The prices of ``model`` on the key's chain: the first provider whose ``config.prices``
+    names it, else the table's for the chain's provider types (None: unknown)."""
     configs = _chain_configs(ctx, principal)
-    found: Prices | None = None
     for config in configs:
         override = state.override_of(config)
         if override and override_entry(override, model) is not None:
-            found = state.prices(model, config, config.type)
+            return state.prices(model, config, config.type)
+    found: Prices | None = None
+    for provider_type in dict.fromkeys([c.type for c in configs] or [""]):
+        found = state.table.lookup(model, provider_type)
+        if found is not None:
             break
-    if found is None:
-        for provider_type in dict.fromkeys([c.type for c in configs] or [""]):
-            found = state.table.lookup(model, provider_type)
-            if found is not None:
-                break
+    return found
+
+
+def estimate_request(
+    ctx: RequestContext,
+    state: State,
+    principal: Principal,
+    default_max_output: int | None = None,
+    plan: Plan | None = None,
+) -> int:
+    """The request's reservation. ``plan``: the key's (:mod:`tollway_budgets._plan`), which
+    remembers the prices found per model."""
+    if plan is None:
+        model = _aliased(principal, ctx.model)
+        found = _find_prices(ctx, state, principal, model)
+    else:
+        key = (ctx.model, ctx.endpoint)
+        cached = plan.prices.get(key)
+        if cached is None:
+            model = _aliased(principal, ctx.model)
+            cached = (model, _find_prices(ctx, state, principal, model))
+            if len(plan.prices) >= PLAN_LIMIT:
+                plan.prices.clear()
+            plan.prices[key] = cached
+        model, found = cached
     prices = state.priced(model, found)
     if ctx.endpoint in _UNIT_ENDPOINTS:
         return _unit_estimate(ctx, prices)

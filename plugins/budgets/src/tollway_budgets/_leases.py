@@ -22,34 +22,15 @@ from typing import Any
 
 import orjson
 
-from tollway import Principal, RequestContext
 from tollway.redis import BACKEND_ERRORS
-from tollway_budgets._budgets import Counter, end_user_of
+from tollway_budgets._budgets import Counter
 from tollway_budgets._heal import heal
 from tollway_budgets._state import State
 from tollway_budgets._store import Admission, RedisStore
-from tollway_budgets._windows import format_us
 
-__all__ = ["bill_reclaimed", "describe", "heartbeat", "held", "settle_later"]
+__all__ = ["bill_reclaimed", "heartbeat", "held", "settle_later"]
 
 log = logging.getLogger("tollway.budgets")
-
-
-def describe(ctx: RequestContext, principal: Principal, node_id: str) -> str:
-    """What a reclaimed reservation's ledger entry says about its request (JSON)."""
-    return orjson.dumps(
-        {
-            "created_at": format_us(ctx.started_unix_ns // 1000),
-            "organization_id": principal.organization_id,
-            "team_id": principal.team_id,
-            "project_id": principal.project_id,
-            "vk_id": principal.key_id,
-            "principal_id": principal.principal_id,
-            "end_user_id": end_user_of(ctx),
-            "model": ctx.model,
-            "gateway_node_id": node_id,
-        }
-    ).decode()
 
 
 def held(state: State, request_id: str, counters: list[Counter], admission: Admission) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from quart import Quart
 
     from tollway.config import ProviderConfig
+    from tollway_budgets._plan import Plan
 
 __all__ = [
     "APP",
@@ -94,6 +95,8 @@ class State:
     override_prices: dict[tuple[int, str, str, str], tuple[object, Prices | None]] = attrs.field(
         factory=dict
     )
+    #: id of a principal → what admission worked out for that key (:mod:`tollway_budgets._plan`).
+    plans: dict[int, Plan] = attrs.field(factory=dict)
     seeding: dict[str, asyncio.Future[None]] = attrs.field(factory=dict)
     averages: dict[str, Average] = attrs.field(factory=dict)
     unpriced: set[str] = attrs.field(factory=set)
@@ -109,6 +112,31 @@ class State:
     #: With Redis: spend admitted fail-open, replayed into Redis when it answers again.
     journal: Journal = attrs.field(
         default=attrs.Factory(lambda self: Journal(self.node_id), takes_self=True)
+    )
+
+    #: The settings admission passes to the scripts, in ms (worked out once, not per request):
+    #: the reservation's lease (Redis) and TTL (in process), the seed retry, and how long after
+    #: its window a counter is kept.
+    lease_ms: int = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda s: round(s.settings.reservation_lease_seconds * 1000), takes_self=True
+        ),
+    )
+    ttl_ms: int = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda s: round(s.settings.reservation_ttl_seconds * 1000), takes_self=True
+        ),
+    )
+    retry_ms: int = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda s: round(s.settings.seed_retry_seconds * 1000), takes_self=True
+        ),
+    )
+    grace_ms: int = attrs.field(
+        init=False, default=attrs.Factory(lambda s: s.ttl_ms + 3_600_000, takes_self=True)
     )
 
     @property

@@ -198,27 +198,40 @@ class RedisStore:
         self._renew = Script(client, RENEW_LUA)
         self._heal = Script(client, HEAL_LUA)
 
-    async def admit(
-        self,
+    @property
+    def admit_script(self) -> Script:
+        """admit.lua (for a request's batch, :mod:`tollway.redis_batch`)."""
+        return self._admit
+
+    @property
+    def settle_script(self) -> Script:
+        """settle.lua (for the settlement queue, :mod:`tollway.redis_batch`)."""
+        return self._settle
+
+    @staticmethod
+    def admit_call(
         counters: Sequence[Counter],
         amounts: Sequence[int],
         request_id: str,
         now_ms: int | None,
         ttl_ms: int,
         retry_ms: int,
-        meta: str = "",
-    ) -> Admission:
-        """``ttl_ms``: the reservation's lease (renewed by :meth:`renew` while the request
-        runs); ``meta``: the request's description, handed back if it is ever reclaimed."""
+        meta: str | bytes = "",
+    ) -> tuple[list[str], list[Any]]:
+        """admit.lua's keys and arguments (see :meth:`admit`)."""
         keys: list[str] = []
         args: list[Any] = ["" if now_ms is None else now_ms, request_id, ttl_ms, retry_ms]
         args.extend((len(counters), meta))
         for spec, amount in zip(counters, amounts, strict=True):
-            keys.extend((spec.hash_key, spec.zset_key))
-            args.extend((spec.budget.limit, 1 if spec.budget.block else 0, amount))
+            keys.extend(spec.keys)
+            args.extend(spec.admit_args)
+            args.append(amount)
             args.append(spec.expire_at_ms)
-        async with asyncio.timeout(self.deadline):
-            reply = await self._admit(keys=keys, args=args)
+        return keys, args
+
+    @staticmethod
+    def admission(reply: Any) -> Admission:
+        """admit.lua's reply as an :class:`Admission`."""
         code, now = int(reply[0]), int(reply[1])
         raw = reply[2] or []
         reclaimed = tuple(
@@ -247,6 +260,25 @@ class RedisStore:
             reclaimed=reclaimed,
         )
 
+    async def admit(
+        self,
+        counters: Sequence[Counter],
+        amounts: Sequence[int],
+        request_id: str,
+        now_ms: int | None,
+        ttl_ms: int,
+        retry_ms: int,
+        meta: str | bytes = "",
+    ) -> Admission:
+        """One admission now, in a round trip of its own. ``ttl_ms``: the reservation's lease
+        (renewed by :meth:`renew` while the request runs); ``meta``: the request's
+        description, handed back if it is ever reclaimed. (A request's admission goes in its
+        batch instead: :meth:`admit_call`, :meth:`admission`.)"""
+        keys, args = self.admit_call(counters, amounts, request_id, now_ms, ttl_ms, retry_ms, meta)
+        async with asyncio.timeout(self.deadline):
+            reply = await self._admit(keys=keys, args=args)
+        return self.admission(reply)
+
     async def renew(self, leases: dict[str, list[str]], lease_ms: int) -> int:
         """Renew the leases of in-flight reservations, ``{zset key: [request id, ...]}``, in
         one pipeline; how many were still there."""
@@ -258,14 +290,25 @@ class RedisStore:
                 raise r
         return sum(int(r) for r in results)
 
+    @staticmethod
+    def settle_call(
+        counters: Sequence[tuple[str, str]], request_id: str, costs: Sequence[int]
+    ) -> tuple[list[str], list[Any]]:
+        """settle.lua's keys and arguments (see :meth:`settle`)."""
+        keys: list[str] = []
+        for hash_key, zset_key in counters:
+            keys.append(hash_key)
+            keys.append(zset_key)
+        return keys, [request_id, len(counters), *costs]
+
     async def settle(
         self, counters: Sequence[tuple[str, str]], request_id: str, costs: Sequence[int]
     ) -> None:
-        keys: list[str] = []
-        for hash_key, zset_key in counters:
-            keys.extend((hash_key, zset_key))
+        """Settle now, in a round trip of its own (a request's settlement is queued instead:
+        :meth:`settle_call`, :func:`tollway.redis_batch.settlements`)."""
+        keys, args = self.settle_call(counters, request_id, costs)
         async with asyncio.timeout(self.deadline):
-            await self._settle(keys=keys, args=[request_id, len(counters), *costs])
+            await self._settle(keys=keys, args=args)
 
     async def seed(
         self,

@@ -56,9 +56,20 @@ def window_bounds(window: str, at_us: int) -> tuple[int, int | None]:
     raise ValueError(f"unknown budget window {window!r} (one of {', '.join(WINDOWS)})")
 
 
+#: The last second :func:`format_us` formatted, and its text up to the fraction (requests
+#: format their own time, mostly within the same second as the one before).
+_LAST_SECOND: tuple[int, str] = (-1, "")
+
+
 def format_us(at_us: int) -> str:
     """``2026-03-01T00:00:00.000000Z`` — the ledger's form (sorts and compares as text)."""
-    return (_EPOCH + at_us * _ONE_US).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    global _LAST_SECOND
+    second, fraction = divmod(at_us, US)
+    last = _LAST_SECOND
+    if last[0] != second:
+        text = (_EPOCH + second * US * _ONE_US).strftime("%Y-%m-%dT%H:%M:%S.")
+        last = _LAST_SECOND = (second, text)
+    return f"{last[1]}{fraction:06d}Z"
 
 
 def parse_us(text: str) -> int:
