@@ -7,15 +7,21 @@ simulator as their upstream, in a real gateway subprocess with its ledger.
 from __future__ import annotations
 
 import base64
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import orjson
 import pytest
 from conftest import Gateway, Simulator, start_gateway, stop
+from openai._models import validate_type
+from openai._streaming import SSEDecoder
+from openai.types.responses import ResponseStreamEvent
 from test_hub_translation import CHAT_ONLY, MESSAGES_ONLY
 
 from tollway.testing_plugins import plugin_site
@@ -291,3 +297,63 @@ def test_the_ledger_counts_a_chat_only_stream_from_the_translated_usage(gw: Gate
         final.usage.input_tokens,
         final.usage.output_tokens,
     )
+
+
+CODEX = Path(__file__).parent / "agents" / "data"
+
+
+@pytest.mark.parametrize(
+    "capture", ["codex-0.169.0-responses-tool-gpt-5.5.json", "codex-0.169.0-responses-tool.json"]
+)
+def test_codex_requests_reach_a_claude_model(gw: Gateway, sim: Simulator, capture: str) -> None:
+    """Codex 0.169's own turns (captured; see tests/agents), with a Claude model: every event
+    the openai SDK's types accept, function tools and their calls reach the Messages upstream,
+    what chat has no place for is listed."""
+    for turn in json.loads((CODEX / capture).read_text()):
+        body = {**turn["body"], "model": "claude-haiku-4-5"}
+        # The capture's prose is filler, the call's JSON arguments too: make them JSON again.
+        body["input"] = [
+            {**item, "arguments": json.dumps({"cmd": item["arguments"]})}
+            if item.get("type") == "function_call"
+            else item
+            for item in body["input"]
+        ]
+        headers = [
+            (name, value)
+            for name, value in turn["headers"]
+            if name.lower() not in ("host", "content-length", "authorization")
+        ]
+        headers.append(("authorization", f"Bearer {gw.key}"))
+        with httpx.stream(
+            "POST", gw.url + "/v1/responses", headers=headers, json=body, timeout=30
+        ) as resp:
+            raw = resp.read()
+        assert resp.status_code == 200, raw[:500]
+        final = sdk_events(raw)[-1]
+        assert final.type == "response.completed" and final.response.usage.output_tokens > 0
+        dropped = resp.headers["x-langwatch-params-dropped"].split(",")
+        assert {"reasoning", "include", "prompt_cache_key", "client_metadata"} <= set(dropped)
+        sent = upstream_body(sim)
+        assert sim.last_request()["path"] == "/v1/messages"
+        kinds = {i.get("type") for i in turn["body"]["input"]}
+        if "additional_tools" in kinds:  # the default model's tools travel there: dropped
+            assert "input.additional_tools" in dropped and "tools" not in sent
+        else:
+            names = [t["name"] for t in sent["tools"]]
+            assert "exec_command" in names and "apply_patch" not in names
+            assert "tools.custom" in dropped and "tools.web_search" in dropped
+        if "function_call_output" in kinds:
+            blocks = [
+                b["type"] for m in sent["messages"] for b in m["content"] if isinstance(b, dict)
+            ]
+            assert "tool_use" in blocks and "tool_result" in blocks
+
+
+def sdk_events(raw: bytes) -> list[Any]:
+    """The events as the openai SDK's own types validate them, in sequence."""
+    events = [
+        validate_type(type_=ResponseStreamEvent, value=sse.json())  # type: ignore[arg-type]
+        for sse in SSEDecoder().iter_bytes(iter([raw]))
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    return events
