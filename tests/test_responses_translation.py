@@ -357,3 +357,43 @@ def sdk_events(raw: bytes) -> list[Any]:
     ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     return events
+
+
+def test_stored_state_skips_a_translating_provider_for_a_native_one(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A chain whose first provider translates: a request needing stored state goes on to the
+    native provider after it instead of a 400; the others stay with the first."""
+    env = plugin_site(tmp_path / "site", "tollway-test-chat-only", CHAT_ONLY)
+    gateway = start_gateway(
+        tmp_path / "gw",
+        f"""
+[[providers]]
+name = "tiny"
+type = "chat-only"
+base_url = "{sim.url}/v1"
+models = ["gpt-4o"]
+priority = 0
+
+[[providers]]
+name = "sim-openai"
+type = "openai"
+base_url = "{sim.url}/v1"
+api_key = "sk-upstream-openai"
+priority = 1
+""",
+        env,
+    )
+    try:
+        client = gateway.openai()
+        plain = client.responses.with_raw_response.create(model="gpt-4o", input="hi")
+        assert plain.headers["x-langwatch-provider"] == "chat-only"
+        follow_up = client.responses.with_raw_response.create(
+            model="gpt-4o", input="and then?", previous_response_id="resp_0123"
+        )
+        assert follow_up.headers["x-langwatch-provider"] == "openai"
+        assert follow_up.headers["x-langwatch-fallback-count"] == "0"  # a skip, not a failure
+        assert sim.last_request()["path"] == "/v1/responses"
+        assert upstream_body(sim)["previous_response_id"] == "resp_0123"
+    finally:
+        stop(gateway.proc)

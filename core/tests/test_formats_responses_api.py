@@ -20,6 +20,7 @@ from tollway.formats import (
     STATEFUL_PARAMS,
     TRANSLATED_RESPONSE_PREFIX,
     ChatToResponsesStream,
+    NeedsStoredState,
     TranslationError,
     chat_request_to_messages,
     chat_response_to_responses,
@@ -258,6 +259,7 @@ def test_what_chat_has_no_place_for_is_dropped_and_reported() -> None:
 def test_stored_state_cannot_be_honoured(extra: dict[str, Any], param: str) -> None:
     with pytest.raises(BadRequest) as err:
         responses_request_to_chat({"model": "m", "input": "hi", **extra}, model="m")
+    assert isinstance(err.value, NeedsStoredState)  # the gateway skips to a native provider
     assert err.value.param == param
     assert "chat completions, which keep no state" in err.value.message
     # It says what to send instead.

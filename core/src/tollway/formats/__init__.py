@@ -16,11 +16,11 @@ messages → chat) and plugins never import each other.
   in ``X-LangWatch-Params-Dropped``, see :func:`report_dropped`). A request that cannot be
   translated faithfully raises :class:`~tollway.BadRequest` naming the field.
 - Responses: :func:`messages_response_to_chat`, :func:`chat_response_to_messages`.
-- The OpenAI Responses API (``/v1/responses``) through the hub: :func:`responses_request_to_chat`
-  (a request needing stored state — :data:`STATEFUL_PARAMS` — raises
-  :class:`~tollway.BadRequest`), :func:`chat_response_to_responses` and the stream translator
-  :class:`ChatToResponsesStream`; :func:`responses_usage` / :func:`usage_to_responses` for its
-  usage objects.
+- The OpenAI Responses API (``/v1/responses``) through the hub:
+  :func:`responses_request_to_chat` (a request needing stored state — :data:`STATEFUL_PARAMS` —
+  raises :class:`NeedsStoredState`, a :class:`~tollway.BadRequest`),
+  :func:`chat_response_to_responses` and the stream translator :class:`ChatToResponsesStream`;
+  :func:`responses_usage` / :func:`usage_to_responses` for its usage objects.
 - Streams: :class:`MessagesToChatStream` and :class:`ChatToMessagesStream` re-frame one SSE event
   block at a time (one ``orjson.loads`` and, on the common delta path, one ``orjson.dumps`` per
   event); :func:`reframe_sse` drives either over the upstream's byte chunks.
@@ -82,6 +82,7 @@ from tollway.formats.responses import (
 from tollway.formats.responses_api import (
     RESPONSES_NOOP_DEFAULTS,
     STATEFUL_PARAMS,
+    NeedsStoredState,
     responses_request_to_chat,
 )
 from tollway.formats.responses_output import (
@@ -130,6 +131,7 @@ __all__ = [
     "ChatToResponsesStream",
     "DroppedParams",
     "MessagesToChatStream",
+    "NeedsStoredState",
     "Sampling",
     "StreamTranslator",
     "Translated",

@@ -29,6 +29,7 @@ from tollway.formats.shapes import Translated
 __all__ = [
     "RESPONSES_NOOP_DEFAULTS",
     "STATEFUL_PARAMS",
+    "NeedsStoredState",
     "responses_request_to_chat",
 ]
 
@@ -57,6 +58,15 @@ STATEFUL_PARAMS: Mapping[str, str] = MappingProxyType(
         "prompt": "send the prompt's text as 'instructions' and 'input' instead",
     }
 )
+
+
+class NeedsStoredState(BadRequest):
+    """A Responses request that needs state only a Responses upstream keeps
+    (:data:`STATEFUL_PARAMS`, ``item_reference`` items): a 400 from the chat translation. The
+    gateway skips a translating provider for it, so a native one later in the chain may still
+    serve it; when none does, the client gets this 400."""
+
+
 _HANDLED = frozenset(
     {
         "model",
@@ -92,7 +102,8 @@ def responses_request_to_chat(
     ``response_format``. Streams ask for ``stream_options.include_usage`` (the Responses
     stream ends with the usage). ``reasoning``, ``include``, hosted tools and everything else
     chat has no place for are dropped and reported. A parameter that needs stored state
-    (:data:`STATEFUL_PARAMS`, ``item_reference`` items) raises :class:`~tollway.BadRequest`.
+    (:data:`STATEFUL_PARAMS`, ``item_reference`` items) raises :class:`NeedsStoredState` (a
+    :class:`~tollway.BadRequest`).
     """
     dropped = DroppedParams()
     for key, value in body.items():
@@ -101,7 +112,7 @@ def responses_request_to_chat(
         if key in RESPONSES_NOOP_DEFAULTS and value == RESPONSES_NOOP_DEFAULTS[key]:
             continue
         if key in STATEFUL_PARAMS:
-            raise BadRequest(f"'{key}' {_WHY_STATELESS}: {STATEFUL_PARAMS[key]}", param=key)
+            raise NeedsStoredState(f"'{key}' {_WHY_STATELESS}: {STATEFUL_PARAMS[key]}", param=key)
         dropped.add(key)
 
     messages: list[dict[str, Any]] = []
@@ -183,7 +194,7 @@ def _input_messages(items: Any, dropped: DroppedParams) -> list[dict[str, Any]]:
         elif kind == "function_call_output":
             messages.append(_function_call_output(item, where, pending, dropped))
         elif kind == "item_reference":
-            raise BadRequest(
+            raise NeedsStoredState(
                 f"{where}: item references {_WHY_STATELESS}: send the item itself",
                 param=where,
             )
