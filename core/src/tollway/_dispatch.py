@@ -24,6 +24,7 @@ from tollway._errors import (
 )
 from tollway._translate import send_via
 from tollway._types import Attempt, RouteTarget
+from tollway.formats import NeedsStoredState
 from tollway.outbound import ALLOW_CIDRS_ENV
 from tollway.provider import Provider, ProviderResult, UpstreamHTTP
 from tollway.routing import (
@@ -163,6 +164,25 @@ class Dispatch:
                 )
                 if result.events is not None:
                     result.events = await _prime(result.events)
+            except NeedsStoredState as exc:
+                # Not this provider's to serve (a Responses request needing stored state, and
+                # no Responses API here): a native provider later in the chain may.
+                live.ended(provider.key)
+                breaker.release(ticket)
+                skipped = exc
+                ctx.attempts.append(
+                    Attempt(
+                        provider.key,
+                        provider.type,
+                        target.model,
+                        "skipped",
+                        None,
+                        exc.type,
+                        0.0,
+                        breaker.state(),
+                    )
+                )
+                continue
             except UpstreamError as exc:
                 live.ended(provider.key)
                 elapsed = time.perf_counter() - t0

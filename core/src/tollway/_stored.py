@@ -5,7 +5,9 @@ Which provider holds a response is recorded before the Responses call that store
 (:attr:`RequestContext.stored_response_id`): in Redis when ``GATEWAY_REDIS_URL`` is set (every
 replica sees it, for 30 days, OpenAI's retention), else in this process (the most recent
 100 000). The record also keeps the model and the project that created it: only keys of that
-project reach it, and the key must still be allowed that model.
+project reach it, and the key must still be allowed that model. A response the gateway made by
+translation (``resp_tw_…``, a provider without the Responses API) was never stored: a 404 says
+so.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tollway._errors import GatewayError
 from tollway._logging import request_id_var
 from tollway._reply import Replies, to_quart
 from tollway._types import Principal, RouteTarget
+from tollway.formats import TRANSLATED_RESPONSE_PREFIX
 
 if TYPE_CHECKING:
     from tollway._dispatch import Dispatch
@@ -181,6 +184,13 @@ class StoredResponses(Replies):
             raise _NotFound(
                 "no stored response has that id; a response id looks like resp_… (letters, "
                 "digits, _ and -)",
+                code="response_not_found",
+            )
+        if response_id.startswith(TRANSLATED_RESPONSE_PREFIX):
+            raise _NotFound(
+                f"response {response_id} was not stored: its model's provider has no Responses "
+                "API, so the gateway answered it by translation to chat completions, which "
+                "keep nothing; keep the output items you need and send them again in 'input'",
                 code="response_not_found",
             )
         owner = await self.response_owners.lookup(response_id)

@@ -6,6 +6,10 @@ client's endpoint, the request is translated (``tollway.formats``), the adapter 
 a context that looks like a native request (endpoint, body, raw bytes, path, no query string,
 no Anthropic headers), the context is restored, and the answer — a JSON body or an SSE stream
 — is translated back. The adapter needs no translation code of its own.
+
+A Responses API request goes to chat first; when the adapter serves chat only through the
+core's Messages lane, that lane then takes the chat request on (responses → chat → messages
+and back), the same code as for a chat client.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from tollway._errors import UpstreamHTTPError
+from tollway._types import Usage
 from tollway.formats import (
     PARAMS_DROPPED_HEADER,
     ChatToMessagesStream,
+    ChatToResponsesStream,
     MessagesToChatStream,
     TranslationError,
     chat_request_to_messages,
     chat_response_to_messages,
+    chat_response_to_responses,
     chat_usage,
     forget_dropped,
     messages_request_to_chat,
@@ -30,6 +37,7 @@ from tollway.formats import (
     messages_usage,
     reframe_sse,
     report_dropped,
+    responses_request_to_chat,
 )
 from tollway.routing import default_max_tokens
 
@@ -42,7 +50,14 @@ __all__ = ["send_via"]
 
 _PATHS = {"chat": "/v1/chat/completions", "messages": "/v1/messages"}
 #: Client headers of one format that mean nothing to the other's upstream.
-_FOREIGN = {"messages": ("anthropic-",), "chat": ("openai-",)}
+_FOREIGN = {"messages": ("anthropic-",), "chat": ("openai-",), "responses": ("openai-beta",)}
+#: A chat parameter an adapter (or the Messages lane) reports dropped, by the name the
+#: Responses client sent it under.
+_RESPONSES_NAMES = {
+    "response_format": "text.format",
+    "max_tokens": "max_output_tokens",
+    "max_completion_tokens": "max_output_tokens",
+}
 
 
 async def send_via(
@@ -54,6 +69,8 @@ async def send_via(
     if endpoint not in provider.translated:
         forget_dropped(ctx)  # what an earlier translated attempt reported is not this one's
         return await provider.send(ctx, target, http)
+    if endpoint == "responses":
+        return await _send_responses(provider, ctx, target, http)
     if endpoint == "messages":
         body, dropped = messages_request_to_chat(ctx.body, model=target.model)
         native = "chat"
@@ -75,6 +92,71 @@ async def send_via(
     own = ctx.response_headers.get(PARAMS_DROPPED_HEADER, "")
     report_dropped(ctx, dict.fromkeys([*dropped, *filter(None, own.split(","))]))
     return _translate_result(ctx, target, native, result)
+
+
+async def _send_responses(
+    provider: Provider, ctx: RequestContext, target: RouteTarget, http: UpstreamHTTP
+) -> ProviderResult:
+    """A Responses API request as chat (then on through the Messages lane when the adapter
+    serves chat that way), the answer back as a ``response``."""
+    body, dropped = responses_request_to_chat(ctx.body, model=target.model)
+    report_dropped(ctx, dropped)
+    before = ctx.usage
+    try:
+        result = await _send_as(provider, ctx, target, http, "chat", body)
+    except UpstreamHTTPError as exc:
+        exc.body = _error_for_client(exc.status, exc.body, anthropic=False)
+        raise
+    own = ctx.response_headers.get(PARAMS_DROPPED_HEADER, "")
+    renamed = [_RESPONSES_NAMES.get(name, name) for name in filter(None, own.split(","))]
+    report_dropped(ctx, dict.fromkeys([*dropped, *renamed]))
+    return _responses_result(ctx, target, result, before)
+
+
+def _responses_result(
+    ctx: RequestContext, target: RouteTarget, result: ProviderResult, before: Usage | None
+) -> ProviderResult:
+    """The chat answer as a Responses one. Usage: the adapter's own report wins (a Messages
+    upstream's counts cache writes, which chat usage cannot carry); else the chat usage."""
+    mine: list[Usage] = []
+
+    def on_usage(usage: Usage) -> None:
+        if ctx.usage is before or (mine and ctx.usage is mine[-1]):
+            ctx.usage = usage
+            mine.append(usage)
+
+    if result.events is not None:
+        translator = ChatToResponsesStream(model=target.model, request=ctx.body, on_usage=on_usage)
+        result.events = reframe_sse(result.events, translator)
+        return result
+    if result.body is None:
+        return result
+    doc = _json_answer(result, "chat completion")
+    usage = doc.get("usage")
+    if ctx.usage is before and isinstance(usage, dict):
+        ctx.usage = chat_usage(usage)
+    result.body = orjson.dumps(chat_response_to_responses(doc, request=ctx.body))
+    _json_content_type(result)
+    return result
+
+
+def _json_answer(result: ProviderResult, what: str) -> dict[str, Any]:
+    """A complete answer's JSON object; anything else cannot be translated."""
+    try:
+        doc = orjson.loads(result.body or b"")
+    except orjson.JSONDecodeError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise TranslationError(
+            f"the provider answered HTTP {result.status} with a body that is not a JSON "
+            f"{what}, so it cannot be translated for this client"
+        )
+    return doc
+
+
+def _json_content_type(result: ProviderResult) -> None:
+    result.headers = [(k, v) for k, v in result.headers if k.lower() != "content-type"]
+    result.headers.append(("content-type", "application/json"))
 
 
 #: Anthropic's error type for an HTTP status.
@@ -137,6 +219,8 @@ async def _send_as(
     ctx._body_dirty = False
     ctx._encoded = None
     try:
+        if native in provider.translated:  # responses → chat, then the chat → messages lane
+            return await send_via(provider, ctx, target, http)
         return await provider.send(ctx, target, http)
     finally:
         (
@@ -182,16 +266,7 @@ def _translate_result(
         return result
     if result.body is None:
         return result
-    try:
-        doc = orjson.loads(result.body)
-    except orjson.JSONDecodeError:
-        doc = None
-    if not isinstance(doc, dict):
-        raise TranslationError(
-            f"the provider answered HTTP {result.status} with a body that is not a JSON "
-            f"{'chat completion' if native == 'chat' else 'message'}, so it cannot be "
-            "translated for this client"
-        )
+    doc = _json_answer(result, "chat completion" if native == "chat" else "message")
     usage = doc.get("usage")
     if native == "chat":
         if ctx.usage is None and isinstance(usage, dict):
@@ -202,6 +277,5 @@ def _translate_result(
             ctx.usage = messages_usage(usage)
         out = messages_response_to_chat(doc)
     result.body = orjson.dumps(out)
-    result.headers = [(k, v) for k, v in result.headers if k.lower() != "content-type"]
-    result.headers.append(("content-type", "application/json"))
+    _json_content_type(result)
     return result

@@ -144,8 +144,9 @@ def register_providers(register: Callable[[type[Provider]], None]) -> None:
     Chat is the hub: a class whose native formats include ``"chat"`` (its ``endpoints`` when
     ``native_endpoints`` is not set) but not ``"messages"`` also serves Anthropic clients —
     the core translates their requests to chat before ``send()`` and the answers back — and a
-    Messages-native class serves OpenAI chat clients the same way. ``core_translation =
-    False`` on the class turns that off.
+    Messages-native class serves OpenAI chat clients the same way. A class serving chat (any
+    way) but not ``"responses"`` also serves OpenAI Responses API clients, through chat.
+    ``core_translation = False`` on the class turns that off.
 
     :param register: ``register(cls)``, to call once for each subclass of
         ``tollway.provider.Provider`` the plugin ships. The class attribute ``cls.type``

@@ -478,7 +478,9 @@ class Provider:
     :attr:`endpoints` leave out ``"messages"`` also serves Anthropic clients — the core
     translates the request to a chat request before :meth:`send` and the answer (body or SSE
     stream) back after it, so the adapter only ever sees chat. The same holds the other way
-    for a Messages-native adapter and chat clients. :attr:`translated` lists what the core
+    for a Messages-native adapter and chat clients. An adapter that serves chat (any way) but
+    not ``"responses"`` also serves OpenAI Responses API clients: their requests reach it as
+    chat (then Messages, for a Messages-native one). :attr:`translated` lists what the core
     translates for this adapter; set :attr:`core_translation` to ``False`` to serve only
     :attr:`endpoints`.
     """
@@ -509,7 +511,8 @@ class Provider:
         self.native: frozenset[str] = type(self).endpoints if native is None else native
         #: Client formats the core translates for this adapter (its :meth:`send` sees them in
         #: the native format): ``"messages"`` for a chat-native adapter without it,
-        #: ``"chat"`` for a Messages-native one without it.
+        #: ``"chat"`` for a Messages-native one without it, ``"responses"`` for one serving
+        #: chat but not the Responses API.
         self.translated: frozenset[str] = type(self).translated_endpoints()
         #: Every client format this adapter serves: :attr:`endpoints` plus :attr:`translated`.
         self.served: frozenset[str] = type(self).endpoints | self.translated
@@ -571,8 +574,13 @@ _HUB_LANES = (("messages", "chat"), ("chat", "messages"))
 def core_translated(endpoints: frozenset[str], native: frozenset[str]) -> frozenset[str]:
     """The client formats the core translates for an adapter serving ``endpoints`` with
     ``native`` among them: each hub lane whose target is native and whose source the adapter
-    does not serve itself."""
-    return frozenset(src for src, dst in _HUB_LANES if dst in native and src not in endpoints)
+    does not serve itself; and ``"responses"`` (the OpenAI Responses API, translated to chat)
+    when the adapter does not serve it but serves chat one way or another — itself, natively
+    or by its own translation, or through the core's Messages lane."""
+    lanes = {src for src, dst in _HUB_LANES if dst in native and src not in endpoints}
+    if "responses" not in endpoints and ("chat" in endpoints or "chat" in lanes):
+        lanes.add("responses")
+    return frozenset(lanes)
 
 
 def upstream_url(base: str, suffix: str, query_string: bytes) -> str:

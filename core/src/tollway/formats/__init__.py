@@ -1,4 +1,5 @@
-"""Translation between the OpenAI Chat Completions and Anthropic Messages wire formats (SPEC §5).
+"""Translation between the OpenAI Chat Completions, OpenAI Responses and Anthropic Messages wire
+formats (SPEC §5). Chat is the hub: Messages translate both ways, Responses to chat and back.
 
 A provider adapter translates when the client's wire format is not its own: an OpenAI-SDK client
 asking an Anthropic provider for ``claude-*`` on ``/v1/chat/completions``, or an Anthropic-SDK
@@ -15,6 +16,11 @@ messages → chat) and plugins never import each other.
   in ``X-LangWatch-Params-Dropped``, see :func:`report_dropped`). A request that cannot be
   translated faithfully raises :class:`~tollway.BadRequest` naming the field.
 - Responses: :func:`messages_response_to_chat`, :func:`chat_response_to_messages`.
+- The OpenAI Responses API (``/v1/responses``) through the hub:
+  :func:`responses_request_to_chat` (a request needing stored state — :data:`STATEFUL_PARAMS` —
+  raises :class:`NeedsStoredState`, a :class:`~tollway.BadRequest`),
+  :func:`chat_response_to_responses` and the stream translator :class:`ChatToResponsesStream`;
+  :func:`responses_usage` / :func:`usage_to_responses` for its usage objects.
 - Streams: :class:`MessagesToChatStream` and :class:`ChatToMessagesStream` re-frame one SSE event
   block at a time (one ``orjson.loads`` and, on the common delta path, one ``orjson.dumps`` per
   event); :func:`reframe_sse` drives either over the upstream's byte chunks.
@@ -38,7 +44,9 @@ direction (import from the package, the split may change):
 - :mod:`tollway.formats.helpers`: the request helpers above;
 - :mod:`tollway.formats.chat_to_messages` and :mod:`tollway.formats.messages_to_chat`: requests;
 - :mod:`tollway.formats.responses`: complete responses, both directions;
-- :mod:`tollway.formats.streams`: the stream translators and :func:`reframe_sse`.
+- :mod:`tollway.formats.streams`: the stream translators and :func:`reframe_sse`;
+- :mod:`tollway.formats.responses_api` (requests), :mod:`tollway.formats.responses_output`
+  (complete answers) and :mod:`tollway.formats.responses_stream`: the Responses API ⇄ chat.
 """
 
 from __future__ import annotations
@@ -71,6 +79,17 @@ from tollway.formats.responses import (
     chat_response_to_messages,
     messages_response_to_chat,
 )
+from tollway.formats.responses_api import (
+    RESPONSES_NOOP_DEFAULTS,
+    STATEFUL_PARAMS,
+    NeedsStoredState,
+    responses_request_to_chat,
+)
+from tollway.formats.responses_output import (
+    TRANSLATED_RESPONSE_PREFIX,
+    chat_response_to_responses,
+)
+from tollway.formats.responses_stream import ChatToResponsesStream
 from tollway.formats.shapes import (
     PARAMS_DROPPED_HEADER,
     SSE_DONE,
@@ -84,11 +103,13 @@ from tollway.formats.shapes import (
     forget_dropped,
     messages_usage,
     report_dropped,
+    responses_usage,
     sse_data,
     sse_event,
     stop_reason_from_finish,
     usage_to_chat,
     usage_to_messages,
+    usage_to_responses,
 )
 from tollway.formats.streams import (
     ChatToMessagesStream,
@@ -102,10 +123,15 @@ __all__ = [
     "CHAT_NOOP_DEFAULTS",
     "CHAT_ROLES",
     "PARAMS_DROPPED_HEADER",
+    "RESPONSES_NOOP_DEFAULTS",
     "SSE_DONE",
+    "STATEFUL_PARAMS",
+    "TRANSLATED_RESPONSE_PREFIX",
     "ChatToMessagesStream",
+    "ChatToResponsesStream",
     "DroppedParams",
     "MessagesToChatStream",
+    "NeedsStoredState",
     "Sampling",
     "StreamTranslator",
     "Translated",
@@ -115,6 +141,7 @@ __all__ = [
     "chat_messages",
     "chat_request_to_messages",
     "chat_response_to_messages",
+    "chat_response_to_responses",
     "chat_usage",
     "chat_usage_chunk",
     "content_parts",
@@ -133,6 +160,8 @@ __all__ = [
     "reframe_sse",
     "report_dropped",
     "require_object",
+    "responses_request_to_chat",
+    "responses_usage",
     "sse_data",
     "sse_event",
     "stop_reason_from_finish",
@@ -141,4 +170,5 @@ __all__ = [
     "tool_functions",
     "usage_to_chat",
     "usage_to_messages",
+    "usage_to_responses",
 ]

@@ -28,11 +28,13 @@ __all__ = [
     "forget_dropped",
     "messages_usage",
     "report_dropped",
+    "responses_usage",
     "sse_data",
     "sse_event",
     "stop_reason_from_finish",
     "usage_to_chat",
     "usage_to_messages",
+    "usage_to_responses",
 ]
 
 
@@ -132,6 +134,20 @@ def messages_usage(usage: Mapping[str, Any], base: Usage | None = None) -> Usage
     )
 
 
+def responses_usage(usage: Mapping[str, Any]) -> Usage:
+    """Usage of an OpenAI Responses API response (``input_tokens`` include the cached ones)."""
+    details = usage.get("input_tokens_details") or {}
+    out_details = usage.get("output_tokens_details") or {}
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    reasoning = _int(out_details.get("reasoning_tokens")) if isinstance(out_details, dict) else 0
+    return Usage(
+        input_tokens=_int(usage.get("input_tokens")) - cached,
+        output_tokens=_int(usage.get("output_tokens")),
+        cache_read_input_tokens=cached,
+        reasoning_tokens=reasoning,
+    )
+
+
 def usage_to_chat(usage: Usage) -> dict[str, Any]:
     """An OpenAI ``usage`` object: prompt tokens include cache reads and cache writes."""
     prompt = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
@@ -151,6 +167,21 @@ def usage_to_messages(usage: Usage) -> dict[str, Any]:
         "cache_creation_input_tokens": usage.cache_creation_input_tokens,
         "cache_read_input_tokens": usage.cache_read_input_tokens,
         "output_tokens": usage.output_tokens,
+    }
+
+
+def usage_to_responses(usage: Usage) -> dict[str, Any]:
+    """An OpenAI Responses ``usage`` object: input tokens include cache reads and writes."""
+    prompt = usage.input_tokens + usage.cache_read_input_tokens + usage.cache_creation_input_tokens
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {
+            "cached_tokens": usage.cache_read_input_tokens,
+            "cache_write_tokens": usage.cache_creation_input_tokens,
+        },
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": prompt + usage.output_tokens,
     }
 
 

@@ -29,6 +29,7 @@ from tollway.formats import (
     messages_request_to_chat,
     reframe_sse,
     report_dropped,
+    responses_usage,
 )
 from tollway.media import UPLOAD, form_body, relay_bytes, transcription_usage
 from tollway.provider import (
@@ -75,19 +76,6 @@ def is_reasoning_model(model: str) -> bool:
     ``gpt-5-chat*`` is the non-reasoning chat model and takes them.
     """
     return model.startswith(_REASONING_PREFIXES) and not model.startswith("gpt-5-chat")
-
-
-def responses_usage(usage: dict[str, Any]) -> Usage:
-    """Usage of a Responses API response (``input_tokens`` include cached ones)."""
-    details = usage.get("input_tokens_details") or {}
-    out_details = usage.get("output_tokens_details") or {}
-    cached = int(details.get("cached_tokens") or 0)
-    return Usage(
-        input_tokens=int(usage.get("input_tokens") or 0) - cached,
-        output_tokens=int(usage.get("output_tokens") or 0),
-        cache_read_input_tokens=cached,
-        reasoning_tokens=int(out_details.get("reasoning_tokens") or 0),
-    )
 
 
 def _has_usage_object(event: bytes) -> bool:

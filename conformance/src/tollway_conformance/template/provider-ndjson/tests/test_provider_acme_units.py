@@ -67,4 +67,5 @@ def test_api_key_is_required_and_models_served() -> None:
     provider = AcmeProvider(ProviderConfig(name="a", type="acme", api_key="k"))
     assert not provider.validate()
     assert provider.serves("acme-large") and not provider.serves("gpt-4o")
-    assert provider.served == {"chat", "messages"}  # messages: translated by the core
+    # messages and responses: translated by the core (chat is the hub)
+    assert provider.served == {"chat", "messages", "responses"}

@@ -7,8 +7,9 @@ then one ``{"type": "end"}`` line) and reports errors as ``{"problem": {"kind", 
 
 The adapter speaks **chat** to the gateway (``endpoints = {"chat"}``): it turns a chat request
 into Acme's and Acme's answer into a chat completion or chat chunks. Anthropic clients
-(``/v1/messages``) are served too, with no code here: chat is the hub, and the core translates
-Messages requests to chat before :meth:`AcmeProvider.send` and the answer back after it.
+(``/v1/messages``) and OpenAI Responses clients (``/v1/responses``) are served too, with no code
+here: chat is the hub, and the core translates their requests to chat before
+:meth:`AcmeProvider.send` and the answer back after it.
 """
 
 from __future__ import annotations
