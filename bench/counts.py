@@ -86,7 +86,9 @@ def diff_counts(after: dict[str, int], before: dict[str, int]) -> dict[str, int]
 def redis_round_trips(base: str) -> dict[str, int]:
     """The gateway's own count of Redis round trips (``gateway_redis_round_trips_total``), by
     path: ``request`` (while serving a request) and ``background`` (settlement flushes, lease
-    renewals, live-stats sharing). {} when the gateway exposes none (no Redis, no metrics)."""
+    renewals, live-stats sharing), and ``served``: the chat requests it answered (the
+    denominator: wrk counts only the responses it read, not the requests in flight when it
+    stopped, whose round trips were made). {} when the gateway exposes none."""
     import urllib.request
 
     try:
@@ -96,10 +98,15 @@ def redis_round_trips(base: str) -> dict[str, int]:
         return {}
     out: dict[str, int] = {}
     prefix = 'gateway_redis_round_trips_total{path="'
+    served = 0.0
     for line in text.splitlines():
         if line.startswith(prefix):
             path = line[len(prefix) :].split('"', 1)[0]
             out[path] = out.get(path, 0) + int(float(line.rsplit(" ", 1)[1]))
+        elif line.startswith("gateway_http_requests_total{") and "chat/completions" in line:
+            served += float(line.rsplit(" ", 1)[1])
+    if out:
+        out["served"] = int(served)
     return out
 
 

@@ -196,6 +196,8 @@ class Runner:
         result["cpu_ms_per_req"] = (cpu1 - cpu0) * 1000 / count if count else None
         result["rss_bytes"] = rss
         result["wall_s"] = wall
+        if "trips" in counts0:
+            time.sleep(0.3)  # requests in flight when the load stopped finish (and are counted)
         result.update(costs_per_request(counts0, request_costs(target), count))
         if not target.proc.alive():
             result["note"] = f"the target exited: {target.proc.tail(5)}"
@@ -273,8 +275,9 @@ def costs_per_request(
     if "trips" in before and "trips" in after and requests:
         d = {k: after["trips"].get(k, 0) - before["trips"].get(k, 0) for k in after["trips"]}
         out["trips_delta"] = d
+        served = d.get("served") or requests  # requests the gateway answered, in-flight ones too
         for path in ("request", "background"):
-            out[f"trips_{path}_per_req"] = d.get(path, 0) / requests
+            out[f"trips_{path}_per_req"] = d.get(path, 0) / served
     for what in ("redis", "store"):
         if what in before and what in after and requests:
             d = diff_counts(after[what], before[what])
