@@ -4,16 +4,19 @@ Nothing here runs on the request path. The core already chose the trace id, the 
 caller's parent span id (they are in the response headers), and measured the timings; ``account``
 turns that record into a span *after the response is complete*:
 
-* :class:`_ContextIds` is the tracer provider's ``IdGenerator``. It hands the SDK the ids the
-  core chose, so the exported span id is the ``X-LangWatch-Span-Id`` the client saw and, without
-  a ``traceparent``, the trace id is ``X-LangWatch-Trace-Id``. With one, the SDK takes the
-  trace id from the parent context built from ``ctx.parent_span_id``.
+* :meth:`Tracing.record` builds the finished span directly as the SDK's
+  :class:`~opentelemetry.sdk.trace.ReadableSpan` (what the tracer hands its span processors on
+  ``end()``): the span id is the ``X-LangWatch-Span-Id`` the client saw and the trace id is
+  ``X-LangWatch-Trace-Id`` (the caller's, with a ``traceparent``; its span is the parent).
+  Sampling is the SDK's ``ParentBased(TraceIdRatioBased)`` sampler, asked the way the tracer
+  asks it; the ``OTEL_SPAN_*`` / ``OTEL_ATTRIBUTE_*`` limits are applied as the SDK's span
+  applies them. What the tracer machinery would add per span (a lock, a mutable span, bounded
+  attribute containers, a context for the ids) is skipped when it would change nothing.
 * Start and end times are explicit (``ctx.started_unix_ns`` and the perf-counter duration).
-* :class:`_Router` is the provider's only span processor. ``record`` points it at the
-  :class:`_Sink` of the request's OTLP token just before ``span.end()``, and the span goes to
-  that sink's :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor`. A sink is one
-  exporter (with its ``X-Auth-Token``) plus one batch processor with a bounded queue, whose
-  worker thread does the HTTP. Sinks are kept in a small LRU keyed by token.
+* The span goes to the :class:`_Sink` of the request's OTLP token. A sink is one exporter (with
+  its ``X-Auth-Token``) plus one :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor`
+  with a bounded queue, whose worker thread encodes and does the HTTP. Sinks are kept in a small
+  LRU keyed by token.
 
 Exporter failures are classified by :class:`_RecordingSession` (the ``requests`` session the
 exporter is given) and reported by :class:`ExportHealth`: 401/403/connection errors are silent
@@ -34,14 +37,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import requests
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -51,6 +56,7 @@ from opentelemetry.trace import (
     TraceFlags,
     set_span_in_context,
 )
+from opentelemetry.util.types import Attributes
 
 from tollway import RequestContext, StashKey, __version__
 from tollway.outbound import OutboundPolicy, OutboundRefused
@@ -533,42 +539,23 @@ class _Sink:
         self.exporter.shutdown()
 
 
-class _Router(SpanProcessor):
-    """The tracer provider's only processor: forwards the ending span to ``current``."""
+class _HashedResource(Resource):
+    """A resource that hashes once. The OTLP encoder groups every span of a batch by resource,
+    and :class:`Resource` hashes by JSON-dumping its attributes each time."""
 
-    def __init__(self) -> None:
-        self.current: _Sink | None = None
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
 
-    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
-        sink = self.current
-        if sink is not None:
-            sink.submit(span)
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+    def __hash__(self) -> int:
+        return self._hash
 
 
-class _ContextIds(IdGenerator):
-    """Gives the SDK the ids the core already chose (set just before ``start_span``)."""
-
-    def __init__(self) -> None:
-        self.trace_id = 0
-        self.span_id = 0
-
-    def generate_trace_id(self) -> int:
-        return self.trace_id
-
-    def generate_span_id(self) -> int:
-        return self.span_id
-
-    def is_trace_id_random(self) -> bool:
-        return True  # the core's ids come from os.urandom
+#: The context a root span's sampler is given (an empty one, never the ambient context).
+_ROOT = Context()
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_UNSET = Status(StatusCode.UNSET)
 
 
 def default_resource() -> Resource:
@@ -607,16 +594,12 @@ class Tracing:
         self.health = ExportHealth(
             config.startup_grace_seconds, config.warn_interval_seconds, shown
         )
-        self._ids = _ContextIds()
-        self._router = _Router()
-        self.provider = TracerProvider(
-            sampler=ParentBased(TraceIdRatioBased(config.sampler_arg)),
-            resource=resource or default_resource(),
-            shutdown_on_exit=False,
-            id_generator=self._ids,
-        )
-        self.provider.add_span_processor(self._router)
-        self._tracer = self.provider.get_tracer("tollway_telemetry", __version__)
+        self._sampler = ParentBased(TraceIdRatioBased(config.sampler_arg))
+        #: The resource of every span (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``).
+        self.resource: Resource = _HashedResource(resource or default_resource())
+        self._scope = InstrumentationScope("tollway_telemetry", __version__)
+        #: ``OTEL_SPAN_*`` / ``OTEL_ATTRIBUTE_*``, read once as the tracer provider reads them.
+        self.limits = SpanLimits()
         self._sinks: collections.OrderedDict[str | None, _Sink] = collections.OrderedDict()
         self._closed = False
         for name in _EXPORTER_LOGGERS:
@@ -646,7 +629,7 @@ class Tracing:
         return sink
 
     def record(self, ctx: RequestContext) -> bool:
-        """Build, end and queue the span of a finished request. True when it was sampled."""
+        """Build the span of a finished request and queue it. True when it was sampled."""
         if self._closed:
             return False
         try:
@@ -655,37 +638,92 @@ class Tracing:
             parent_id = int(ctx.parent_span_id, 16) if ctx.parent_span_id else 0
         except ValueError:
             return False
-        parent = Context()
+        name = span_name(ctx)
+        parent: SpanContext | None = None
+        context = _ROOT
         if parent_id:
             remote = SpanContext(
                 trace_id, parent_id, is_remote=True, trace_flags=TraceFlags(ctx.trace_flags & 0xFF)
             )
-            parent = set_span_in_context(NonRecordingSpan(remote), parent)
-        ids = self._ids
-        ids.trace_id, ids.span_id = trace_id, span_id
-        start = ctx.started_unix_ns
-        span = self._tracer.start_span(
-            span_name(ctx), context=parent, kind=SpanKind.SERVER, start_time=start
-        )
-        if not span.is_recording():
+            if remote.is_valid:
+                parent = remote
+                context = set_span_in_context(NonRecordingSpan(remote), _ROOT)
+        sampling = self._sampler.should_sample(context, trace_id, name, SpanKind.SERVER)
+        decision = sampling.decision
+        if decision is Decision.DROP:
             return False
-        span.set_attributes(span_attributes(ctx))
-        for name, attributes, timestamp in attempt_events(ctx, start):
-            span.add_event(name, attributes, timestamp)
-        status = ctx.status or 0
-        if ctx.error_type or status >= 500:
-            description = ctx.error_message or ctx.error_type or f"HTTP {status}"
-            span.set_status(Status(StatusCode.ERROR, description[:_MAX_DESCRIPTION]))
+        start = ctx.started_unix_ns
+        status = _UNSET
+        code = ctx.status or 0
+        if ctx.error_type or code >= 500:
+            description = ctx.error_message or ctx.error_type or f"HTTP {code}"
+            status = Status(StatusCode.ERROR, description[:_MAX_DESCRIPTION])
         if ctx.finished is not None:
             end = start + int(max(0.0, ctx.finished - ctx.started) * 1e9)
         else:
             end = time.time_ns()
-        self._router.current = self.sink_for(token_for(ctx, self.config.static_token))
-        try:
-            span.end(end_time=end)
-        finally:
-            self._router.current = None
+        span = ReadableSpan(
+            name,
+            context=SpanContext(
+                trace_id,
+                span_id,
+                is_remote=False,
+                trace_flags=_SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED,
+                trace_state=sampling.trace_state,
+            ),
+            parent=parent,
+            resource=self.resource,
+            attributes=self._attributes(sampling.attributes, span_attributes(ctx)),
+            events=self._events(attempt_events(ctx, start)),
+            kind=SpanKind.SERVER,
+            status=status,
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self._scope,
+        )
+        self.sink_for(token_for(ctx, self.config.static_token)).submit(span)
         return True
+
+    def _attributes(self, sampled: Attributes, attributes: dict[str, AttrValue]) -> Attributes:
+        """The span's attributes as the SDK's span would keep them: the sampler's, then ours,
+        within ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`` (oldest dropped and counted) and
+        ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``. The dict itself when that changes nothing."""
+        limits = self.limits
+        most = limits.max_span_attributes
+        if (
+            not sampled
+            and limits.max_span_attribute_length is None
+            and (most is None or len(attributes) <= most)
+            and "" not in attributes
+        ):
+            return attributes
+        bounded = BoundedAttributes(
+            most, sampled, immutable=False, max_value_len=limits.max_span_attribute_length
+        )
+        for key, value in attributes.items():
+            bounded[key] = value
+        return bounded
+
+    def _events(self, events: list[tuple[str, dict[str, AttrValue], int]]) -> Sequence[Event]:
+        """The attempt events as the SDK's ``Span.add_event`` would keep them (within
+        ``OTEL_SPAN_EVENT_COUNT_LIMIT`` and ``OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT``)."""
+        if not events:
+            return ()
+        limits = self.limits
+        most = limits.max_event_attributes
+        if (
+            limits.max_attribute_length is None
+            and (limits.max_events is None or len(events) <= limits.max_events)
+            and (most is None or all(len(attrs) <= most for _, attrs, _ in events))
+        ):
+            return tuple(Event(name, attrs, timestamp) for name, attrs, timestamp in events)
+        kept: BoundedList[Event] = BoundedList(limits.max_events)
+        for name, attrs, timestamp in events:
+            bounded = BoundedAttributes(
+                most, attrs, max_value_len=limits.max_attribute_length, immutable=True
+            )
+            kept.append(Event(name, bounded, timestamp))
+        return kept
 
     def flush(self, timeout_s: float = 10.0) -> None:
         """Export everything queued now (blocking; for tests and ``tollway`` commands)."""
@@ -710,7 +748,6 @@ class Tracing:
                 )
                 for sink in sinks:
                     sink.abort()
-        self.provider.shutdown()
 
 
 def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> asyncio.Future[None]:
