@@ -13,16 +13,10 @@ turns that record into a span *after the response is complete*:
   applies them. What the tracer machinery would add per span (a lock, a mutable span, bounded
   attribute containers, a context for the ids) is skipped when it would change nothing.
 * Start and end times are explicit (``ctx.started_unix_ns`` and the perf-counter duration).
-* The span goes to the :class:`_Sink` of the request's OTLP token. A sink is one exporter (with
+* The span goes to the :class:`Sink` of the request's OTLP token. A sink is one exporter (with
   its ``X-Auth-Token``) plus one :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor`
   with a bounded queue, whose worker thread encodes and does the HTTP. Sinks are kept in a small
-  LRU keyed by token.
-
-Exporter failures are classified by :class:`_RecordingSession` (the ``requests`` session the
-exporter is given) and reported by :class:`ExportHealth`: 401/403/connection errors are silent
-during the start-up grace (until the first success), and anything else is one rate-limited
-``otel_export_failed`` warning. The exporter's own log lines are dropped (they would be one
-ERROR per failed batch).
+  LRU keyed by token (see :mod:`tollway_telemetry._export`).
 """
 
 from __future__ import annotations
@@ -30,20 +24,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-import requests
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -59,14 +47,13 @@ from opentelemetry.trace import (
 from opentelemetry.util.types import Attributes
 
 from tollway import RequestContext, StashKey, __version__
-from tollway.outbound import OutboundPolicy, OutboundRefused
 from tollway.spans import SpanSink
+from tollway_telemetry._export import EXPORTER_LOGGERS, SILENCE, ExportHealth, Sink
 from tollway_telemetry._metrics import overhead_seconds, route_label
 from tollway_telemetry._settings import TelemetryConfig, redact_url
 
 __all__ = [
     "COST_USD",
-    "ExportHealth",
     "Tracing",
     "attempt_events",
     "span_attributes",
@@ -96,25 +83,6 @@ _OPERATIONS = {
 _EVENT = "langwatch.provider_attempt"
 _MAX_DESCRIPTION = 512
 _MAX_BATCH = 512  # the SDK's default OTEL_BSP_MAX_EXPORT_BATCH_SIZE
-_IN_PROCESS_DELAY_MS = 250
-
-# The OTLP exporter logs one ERROR per failed batch and one WARNING per retry; ExportHealth
-# reports failures instead (rate-limited, with the start-up grace).
-_EXPORTER_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.http",
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http._common",
-    "opentelemetry.exporter.otlp.common.http",
-)
-
-
-class _Silence(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.CRITICAL
-
-
-_SILENCE = _Silence()
-
 
 # --- what a span says ------------------------------------------------------------------------
 
@@ -287,258 +255,6 @@ def token_for(ctx: RequestContext, static_token: str | None) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-# --- export health ---------------------------------------------------------------------------
-
-
-class ExportHealth:
-    """Decides which export failures are logged, and logs them (thread-safe).
-
-    401/403 and connection errors are expected while a collector or control plane is still
-    starting: they are silent for ``grace_s`` after start, or until the first successful export.
-    Every other failure, and those after the grace, give at most one WARNING per
-    ``interval_s`` saying how many failures it stands for.
-    """
-
-    def __init__(
-        self,
-        grace_s: float,
-        interval_s: float,
-        endpoint: str,
-        clock: Callable[[], float] = time.monotonic,
-        logger: logging.Logger = log,
-    ) -> None:
-        self._clock = clock
-        self._log = logger
-        self.grace_s = grace_s
-        self.interval_s = interval_s
-        self.endpoint = endpoint
-        self.started = clock()
-        self.ever_succeeded = False
-        self.swallowed = 0
-        self.failures = 0
-        self._unreported = 0
-        self._last_warning: float | None = None
-        self._lock = threading.Lock()
-
-    def success(self) -> None:
-        self.ever_succeeded = True
-
-    def failure(self, kind: str, detail: str, spans: int) -> bool:
-        """Record a failed export of ``spans`` spans; True when it was logged."""
-        with self._lock:
-            now = self._clock()
-            self.failures += 1
-            if (
-                kind in ("auth", "connection")
-                and not self.ever_succeeded
-                and now - self.started < self.grace_s
-            ):
-                self.swallowed += 1
-                return False
-            self._unreported += 1
-            if self._last_warning is not None and now - self._last_warning < self.interval_s:
-                return False
-            self._last_warning = now
-            count, self._unreported = self._unreported, 0
-        self._log.warning(
-            "otel_export_failed endpoint=%s kind=%s %s spans=%d failures_since_last_warning=%d",
-            self.endpoint,
-            kind,
-            detail,
-            spans,
-            count,
-        )
-        return True
-
-
-def classify(status: int | None, error: BaseException | None) -> tuple[str, str]:
-    """``(kind, detail)`` of a failed export: kind ``auth`` (401/403), ``connection``,
-    ``http`` (another status) or ``error``."""
-    if status in (401, 403):
-        return "auth", f"status={status}"
-    if status is not None and status >= 300:
-        return "http", f"status={status}"
-    if isinstance(error, OutboundRefused):
-        return "refused", f"error={error}"
-    if isinstance(error, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-        return "connection", f"error={type(error).__name__}"
-    if error is not None:
-        return "error", f"error={type(error).__name__}"
-    return "error", "error=unknown"
-
-
-class _RecordingSession(requests.Session):
-    """The exporter's HTTP session; remembers how the last request ended, for :func:`classify`.
-
-    Never follows a redirect. With ``policy`` (the SSRF guard), the URL and the addresses its
-    host resolves to are checked before sending (again at most every
-    :data:`RECHECK_SECONDS`, in the exporter's thread).
-    """
-
-    RECHECK_SECONDS = 30.0
-
-    def __init__(self, policy: OutboundPolicy | None = None) -> None:
-        super().__init__()
-        self.last_status: int | None = None
-        self.last_error: BaseException | None = None
-        self.policy = policy
-        self._checked: dict[str, float] = {}
-
-    def _check(self, url: str) -> None:
-        policy = self.policy
-        if policy is None:
-            return
-        at = time.monotonic()
-        if at - self._checked.get(url, -self.RECHECK_SECONDS) < self.RECHECK_SECONDS:
-            return
-        policy.check_resolved(url, "OTLP endpoint")
-        self._checked[url] = at
-
-    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        self.last_status, self.last_error = None, None
-        kwargs["allow_redirects"] = False
-        try:
-            self._check(str(url))
-            response = super().request(method, url, *args, **kwargs)
-        except BaseException as exc:
-            self.last_error = exc
-            raise
-        self.last_status = response.status_code
-        return response
-
-
-# --- sinks -----------------------------------------------------------------------------------
-
-
-class _GuardedExporter(SpanExporter):
-    """Wraps the OTLP exporter: never raises, counts what it loses, reports to the health."""
-
-    def __init__(self, sink: _Sink, inner: SpanExporter) -> None:
-        self._sink = sink
-        self._inner = inner
-        self._closed = False
-        self._lock = threading.Lock()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        sink = self._sink
-        sink.dequeued(len(spans))
-        error: BaseException | None = None
-        try:
-            result = self._inner.export(spans)
-        except Exception as exc:  # the processor would log a traceback per batch
-            result, error = SpanExportResult.FAILURE, exc
-        if result is SpanExportResult.SUCCESS:
-            sink.health.success()
-            return result
-        session = sink.session
-        if session is None:  # in-process: the sink raised
-            kind, detail = classify(None, error)
-        else:
-            kind, detail = classify(session.last_status, session.last_error or error)
-        sink.on_drop("export_failed", len(spans))
-        sink.health.failure(kind, detail, len(spans))
-        return result
-
-    def shutdown(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-class _InProcessExporter(SpanExporter):
-    """Hands each batch, OTLP-encoded, to an in-process :class:`~tollway.spans.SpanSink`."""
-
-    def __init__(self, target: SpanSink, token: str | None) -> None:
-        self._target = target
-        self._token = token
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self._target.export(encode_spans(spans).SerializeToString(), self._token)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-class _Sink:
-    """One exporter (one ``X-Auth-Token``) and its batch processor. The exporter is OTLP/HTTP,
-    or, with ``target``, an in-process :class:`~tollway.spans.SpanSink`."""
-
-    def __init__(
-        self,
-        token: str | None,
-        config: TelemetryConfig,
-        health: ExportHealth,
-        on_drop: Callable[[str, int], None],
-        batch_size: int,
-        target: SpanSink | None = None,
-    ) -> None:
-        self.health = health
-        self.on_drop = on_drop
-        self.capacity = config.max_queue_size
-        inner: SpanExporter
-        if target is not None:
-            self.session: _RecordingSession | None = None
-            inner = _InProcessExporter(target, token)
-        else:
-            self.session = _RecordingSession(config.outbound)
-            # The gateway's proxy choice, not requests' own reading of the environment (which
-            # knows no LW_GATEWAY_OUTBOUND_PROXY and would override the session's proxies).
-            self.session.trust_env = False
-            if config.proxy:
-                self.session.proxies = {"http": config.proxy, "https": config.proxy}
-            headers = {"X-Auth-Token": token} if token else None
-            inner = OTLPSpanExporter(
-                endpoint=config.endpoint, headers=headers, session=self.session
-            )
-        self.exporter = _GuardedExporter(self, inner)
-        # In-process, a batch costs no round trip: store spans within a quarter second (so a
-        # request can be looked up right after it ended) unless OTEL_BSP_SCHEDULE_DELAY says.
-        delay = _IN_PROCESS_DELAY_MS if target is not None else None
-        if os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "").strip():
-            delay = None
-        self.processor = BatchSpanProcessor(
-            self.exporter,
-            max_queue_size=config.max_queue_size,
-            max_export_batch_size=min(batch_size, config.max_queue_size),
-            schedule_delay_millis=delay,
-        )
-        # Spans handed to the processor and not yet given to the exporter: the processor's
-        # queue length, tracked through public calls. It can run a batch ahead while the worker
-        # pops a batch, so a drop may be over-counted by at most one batch at the limit.
-        self._pending = 0
-        self._lock = threading.Lock()
-
-    def submit(self, span: ReadableSpan) -> None:
-        with self._lock:
-            full = self._pending >= self.capacity
-            if not full:
-                self._pending += 1
-        if full:  # the processor's deque drops its oldest span to take this one
-            self.on_drop("queue_full", 1)
-        self.processor.on_end(span)
-
-    def dequeued(self, n: int) -> None:
-        with self._lock:
-            self._pending = max(0, self._pending - n)
-
-    def shutdown(self) -> None:
-        """Export what is queued, then close (blocking: call from a thread)."""
-        self.processor.shutdown()  # type: ignore[no-untyped-call]
-
-    def abort(self) -> None:
-        """Stop retrying now (the exporter's backoff sleeps end) and close the session."""
-        self.exporter.shutdown()
-
-
 class _HashedResource(Resource):
     """A resource that hashes once. The OTLP encoder groups every span of a batch by resource,
     and :class:`Resource` hashes by JSON-dumping its attributes each time."""
@@ -600,16 +316,16 @@ class Tracing:
         self._scope = InstrumentationScope("tollway_telemetry", __version__)
         #: ``OTEL_SPAN_*`` / ``OTEL_ATTRIBUTE_*``, read once as the tracer provider reads them.
         self.limits = SpanLimits()
-        self._sinks: collections.OrderedDict[str | None, _Sink] = collections.OrderedDict()
+        self._sinks: collections.OrderedDict[str | None, Sink] = collections.OrderedDict()
         self._closed = False
-        for name in _EXPORTER_LOGGERS:
-            logging.getLogger(name).addFilter(_SILENCE)  # idempotent
+        for name in EXPORTER_LOGGERS:
+            logging.getLogger(name).addFilter(SILENCE)  # idempotent
 
     @property
-    def sinks(self) -> dict[str | None, _Sink]:
+    def sinks(self) -> dict[str | None, Sink]:
         return dict(self._sinks)
 
-    def sink_for(self, token: str | None) -> _Sink:
+    def sink_for(self, token: str | None) -> Sink:
         """The sink for ``token`` (created on first use; the least recently used one is closed
         in the background when there are more than ``max_exporters``)."""
         sinks = self._sinks
@@ -617,7 +333,7 @@ class Tracing:
         if sink is not None:
             sinks.move_to_end(token)
             return sink
-        sink = _Sink(
+        sink = Sink(
             token, self.config, self.health, self._on_drop, self._batch_size, self.span_sink
         )
         sinks[token] = sink
