@@ -1,8 +1,11 @@
-"""The span ``Tracing.record`` builds directly is, once OTLP-encoded, byte for byte the span the
-OpenTelemetry SDK's own tracer builds from the same request (``start_span`` with the core's ids,
+"""What is exported is what the OpenTelemetry SDK would export.
+
+The span ``Tracing.record`` builds directly is, once OTLP-encoded, byte for byte the span the
+SDK's own tracer builds from the same request (``start_span`` with the core's ids,
 ``set_attributes``, ``add_event`` per attempt, ``set_status``, ``end``): same name, ids, parent,
 times, attributes, events, status, resource and scope, and the same sampling decision, including
-under the ``OTEL_SPAN_*`` / ``OTEL_*_ATTRIBUTE_*`` limits."""
+under the ``OTEL_SPAN_*`` / ``OTEL_*_ATTRIBUTE_*`` limits. And the plugin's encoder writes the
+bytes the SDK's ``encode_spans`` writes."""
 
 from __future__ import annotations
 
@@ -17,23 +20,27 @@ from hypothesis import strategies as st
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
+    Link,
     NonRecordingSpan,
     SpanContext,
     SpanKind,
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
     set_span_in_context,
 )
 
 from tollway import Attempt, Principal, RequestContext, Usage, __version__
 from tollway_telemetry import COST_USD, TelemetrySettings, Tracing, resolve, span_attributes
+from tollway_telemetry._encode import _encode, encode
 from tollway_telemetry._spans import attempt_events, span_name
 
 RESOURCE = Resource({"service.name": "tollway-gateway", "service.version": "test"})
@@ -277,3 +284,62 @@ def test_span_limits_apply_as_in_the_sdk(env: dict[str, str], monkeypatch: Any) 
         assert ours == reference_body(ctx, 1.0)
     finally:
         asyncio.run(tracing.shutdown(2))
+
+
+# --- the encoder ------------------------------------------------------------------------------
+
+
+def sdk_bytes(spans: list[ReadableSpan]) -> bytes:
+    return encode_spans(spans).SerializeToString()
+
+
+def test_encode_writes_what_the_sdk_encoder_writes() -> None:
+    tracing, _ = make_tracing()
+    other = Resource({"service.name": "other", "n": 3}, "https://schema/1")
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(contexts(), max_size=6), st.lists(st.integers(0, 3), max_size=6))
+    def check(ctxs: list[RequestContext], mixes: list[int]) -> None:
+        spans = [s for s in map(tracing.span_for, ctxs) if s is not None]
+        # Interleave other resources and scopes: the SDK groups by resource, then scope.
+        for span, mix in zip(spans, mixes, strict=False):
+            if mix & 1:
+                span._resource = other
+            if mix & 2:
+                span._instrumentation_scope = InstrumentationScope("other", None, "s://2")
+        # The plugin's spans never need the fallback: _encode raises rather than fall back.
+        assert _encode(spans).SerializeToString() == sdk_bytes(spans)
+
+    try:
+        check()
+    finally:
+        asyncio.run(tracing.shutdown(2))
+
+
+def _span(**kw: Any) -> ReadableSpan:
+    kw.setdefault(
+        "context", SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, False)
+    )
+    return ReadableSpan("GET /x", start_time=1, end_time=2, **kw)
+
+
+@pytest.mark.parametrize(
+    "span",
+    [
+        _span(),  # no resource given: the SDK's default one, scope None, status unset
+        _span(attributes={"big": 2**70}),  # past int64: the SDK logs and skips it
+        _span(attributes={"list": ("a", "b"), "b": b"x", "none": None}),
+        _span(links=(Link(SpanContext(1, 2, True), {"k": "v"}),)),
+        _span(
+            context=SpanContext(
+                1, 2, False, trace_state=TraceState([("vendor", "x"), ("other", "y")])
+            ),
+            status=Status(StatusCode.OK),
+            kind=SpanKind.CLIENT,
+            instrumentation_scope=InstrumentationScope("lib", "1.0", None, {"a": 1}),
+        ),
+    ],
+)
+def test_encode_falls_back_to_or_matches_the_sdk_encoder(span: ReadableSpan) -> None:
+    assert encode([span]).SerializeToString() == sdk_bytes([span])
+    assert encode([]).SerializeToString() == sdk_bytes([]) == b""

@@ -22,13 +22,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import requests
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from tollway.outbound import OutboundPolicy, OutboundRefused
 from tollway.spans import SpanSink
+from tollway_telemetry._encode import encode
 from tollway_telemetry._settings import TelemetryConfig
 
 __all__ = ["EXPORTER_LOGGERS", "SILENCE", "ExportHealth", "Sink", "classify"]
@@ -226,7 +226,7 @@ class _InProcessExporter(SpanExporter):
         self._token = token
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self._target.export(encode_spans(spans).SerializeToString(), self._token)
+        self._target.export(encode(spans).SerializeToString(), self._token)
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:

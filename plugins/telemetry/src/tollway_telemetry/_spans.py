@@ -348,12 +348,21 @@ class Tracing:
         """Build the span of a finished request and queue it. True when it was sampled."""
         if self._closed:
             return False
+        span = self.span_for(ctx)
+        if span is None:
+            return False
+        self.sink_for(token_for(ctx, self.config.static_token)).submit(span)
+        return True
+
+    def span_for(self, ctx: RequestContext) -> ReadableSpan | None:
+        """The finished span of a request, as the SDK's tracer would hand it to its span
+        processors on ``end()``; None when it is not sampled (or its ids are not hex)."""
         try:
             trace_id = int(ctx.trace_id, 16)
             span_id = int(ctx.span_id, 16)
             parent_id = int(ctx.parent_span_id, 16) if ctx.parent_span_id else 0
         except ValueError:
-            return False
+            return None
         name = span_name(ctx)
         parent: SpanContext | None = None
         context = _ROOT
@@ -367,7 +376,7 @@ class Tracing:
         sampling = self._sampler.should_sample(context, trace_id, name, SpanKind.SERVER)
         decision = sampling.decision
         if decision is Decision.DROP:
-            return False
+            return None
         start = ctx.started_unix_ns
         status = _UNSET
         code = ctx.status or 0
@@ -378,7 +387,7 @@ class Tracing:
             end = start + int(max(0.0, ctx.finished - ctx.started) * 1e9)
         else:
             end = time.time_ns()
-        span = ReadableSpan(
+        return ReadableSpan(
             name,
             context=SpanContext(
                 trace_id,
@@ -397,8 +406,6 @@ class Tracing:
             end_time=end,
             instrumentation_scope=self._scope,
         )
-        self.sink_for(token_for(ctx, self.config.static_token)).submit(span)
-        return True
 
     def _attributes(self, sampled: Attributes, attributes: dict[str, AttrValue]) -> Attributes:
         """The span's attributes as the SDK's span would keep them: the sampler's, then ours,
