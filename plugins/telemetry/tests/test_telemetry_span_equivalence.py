@@ -37,10 +37,12 @@ from opentelemetry.trace import (
     TraceState,
     set_span_in_context,
 )
+from telemetry_harness import OTLPReceiver
 
 from tollway import Attempt, Principal, RequestContext, Usage, __version__
 from tollway_telemetry import COST_USD, TelemetrySettings, Tracing, resolve, span_attributes
 from tollway_telemetry._encode import _encode, encode
+from tollway_telemetry._export import OTLPExporter
 from tollway_telemetry._spans import attempt_events, span_name
 
 RESOURCE = Resource({"service.name": "tollway-gateway", "service.version": "test"})
@@ -343,3 +345,39 @@ def _span(**kw: Any) -> ReadableSpan:
 def test_encode_falls_back_to_or_matches_the_sdk_encoder(span: ReadableSpan) -> None:
     assert encode([span]).SerializeToString() == sdk_bytes([span])
     assert encode([]).SerializeToString() == sdk_bytes([]) == b""
+
+
+def test_the_otlp_exporter_posts_what_the_sdk_encoder_writes() -> None:
+    """Over HTTP, with the SDK's exporter sending, the body is encode_spans' bytes, and it is
+    encode() that wrote them (with the installed SDK: a version whose exporter lacks the client
+    it needs would fall back to the exporter's own export)."""
+    receiver = OTLPReceiver()
+    config = resolve(
+        TelemetrySettings(),
+        {"GATEWAY_OTEL_DEFAULT_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "60000"},
+    )
+    tracing = Tracing(config, lambda reason, n: None, resource=RESOURCE)
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(contexts(), min_size=1, max_size=8))
+    def check(ctxs: list[RequestContext]) -> None:
+        receiver.requests.clear()
+        spans = [s for s in map(tracing.span_for, ctxs) if s is not None]
+        for ctx in ctxs:
+            tracing.record(ctx)
+        tracing.flush()
+        if not spans:
+            assert receiver.requests == []
+            return
+        [request] = receiver.requests
+        assert request["spans"] == len(spans)
+        assert request["body"] == encode_spans(spans).SerializePartialToString()
+
+    try:
+        exporter = tracing.sink_for(None).exporter._inner
+        assert isinstance(exporter, OTLPExporter)
+        assert exporter.fast
+        check()
+    finally:
+        asyncio.run(tracing.shutdown(2))
+        receiver.close()

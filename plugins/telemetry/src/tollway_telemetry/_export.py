@@ -25,13 +25,14 @@ import requests
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 
 from tollway.outbound import OutboundPolicy, OutboundRefused
 from tollway.spans import SpanSink
 from tollway_telemetry._encode import encode
 from tollway_telemetry._settings import TelemetryConfig
 
-__all__ = ["EXPORTER_LOGGERS", "SILENCE", "ExportHealth", "Sink", "classify"]
+__all__ = ["EXPORTER_LOGGERS", "SILENCE", "ExportHealth", "OTLPExporter", "Sink", "classify"]
 
 log = logging.getLogger("tollway_telemetry")
 
@@ -218,6 +219,50 @@ class _GuardedExporter(SpanExporter):
         return True
 
 
+class OTLPExporter(OTLPSpanExporter):
+    """The SDK's OTLP/HTTP span exporter, encoding each batch with :func:`encode` (the bytes
+    ``encode_spans`` writes, for a quarter of its CPU: this thread holds the GIL while it
+    encodes). Everything else is the exporter's own: its HTTP client sends the bytes (endpoint,
+    headers, compression, TLS, timeout, retries), its size limit and its own metrics apply.
+
+    That client is not public API: when the installed exporter has none (its internals differ
+    between SDK versions), or after shutdown, or for a batch over the size limit, the
+    exporter's own ``export`` runs unchanged. :attr:`fast` says which one runs.
+    """
+
+    @property
+    def fast(self) -> bool:
+        """Whether batches are encoded here (the installed exporter has the client it needs)."""
+        client = getattr(self, "_client", None)
+        metrics = getattr(self, "_metrics", None)
+        return callable(getattr(client, "export", None)) and callable(
+            getattr(metrics, "export_operation", None)
+        )
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if getattr(self, "_shutdown", True) or not self.fast:
+            return super().export(spans)
+        try:
+            data = encode(spans).SerializePartialToString()
+        except Exception:  # the exporter's own handling (it logs, counts and fails the batch)
+            return super().export(spans)
+        limit = getattr(self, "_max_request_size", None) or 0
+        if limit > 0 and len(data) > limit:
+            return super().export(spans)  # the exporter's own refusal (logged and counted)
+        # What OTLPSpanExporter.export does once it has the bytes.
+        with self._metrics.export_operation(len(spans)) as result:
+            outcome = self._client.export(data)
+            if not outcome.success:
+                result.error = outcome.error
+                result.error_attrs = (
+                    {HTTP_RESPONSE_STATUS_CODE: outcome.status_code}
+                    if outcome.status_code is not None
+                    else None
+                )
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+
 class _InProcessExporter(SpanExporter):
     """Hands each batch, OTLP-encoded, to an in-process :class:`~tollway.spans.SpanSink`."""
 
@@ -264,9 +309,7 @@ class Sink:
             if config.proxy:
                 self.session.proxies = {"http": config.proxy, "https": config.proxy}
             headers = {"X-Auth-Token": token} if token else None
-            inner = OTLPSpanExporter(
-                endpoint=config.endpoint, headers=headers, session=self.session
-            )
+            inner = OTLPExporter(endpoint=config.endpoint, headers=headers, session=self.session)
         self.exporter = _GuardedExporter(self, inner)
         # In-process, a batch costs no round trip: store spans within a quarter second (so a
         # request can be looked up right after it ended) unless OTEL_BSP_SCHEDULE_DELAY says.
