@@ -64,6 +64,7 @@ __all__ = [
 log = logging.getLogger("tollway_telemetry")
 
 AttrValue = str | bool | int | float
+_ATTR_TYPES = (str, bool, int, float)
 
 #: Well-known per-request stash key: the request's cost in USD, exported as
 #: ``langwatch.cost_usd``. Set it in ``ctx.stash`` before this plugin's ``account`` runs (it is
@@ -178,7 +179,7 @@ def span_attributes(ctx: RequestContext) -> dict[str, AttrValue]:
         a["langwatch.gateway.overhead_ms"] = round(overhead * 1000, 3)
     # What plugins put on the context for the span (langwatch.guardrail.*, budget, cache, …).
     for name, value in ctx.span_attributes.items():
-        if isinstance(value, str | bool | int | float):
+        if isinstance(value, _ATTR_TYPES):
             a[name] = value
 
     # What other plugins left on the response headers, and what the outcome implies.
