@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
+from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
@@ -317,6 +319,8 @@ class Tracing:
         self._scope = InstrumentationScope("tollway_telemetry", __version__)
         #: ``OTEL_SPAN_*`` / ``OTEL_ATTRIBUTE_*``, read once as the tracer provider reads them.
         self.limits = SpanLimits()
+        #: ``OTEL_SDK_DISABLED=true``: no span at all (the tracer provider's tracer is a no-op).
+        self.disabled = os.environ.get(OTEL_SDK_DISABLED, "").lower().strip() == "true"
         self._sinks: collections.OrderedDict[str | None, Sink] = collections.OrderedDict()
         self._closed = False
         for name in EXPORTER_LOGGERS:
@@ -358,6 +362,8 @@ class Tracing:
     def span_for(self, ctx: RequestContext) -> ReadableSpan | None:
         """The finished span of a request, as the SDK's tracer would hand it to its span
         processors on ``end()``; None when it is not sampled (or its ids are not hex)."""
+        if self.disabled:
+            return None
         try:
             trace_id = int(ctx.trace_id, 16)
             span_id = int(ctx.span_id, 16)
