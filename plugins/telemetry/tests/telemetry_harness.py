@@ -169,7 +169,9 @@ class OTLPReceiver:
                         }
                     )
         with self.lock:
-            self.requests.append({"path": path, "headers": lower, "spans": len(spans)})
+            self.requests.append(
+                {"path": path, "headers": lower, "spans": len(spans), "body": body}
+            )
             if self.status == 200:
                 self.spans.extend(spans)
 

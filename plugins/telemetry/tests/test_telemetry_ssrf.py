@@ -14,8 +14,8 @@ import requests
 
 from tollway.outbound import OutboundPolicy, OutboundRefused, parse_cidrs
 from tollway_telemetry import TelemetrySettings, resolve
+from tollway_telemetry._export import _RecordingSession, classify
 from tollway_telemetry._settings import check_endpoint
-from tollway_telemetry._spans import _RecordingSession, classify
 
 GUARD = OutboundPolicy()
 

@@ -31,9 +31,10 @@ from tollway_telemetry import (
     span_attributes,
     token_for,
 )
+from tollway_telemetry._export import ExportHealth, classify
 from tollway_telemetry._metrics import fallback_events, overhead_seconds
 from tollway_telemetry._settings import traces_endpoint
-from tollway_telemetry._spans import ExportHealth, attempt_events, classify
+from tollway_telemetry._spans import attempt_events
 
 ROOT = Path(__file__).resolve().parents[3]
 

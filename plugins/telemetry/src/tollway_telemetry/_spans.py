@@ -4,22 +4,19 @@ Nothing here runs on the request path. The core already chose the trace id, the 
 caller's parent span id (they are in the response headers), and measured the timings; ``account``
 turns that record into a span *after the response is complete*:
 
-* :class:`_ContextIds` is the tracer provider's ``IdGenerator``. It hands the SDK the ids the
-  core chose, so the exported span id is the ``X-LangWatch-Span-Id`` the client saw and, without
-  a ``traceparent``, the trace id is ``X-LangWatch-Trace-Id``. With one, the SDK takes the
-  trace id from the parent context built from ``ctx.parent_span_id``.
+* :meth:`Tracing.record` builds the finished span directly as the SDK's
+  :class:`~opentelemetry.sdk.trace.ReadableSpan` (what the tracer hands its span processors on
+  ``end()``): the span id is the ``X-LangWatch-Span-Id`` the client saw and the trace id is
+  ``X-LangWatch-Trace-Id`` (the caller's, with a ``traceparent``; its span is the parent).
+  Sampling is the SDK's ``ParentBased(TraceIdRatioBased)`` sampler, asked the way the tracer
+  asks it; the ``OTEL_SPAN_*`` / ``OTEL_ATTRIBUTE_*`` limits are applied as the SDK's span
+  applies them. What the tracer machinery would add per span (a lock, a mutable span, bounded
+  attribute containers, a context for the ids) is skipped when it would change nothing.
 * Start and end times are explicit (``ctx.started_unix_ns`` and the perf-counter duration).
-* :class:`_Router` is the provider's only span processor. ``record`` points it at the
-  :class:`_Sink` of the request's OTLP token just before ``span.end()``, and the span goes to
-  that sink's :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor`. A sink is one
-  exporter (with its ``X-Auth-Token``) plus one batch processor with a bounded queue, whose
-  worker thread does the HTTP. Sinks are kept in a small LRU keyed by token.
-
-Exporter failures are classified by :class:`_RecordingSession` (the ``requests`` session the
-exporter is given) and reported by :class:`ExportHealth`: 401/403/connection errors are silent
-during the start-up grace (until the first success), and anything else is one rate-limited
-``otel_export_failed`` warning. The exporter's own log lines are dropped (they would be one
-ERROR per failed batch).
+* The span goes to the :class:`Sink` of the request's OTLP token. A sink is one exporter (with
+  its ``X-Auth-Token``) plus one :class:`~opentelemetry.sdk.trace.export.BatchSpanProcessor`
+  with a bounded queue, whose worker thread encodes and does the HTTP. Sinks are kept in a small
+  LRU keyed by token (see :mod:`tollway_telemetry._export`).
 """
 
 from __future__ import annotations
@@ -31,17 +28,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-import requests
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.util import BoundedList
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -51,16 +46,16 @@ from opentelemetry.trace import (
     TraceFlags,
     set_span_in_context,
 )
+from opentelemetry.util.types import Attributes
 
 from tollway import RequestContext, StashKey, __version__
-from tollway.outbound import OutboundPolicy, OutboundRefused
 from tollway.spans import SpanSink
+from tollway_telemetry._export import EXPORTER_LOGGERS, SILENCE, ExportHealth, Sink
 from tollway_telemetry._metrics import overhead_seconds, route_label
 from tollway_telemetry._settings import TelemetryConfig, redact_url
 
 __all__ = [
     "COST_USD",
-    "ExportHealth",
     "Tracing",
     "attempt_events",
     "span_attributes",
@@ -71,6 +66,7 @@ __all__ = [
 log = logging.getLogger("tollway_telemetry")
 
 AttrValue = str | bool | int | float
+_ATTR_TYPES = (str, bool, int, float)
 
 #: Well-known per-request stash key: the request's cost in USD, exported as
 #: ``langwatch.cost_usd``. Set it in ``ctx.stash`` before this plugin's ``account`` runs (it is
@@ -90,25 +86,6 @@ _OPERATIONS = {
 _EVENT = "langwatch.provider_attempt"
 _MAX_DESCRIPTION = 512
 _MAX_BATCH = 512  # the SDK's default OTEL_BSP_MAX_EXPORT_BATCH_SIZE
-_IN_PROCESS_DELAY_MS = 250
-
-# The OTLP exporter logs one ERROR per failed batch and one WARNING per retry; ExportHealth
-# reports failures instead (rate-limited, with the start-up grace).
-_EXPORTER_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.http",
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http._common",
-    "opentelemetry.exporter.otlp.common.http",
-)
-
-
-class _Silence(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.CRITICAL
-
-
-_SILENCE = _Silence()
-
 
 # --- what a span says ------------------------------------------------------------------------
 
@@ -204,7 +181,7 @@ def span_attributes(ctx: RequestContext) -> dict[str, AttrValue]:
         a["langwatch.gateway.overhead_ms"] = round(overhead * 1000, 3)
     # What plugins put on the context for the span (langwatch.guardrail.*, budget, cache, …).
     for name, value in ctx.span_attributes.items():
-        if isinstance(value, str | bool | int | float):
+        if isinstance(value, _ATTR_TYPES):
             a[name] = value
 
     # What other plugins left on the response headers, and what the outcome implies.
@@ -281,294 +258,23 @@ def token_for(ctx: RequestContext, static_token: str | None) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-# --- export health ---------------------------------------------------------------------------
+class _HashedResource(Resource):
+    """A resource that hashes once. The OTLP encoder groups every span of a batch by resource,
+    and :class:`Resource` hashes by JSON-dumping its attributes each time."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
-class ExportHealth:
-    """Decides which export failures are logged, and logs them (thread-safe).
-
-    401/403 and connection errors are expected while a collector or control plane is still
-    starting: they are silent for ``grace_s`` after start, or until the first successful export.
-    Every other failure, and those after the grace, give at most one WARNING per
-    ``interval_s`` saying how many failures it stands for.
-    """
-
-    def __init__(
-        self,
-        grace_s: float,
-        interval_s: float,
-        endpoint: str,
-        clock: Callable[[], float] = time.monotonic,
-        logger: logging.Logger = log,
-    ) -> None:
-        self._clock = clock
-        self._log = logger
-        self.grace_s = grace_s
-        self.interval_s = interval_s
-        self.endpoint = endpoint
-        self.started = clock()
-        self.ever_succeeded = False
-        self.swallowed = 0
-        self.failures = 0
-        self._unreported = 0
-        self._last_warning: float | None = None
-        self._lock = threading.Lock()
-
-    def success(self) -> None:
-        self.ever_succeeded = True
-
-    def failure(self, kind: str, detail: str, spans: int) -> bool:
-        """Record a failed export of ``spans`` spans; True when it was logged."""
-        with self._lock:
-            now = self._clock()
-            self.failures += 1
-            if (
-                kind in ("auth", "connection")
-                and not self.ever_succeeded
-                and now - self.started < self.grace_s
-            ):
-                self.swallowed += 1
-                return False
-            self._unreported += 1
-            if self._last_warning is not None and now - self._last_warning < self.interval_s:
-                return False
-            self._last_warning = now
-            count, self._unreported = self._unreported, 0
-        self._log.warning(
-            "otel_export_failed endpoint=%s kind=%s %s spans=%d failures_since_last_warning=%d",
-            self.endpoint,
-            kind,
-            detail,
-            spans,
-            count,
-        )
-        return True
-
-
-def classify(status: int | None, error: BaseException | None) -> tuple[str, str]:
-    """``(kind, detail)`` of a failed export: kind ``auth`` (401/403), ``connection``,
-    ``http`` (another status) or ``error``."""
-    if status in (401, 403):
-        return "auth", f"status={status}"
-    if status is not None and status >= 300:
-        return "http", f"status={status}"
-    if isinstance(error, OutboundRefused):
-        return "refused", f"error={error}"
-    if isinstance(error, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
-        return "connection", f"error={type(error).__name__}"
-    if error is not None:
-        return "error", f"error={type(error).__name__}"
-    return "error", "error=unknown"
-
-
-class _RecordingSession(requests.Session):
-    """The exporter's HTTP session; remembers how the last request ended, for :func:`classify`.
-
-    Never follows a redirect. With ``policy`` (the SSRF guard), the URL and the addresses its
-    host resolves to are checked before sending (again at most every
-    :data:`RECHECK_SECONDS`, in the exporter's thread).
-    """
-
-    RECHECK_SECONDS = 30.0
-
-    def __init__(self, policy: OutboundPolicy | None = None) -> None:
-        super().__init__()
-        self.last_status: int | None = None
-        self.last_error: BaseException | None = None
-        self.policy = policy
-        self._checked: dict[str, float] = {}
-
-    def _check(self, url: str) -> None:
-        policy = self.policy
-        if policy is None:
-            return
-        at = time.monotonic()
-        if at - self._checked.get(url, -self.RECHECK_SECONDS) < self.RECHECK_SECONDS:
-            return
-        policy.check_resolved(url, "OTLP endpoint")
-        self._checked[url] = at
-
-    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        self.last_status, self.last_error = None, None
-        kwargs["allow_redirects"] = False
-        try:
-            self._check(str(url))
-            response = super().request(method, url, *args, **kwargs)
-        except BaseException as exc:
-            self.last_error = exc
-            raise
-        self.last_status = response.status_code
-        return response
-
-
-# --- sinks -----------------------------------------------------------------------------------
-
-
-class _GuardedExporter(SpanExporter):
-    """Wraps the OTLP exporter: never raises, counts what it loses, reports to the health."""
-
-    def __init__(self, sink: _Sink, inner: SpanExporter) -> None:
-        self._sink = sink
-        self._inner = inner
-        self._closed = False
-        self._lock = threading.Lock()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        sink = self._sink
-        sink.dequeued(len(spans))
-        error: BaseException | None = None
-        try:
-            result = self._inner.export(spans)
-        except Exception as exc:  # the processor would log a traceback per batch
-            result, error = SpanExportResult.FAILURE, exc
-        if result is SpanExportResult.SUCCESS:
-            sink.health.success()
-            return result
-        session = sink.session
-        if session is None:  # in-process: the sink raised
-            kind, detail = classify(None, error)
-        else:
-            kind, detail = classify(session.last_status, session.last_error or error)
-        sink.on_drop("export_failed", len(spans))
-        sink.health.failure(kind, detail, len(spans))
-        return result
-
-    def shutdown(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-class _InProcessExporter(SpanExporter):
-    """Hands each batch, OTLP-encoded, to an in-process :class:`~tollway.spans.SpanSink`."""
-
-    def __init__(self, target: SpanSink, token: str | None) -> None:
-        self._target = target
-        self._token = token
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self._target.export(encode_spans(spans).SerializeToString(), self._token)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-class _Sink:
-    """One exporter (one ``X-Auth-Token``) and its batch processor. The exporter is OTLP/HTTP,
-    or, with ``target``, an in-process :class:`~tollway.spans.SpanSink`."""
-
-    def __init__(
-        self,
-        token: str | None,
-        config: TelemetryConfig,
-        health: ExportHealth,
-        on_drop: Callable[[str, int], None],
-        batch_size: int,
-        target: SpanSink | None = None,
-    ) -> None:
-        self.health = health
-        self.on_drop = on_drop
-        self.capacity = config.max_queue_size
-        inner: SpanExporter
-        if target is not None:
-            self.session: _RecordingSession | None = None
-            inner = _InProcessExporter(target, token)
-        else:
-            self.session = _RecordingSession(config.outbound)
-            # The gateway's proxy choice, not requests' own reading of the environment (which
-            # knows no LW_GATEWAY_OUTBOUND_PROXY and would override the session's proxies).
-            self.session.trust_env = False
-            if config.proxy:
-                self.session.proxies = {"http": config.proxy, "https": config.proxy}
-            headers = {"X-Auth-Token": token} if token else None
-            inner = OTLPSpanExporter(
-                endpoint=config.endpoint, headers=headers, session=self.session
-            )
-        self.exporter = _GuardedExporter(self, inner)
-        # In-process, a batch costs no round trip: store spans within a quarter second (so a
-        # request can be looked up right after it ended) unless OTEL_BSP_SCHEDULE_DELAY says.
-        delay = _IN_PROCESS_DELAY_MS if target is not None else None
-        if os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "").strip():
-            delay = None
-        self.processor = BatchSpanProcessor(
-            self.exporter,
-            max_queue_size=config.max_queue_size,
-            max_export_batch_size=min(batch_size, config.max_queue_size),
-            schedule_delay_millis=delay,
-        )
-        # Spans handed to the processor and not yet given to the exporter: the processor's
-        # queue length, tracked through public calls. It can run a batch ahead while the worker
-        # pops a batch, so a drop may be over-counted by at most one batch at the limit.
-        self._pending = 0
-        self._lock = threading.Lock()
-
-    def submit(self, span: ReadableSpan) -> None:
-        with self._lock:
-            full = self._pending >= self.capacity
-            if not full:
-                self._pending += 1
-        if full:  # the processor's deque drops its oldest span to take this one
-            self.on_drop("queue_full", 1)
-        self.processor.on_end(span)
-
-    def dequeued(self, n: int) -> None:
-        with self._lock:
-            self._pending = max(0, self._pending - n)
-
-    def shutdown(self) -> None:
-        """Export what is queued, then close (blocking: call from a thread)."""
-        self.processor.shutdown()  # type: ignore[no-untyped-call]
-
-    def abort(self) -> None:
-        """Stop retrying now (the exporter's backoff sleeps end) and close the session."""
-        self.exporter.shutdown()
-
-
-class _Router(SpanProcessor):
-    """The tracer provider's only processor: forwards the ending span to ``current``."""
-
-    def __init__(self) -> None:
-        self.current: _Sink | None = None
-
-    def on_start(self, span: Any, parent_context: Context | None = None) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
-        sink = self.current
-        if sink is not None:
-            sink.submit(span)
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-
-class _ContextIds(IdGenerator):
-    """Gives the SDK the ids the core already chose (set just before ``start_span``)."""
-
-    def __init__(self) -> None:
-        self.trace_id = 0
-        self.span_id = 0
-
-    def generate_trace_id(self) -> int:
-        return self.trace_id
-
-    def generate_span_id(self) -> int:
-        return self.span_id
-
-    def is_trace_id_random(self) -> bool:
-        return True  # the core's ids come from os.urandom
+#: The context a root span's sampler is given (an empty one, never the ambient context).
+_ROOT = Context()
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
+_UNSET = Status(StatusCode.UNSET)
 
 
 def default_resource() -> Resource:
@@ -607,26 +313,24 @@ class Tracing:
         self.health = ExportHealth(
             config.startup_grace_seconds, config.warn_interval_seconds, shown
         )
-        self._ids = _ContextIds()
-        self._router = _Router()
-        self.provider = TracerProvider(
-            sampler=ParentBased(TraceIdRatioBased(config.sampler_arg)),
-            resource=resource or default_resource(),
-            shutdown_on_exit=False,
-            id_generator=self._ids,
-        )
-        self.provider.add_span_processor(self._router)
-        self._tracer = self.provider.get_tracer("tollway_telemetry", __version__)
-        self._sinks: collections.OrderedDict[str | None, _Sink] = collections.OrderedDict()
+        self._sampler = ParentBased(TraceIdRatioBased(config.sampler_arg))
+        #: The resource of every span (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``).
+        self.resource: Resource = _HashedResource(resource or default_resource())
+        self._scope = InstrumentationScope("tollway_telemetry", __version__)
+        #: ``OTEL_SPAN_*`` / ``OTEL_ATTRIBUTE_*``, read once as the tracer provider reads them.
+        self.limits = SpanLimits()
+        #: ``OTEL_SDK_DISABLED=true``: no span at all (the tracer provider's tracer is a no-op).
+        self.disabled = os.environ.get(OTEL_SDK_DISABLED, "").lower().strip() == "true"
+        self._sinks: collections.OrderedDict[str | None, Sink] = collections.OrderedDict()
         self._closed = False
-        for name in _EXPORTER_LOGGERS:
-            logging.getLogger(name).addFilter(_SILENCE)  # idempotent
+        for name in EXPORTER_LOGGERS:
+            logging.getLogger(name).addFilter(SILENCE)  # idempotent
 
     @property
-    def sinks(self) -> dict[str | None, _Sink]:
+    def sinks(self) -> dict[str | None, Sink]:
         return dict(self._sinks)
 
-    def sink_for(self, token: str | None) -> _Sink:
+    def sink_for(self, token: str | None) -> Sink:
         """The sink for ``token`` (created on first use; the least recently used one is closed
         in the background when there are more than ``max_exporters``)."""
         sinks = self._sinks
@@ -634,7 +338,7 @@ class Tracing:
         if sink is not None:
             sinks.move_to_end(token)
             return sink
-        sink = _Sink(
+        sink = Sink(
             token, self.config, self.health, self._on_drop, self._batch_size, self.span_sink
         )
         sinks[token] = sink
@@ -646,46 +350,110 @@ class Tracing:
         return sink
 
     def record(self, ctx: RequestContext) -> bool:
-        """Build, end and queue the span of a finished request. True when it was sampled."""
+        """Build the span of a finished request and queue it. True when it was sampled."""
         if self._closed:
             return False
+        span = self.span_for(ctx)
+        if span is None:
+            return False
+        self.sink_for(token_for(ctx, self.config.static_token)).submit(span)
+        return True
+
+    def span_for(self, ctx: RequestContext) -> ReadableSpan | None:
+        """The finished span of a request, as the SDK's tracer would hand it to its span
+        processors on ``end()``; None when it is not sampled (or its ids are not hex)."""
+        if self.disabled:
+            return None
         try:
             trace_id = int(ctx.trace_id, 16)
             span_id = int(ctx.span_id, 16)
             parent_id = int(ctx.parent_span_id, 16) if ctx.parent_span_id else 0
         except ValueError:
-            return False
-        parent = Context()
+            return None
+        name = span_name(ctx)
+        parent: SpanContext | None = None
+        context = _ROOT
         if parent_id:
             remote = SpanContext(
                 trace_id, parent_id, is_remote=True, trace_flags=TraceFlags(ctx.trace_flags & 0xFF)
             )
-            parent = set_span_in_context(NonRecordingSpan(remote), parent)
-        ids = self._ids
-        ids.trace_id, ids.span_id = trace_id, span_id
+            if remote.is_valid:
+                parent = remote
+                context = set_span_in_context(NonRecordingSpan(remote), _ROOT)
+        sampling = self._sampler.should_sample(context, trace_id, name, SpanKind.SERVER)
+        decision = sampling.decision
+        if decision is Decision.DROP:
+            return None
         start = ctx.started_unix_ns
-        span = self._tracer.start_span(
-            span_name(ctx), context=parent, kind=SpanKind.SERVER, start_time=start
-        )
-        if not span.is_recording():
-            return False
-        span.set_attributes(span_attributes(ctx))
-        for name, attributes, timestamp in attempt_events(ctx, start):
-            span.add_event(name, attributes, timestamp)
-        status = ctx.status or 0
-        if ctx.error_type or status >= 500:
-            description = ctx.error_message or ctx.error_type or f"HTTP {status}"
-            span.set_status(Status(StatusCode.ERROR, description[:_MAX_DESCRIPTION]))
+        status = _UNSET
+        code = ctx.status or 0
+        if ctx.error_type or code >= 500:
+            description = ctx.error_message or ctx.error_type or f"HTTP {code}"
+            status = Status(StatusCode.ERROR, description[:_MAX_DESCRIPTION])
         if ctx.finished is not None:
             end = start + int(max(0.0, ctx.finished - ctx.started) * 1e9)
         else:
             end = time.time_ns()
-        self._router.current = self.sink_for(token_for(ctx, self.config.static_token))
-        try:
-            span.end(end_time=end)
-        finally:
-            self._router.current = None
-        return True
+        return ReadableSpan(
+            name,
+            context=SpanContext(
+                trace_id,
+                span_id,
+                is_remote=False,
+                trace_flags=_SAMPLED if decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED,
+                trace_state=sampling.trace_state,
+            ),
+            parent=parent,
+            resource=self.resource,
+            attributes=self._attributes(sampling.attributes, span_attributes(ctx)),
+            events=self._events(attempt_events(ctx, start)),
+            kind=SpanKind.SERVER,
+            status=status,
+            start_time=start,
+            end_time=end,
+            instrumentation_scope=self._scope,
+        )
+
+    def _attributes(self, sampled: Attributes, attributes: dict[str, AttrValue]) -> Attributes:
+        """The span's attributes as the SDK's span would keep them: the sampler's, then ours,
+        within ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`` (oldest dropped and counted) and
+        ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``. The dict itself when that changes nothing."""
+        limits = self.limits
+        most = limits.max_span_attributes
+        if (
+            not sampled
+            and limits.max_span_attribute_length is None
+            and (most is None or len(attributes) <= most)
+            and "" not in attributes
+        ):
+            return attributes
+        bounded = BoundedAttributes(
+            most, sampled, immutable=False, max_value_len=limits.max_span_attribute_length
+        )
+        for key, value in attributes.items():
+            bounded[key] = value
+        return bounded
+
+    def _events(self, events: list[tuple[str, dict[str, AttrValue], int]]) -> Sequence[Event]:
+        """The attempt events as the SDK's ``Span.add_event`` would keep them (within
+        ``OTEL_SPAN_EVENT_COUNT_LIMIT`` and ``OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT``)."""
+        if not events:
+            return ()
+        limits = self.limits
+        most = limits.max_event_attributes
+        if (
+            limits.max_attribute_length is None
+            and (limits.max_events is None or len(events) <= limits.max_events)
+            and (most is None or all(len(attrs) <= most for _, attrs, _ in events))
+        ):
+            return tuple(Event(name, attrs, timestamp) for name, attrs, timestamp in events)
+        kept: BoundedList[Event] = BoundedList(limits.max_events)
+        for name, attrs, timestamp in events:
+            bounded = BoundedAttributes(
+                most, attrs, max_value_len=limits.max_attribute_length, immutable=True
+            )
+            kept.append(Event(name, bounded, timestamp))
+        return kept
 
     def flush(self, timeout_s: float = 10.0) -> None:
         """Export everything queued now (blocking; for tests and ``tollway`` commands)."""
@@ -710,7 +478,6 @@ class Tracing:
                 )
                 for sink in sinks:
                     sink.abort()
-        self.provider.shutdown()
 
 
 def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> asyncio.Future[None]:
