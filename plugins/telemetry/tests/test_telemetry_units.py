@@ -591,3 +591,14 @@ def test_a_failing_in_process_sink_counts_the_drop() -> None:
         assert tracing.health.endpoint == "in-process:recording"
     finally:
         asyncio.run(tracing.shutdown(2))
+
+
+def test_the_export_batch_size_follows_otel_bsp_max_export_batch_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "64")
+    tracing, _ = tracing_for("http://127.0.0.1:9/v1/traces")
+    assert tracing.sink_for(None).processor._batch_processor._max_export_batch_size == 64
+    monkeypatch.setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "not-a-number")
+    tracing, _ = tracing_for("http://127.0.0.1:9/v1/traces")
+    assert tracing.sink_for(None).processor._batch_processor._max_export_batch_size == 512

@@ -287,6 +287,12 @@ def default_resource() -> Resource:
     return resource
 
 
+def _env_batch_size() -> int:
+    """``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` as the SDK reads it: a positive integer, else 512."""
+    raw = os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else _MAX_BATCH
+
+
 class Tracing:
     """The span pipeline of one gateway."""
 
@@ -296,12 +302,13 @@ class Tracing:
         on_drop: Callable[[str, int], None],
         *,
         resource: Resource | None = None,
-        batch_size: int = _MAX_BATCH,
+        batch_size: int | None = None,
         span_sink: SpanSink | None = None,
     ) -> None:
         self.config = config
         self._on_drop = on_drop
-        self._batch_size = batch_size
+        #: Spans per export (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, 512), capped at the queue size.
+        self._batch_size = batch_size or _env_batch_size()
         #: Set: spans go to this in-process sink instead of an OTLP endpoint.
         self.span_sink = span_sink
         if span_sink is not None:
