@@ -130,6 +130,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--soak-rate", type=float, default=200.0, help="the soak's open-loop rate, req/s (200)"
     )
+    p.add_argument(
+        "--soak-targets",
+        default="",
+        help="comma-separated Tollway targets to soak (default: every Tollway target in the run;"
+        " the bar judges working)",
+    )
     args = p.parse_args(argv)
     quick = args.quick
     args.duration = args.duration or (1.0 if quick else 8.0)
@@ -354,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.soak:
                 # After the other phases, one target at a time: each soak has the machine's
                 # load generator to itself.
-                for t in (t for t in live if is_tollway(t.name)):
+                chosen = {n.strip() for n in args.soak_targets.split(",") if n.strip()}
+                soaked = [t for t in live if is_tollway(t.name) and (not chosen or t.name in chosen)]
+                for t in soaked:
                     log(f"soak {args.soak:g} s at {args.soak_rate:g} req/s: {t.name}")
                     try:
                         raw = run_soak(runner, t, args.soak, args.soak_rate)
