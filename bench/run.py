@@ -361,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
                 # After the other phases, one target at a time: each soak has the machine's
                 # load generator to itself.
                 chosen = {n.strip() for n in args.soak_targets.split(",") if n.strip()}
-                soaked = [t for t in live if is_tollway(t.name) and (not chosen or t.name in chosen)]
+                soaked = [
+                    t for t in live if is_tollway(t.name) and (not chosen or t.name in chosen)
+                ]
                 for t in soaked:
                     log(f"soak {args.soak:g} s at {args.soak_rate:g} req/s: {t.name}")
                     try:
