@@ -17,6 +17,7 @@ from tollway.keys import (
     CROCKFORD,
     KEY_LENGTH,
     KeyFormatError,
+    KeyHasher,
     check_key_format,
     checksum,
     display_prefix,
@@ -214,6 +215,14 @@ def test_hash_key_is_hmac_sha256() -> None:
     assert hash_key(pepper, EXAMPLE) == expected
     assert len(expected) == 64
     assert hash_key(b"other", EXAMPLE) != expected
+
+
+@given(st.binary(max_size=80), st.text(st.characters(blacklist_categories=("Cs",)), max_size=60))
+def test_key_hasher_is_hash_key(pepper: bytes, secret: str) -> None:
+    hasher = KeyHasher(pepper)
+    # Twice: each call starts again from the pepper's keyed state.
+    assert hasher(secret) == hasher(secret) == hash_key(pepper, secret)
+    assert hasher(secret + "x") == hash_key(pepper, secret + "x")
 
 
 def test_keys_equal() -> None:

@@ -19,6 +19,7 @@ display prefix, which is not secret).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import time
@@ -33,6 +34,7 @@ __all__ = [
     "LEGACY_KEY_LENGTH",
     "PREFIXES",
     "KeyFormatError",
+    "KeyHasher",
     "check_key_format",
     "checksum",
     "display_prefix",
@@ -230,6 +232,28 @@ def check_key_format(presented: str | None) -> str:
 def hash_key(pepper: bytes, secret: str) -> str:
     """The stored form of a key: ``hex(HMAC-SHA256(pepper, secret))``."""
     return hmac.digest(pepper, secret.encode("utf-8"), "sha256").hex()
+
+
+class KeyHasher:
+    """:func:`hash_key` for one pepper, for a hot path: ``KeyHasher(pepper)(secret) ==
+    hash_key(pepper, secret)``.
+
+    The HMAC keyed with the pepper is set up once and copied for each secret, which skips
+    OpenSSL's digest look-up and key set-up per call (about half the cost of
+    :func:`hash_key`). It keeps no secret: only the pepper's keyed HMAC state.
+    """
+
+    __slots__ = ("_keyed",)
+
+    def __init__(self, pepper: bytes) -> None:
+        """Key the HMAC-SHA256 with ``pepper`` once."""
+        self._keyed = hmac.new(pepper, digestmod=hashlib.sha256)
+
+    def __call__(self, secret: str) -> str:
+        """``hex(HMAC-SHA256(pepper, secret))``."""
+        mac = self._keyed.copy()
+        mac.update(secret.encode("utf-8"))
+        return mac.hexdigest()
 
 
 def keys_equal(a: str, b: str) -> bool:

@@ -514,6 +514,17 @@ def _ledger_entry(rid: str, cost: int, **over: object) -> dict[str, object]:
     return entry
 
 
+def test_ledger_batch_counts_new_rows_once(store: Store) -> None:
+    """One batch (one statement for all its rows) counts each new request_id once, also when
+    the batch repeats an entry, and an empty batch records nothing."""
+    a, b = (check_ledger_entry(_ledger_entry(rid, 10)) for rid in ("dup-a", "dup-b"))
+    assert store.record_ledger([a, b, a]) == 2
+    assert store.record_ledger([b, a]) == 0
+    assert store.record_ledger([]) == 0
+    budget = store.create_budget(scope="project", window="day", limit_usd=parse_usd("1"))
+    assert store.budget_spend(budget) == 20
+
+
 def test_ledger_is_idempotent_and_sums_per_window(store: Store) -> None:
     rows = [check_ledger_entry(_ledger_entry(f"r{i}", 100 + i)) for i in range(5)]
     assert store.record_ledger(rows) == 5

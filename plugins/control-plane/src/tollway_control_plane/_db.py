@@ -169,8 +169,14 @@ class Database:
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.dialect == "postgresql" else sql
 
-    def _run(self, conn: Any, sql: str, params: Sequence[Any]) -> Any:
+    def _run(self, conn: Any, sql: str, params: Sequence[Any], *, many: bool = False) -> Any:
         try:
+            if many:
+                if self.dialect == "sqlite":
+                    return conn.executemany(self._sql(sql), params)
+                cur = conn.cursor()
+                cur.executemany(self._sql(sql), params)
+                return cur
             return conn.execute(self._sql(sql), tuple(params))
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
@@ -291,6 +297,14 @@ class Transaction:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run a statement; return the number of rows it changed."""
         cur = self._db._run(self._conn, sql, params)
+        return int(cur.rowcount or 0)
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run one statement once per parameter row (the driver's ``executemany``: prepared
+        once, one call for the batch); return the number of rows changed in all."""
+        if not rows:
+            return 0
+        cur = self._db._run(self._conn, sql, rows, many=True)
         return int(cur.rowcount or 0)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:

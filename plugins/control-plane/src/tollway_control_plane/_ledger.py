@@ -34,6 +34,10 @@ LEDGER_COLUMNS = (
 )
 _LEDGER_TEXT = frozenset(LEDGER_COLUMNS[:10]) | {"gateway_node_id"}
 _LEDGER_INT = frozenset(LEDGER_COLUMNS[10:16]) | {"usage_estimated"}
+_INSERT_LEDGER = (
+    f"INSERT INTO ledger ({', '.join(LEDGER_COLUMNS)}) "
+    f"VALUES ({','.join('?' * len(LEDGER_COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"
+)
 USAGE_SUMS = (
     "requests",
     "input_tokens",
@@ -123,20 +127,11 @@ class LedgerMixin(StoreBase):
         """Insert gateway ledger entries (checked by :func:`check_ledger_entry`), each once:
         an entry whose ``request_id`` is already recorded is skipped (a retried outbox batch
         never debits twice). Returns how many rows were new."""
-        inserted = 0
+        rows = [tuple(e.get(column) for column in LEDGER_COLUMNS) for e in entries]
+        # One transaction and one prepared statement for the whole batch (the budgets outbox
+        # sends every entry pending since its last flush in one call).
         with self.db.transaction() as tx:
-            for e in entries:
-                inserted += tx.execute(
-                    "INSERT INTO ledger (request_id, created_at, organization_id, team_id, "
-                    "project_id, vk_id, principal_id, end_user_id, provider_id, model, "
-                    "input_tokens, output_tokens, cache_read_input_tokens, "
-                    "cache_creation_input_tokens, reasoning_tokens, cost_usd, status, "
-                    "usage_estimated, gateway_node_id) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
-                    "ON CONFLICT (request_id) DO NOTHING",
-                    tuple(e.get(column) for column in LEDGER_COLUMNS),
-                )
-        return inserted
+            return tx.execute_many(_INSERT_LEDGER, rows)
 
     def ledger_spend(self, queries: Sequence[Mapping[str, Any]]) -> list[int]:
         """Micro-USD in the ledger per query ``{organization_id, scope_type, scope_id, since,

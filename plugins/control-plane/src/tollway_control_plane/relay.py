@@ -19,8 +19,8 @@ not per relay). A control plane that does not answer gives 503 in the SPEC error
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-import httpx
 import orjson
 from quart import Quart, Response, request
 from werkzeug.datastructures import Headers
@@ -28,6 +28,9 @@ from werkzeug.datastructures import Headers
 from tollway.server import serves_workers
 from tollway_control_plane.admin import PREFIX as ADMIN_PREFIX
 from tollway_control_plane.protocol import PREFIX as INTERNAL_PREFIX
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["RELAYED_FOR", "client_address", "mount_relay"]
 
@@ -38,8 +41,9 @@ _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 log = logging.getLogger("tollway_control_plane")
 
-#: Longer than the change feed's long poll, so a relayed poll is never cut short.
-_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
+#: Longer than the change feed's long poll, so a relayed poll is never cut short (seconds:
+#: the whole exchange, then connecting).
+_TIMEOUT_S, _CONNECT_TIMEOUT_S = 120.0, 5.0
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 _HOP_BY_HOP = frozenset(
     {
@@ -60,13 +64,18 @@ _HOP_BY_HOP = frozenset(
 
 def mount_relay(app: Quart, base_url: str) -> None:
     """Relay the control plane's paths on ``app`` to the control plane at ``base_url``."""
+    # httpx (and the rich/pygments its package imports) only where a relay is mounted, a
+    # worker of ``serve --workers N``: the console imports this module for client_address.
+    import httpx
+
+    timeout = httpx.Timeout(_TIMEOUT_S, connect=_CONNECT_TIMEOUT_S)
     client: httpx.AsyncClient | None = None
 
     async def relay(rest: str = "") -> Response:
         nonlocal client
         if client is None:
             # trust_env=False: a loopback hop never goes through HTTP(S)_PROXY.
-            client = httpx.AsyncClient(base_url=base_url, timeout=_TIMEOUT, trust_env=False)
+            client = httpx.AsyncClient(base_url=base_url, timeout=timeout, trust_env=False)
         body = await request.get_data(cache=False)
         target = request.path
         if request.query_string:

@@ -17,7 +17,6 @@ from tollway_simulator.faults import (
     parse_fault,
     parse_fault_mix,
 )
-from tollway_simulator.server import LISTENING_PREFIX, start_simulator
 
 
 def _fault_option(ctx: click.Context, param: click.Parameter, value: str | None) -> Fault | None:
@@ -116,6 +115,9 @@ def run_simulator(
     fault_mix: FaultMix | str | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM, printing the listening line to stdout first."""
+    # The server (aiohttp.web and every wire) is imported when the simulator runs, not when
+    # the gateway loads this plugin for its ``simulate`` command.
+    from tollway_simulator.server import LISTENING_PREFIX, start_simulator
 
     async def main() -> None:
         runner, base_url = await start_simulator(

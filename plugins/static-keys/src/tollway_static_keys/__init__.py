@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +10,7 @@ import attrs
 
 from tollway import Credential, InvalidAPIKey, Principal, RequestContext, StashKey, hookimpl
 from tollway.gateway import Gateway
-from tollway.keys import KeyFormatError, check_key_format, display_prefix
+from tollway.keys import KeyFormatError, KeyHasher, check_key_format, display_prefix
 
 __all__ = ["StaticKey", "StaticKeysSettings"]
 
@@ -38,12 +36,9 @@ class StaticKeysSettings:
     keys: list[StaticKey] = attrs.field(factory=list)
 
 
-_PROCESS_KEY = os.urandom(32)
-_TABLE: StashKey[dict[bytes, tuple[Principal, bool]]] = StashKey("static-keys.table")
-
-
-def _digest(secret: str) -> bytes:
-    return hmac.new(_PROCESS_KEY, secret.encode(), hashlib.sha256).digest()
+#: Keys are looked up by an HMAC of the secret under a per-process key (never the secret).
+_digest = KeyHasher(os.urandom(32))
+_TABLE: StashKey[dict[str, tuple[Principal, bool]]] = StashKey("static-keys.table")
 
 
 @hookimpl
@@ -54,7 +49,7 @@ def register_settings(register: Callable[[str, type[Any]], None]) -> None:
 @hookimpl
 def gateway_started(gateway: Gateway) -> None:
     settings: StaticKeysSettings = gateway.settings.plugin(NAME)
-    table: dict[bytes, tuple[Principal, bool]] = {}
+    table: dict[str, tuple[Principal, bool]] = {}
     for i, key in enumerate(settings.keys):
         try:
             check_key_format(key.secret)
@@ -77,7 +72,9 @@ def gateway_started(gateway: Gateway) -> None:
 
 @hookimpl
 def authenticate(ctx: RequestContext, credential: Credential) -> Principal | None:
-    table: dict[bytes, tuple[Principal, bool]] = ctx.gateway.stash[_TABLE]
+    table: dict[str, tuple[Principal, bool]] = ctx.gateway.stash[_TABLE]
+    if not table:  # no static keys configured: nothing to hash (vk-auth answers)
+        return None
     entry = table.get(_digest(credential.secret))
     if entry is None:
         return None

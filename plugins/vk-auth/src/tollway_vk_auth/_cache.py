@@ -28,7 +28,7 @@ from typing import Any
 import attrs
 
 from tollway import Principal, ServiceUnavailable
-from tollway.keys import display_prefix, hash_key
+from tollway.keys import KeyHasher, display_prefix
 from tollway_vk_auth._bundle import (
     bundle_expires_at,
     principal_from_bundle,
@@ -118,6 +118,8 @@ class AuthCache:
     ) -> None:
         self.settings = settings
         self.pepper = pepper
+        #: ``hash_key(pepper, ·)`` with the pepper's HMAC keyed once (no secret is kept).
+        self._hash_key = KeyHasher(pepper)
         self.client = client
         self.l2 = l2
         self.clock = clock
@@ -146,7 +148,7 @@ class AuthCache:
         :class:`ServiceUnavailable` (``control_plane_unavailable``: a key this gateway has not
         cached while the control plane is unreachable).
         """
-        key_hash = hash_key(self.pepper, secret)
+        key_hash = self._hash_key(secret)
         entry = self.l1.get(key_hash)
         if entry is not None:
             now = self.clock()

@@ -16,9 +16,6 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 import yarl
-from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
-from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
-from botocore.credentials import Credentials  # type: ignore[import-untyped]
 
 from tollway import (
     RequestContext,
@@ -127,6 +124,10 @@ class BedrockProvider(Provider):
         if self.auth == "sigv4":
             parts = self.api_key.split(":")
             if len(parts) in (2, 3) and all(parts):
+                # botocore (several MiB) is imported once a bedrock provider is configured,
+                # not when the plugin loads.
+                from botocore.credentials import Credentials  # type: ignore[import-untyped]
+
                 self._credentials = Credentials(
                     parts[0], parts[1], parts[2] if len(parts) == 3 else None
                 )
@@ -184,6 +185,9 @@ class BedrockProvider(Provider):
             raise UpstreamConnectError(
                 f"provider {self.name} has no usable AWS credentials (see its api_key)"
             )
+        from botocore.auth import SigV4Auth  # type: ignore[import-untyped]
+        from botocore.awsrequest import AWSRequest  # type: ignore[import-untyped]
+
         request = AWSRequest(method="POST", url=url, data=payload, headers=wire)
         SigV4Auth(self._credentials, SERVICE, self.region).add_auth(request)
         headers.update(request.headers.items())

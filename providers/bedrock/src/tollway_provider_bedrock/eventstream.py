@@ -11,7 +11,6 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, NamedTuple
 
 import orjson
-from botocore.eventstream import EventStreamBuffer, ParserError  # type: ignore[import-untyped]
 
 from tollway import UpstreamError, UpstreamHTTPError
 from tollway.formats import TranslationError
@@ -72,7 +71,14 @@ class EventStreamReader:
     """Feed it the body's bytes as they arrive; get back the complete frames, decoded."""
 
     def __init__(self) -> None:
+        # botocore is imported with the first stream, not when the plugin loads.
+        from botocore.eventstream import (  # type: ignore[import-untyped]
+            EventStreamBuffer,
+            ParserError,
+        )
+
         self._buffer = EventStreamBuffer()
+        self._parser_error: type[Exception] = ParserError
         self._pending = 0  # bytes fed but not yet part of a complete frame
 
     @property
@@ -88,7 +94,7 @@ class EventStreamReader:
             for message in self._buffer:
                 self._pending -= message.prelude.total_length
                 out.append(self._event(message))
-        except ParserError as exc:
+        except self._parser_error as exc:
             raise TranslationError(
                 f"Bedrock sent a corrupt event-stream frame ({type(exc).__name__}: {exc})"
             ) from None
