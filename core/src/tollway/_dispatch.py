@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from tollway._breaker import Breaker, BreakerSettings, counts_as_failure
+from tollway._breaker import Breaker, BreakerSettings, Ticket, counts_as_failure
 from tollway._context import RequestContext, flush_deferred
 from tollway._errors import (
     GatewayError,
@@ -133,20 +133,7 @@ class Dispatch:
                 await self.hooks.before_attempt(ctx, target)
                 await flush_deferred(ctx)  # what before_attempt deferred; a refusal skips
             except GatewayError as exc:
-                breaker.release(ticket)
-                skipped = exc
-                ctx.attempts.append(
-                    Attempt(
-                        provider.key,
-                        provider.type,
-                        target.model,
-                        "skipped",
-                        None,
-                        exc.type,
-                        0.0,
-                        breaker.state(),
-                    )
-                )
+                skipped = _skip(ctx, provider, target, breaker, ticket, exc)
                 continue
             ctx.provider, ctx.provider_type, ctx.resolved_model = (
                 provider.name,
@@ -168,20 +155,7 @@ class Dispatch:
                 # Not this provider's to serve (a Responses request needing stored state, and
                 # no Responses API here): a native provider later in the chain may.
                 live.ended(provider.key)
-                breaker.release(ticket)
-                skipped = exc
-                ctx.attempts.append(
-                    Attempt(
-                        provider.key,
-                        provider.type,
-                        target.model,
-                        "skipped",
-                        None,
-                        exc.type,
-                        0.0,
-                        breaker.state(),
-                    )
-                )
+                skipped = _skip(ctx, provider, target, breaker, ticket, exc)
                 continue
             except UpstreamError as exc:
                 live.ended(provider.key)
@@ -327,6 +301,32 @@ async def _prime(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
                 await aclose()
 
     return chained()
+
+
+def _skip(
+    ctx: RequestContext,
+    provider: Provider,
+    target: RouteTarget,
+    breaker: Breaker,
+    ticket: Ticket,
+    exc: GatewayError,
+) -> GatewayError:
+    """Record an attempt skipped before its call (refused by ``before_attempt``, or not this
+    provider's to serve) and free its breaker ticket; the skip is the answer if none follows."""
+    breaker.release(ticket)
+    ctx.attempts.append(
+        Attempt(
+            provider.key,
+            provider.type,
+            target.model,
+            "skipped",
+            None,
+            exc.type,
+            0.0,
+            breaker.state(),
+        )
+    )
+    return exc
 
 
 def _max_attempts(ctx: RequestContext) -> int:
