@@ -53,10 +53,12 @@ def test_a_line_that_is_not_json_names_it() -> None:
 @pytest.mark.parametrize(
     ("endpoints", "native", "expected"),
     [
-        ({"chat"}, {"chat"}, {"messages"}),
-        ({"messages"}, {"messages"}, {"chat"}),
-        ({"chat", "messages"}, {"chat"}, set()),
-        ({"chat", "messages"}, set(), set()),  # a wire of its own, translating itself
+        # Responses clients go through chat whenever the adapter serves chat one way or another.
+        ({"chat"}, {"chat"}, {"messages", "responses"}),
+        ({"messages"}, {"messages"}, {"chat", "responses"}),
+        ({"chat", "messages"}, {"chat"}, {"responses"}),
+        ({"chat", "messages"}, set(), {"responses"}),  # a wire of its own, translating itself
+        ({"chat", "responses"}, {"chat", "responses"}, {"messages"}),
         ({"embeddings"}, {"embeddings"}, set()),
     ],
 )
