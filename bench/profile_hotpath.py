@@ -173,6 +173,14 @@ def main() -> int:
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--redis", default="auto", help="as bench/run.py --redis (auto)")
     p.add_argument("--target", default="working", choices=KINDS, help="which gateway (working)")
+    p.add_argument(
+        "--all-threads",
+        dest="gil",
+        action="store_false",
+        help="sample every running thread (default: only the thread holding the GIL, so a "
+        "background thread inside SQLite or a socket call, GIL released, is not counted as "
+        "the gateway's Python CPU)",
+    )
     args = p.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
@@ -227,6 +235,7 @@ def main() -> int:
                     "raw",
                     "--full-filenames",
                     "--nonblocking",
+                    *(["--gil"] if args.gil else []),
                     "--output",
                     str(raw),
                 ],

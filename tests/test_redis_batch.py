@@ -185,6 +185,79 @@ def test_settlements_of_many_requests_share_one_pipeline_and_a_stop_drains_them(
     assert value == b"53"
 
 
+def test_requests_flushing_in_one_turn_of_the_loop_share_one_round_trip() -> None:
+    keys = [f"test:shared:{uuid.uuid4().hex}" for _ in range(8)]
+
+    async def main() -> tuple[int, int, list[list[Any]], list[Any]]:
+        facility = _facility()
+        incr, get = facility.script(INCR), facility.script(GET)
+        await _warm(facility, incr, get)
+        before = round_trips("request")
+        all_before = round_trips()
+        seen: list[list[Any]] = [[] for _ in keys]
+
+        async def one_request(i: int) -> Any:
+            batch = RequestBatch(facility, f"grq_{i}")
+            batch.defer(incr, [keys[i]], [i + 1], then=seen[i].append)
+            value = await batch.call(get, [keys[i]])
+            assert batch.flushes == 1
+            return value
+
+        values = await asyncio.gather(*(one_request(i) for i in range(len(keys))))
+        request_trips = round_trips("request") - before
+        trips = round_trips() - all_before
+        await facility.release("test")
+        redis.Redis.from_url(REDIS_URL).delete(*keys)
+        return request_trips, trips, seen, values
+
+    request_trips, trips, seen, values = asyncio.run(main())
+    assert (request_trips, trips) == (1, 1)  # eight requests, one pipeline, on the request path
+    assert seen == [[i + 1] for i in range(len(keys))]  # each continuation saw its own reply
+    assert values == [str(i + 1).encode() for i in range(len(keys))]
+
+
+def test_a_script_error_reaches_only_the_request_whose_call_it_was() -> None:
+    key = f"test:shared:{uuid.uuid4().hex}"
+
+    async def main() -> tuple[Any, Any]:
+        facility = _facility()
+        get, boom = facility.script(GET), facility.script("return redis.error_reply('boom')")
+        await _warm(facility, get, boom)
+        redis.Redis.from_url(REDIS_URL).set(key, "fine")
+
+        async def call(script: Any) -> Any:
+            try:
+                return await RequestBatch(facility, "grq_x").call(script, [key])
+            except redis.exceptions.ResponseError as exc:
+                return str(exc)
+
+        out = await asyncio.gather(call(boom), call(get))
+        await facility.release("test")
+        redis.Redis.from_url(REDIS_URL).delete(key)
+        return out[0], out[1]
+
+    assert asyncio.run(main()) == ("boom", b"fine")
+
+
+def test_round_trips_of_a_task_a_request_spawned_are_background() -> None:
+    from tollway._logging import handler_task_var, request_id_var
+
+    async def main() -> tuple[int, int]:
+        facility = _facility()
+        get = facility.script(GET)
+        await _warm(facility, get)
+        request_id_var.set("grq_handler")
+        handler_task_var.set(asyncio.current_task())
+        before = (round_trips("request"), round_trips("background"))
+        await get(["test:none"])  # the handler's own call
+        await asyncio.create_task(get(["test:none"]))  # e.g. its account hooks
+        after = (round_trips("request"), round_trips("background"))
+        await facility.release("test")
+        return after[0] - before[0], after[1] - before[1]
+
+    assert asyncio.run(main()) == (1, 1)
+
+
 # --- through a real gateway --------------------------------------------------------------------
 
 DEFERRING = """

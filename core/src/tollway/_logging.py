@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import sys
@@ -10,10 +11,16 @@ from typing import Any
 
 import orjson
 
-__all__ = ["configure_logging", "request_id_var", "set_worker"]
+__all__ = ["configure_logging", "handler_task_var", "request_id_var", "set_worker"]
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "tollway_request_id", default=None
+)
+#: The task serving the current request (set with ``request_id_var`` where a handler starts).
+#: Tasks a request spawns inherit both variables but are not this task: what they do is not on
+#: the request's path (``tollway.redis`` counts their round trips as background).
+handler_task_var: contextvars.ContextVar[asyncio.Task[Any] | None] = contextvars.ContextVar(
+    "tollway_handler_task", default=None
 )
 
 #: This process's worker index under ``serve --workers N`` (on every line), else None.

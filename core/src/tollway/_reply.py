@@ -27,7 +27,7 @@ from tollway._errors import (
 from tollway._input import (
     header_value,
 )
-from tollway._logging import request_id_var
+from tollway._logging import handler_task_var, request_id_var
 from tollway._sse import error_event
 from tollway._types import Verdict
 from tollway.provider import ProviderResult
@@ -311,6 +311,7 @@ class Replies:
         filters = ctx.stream_filters
         events = result.events
         token = request_id_var.set(ctx.request_id)
+        task_token = handler_task_var.set(asyncio.current_task())
         self.streaming_active += 1
         try:
             try:
@@ -383,6 +384,7 @@ class Replies:
                 result.close()
             self.finish(ctx)
             request_id_var.reset(token)
+            handler_task_var.reset(task_token)
 
     def error_reply(self, ctx: RequestContext, exc: GatewayError) -> Reply:
         ctx.status = exc.status

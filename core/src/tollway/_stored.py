@@ -24,7 +24,7 @@ from quart import Response, request
 from tollway._context import STORED_RESPONSES, RequestContext
 from tollway._dispatch import _PassThrough
 from tollway._errors import GatewayError
-from tollway._logging import request_id_var
+from tollway._logging import handler_task_var, request_id_var
 from tollway._reply import Replies, to_quart
 from tollway._types import Principal, RouteTarget
 from tollway.formats import TRANSLATED_RESPONSE_PREFIX
@@ -161,6 +161,7 @@ class StoredResponses(Replies):
             STORED_RESPONSES, request.method, request.path, request.query_string, request.headers
         )
         token = request_id_var.set(ctx.request_id)
+        task_token = handler_task_var.set(asyncio.current_task())
         self.in_flight += 1
         streaming = False
         try:
@@ -178,6 +179,7 @@ class StoredResponses(Replies):
             if not streaming:
                 self.finish(ctx)
             request_id_var.reset(token)
+            handler_task_var.reset(task_token)
 
     async def _stored_result(self, ctx: RequestContext, response_id: str) -> ProviderResult:
         if _ID.fullmatch(response_id) is None:

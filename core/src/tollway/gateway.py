@@ -46,7 +46,7 @@ from tollway._input import (
     quote_input,
 )
 from tollway._intake import ENDPOINT_PATHS
-from tollway._logging import request_id_var
+from tollway._logging import handler_task_var, request_id_var
 from tollway._netcheck import Netcheck, NetTarget, parse_hostport
 from tollway._plugins import PluginInfo, PluginLoadError, build_plugin_manager, provider_classes
 from tollway._reply import _LOGGED_BODY_BYTES, CIHeaders, Reply, ResponseView, _log_body
@@ -385,6 +385,7 @@ class Gateway(ModelsListing, StoredResponses, Dispatch):
         """
         ctx = self.new_context(endpoint, method, path, query, headers)
         token = request_id_var.set(ctx.request_id)
+        task_token = handler_task_var.set(asyncio.current_task())
         self.in_flight += 1
         try:
             if self.draining:
@@ -436,6 +437,7 @@ class Gateway(ModelsListing, StoredResponses, Dispatch):
             )
         finally:
             request_id_var.reset(token)
+            handler_task_var.reset(task_token)
 
     def startup_status(self) -> tuple[int, dict[str, Any]]:
         """``/startupz``: 503 until start-up finished and the netcheck passed; the body names

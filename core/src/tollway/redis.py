@@ -28,6 +28,7 @@ Plugins never share keys through it: each keeps its own key prefix. Requires ``r
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import math
@@ -44,7 +45,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from tollway._context import StashKey
 from tollway._errors import ServiceUnavailable
-from tollway._logging import request_id_var
+from tollway._logging import handler_task_var
 
 if TYPE_CHECKING:
     from tollway.gateway import Gateway
@@ -121,10 +122,26 @@ class RedisOptions:
 
 
 #: Round trips to Redis made by this process (every packed send: one command or a whole
-#: pipeline), by where they were made: ``request`` (while serving a request: its handler, its
-#: hooks) or ``background`` (settlement flushes, lease renewals, sharing). Exported as
-#: ``gateway_redis_round_trips_total{path}`` when prometheus-client is present.
+#: pipeline), by where they were made: ``request`` (a request waits for it: sent by its handler
+#: task and its hooks, or the request batches' shared round trip) or ``background`` (settlement
+#: flushes, lease renewals, sharing, tasks a request spawned — its ``account`` hooks). Exported
+#: as ``gateway_redis_round_trips_total{path}`` when prometheus-client is present.
 _ROUND_TRIPS = {"request": 0, "background": 0}
+
+#: True in a task whose round trips a request waits for, though the task is not the request's
+#: handler (:mod:`tollway.redis_batch`'s shared round trip).
+REQUEST_PATH: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "tollway_redis_request_path", default=False
+)
+
+
+def _path() -> Literal["request", "background"]:
+    if REQUEST_PATH.get():
+        return "request"
+    handler = handler_task_var.get()
+    return "request" if handler is not None and handler is asyncio.current_task() else "background"
+
+
 _COUNTING: dict[type[Any], type[Any]] = {}
 
 
@@ -154,7 +171,7 @@ def _counting(base: type[Any]) -> type[Any]:
         labelled = {p: metric.labels(p) for p in _ROUND_TRIPS} if metric is not None else {}
 
         async def send_packed_command(self: Any, command: Any, check_health: bool = True) -> None:
-            path = "request" if request_id_var.get() else "background"
+            path = _path()
             _ROUND_TRIPS[path] += 1
             if labelled:
                 labelled[path].inc()
@@ -247,6 +264,8 @@ class RedisFacility:
         self._client: RedisClient | None = None
         #: The settlement queue (:func:`tollway.redis_batch.settlements`), once someone used it.
         self.settle_queue: Any = None
+        #: The request flushes' shared round trip (:mod:`tollway.redis_batch`), once used.
+        self.shared_trip: Any = None
 
     @property
     def cluster(self) -> bool:

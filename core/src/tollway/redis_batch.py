@@ -28,6 +28,13 @@ A continuation receives the script's reply, or the exception that call raised (o
 coroutine function (it may make further calls on a rare path, e.g. seeding a counter). One that
 raises anything else is logged and the others still run.
 
+**Requests share their round trip.** The flushes of every request that reaches its flush point
+in the same turn of the event loop are sent together, in one pipeline (each request still waits
+for exactly one round trip, and its continuations see only its own calls' replies): under load
+Redis sees a fraction of a pipeline per request, and the gateway pays the pipeline's fixed cost
+(a pooled connection, the write, the read) once for all of them. A request alone is sent on the
+next turn of the loop, which adds no measurable wait.
+
 On a Redis Cluster the pipeline is split by node (redis-py's cluster pipeline): one round of
 parallel round trips rather than one.
 """
@@ -46,7 +53,7 @@ from redis.exceptions import NoScriptError
 
 from tollway._context import DEFERRED, RequestContext
 from tollway._errors import GatewayError
-from tollway.redis import BACKEND_ERRORS, RedisFacility, Script
+from tollway.redis import BACKEND_ERRORS, REQUEST_PATH, RedisFacility, Script
 
 __all__ = [
     "RequestBatch",
@@ -164,11 +171,68 @@ class RequestBatch:
         if not calls:
             return
         self.flushes += 1
-        await send_pipeline(self.facility, calls)
+        await _shared_trip(self.facility).send(calls)
         for call in calls:
             refusal = await _run_then(call, f"request {self.request_id}")
             if refusal is not None and self._refusal is None:
                 self._refusal = refusal
+
+
+class _SharedTrip:
+    """The request flushes of one turn of the event loop, sent in one pipeline (see the module
+    doc). One per facility (:func:`_shared_trip`)."""
+
+    def __init__(self, facility: RedisFacility) -> None:
+        self.facility = facility
+        self._waiting: list[tuple[Sequence[_Call], asyncio.Future[None]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Pipelines sent and request flushes they carried (for tests and the bench).
+        self.pipelines = 0
+        self.flushes = 0
+
+    async def send(self, calls: Sequence[_Call]) -> None:
+        """Send ``calls`` with the other flushes of this turn; each call's ``outcome`` is set
+        as :func:`send_pipeline` sets it."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if not self._waiting:
+            # The task's first step runs on the next turn of the loop, after every request
+            # already runnable in this one has had its chance to join. Its context marks its
+            # round trip as made on the request path (it is: every joiner waits for it).
+            context = contextvars.Context()
+            context.run(REQUEST_PATH.set, True)
+            task = loop.create_task(self._send(), context=context)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._waiting.append((calls, done))
+        await done
+
+    async def _send(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        calls = [call for joined, _ in waiting for call in joined]
+        self.pipelines += 1
+        self.flushes += len(waiting)
+        try:
+            await send_pipeline(self.facility, calls)
+        except Exception as exc:  # not a Redis failure (send_pipeline keeps those): a bug
+            for _, done in waiting:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        except BaseException:  # cancelled (the loop is closing): so are its joiners
+            for _, done in waiting:
+                done.cancel()
+            raise
+        for _, done in waiting:
+            if not done.done():
+                done.set_result(None)
+
+
+def _shared_trip(facility: RedisFacility) -> _SharedTrip:
+    trip = facility.shared_trip
+    if trip is None:
+        trip = facility.shared_trip = _SharedTrip(facility)
+    return cast(_SharedTrip, trip)
 
 
 def request_batch(ctx: RequestContext, facility: RedisFacility) -> RequestBatch:
