@@ -258,7 +258,9 @@ def main() -> int:
     summary = summarise(parse_raw(text))
     summary["wrk"] = parse_wrk(wrk_out)
     summary["plugins"] = target.notes[0]
-    summary.update(target=args.target, seconds=args.seconds, rate=args.rate, load=load)
+    summary.update(
+        target=args.target, seconds=args.seconds, rate=args.rate, load=load, gil=args.gil
+    )
     if args.json_out:
         args.json_out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrk -c50 during the recording: {summary['wrk']['rps']:.0f} req/s")

@@ -77,8 +77,9 @@ def render_costs(report: dict[str, Any]) -> list[str]:
         )
     if profile:
         w(
-            f"**Where the CPU goes** (`bench/profile_hotpath.py --target working`, py-spy at "
-            f"{profile.get('rate', 250)} Hz for {profile.get('seconds', '?')} s under "
+            "**Where the CPU goes** (`bench/profile_hotpath.py --target working`, py-spy "
+            + ("sampling the thread that holds the GIL, " if profile.get("gil") else "")
+            + f"at {profile.get('rate', 250)} Hz for {profile.get('seconds', '?')} s under "
             f"`wrk -c50`, {profile['samples']} samples, {_f(profile['wrk'].get('rps'), 0)} "
             "req/s during the recording; "
             f"load average {profile.get('load', '?')}). Share of all samples with a frame of "
