@@ -17,6 +17,7 @@ from hypercorn.config import Config
 from tollway import __version__
 from tollway._asgi import GatewayASGI
 from tollway._errors import BadRequest, GatewayError, RequestHeadersTooLarge
+from tollway._gc import freeze_startup_objects, watch_pauses
 from tollway._ids import request_id
 from tollway._input import MAX_REQUEST_HEADER_BYTES
 from tollway._workers import serves_workers, supervised_control_plane, worker_index
@@ -200,6 +201,8 @@ def run_gateway(
             if on_ready is not None:
                 on_ready(bind)
         asgi: Any = GatewayASGI(gateway, cast(Any, app))
+        freeze_startup_objects()
+        watch_pauses(loop)
         await serve(asgi, config, shutdown_trigger=stop.wait)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:

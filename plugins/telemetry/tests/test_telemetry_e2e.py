@@ -238,6 +238,35 @@ def test_metrics_move_by_the_expected_amounts(gw: GatewayProc) -> None:
     assert {"gateway_otel_spans_dropped", "process_cpu_seconds"} <= names
 
 
+def test_garbage_collector_pauses_are_on_metrics(gw: GatewayProc) -> None:
+    """Every collection the gateway process runs while serving shows up as a pause, per
+    generation (the core records them; this plugin exposes them)."""
+    before = gw.metrics_text()
+    for g in ("0", "1", "2"):  # every generation has its series from the start
+        assert f'gateway_gc_pause_seconds_count{{generation="{g}"}}' in before
+    client = gw.openai()
+    for _ in range(20):  # each request allocates thousands of objects: young collections run
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+
+    def counted() -> str | None:
+        text = gw.metrics_text()
+        young = value(text, "gateway_gc_pause_seconds_count", generation="0")
+        return (
+            text
+            if young > value(before, "gateway_gc_pause_seconds_count", generation="0")
+            else None
+        )
+
+    after = wait_for(counted, 5, "the young collections' pauses to be recorded")
+    assert value(after, "gateway_gc_pause_seconds_sum", generation="0") > value(
+        before, "gateway_gc_pause_seconds_sum", generation="0"
+    )
+    # Our count follows the collector's own (prometheus-client's python_gc_collections_total).
+    ours = value(after, "gateway_gc_pause_seconds_count", generation="0")
+    theirs = value(after, "python_gc_collections_total", generation="0")
+    assert 0 < ours <= theirs
+
+
 def test_one_request_completed_line_per_request(gw: GatewayProc, receiver: OTLPReceiver) -> None:
     raw = gw.openai().chat.completions.with_raw_response.create(
         model="gpt-4o-mini",

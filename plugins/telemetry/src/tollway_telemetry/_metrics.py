@@ -98,6 +98,7 @@ OTHER_PLUGIN_METRICS: dict[str, tuple[str, ...]] = {
     "gateway_cache_hits_total": ("outcome",),
     "gateway_auth_cache_hits_total": ("tier",),
     "gateway_redis_round_trips_total": ("path",),
+    "gateway_gc_pause_seconds": ("generation",),
 }
 
 
