@@ -190,6 +190,9 @@ def run_gateway(
 
         if parent_pid is not None:
             tasks.add(loop.create_task(_watch_parent(parent_pid, gateway, on_signal)))
+        # Before anything announces readiness (the demo banner, the supervisor's on_ready): a
+        # client that reads it connects at once.
+        gateway.on_started.insert(0, freeze_startup_objects)
         if sock is None:
             if on_ready is not None:
                 gateway.on_started.append(lambda: on_ready(bind))
@@ -201,7 +204,6 @@ def run_gateway(
             if on_ready is not None:
                 on_ready(bind)
         asgi: Any = GatewayASGI(gateway, cast(Any, app))
-        freeze_startup_objects()
         watch_pauses(loop)
         await serve(asgi, config, shutdown_trigger=stop.wait)
 
