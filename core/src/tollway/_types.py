@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
 if TYPE_CHECKING:
-    from tollway._context import RequestContext
+    from tollway._context import RequestContext, StashKey
     from tollway.config import ProviderConfig
 
 __all__ = [
@@ -21,6 +21,8 @@ __all__ = [
     "Usage",
     "Verdict",
 ]
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -80,6 +82,24 @@ class Principal:
     #: How :attr:`chain` is walked per request (:data:`tollway.routing.STRATEGIES`); with no
     #: routing policy the config file's ``[routing] strategy`` applies instead.
     routing_strategy: str = "ordered"
+    #: What plugins derived from this principal (see :meth:`derive`); not part of its value.
+    _derived: dict[Any, Any] = attrs.field(init=False, factory=dict, eq=False, repr=False)
+
+    def derive(self, key: StashKey[T], build: Callable[[Principal], T]) -> T:
+        """``build(self)``, computed on this principal's first request and reused after.
+
+        For what a plugin reads out of :attr:`config` the same way on every request (parsed
+        limits, compiled rules): an authenticator keeps one principal per key revision, so
+        this is per key, and a changed key (a new principal) is derived afresh. ``key`` is the
+        plugin's own :class:`~tollway.StashKey`. If ``build`` raises, nothing is kept and
+        the next call builds again.
+        """
+        derived = self._derived
+        try:
+            return derived[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = derived[key] = build(self)
+            return value
 
 
 @attrs.frozen

@@ -62,8 +62,12 @@ class Entity:
     hint: Callable[[str], bool]
 
 
+#: The digits RE2's ``\d`` matches (ASCII only): a phone number needs at least one.
+_DIGITS = frozenset("0123456789")
+
+
 def _has_digit(text: str) -> bool:
-    return any(c.isdigit() for c in text)
+    return not _DIGITS.isdisjoint(text)
 
 
 ENTITIES: dict[str, Entity] = {

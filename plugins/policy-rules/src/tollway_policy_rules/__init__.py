@@ -135,6 +135,8 @@ def _log_fields(problem: PolicyProblem, key_id: str) -> dict[str, Any]:
 
 
 _CACHE: StashKey[RulesCache] = StashKey("policy-rules.cache")
+#: A key's compiled rules, kept on its principal (``Principal.derive``).
+_COMPILED: StashKey[CompiledRules] = StashKey("policy-rules.compiled")
 
 
 def _cache(gateway: Any) -> RulesCache:
@@ -153,10 +155,12 @@ def admit(ctx: RequestContext) -> None:
     principal = ctx.principal
     if principal is None:
         return
-    rules = principal.config.get("policy_rules")
-    if not rules:
+    if not principal.config.get("policy_rules"):
         return
-    compiled = _cache(ctx.gateway).get(rules, principal.key_id)
+    gateway = ctx.gateway
+    compiled = principal.derive(
+        _COMPILED, lambda p: _cache(gateway).get(p.config["policy_rules"], p.key_id)
+    )
     if compiled.broken is not None:
         raise _broken(compiled.broken, principal)
     refusal = compiled.evaluate(ctx.body, ctx.model)

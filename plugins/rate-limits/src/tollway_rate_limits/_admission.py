@@ -26,10 +26,11 @@ from typing import Any
 
 import attrs
 
-from tollway import RequestContext
+from tollway import RequestContext, StashKey
 from tollway.redis import BACKEND_ERRORS, FailurePolicy, RedisFacility
 from tollway.redis_batch import RequestBatch, request_batch
 from tollway_rate_limits._journal import Journal, epoch_key
+from tollway_rate_limits._limits import ScopeSpecs
 from tollway_rate_limits._metrics import REDIS_ERRORS
 from tollway_rate_limits._redis import HealFirst, RedisStore
 from tollway_rate_limits._settings import RateLimitSettings
@@ -78,6 +79,15 @@ class State:
             ),
             takes_self=True,
         )
+    )
+
+    #: Each key's :class:`ScopeSpecs`, derived once per principal (``Principal.derive``).
+    key_scope: StashKey[ScopeSpecs] = attrs.field(
+        factory=lambda: StashKey("tollway-rate-limits.key-scope")
+    )
+    #: Each provider credential's :class:`ScopeSpecs`, by its key and limits.
+    provider_scopes: dict[tuple[str, int | None, int | None, int | None], ScopeSpecs] = attrs.field(
+        factory=dict
     )
 
     @property

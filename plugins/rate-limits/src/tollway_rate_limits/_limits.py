@@ -14,6 +14,7 @@ __all__ = [
     "DIMENSIONS",
     "InvalidLimits",
     "Limits",
+    "ScopeSpecs",
     "TokenEstimate",
     "estimate_tokens",
     "go_duration",
@@ -21,6 +22,7 @@ __all__ = [
     "key_base",
     "parse_limits",
     "provider_base",
+    "scope_specs",
     "specs_for",
     "success_headers",
 ]
@@ -123,17 +125,40 @@ def _tag(value: str) -> str:
     return value.replace("{", "(").replace("}", ")")
 
 
+@attrs.frozen
+class ScopeSpecs:
+    """One scope's specs less the request's ``tpm`` cost: built once per key (or provider
+    credential) and reused for each of its requests."""
+
+    limits: Limits
+    #: rpm and rpd (each costs 1 per request).
+    fixed: tuple[Spec, ...]
+    #: tpm's ``(log, total)`` keys, when the scope has a tpm limit.
+    tpm_keys: tuple[str, str] | None
+
+    def specs(self, estimate: TokenEstimate | None) -> list[Spec]:
+        """The request's specs, in the order rpm, rpd, tpm (tpm only with an estimate)."""
+        specs = list(self.fixed)
+        tpm = self.limits.tpm
+        if self.tpm_keys is not None and tpm is not None and estimate is not None:
+            specs.append(Spec("tpm", "log", self.tpm_keys, tpm, estimate.cost(tpm)))
+        return specs
+
+
+def scope_specs(base: str, limits: Limits) -> ScopeSpecs:
+    """The per-scope part of :func:`specs_for`."""
+    fixed = []
+    if limits.rpm is not None:
+        fixed.append(Spec("rpm", "log", (f"{base}:rpm", f"{base}:rpm:n"), limits.rpm, 1))
+    if limits.rpd is not None:
+        fixed.append(Spec("rpd", "day", (f"{base}:rpd",), limits.rpd, 1))
+    tpm_keys = (f"{base}:tpm", f"{base}:tpm:n") if limits.tpm is not None else None
+    return ScopeSpecs(limits, tuple(fixed), tpm_keys)
+
+
 def specs_for(base: str, limits: Limits, estimate: TokenEstimate | None) -> list[Spec]:
     """The specs of one scope, in the order rpm, rpd, tpm."""
-    specs = []
-    if limits.rpm is not None:
-        specs.append(Spec("rpm", "log", (f"{base}:rpm", f"{base}:rpm:n"), limits.rpm, 1))
-    if limits.rpd is not None:
-        specs.append(Spec("rpd", "day", (f"{base}:rpd",), limits.rpd, 1))
-    if limits.tpm is not None and estimate is not None:
-        cost = estimate.cost(limits.tpm)
-        specs.append(Spec("tpm", "log", (f"{base}:tpm", f"{base}:tpm:n"), limits.tpm, cost))
-    return specs
+    return scope_specs(base, limits).specs(estimate)
 
 
 def go_duration(ms: int) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import attrs
 
 from tollway import (
+    Principal,
     RateLimitExceeded,
     RequestContext,
     RouteTarget,
@@ -31,13 +33,14 @@ from tollway_rate_limits._admission import State, decide
 from tollway_rate_limits._limits import (
     InvalidLimits,
     Limits,
+    ScopeSpecs,
     TokenEstimate,
     estimate_tokens,
     key_base,
     parse_limits,
     provider_base,
     refusal_message,
-    specs_for,
+    scope_specs,
     success_headers,
 )
 from tollway_rate_limits._metrics import DENIED, PROVIDER_SKIPS
@@ -59,6 +62,8 @@ log = logging.getLogger("tollway.rate_limits")
 
 DIMENSION_HEADER = "X-LangWatch-RateLimit-Dimension"
 _BACKEND_ERRORS = BACKEND_ERRORS
+#: Provider credentials whose specs are kept (more: the cache starts over).
+_MAX_PROVIDER_SCOPES = 4096
 
 
 @attrs.define
@@ -213,28 +218,33 @@ async def admit(ctx: RequestContext) -> None:
     principal = ctx.principal
     if principal is None:
         return
-    raw = principal.config.get("rate_limits")
-    if raw is None:
+    if principal.config.get("rate_limits") is None:
         return
+    state: State = ctx.gateway.stash[_STATE]
     try:
-        limits = parse_limits(raw)
+        scope = principal.derive(state.key_scope, partial(_key_scope, state.settings.key_prefix))
     except InvalidLimits as exc:
         raise ServiceUnavailable(
             f"the virtual key {principal.display_prefix}… has an invalid config: {exc}; ask the "
             "operator to fix the key's rate_limits",
             code="rate_limit_config_invalid",
         ) from None
+    limits = scope.limits
     if not limits:
         return
-    state: State = ctx.gateway.stash[_STATE]
     estimate = _estimate(ctx, state.settings) if limits.tpm is not None else None
-    base = key_base(state.settings.key_prefix, principal.organization_id, principal.key_id)
-    specs = specs_for(base, limits, estimate)
+    specs = scope.specs(estimate)
 
     def decided(decision: Decision | None) -> None:
         _key_decided(ctx, state, specs, estimate, decision)
 
     decide(ctx, state, specs, decided)
+
+
+def _key_scope(prefix: str, principal: Principal) -> ScopeSpecs:
+    """A key's limits and specs (raises :class:`InvalidLimits`; then nothing is kept)."""
+    limits = parse_limits(principal.config.get("rate_limits"))
+    return scope_specs(key_base(prefix, principal.organization_id, principal.key_id), limits)
 
 
 def _key_decided(
@@ -283,9 +293,17 @@ async def before_attempt(ctx: RequestContext, target: RouteTarget) -> None:
     if config.rpm is None and config.rpd is None and config.tpm is None:
         return
     state: State = ctx.gateway.stash[_STATE]
-    limits = Limits(config.rpm, config.rpd, config.tpm)
+    cached = (config.key, config.rpm, config.rpd, config.tpm)
+    scope = state.provider_scopes.get(cached)
+    if scope is None:
+        if len(state.provider_scopes) >= _MAX_PROVIDER_SCOPES:
+            state.provider_scopes.clear()
+        scope = state.provider_scopes[cached] = scope_specs(
+            provider_base(state.settings.key_prefix, config.key),
+            Limits(config.rpm, config.rpd, config.tpm),
+        )
     estimate = _estimate(ctx, state.settings) if config.tpm is not None else None
-    specs = specs_for(provider_base(state.settings.key_prefix, config.key), limits, estimate)
+    specs = scope.specs(estimate)
 
     def decided(decision: Decision | None) -> None:
         _provider_decided(ctx, state, target, (config.key, config.name), specs, estimate, decision)
