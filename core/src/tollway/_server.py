@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -123,6 +124,21 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+class _ServerConfig(Config):
+    """Hypercorn's config, with its ``date`` and ``server`` response headers formatted once
+    per second and protocol rather than once per response (the date has whole seconds)."""
+
+    _headers: tuple[int, str, list[tuple[bytes, bytes]]] = (-1, "", [])
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        now = int(time.time())
+        at, cached_for, headers = self._headers
+        if at != now or cached_for != protocol:
+            headers = super().response_headers(protocol)
+            self._headers = (now, protocol, headers)
+        return list(headers)
+
+
 def run_gateway(
     gateway: Gateway,
     *,
@@ -138,7 +154,7 @@ def run_gateway(
     the gateway started, then ``on_ready`` is called) and ``parent_pid`` (its supervisor: when
     that process is gone, the worker drains as if it got SIGTERM)."""
     app = create_app(gateway)
-    config = Config()
+    config = _ServerConfig()
     bind = bind_address(gateway.settings.server.addr)
     config.bind = [f"fd://{sock.fileno()}"] if sock is not None else [bind]
     # A larger request head is refused by Hypercorn itself (431, enveloped below).

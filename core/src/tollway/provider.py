@@ -232,7 +232,6 @@ class UpstreamHTTP:
         body: bytes | None,
     ) -> aiohttp.ClientResponse:
         choice = self.proxy_for(url)
-        host = _host(url)
         if choice.url is None:
             session, proxy = self.session, None
         else:
@@ -246,31 +245,31 @@ class UpstreamHTTP:
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             via = f" through the outbound proxy {choice.describe()}" if proxy else ""
             raise UpstreamTimeoutError(
-                redact(f"no answer from {host}{via} in time ({exc!r})", proxy)
+                redact(f"no answer from {_host(url)}{via} in time ({exc!r})", proxy)
             ) from exc
         except aiohttp.ClientProxyConnectionError as exc:
             raise UpstreamConnectError(
                 redact(
-                    f"cannot connect to the outbound proxy {choice.describe()} to reach {host}: "
-                    f"{exc.os_error}",
+                    f"cannot connect to the outbound proxy {choice.describe()} to reach "
+                    f"{_host(url)}: {exc.os_error}",
                     proxy,
                 )
             ) from None
         except aiohttp.ClientHttpProxyError as exc:
             raise UpstreamConnectError(
                 redact(
-                    f"the outbound proxy {choice.describe()} refused to tunnel to {host}: "
+                    f"the outbound proxy {choice.describe()} refused to tunnel to {_host(url)}: "
                     f"HTTP {exc.status} {exc.message}",
                     proxy,
                 )
             ) from None
         except aiohttp.ClientConnectorError as exc:
             raise UpstreamConnectError(
-                redact(f"cannot connect to {host}: {exc.os_error}", proxy)
+                redact(f"cannot connect to {_host(url)}: {exc.os_error}", proxy)
             ) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamConnectError(
-                redact(f"connection to {host} failed: {type(exc).__name__}: {exc}", proxy)
+                redact(f"connection to {_host(url)} failed: {type(exc).__name__}: {exc}", proxy)
             ) from exc
         except ValueError as exc:  # a URL aiohttp cannot send (e.g. credentials in it)
             raise UpstreamConnectError(
@@ -281,7 +280,7 @@ class UpstreamHTTP:
             resp.release()
             raise UpstreamConnectError(
                 f"the outbound proxy {choice.describe()} asked for credentials (HTTP 407) to "
-                f"reach {host}; put them in the proxy URL (http://user:password@host:port)"
+                f"reach {_host(url)}; put them in the proxy URL (http://user:password@host:port)"
             )
         return resp
 
@@ -349,6 +348,7 @@ class PublicOnlyResolver(AbstractResolver):
 
 
 def _host(url: str | yarl.URL) -> str:
+    """The host (and port) an error message names; only built on the error path."""
     from urllib.parse import urlsplit
 
     text = str(url)
