@@ -184,6 +184,11 @@ class GatewayMetrics:
             registry=registry,
         )
         self._gateway = gateway
+        #: The labelled series :meth:`observe` feeds, by metric and label values: looked up
+        #: in a dict rather than through ``labels()`` (which checks and converts the values
+        #: and takes a lock) per request. As many as the series themselves: routes, statuses,
+        #: providers and outcomes.
+        self._children: dict[tuple[str, ...], Any] = {}
         #: With several workers the gauges are set (every second and at each scrape) instead of
         #: read at scrape time, since any worker's scrape reports all of them.
         self.shared = multiprocess()
@@ -202,14 +207,27 @@ class GatewayMetrics:
     def observe(self, ctx: RequestContext) -> None:
         """Record one finished request (called from ``account``)."""
         route = route_label(ctx.path)
-        self.requests.labels(route, str(ctx.status or 0)).inc()
+        children = self._children
+        key: tuple[str, ...] = ("r", route, str(ctx.status or 0))
+        child = children.get(key)
+        if child is None:
+            child = children[key] = self.requests.labels(route, key[2])
+        child.inc()
         if ctx.finished is not None:
-            self.duration.labels(route).observe(max(0.0, ctx.finished - ctx.started))
+            key = ("d", route)
+            child = children.get(key)
+            if child is None:
+                child = children[key] = self.duration.labels(route)
+            child.observe(max(0.0, ctx.finished - ctx.started))
         overhead = overhead_seconds(ctx)
         if overhead is not None:
             self.overhead.observe(overhead)
         for attempt in ctx.attempts:
-            self.attempts.labels(attempt.provider, attempt.outcome).inc()
+            key = ("a", attempt.provider, attempt.outcome)
+            child = children.get(key)
+            if child is None:
+                child = children[key] = self.attempts.labels(attempt.provider, attempt.outcome)
+            child.inc()
         moves = fallback_events(ctx)
         if moves:
             self.fallbacks.inc(moves)
