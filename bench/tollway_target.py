@@ -189,10 +189,15 @@ def target_tollway(
     python: str,
     redis: str = "auto",
     workers: int = 1,
+    *,
+    wrap: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> Target:
     """``bare``, ``loaded`` or ``working``; with ``workers`` > 1 the target is
     ``<name>-w<workers>``, the same gateway under ``tollway serve --workers N`` (which needs
-    Redis)."""
+    Redis). ``wrap``: a command the gateway process runs under (``valgrind ...``; its start-up
+    may then take minutes); ``extra_env``: set for every command of the target (the CLI calls
+    that set it up, and the gateway)."""
     sys.path.insert(0, str(REPO / "core" / "src"))
     try:
         from tollway.keys import mint_key
@@ -213,6 +218,7 @@ def target_tollway(
         "SERVER_ADDR": f"127.0.0.1:{port}",
         "TOLLWAY_DATA_DIR": str(d / "data"),
         "LOG_FORMAT": "json",
+        **(extra_env or {}),
     }
     for var in (
         "TOLLWAY_PLUGINS",
@@ -291,13 +297,14 @@ def target_tollway(
     )
     t.proc = Proc(
         f"tollway-{name}",
-        [python, "-m", "tollway", "serve", "--config", str(cfg), "--workers", str(workers)],
+        [*wrap, python, "-m", "tollway", "serve", "--config", str(cfg), "--workers", str(workers)],
         d / "gateway.log",
         env=env,
         cwd=d,
     )
     base = f"http://127.0.0.1:{port}"
-    wait_until(lambda: http_ok(f"{base}/startupz"), t.proc, 30 * workers, f"Tollway {name}")
+    start_s = 30 * workers * (10 if wrap else 1)
+    wait_until(lambda: http_ok(f"{base}/startupz"), t.proc, start_s, f"Tollway {name}")
     t.urls = {m: f"{base}/v1/chat/completions" for m in MODES}
     headers = {"Authorization": f"Bearer {secret}"}
     if kind == "working":
