@@ -79,6 +79,39 @@ def protocol_error_reply(status: int) -> tuple[bytes, list[tuple[bytes, bytes]]]
     return body, headers
 
 
+def lighter_idle_timeout() -> bool:
+    """Hypercorn's keep-alive timer without a task of its own per request.
+
+    Between two requests on a keep-alive connection Hypercorn runs ``TCPServer._idle_timeout``
+    (close the connection after ``keep_alive_timeout``, or at once when the server stops): it
+    waits with ``asyncio.wait_for``, which on Python 3.11 wraps the wait in one more task, made
+    and cancelled on every request. This replaces the method (process-wide, idempotent) with
+    the same wait under ``asyncio.timeout``, which only sets a timer. False when this
+    Hypercorn has no such method (its own stays).
+    """
+    try:
+        from hypercorn.asyncio.tcp_server import TCPServer
+    except ImportError:  # pragma: no cover - a dependency
+        return False
+    current = getattr(TCPServer, "_idle_timeout", None)
+    if current is None:
+        return False
+    if getattr(current, "_tollway", False):
+        return True
+
+    async def _idle_timeout(self: Any) -> None:
+        try:
+            async with asyncio.timeout(self.config.keep_alive_timeout):
+                await self.context.terminated.wait()
+        except TimeoutError:
+            pass
+        await asyncio.shield(self._initiate_server_close())
+
+    _idle_timeout._tollway = True  # type: ignore[attr-defined]
+    TCPServer._idle_timeout = _idle_timeout  # type: ignore[method-assign]
+    return True
+
+
 def envelope_protocol_errors() -> bool:
     """Make Hypercorn's own HTTP/1.1 refusals (malformed request → 400, request head over
     ``h11_max_incomplete_size`` → 431) carry the SPEC §2 envelope instead of an empty body.
@@ -159,6 +192,7 @@ def run_gateway(
     config.bind = [f"fd://{sock.fileno()}"] if sock is not None else [bind]
     # A larger request head is refused by Hypercorn itself (431, enveloped below).
     config.h11_max_incomplete_size = MAX_REQUEST_HEADER_BYTES
+    lighter_idle_timeout()
     if not envelope_protocol_errors():
         log.warning(
             "protocol_error_envelope_unavailable: this Hypercorn version has no "
