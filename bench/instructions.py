@@ -96,7 +96,9 @@ def measure(
         "--instr-atstart=no",
         f"--callgrind-out-file={out}",
     )
-    env = {"PYTHONPATH": src} if src else {}
+    env = dict(item.split("=", 1) for item in args.env)
+    if src:
+        env["PYTHONPATH"] = src
     target = target_tollway(kind, work, nginx_port, python, args.redis, wrap=wrap, extra_env=env)
     assert target.proc is not None
     try:
@@ -142,10 +144,20 @@ def main() -> int:
         metavar="DIR",
         help="also measure another checkout's sources (a git worktree), interleaved",
     )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set for the target (repeatable), e.g. TOLLWAY_DISABLE_PLUGINS=telemetry to "
+        "count what one plugin costs",
+    )
     p.add_argument("--redis", default="auto", help="as bench/run.py --redis (auto)")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--json", dest="json_out", type=Path, help="write the results as JSON")
     args = p.parse_args()
+    if any("=" not in item for item in args.env):
+        p.error("--env takes NAME=VALUE")
     kinds = [k for k in args.target.split(",") if k]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:

@@ -218,7 +218,6 @@ def target_tollway(
         "SERVER_ADDR": f"127.0.0.1:{port}",
         "TOLLWAY_DATA_DIR": str(d / "data"),
         "LOG_FORMAT": "json",
-        **(extra_env or {}),
     }
     for var in (
         "TOLLWAY_PLUGINS",
@@ -231,6 +230,7 @@ def target_tollway(
         "GATEWAY_OTEL_DEFAULT_ENDPOINT",
     ):
         env.pop(var, None)
+    env.update(extra_env or {})
     redis_note = ""
     if redis == "auto":
         # A Redis of the target's own: its command counts are the target's alone.

@@ -108,12 +108,17 @@ class Journal:
         now = time.time_ns() // 1_000_000 if at_ms is None else at_ms
         self.sweep(now)
         scope = epoch_key(specs)
-        logs = self.logs.setdefault(scope, {})
+        logs = self.logs.get(scope)
+        if logs is None:
+            logs = self.logs[scope] = {}
         for i, spec in enumerate(specs):
             if spec.kind != "log":
                 continue
-            log_keys = (spec.keys[0], spec.keys[1])
-            entries = logs.setdefault(log_keys, OrderedDict())
+            keys = spec.keys
+            log_keys = keys if len(keys) == 2 else (keys[0], keys[1])
+            entries = logs.get(log_keys)
+            if entries is None:
+                entries = logs[log_keys] = OrderedDict()
             entries[member_id] = (now, spec.cost)
             self._prune(entries, now)
             if i < len(remaining):
