@@ -86,7 +86,12 @@ class Client:
 
 
 def measure(
-    kind: str, work: Path, nginx_port: int, python: str, args: argparse.Namespace, src: str
+    kind: str,
+    work: Path,
+    nginx_port: int,
+    python: str,
+    args: argparse.Namespace,
+    variant_env: dict[str, str],
 ) -> dict[str, Any]:
     """One target, once: instructions per request and the wall time they took."""
     out = work / "callgrind.out"
@@ -97,8 +102,7 @@ def measure(
         f"--callgrind-out-file={out}",
     )
     env = dict(item.split("=", 1) for item in args.env)
-    if src:
-        env["PYTHONPATH"] = src
+    env.update(variant_env)
     target = target_tollway(kind, work, nginx_port, python, args.redis, wrap=wrap, extra_env=env)
     assert target.proc is not None
     try:
@@ -149,8 +153,15 @@ def main() -> int:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="set for the target (repeatable), e.g. TOLLWAY_DISABLE_PLUGINS=telemetry to "
-        "count what one plugin costs",
+        help="set for the gateway and the CLI calls that set it up (repeatable), e.g. "
+        "TOLLWAY_DISABLE_PLUGINS=tollway-telemetry",
+    )
+    p.add_argument(
+        "--without",
+        default="",
+        metavar="PLUGIN,...",
+        help="also measure the target with each of these plugins disabled (one at a time, "
+        "interleaved): what each plugin costs per request",
     )
     p.add_argument("--redis", default="auto", help="as bench/run.py --redis (auto)")
     p.add_argument("--python", default=sys.executable)
@@ -166,11 +177,14 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is not installed (apt-get install valgrind)", file=sys.stderr)
             return 2
-    trees = [("this tree", "")]
+    variants: list[tuple[str, dict[str, str]]] = [("this tree", {})]
     if args.compare is not None:
         if not (args.compare / "core" / "src" / "tollway").is_dir():
             p.error(f"--compare {args.compare}: not a Tollway checkout")
-        trees.append((str(args.compare), source_path(args.compare.resolve())))
+        variants.append((str(args.compare), {"PYTHONPATH": source_path(args.compare.resolve())}))
+    without = [name for name in args.without.split(",") if name]
+    for name in without:
+        variants.append((f"without {name}", {"TOLLWAY_DISABLE_PLUGINS": name}))
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     load = loadavg()
     with tempfile.TemporaryDirectory(prefix="tollway-instructions-") as tmp:
@@ -179,11 +193,11 @@ def main() -> int:
         try:
             for rnd in range(args.rounds):
                 for kind in kinds:
-                    for index, (label, src) in enumerate(trees):
+                    for index, (label, variant_env) in enumerate(variants):
                         work = root / f"{kind}-{rnd}-{index}"
                         work.mkdir()
                         print(f"[{kind}, {label}, round {rnd + 1}] ...", file=sys.stderr)
-                        one = measure(kind, work, port, args.python, args, src)
+                        one = measure(kind, work, port, args.python, args, variant_env)
                         results.setdefault(kind, {}).setdefault(label, []).append(one)
                         print(
                             f"  {one['instructions_per_request'] / 1e6:.3f} M instructions "
@@ -193,6 +207,7 @@ def main() -> int:
         finally:
             nginx.stop()
     summary: dict[str, dict[str, float]] = {}
+    costs: dict[str, dict[str, float]] = {}
     for kind, by_tree in results.items():
         for label, runs in by_tree.items():
             median = statistics.median(r["instructions_per_request"] for r in runs)
@@ -202,6 +217,11 @@ def main() -> int:
         if args.compare is not None:
             new, old = summary[kind]["this tree"], summary[kind][str(args.compare)]
             print(f"{kind}: this tree vs {args.compare}: {100 * (new - old) / old:+.1f} %")
+        full = summary[kind]["this tree"]
+        for name in without:
+            cost = full - summary[kind][f"without {name}"]
+            costs.setdefault(kind, {})[name] = cost
+            print(f"{kind}: {name} costs {cost / 1e6:+.3f} M ({100 * cost / full:+.1f} %)")
     if args.json_out:
         args.json_out.write_text(
             json.dumps(
@@ -209,7 +229,9 @@ def main() -> int:
                     "load_before": load,
                     "requests": args.requests,
                     "warmup": args.warmup,
+                    "rounds": args.rounds,
                     "summary": summary,
+                    "plugin_costs": costs,
                     "runs": results,
                 },
                 indent=2,

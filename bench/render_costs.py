@@ -10,6 +10,7 @@ from typing import Any
 from common import BENCH
 
 PROFILE = BENCH / "results" / "profile-working.json"
+INSTRUCTIONS = BENCH / "results" / "instructions.json"
 
 
 def _f(v: Any, digits: int = 2) -> str:
@@ -34,7 +35,8 @@ def render_costs(report: dict[str, Any]) -> list[str]:
     ]
     spans = report.get("spans") or {}
     profile = json.loads(PROFILE.read_text()) if PROFILE.exists() else None
-    if not rows and not spans and not profile:
+    counted = json.loads(INSTRUCTIONS.read_text()) if INSTRUCTIONS.exists() else None
+    if not rows and not spans and not profile and not counted:
         return []
     out = ["## What each request costs (besides time)\n"]
     w = out.append
@@ -101,5 +103,46 @@ def render_costs(report: dict[str, Any]) -> list[str]:
         w("|---|---|")
         for name, share in profile["ours_inclusive"][:10]:
             w(f"| `{name}` | {share:.1f} % |")
+        w("")
+    if counted:
+        out.extend(render_instructions(counted))
+    return out
+
+
+def render_instructions(counted: dict[str, Any]) -> list[str]:
+    """``bench/instructions.py --json bench/results/instructions.json``: instructions per
+    request of each target and, per plugin, what the working target counts less without it."""
+    out: list[str] = []
+    w = out.append
+    summary = counted.get("summary") or {}
+    w(
+        "**Instructions per request** (`bench/instructions.py`: the gateway under callgrind, "
+        f"{counted.get('requests', '?')} sequential requests counted after "
+        f"{counted.get('warmup', '?')} unmeasured, every thread; the median of "
+        f"{counted.get('rounds', '?')} rounds; the same code repeats within about ±1.5 %, "
+        "whatever else the machine does). Sequential requests share no Redis pipeline, so "
+        "this is one request on its own:\n"
+    )
+    w("| target | million instructions per request |")
+    w("|---|---|")
+    for kind, by_variant in summary.items():
+        value = by_variant.get("this tree")
+        if isinstance(value, int | float):
+            w(f"| Tollway {kind} | {value / 1e6:.2f} |")
+    w("")
+    costs = counted.get("plugin_costs") or {}
+    for kind, by_plugin in costs.items():
+        full = (summary.get(kind) or {}).get("this tree")
+        if not by_plugin or not isinstance(full, int | float) or not full:
+            continue
+        w(
+            f"What each plugin costs the {kind} target: its count minus the count with that "
+            "plugin disabled (`TOLLWAY_DISABLE_PLUGINS`), so its hooks, its Redis calls' "
+            "encoding and parsing, and the response headers it adds:\n"
+        )
+        w("| plugin | million instructions per request | share of the target |")
+        w("|---|---|---|")
+        for name, cost in sorted(by_plugin.items(), key=lambda kv: -kv[1]):
+            w(f"| `{name}` | {cost / 1e6:+.2f} | {100 * cost / full:+.1f} % |")
         w("")
     return out

@@ -83,5 +83,36 @@ def test_help_names_every_option() -> None:
         timeout=60,
     )
     assert res.returncode == 0
-    for option in ("--target", "--requests", "--warmup", "--rounds", "--compare", "--json"):
+    for option in (
+        "--target",
+        "--requests",
+        "--warmup",
+        "--rounds",
+        "--compare",
+        "--env",
+        "--without",
+        "--json",
+    ):
         assert option in res.stdout
+
+
+def test_the_markdown_shows_each_target_and_what_each_plugin_costs() -> None:
+    from render_costs import render_instructions
+
+    lines = render_instructions(
+        {
+            "requests": 200,
+            "warmup": 50,
+            "rounds": 2,
+            "summary": {
+                "working": {"this tree": 5_800_000.0, "without tollway-telemetry": 5_200_000.0},
+                "bare": {"this tree": 2_100_000.0},
+            },
+            "plugin_costs": {"working": {"tollway-telemetry": 600_000.0}},
+        }
+    )
+    text = "\n".join(lines)
+    assert "| Tollway working | 5.80 |" in text
+    assert "| Tollway bare | 2.10 |" in text
+    assert "| `tollway-telemetry` | +0.60 | +10.3 % |" in text
+    assert "200 sequential requests" in text
