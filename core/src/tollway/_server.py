@@ -93,11 +93,6 @@ def lighter_idle_timeout() -> bool:
         from hypercorn.asyncio.tcp_server import TCPServer
     except ImportError:  # pragma: no cover - a dependency
         return False
-    current = getattr(TCPServer, "_idle_timeout", None)
-    if current is None:
-        return False
-    if getattr(current, "_tollway", False):
-        return True
 
     async def _idle_timeout(self: Any) -> None:
         try:
@@ -107,8 +102,18 @@ def lighter_idle_timeout() -> bool:
             pass
         await asyncio.shield(self._initiate_server_close())
 
-    _idle_timeout._tollway = True  # type: ignore[attr-defined]
-    TCPServer._idle_timeout = _idle_timeout  # type: ignore[method-assign]
+    return _replace_method(TCPServer, "_idle_timeout", _idle_timeout)
+
+
+def _replace_method(cls: Any, name: str, replacement: Callable[..., Any]) -> bool:
+    """Set ``cls.name`` to ``replacement`` once (calling again changes nothing); False when
+    ``cls`` has no such method, which is then left alone."""
+    current = getattr(cls, name, None)
+    if current is None:
+        return False
+    if not getattr(current, "_tollway", False):
+        replacement._tollway = True  # type: ignore[attr-defined]
+        setattr(cls, name, replacement)
     return True
 
 
@@ -125,11 +130,6 @@ def envelope_protocol_errors() -> bool:
         from hypercorn.protocol.h11 import H11Protocol
     except ImportError:  # pragma: no cover - both are dependencies
         return False
-    current = getattr(H11Protocol, "_send_error_response", None)
-    if current is None:
-        return False
-    if getattr(current, "_tollway", False):
-        return True
 
     async def _send_error_response(self: Any, status_code: int) -> None:
         body, headers = protocol_error_reply(status_code)
@@ -142,9 +142,7 @@ def envelope_protocol_errors() -> bool:
         await self._send_h11_event(h11.Data(data=body))
         await self._send_h11_event(h11.EndOfMessage())
 
-    _send_error_response._tollway = True  # type: ignore[attr-defined]
-    H11Protocol._send_error_response = _send_error_response  # type: ignore[method-assign]
-    return True
+    return _replace_method(H11Protocol, "_send_error_response", _send_error_response)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
