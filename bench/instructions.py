@@ -161,7 +161,8 @@ def main() -> int:
         default="",
         metavar="PLUGIN,...",
         help="also measure the target with each of these plugins disabled (one at a time, "
-        "interleaved): what each plugin costs per request",
+        "interleaved; not for bare, which loads none of them): what each plugin costs per "
+        "request",
     )
     p.add_argument("--redis", default="auto", help="as bench/run.py --redis (auto)")
     p.add_argument("--python", default=sys.executable)
@@ -194,6 +195,8 @@ def main() -> int:
             for rnd in range(args.rounds):
                 for kind in kinds:
                     for index, (label, variant_env) in enumerate(variants):
+                        if kind == "bare" and label.startswith("without "):
+                            continue  # bare loads none of those plugins
                         work = root / f"{kind}-{rnd}-{index}"
                         work.mkdir()
                         print(f"[{kind}, {label}, round {rnd + 1}] ...", file=sys.stderr)
@@ -218,7 +221,7 @@ def main() -> int:
             new, old = summary[kind]["this tree"], summary[kind][str(args.compare)]
             print(f"{kind}: this tree vs {args.compare}: {100 * (new - old) / old:+.1f} %")
         full = summary[kind]["this tree"]
-        for name in without:
+        for name in without if kind != "bare" else ():
             cost = full - summary[kind][f"without {name}"]
             costs.setdefault(kind, {})[name] = cost
             print(f"{kind}: {name} costs {cost / 1e6:+.3f} M ({100 * cost / full:+.1f} %)")

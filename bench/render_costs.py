@@ -119,16 +119,21 @@ def render_instructions(counted: dict[str, Any]) -> list[str]:
         "**Instructions per request** (`bench/instructions.py`: the gateway under callgrind, "
         f"{counted.get('requests', '?')} sequential requests counted after "
         f"{counted.get('warmup', '?')} unmeasured, every thread; the median of "
-        f"{counted.get('rounds', '?')} rounds; the same code repeats within about ±1.5 %, "
-        "whatever else the machine does). Sequential requests share no Redis pipeline, so "
-        "this is one request on its own:\n"
+        f"{counted.get('rounds', '?')} rounds, each shown: the same code usually repeats "
+        "within about 2 %, whatever else the machine does, but a round in which background "
+        "work of the gateway landed among the counted requests can be off by more). "
+        "Sequential requests share no Redis pipeline, so this is one request on its own:\n"
     )
-    w("| target | million instructions per request |")
-    w("|---|---|")
+    w("| target | million instructions per request | each round |")
+    w("|---|---|---|")
     for kind, by_variant in summary.items():
         value = by_variant.get("this tree")
         if isinstance(value, int | float):
-            w(f"| Tollway {kind} | {value / 1e6:.2f} |")
+            each = ", ".join(
+                f"{r['instructions_per_request'] / 1e6:.2f}"
+                for r in ((counted.get("runs") or {}).get(kind) or {}).get("this tree", [])
+            )
+            w(f"| Tollway {kind} | {value / 1e6:.2f} | {each or '–'} |")
     w("")
     costs = counted.get("plugin_costs") or {}
     for kind, by_plugin in costs.items():
@@ -140,9 +145,17 @@ def render_instructions(counted: dict[str, Any]) -> list[str]:
             "plugin disabled (`TOLLWAY_DISABLE_PLUGINS`), so its hooks, its Redis calls' "
             "encoding and parsing, and the response headers it adds:\n"
         )
-        w("| plugin | million instructions per request | share of the target |")
-        w("|---|---|---|")
+        w(
+            "| plugin | million instructions per request | share of the target "
+            "| without it, each round |"
+        )
+        w("|---|---|---|---|")
+        runs = (counted.get("runs") or {}).get(kind) or {}
         for name, cost in sorted(by_plugin.items(), key=lambda kv: -kv[1]):
-            w(f"| `{name}` | {cost / 1e6:+.2f} | {100 * cost / full:+.1f} % |")
+            each = ", ".join(
+                f"{r['instructions_per_request'] / 1e6:.2f}"
+                for r in runs.get(f"without {name}", [])
+            )
+            w(f"| `{name}` | {cost / 1e6:+.2f} | {100 * cost / full:+.1f} % | {each or '–'} |")
         w("")
     return out

@@ -112,7 +112,7 @@ def test_the_markdown_shows_each_target_and_what_each_plugin_costs() -> None:
         }
     )
     text = "\n".join(lines)
-    assert "| Tollway working | 5.80 |" in text
-    assert "| Tollway bare | 2.10 |" in text
-    assert "| `tollway-telemetry` | +0.60 | +10.3 % |" in text
+    assert "| Tollway working | 5.80 | – |" in text
+    assert "| Tollway bare | 2.10 | – |" in text
+    assert "| `tollway-telemetry` | +0.60 | +10.3 % | – |" in text
     assert "200 sequential requests" in text
