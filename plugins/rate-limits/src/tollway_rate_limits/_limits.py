@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -211,10 +212,20 @@ def success_headers(
         _put(out, "requests", spec, remaining, reset_ms(spec, decision.now_ms, window_ms))
 
 
+#: Per unit: the names of its limit, remaining and reset headers.
+_HEADER_NAMES = {
+    unit: tuple(f"x-ratelimit-{part}-{unit}" for part in ("limit", "remaining", "reset"))
+    for unit in ("requests", "tokens")
+}
+#: ``go_duration`` of the resets that repeat (a sliding window's is the window itself).
+_reset_text = functools.lru_cache(maxsize=256)(go_duration)
+
+
 def _put(out: dict[str, str], unit: str, spec: Spec, remaining: int, reset: int) -> None:
-    out[f"x-ratelimit-limit-{unit}"] = str(spec.limit)
-    out[f"x-ratelimit-remaining-{unit}"] = str(max(0, remaining))
-    out[f"x-ratelimit-reset-{unit}"] = go_duration(reset)
+    limit, left, reset_name = _HEADER_NAMES[unit]
+    out[limit] = str(spec.limit)
+    out[left] = str(max(0, remaining))
+    out[reset_name] = _reset_text(reset)
 
 
 def refusal_message(
