@@ -114,8 +114,7 @@ class Journal:
         for i, spec in enumerate(specs):
             if spec.kind != "log":
                 continue
-            keys = spec.keys
-            log_keys = keys if len(keys) == 2 else (keys[0], keys[1])
+            log_keys = (spec.keys[0], spec.keys[1])
             entries = logs.get(log_keys)
             if entries is None:
                 entries = logs[log_keys] = OrderedDict()

@@ -188,7 +188,7 @@ class GatewayMetrics:
         #: in a dict rather than through ``labels()`` (which checks and converts the values
         #: and takes a lock) per request. As many as the series themselves: routes, statuses,
         #: providers and outcomes.
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
         #: With several workers the gauges are set (every second and at each scrape) instead of
         #: read at scrape time, since any worker's scrape reports all of them.
         self.shared = multiprocess()
@@ -207,30 +207,25 @@ class GatewayMetrics:
     def observe(self, ctx: RequestContext) -> None:
         """Record one finished request (called from ``account``)."""
         route = route_label(ctx.path)
-        children = self._children
-        key: tuple[str, ...] = ("r", route, str(ctx.status or 0))
-        child = children.get(key)
-        if child is None:
-            child = children[key] = self.requests.labels(route, key[2])
-        child.inc()
+        self._series(self.requests, route, str(ctx.status or 0)).inc()
         if ctx.finished is not None:
-            key = ("d", route)
-            child = children.get(key)
-            if child is None:
-                child = children[key] = self.duration.labels(route)
-            child.observe(max(0.0, ctx.finished - ctx.started))
+            self._series(self.duration, route).observe(max(0.0, ctx.finished - ctx.started))
         overhead = overhead_seconds(ctx)
         if overhead is not None:
             self.overhead.observe(overhead)
         for attempt in ctx.attempts:
-            key = ("a", attempt.provider, attempt.outcome)
-            child = children.get(key)
-            if child is None:
-                child = children[key] = self.attempts.labels(attempt.provider, attempt.outcome)
-            child.inc()
+            self._series(self.attempts, attempt.provider, attempt.outcome).inc()
         moves = fallback_events(ctx)
         if moves:
             self.fallbacks.inc(moves)
+
+    def _series(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up in a dict after the first time."""
+        key = (metric, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def exposition(self) -> bytes:
         """The text exposition: the default registry (other plugins, process), then ours; with
