@@ -1,6 +1,7 @@
-"""Server knobs off by default: ``SERVER_HEARTBEAT_SECONDS`` (SPEC §2: a slow non-streaming call
+"""Server knobs: ``SERVER_HEARTBEAT_SECONDS`` (off by default; SPEC §2: a slow non-streaming call
 gets whitespace bytes so an idle-timeout load balancer does not cut it; the SDKs read the answer
-as usual) and ``LW_LOG_MESSAGE_BODY`` (SPEC §7: bodies in the log, debug only)."""
+as usual), ``LW_LOG_MESSAGE_BODY`` (off by default; SPEC §7: bodies in the log, debug only) and
+``SERVER_GIL_SWITCH_INTERVAL_SECONDS`` (0.5 ms by default, shown in the start-up line)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,11 @@ def sim() -> Iterator[Simulator]:
 def gw(sim: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     g = start_gateway(
         tmp_path_factory.mktemp("heartbeat"),
-        env={"SERVER_HEARTBEAT_SECONDS": "0.25", "LW_LOG_MESSAGE_BODY": "1"},
+        env={
+            "SERVER_HEARTBEAT_SECONDS": "0.25",
+            "LW_LOG_MESSAGE_BODY": "1",
+            "SERVER_GIL_SWITCH_INTERVAL_SECONDS": "0.002",
+        },
         providers=default_providers(sim.url),
         plugins=["tollway_static_keys", "tollway_provider_openai", "tollway_provider_anthropic"],
     )
@@ -152,5 +157,30 @@ def test_message_bodies_not_logged_by_default(
         time.sleep(0.2)
         assert "zebra-9913" not in g.logs()
         assert "message_body" not in g.logs()
+        assert _started(g)["gil_switch_interval_s"] == "0.0005"
     finally:
         stop(g.proc)
+
+
+def _started(g: GatewayProcess) -> dict[str, str]:
+    """The ``key=value`` fields of the gateway's start-up line."""
+    lines = [
+        str(r["msg"]) for r in g.log_records() if str(r.get("msg")).startswith("gateway_started")
+    ]
+    assert len(lines) == 1, lines
+    return dict(f.split("=", 1) for f in lines[0].split() if "=" in f)
+
+
+def test_switch_interval_is_set_from_the_environment(gw: GatewayProcess) -> None:
+    assert _started(gw)["gil_switch_interval_s"] == "0.002"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "0.5", "nan"])
+def test_bad_switch_interval_says_what_to_fix(value: str) -> None:
+    from tollway.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as exc:
+        load_settings(env={"SERVER_GIL_SWITCH_INTERVAL_SECONDS": value})
+    assert "server.gil_switch_interval_seconds (SERVER_GIL_SWITCH_INTERVAL_SECONDS)" in str(
+        exc.value
+    )

@@ -70,6 +70,10 @@ class ServerSettings:
     netcheck_timeout_seconds: float = 5.0
     #: A failed netcheck is run again after this long (``/startupz`` stays 503 meanwhile).
     netcheck_retry_seconds: float = 5.0
+    #: How long a thread may hold the GIL while another waits for it (``sys.setswitchinterval``;
+    #: Python's default is 5 ms). Background threads (the span exporter, the store's writes)
+    #: then hold up the event loop for at most this long each time it wakes.
+    gil_switch_interval_seconds: float = 0.0005
 
 
 @attrs.frozen
@@ -263,6 +267,7 @@ _ENV: dict[str, tuple[str, ...]] = {
     "SERVER_NETCHECK_HOSTS": ("server", "netcheck_hosts"),
     "SERVER_NETCHECK_TIMEOUT_SECONDS": ("server", "netcheck_timeout_seconds"),
     "SERVER_NETCHECK_RETRY_SECONDS": ("server", "netcheck_retry_seconds"),
+    "SERVER_GIL_SWITCH_INTERVAL_SECONDS": ("server", "gil_switch_interval_seconds"),
     "LW_GATEWAY_OUTBOUND_PROXY": ("outbound", "proxy"),
     "LOG_FORMAT": ("log", "format"),
     "LOG_LEVEL": ("log", "level"),
@@ -454,6 +459,11 @@ def _validate(settings: Settings) -> list[str]:
         problems.append("server.netcheck_timeout_seconds: must be > 0")
     if settings.server.netcheck_retry_seconds <= 0:
         problems.append("server.netcheck_retry_seconds: must be > 0")
+    if not 0 < settings.server.gil_switch_interval_seconds <= 0.1:
+        problems.append(
+            "server.gil_switch_interval_seconds (SERVER_GIL_SWITCH_INTERVAL_SECONDS): must be "
+            "> 0 and <= 0.1 (the default 0.0005 is half a millisecond)"
+        )
     for host in settings.server.netcheck_hosts or ():
         if not _hostport_ok(host):
             problems.append(

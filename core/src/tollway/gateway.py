@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -293,12 +294,14 @@ class Gateway(ModelsListing, StoredResponses, Dispatch):
         for callback in self.on_started:
             callback()
         log.info(
-            "gateway_started version=%s providers=%s plugins=%s %s netcheck=%s",
+            "gateway_started version=%s providers=%s plugins=%s %s netcheck=%s "
+            "gil_switch_interval_s=%g",
             __version__,
             ",".join(self.providers) or "-",
             ",".join(i.name for i in self.plugin_infos if not i.builtin) or "-",
             self.egress.summary(),
             ",".join(t.label for t in self.netcheck.targets) or "skipped",
+            sys.getswitchinterval(),
         )
         if self.log_bodies:
             log.warning(
