@@ -3,7 +3,9 @@
 In process: deferred calls and the call that needs its answer travel in one pipeline, the
 continuations run in order, the first refusal is raised once at the flush point, Redis down
 reaches every continuation as its outcome, a flushed script cache is reloaded, and settlements
-from many requests share one pipeline that a graceful stop drains.
+from many requests share one pipeline that a graceful stop drains. A call whose argument cannot
+be sent fails alone, a pooled connection the server closed is replaced (each call still runs
+once), and a trip cut short by its deadline leaves no reply behind for the next one.
 
 Through a real gateway: a plugin that defers its admission call and refuses in the continuation
 answers the client with its 429; a guardrail block does not hide a deferred refusal; a request
@@ -237,6 +239,76 @@ def test_a_script_error_reaches_only_the_request_whose_call_it_was() -> None:
         return out[0], out[1]
 
     assert asyncio.run(main()) == ("boom", b"fine")
+
+
+def test_a_call_whose_argument_cannot_be_sent_fails_alone() -> None:
+    key = f"test:shared:{uuid.uuid4().hex}"
+
+    async def main() -> list[Any]:
+        facility = _facility()
+        incr = facility.script(INCR)
+        await _warm(facility, incr)
+        batch = RequestBatch(facility, "grq_x")
+        seen: list[Any] = []
+        batch.defer(incr, [key], [None], then=seen.append)  # None: nothing Redis can take
+        batch.defer(incr, [key], [4], then=seen.append)
+        seen.append(await batch.call(incr, [key], [1]))
+        await facility.release("test")
+        redis.Redis.from_url(REDIS_URL).delete(key)
+        return seen
+
+    bad, *rest = asyncio.run(main())
+    assert isinstance(bad, redis.exceptions.DataError)
+    assert rest == [4, 5]  # its neighbours in the pipeline ran, in order
+
+
+def test_a_pooled_connection_that_died_is_replaced_and_the_batch_sent_once() -> None:
+    key = f"test:shared:{uuid.uuid4().hex}"
+
+    async def main() -> tuple[list[Any], int]:
+        facility = _facility()
+        incr = facility.script(INCR)
+        await _warm(facility, incr)
+        seen: list[Any] = [await RequestBatch(facility).call(incr, [key], [1])]
+        # As after a Redis restart: the pool's connection (one, the calls were sequential) is
+        # closed by the server.
+        connection_id = await facility.client.client_id()
+        assert redis.Redis.from_url(REDIS_URL).client_kill_filter(_id=connection_id) == 1
+        seen.append(await RequestBatch(facility).call(incr, [key], [1]))
+        seen.append(await RequestBatch(facility).call(incr, [key], [1]))
+        await facility.release("test")
+        return seen, int(redis.Redis.from_url(REDIS_URL).getdel(key) or 0)
+
+    seen, value = asyncio.run(main())
+    assert seen == [1, 2, 3] and value == 3  # each increment ran exactly once
+
+
+def test_a_trip_past_its_deadline_leaves_no_reply_behind_for_the_next() -> None:
+    key = f"test:shared:{uuid.uuid4().hex}"
+    slow = "redis.call('INCRBY', KEYS[1], 1); local t = redis.call('TIME'); " + (
+        "local stop = t[1] * 1000000 + t[2] + 250000; "
+        "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop; return 'slow'"
+    )
+
+    async def main() -> tuple[Any, Any]:
+        # A deadline of 0.15 s (a read, a reconnect, a read), shorter than the script's 0.25 s.
+        facility = RedisFacility(RedisOptions(REDIS_URL, socket_timeout=0.05, connect_timeout=0.05))
+        facility.users["test"] = 0
+        busy, get = facility.script(slow), facility.script(GET)
+        await _warm(facility, busy, get)
+        try:
+            late: Any = await RequestBatch(facility).call(busy, [key])
+        except (TimeoutError, redis.RedisError) as exc:  # the reply did not come in time
+            late = exc
+        await asyncio.sleep(0.3)  # the script has finished; its reply went to a closed socket
+        value = await RequestBatch(facility).call(get, [key])
+        await facility.release("test")
+        redis.Redis.from_url(REDIS_URL).delete(key)
+        return late, value
+
+    late, value = asyncio.run(main())
+    assert isinstance(late, (TimeoutError, redis.RedisError)), late
+    assert value == b"1"  # GET's own reply (not 'slow'), and the slow script ran once
 
 
 def test_round_trips_of_a_task_a_request_spawned_are_background() -> None:
