@@ -184,6 +184,9 @@ class UpstreamHTTP:
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Content-Type"),
             raise_for_status=False,
+            # No cookie jar: a cookie an upstream set (a CDN's) on one caller's call would be
+            # sent on every later call to that host, whoever makes it.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     @property

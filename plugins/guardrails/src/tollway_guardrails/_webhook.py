@@ -114,6 +114,8 @@ class WebhookEvaluator:
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, resolver=resolver),
                 skip_auto_headers=("User-Agent",),
                 raise_for_status=False,
+                # No cookie jar: one key's verdict call must not carry a cookie another's got.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
 
     async def aclose(self) -> None:
