@@ -27,7 +27,7 @@ from conftest import Gateway, Simulator, provider_config, start_gateway, stop
 
 from tollway import GatewayError, RateLimitExceeded
 from tollway.redis import RedisFacility, RedisOptions, round_trips
-from tollway.redis_batch import RequestBatch, settlements
+from tollway.redis_batch import _IDLE, RequestBatch, settlements
 from tollway.testing_plugins import plugin_site
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -270,9 +270,11 @@ def test_a_pooled_connection_that_died_is_replaced_and_the_batch_sent_once() -> 
         incr = facility.script(INCR)
         await _warm(facility, incr)
         seen: list[Any] = [await RequestBatch(facility).call(incr, [key], [1])]
-        # As after a Redis restart: the pool's connection (one, the calls were sequential) is
-        # closed by the server.
-        connection_id = await facility.client.client_id()
+        # As after a Redis restart: the connection the batches keep (one: the calls were
+        # sequential) is closed by the server.
+        (kept,) = _IDLE[facility.client.connection_pool]
+        await kept.send_command("CLIENT", "ID")
+        connection_id = await kept.read_response()
         assert redis.Redis.from_url(REDIS_URL).client_kill_filter(_id=connection_id) == 1
         seen.append(await RequestBatch(facility).call(incr, [key], [1]))
         seen.append(await RequestBatch(facility).call(incr, [key], [1]))
@@ -281,6 +283,36 @@ def test_a_pooled_connection_that_died_is_replaced_and_the_batch_sent_once() -> 
 
     seen, value = asyncio.run(main())
     assert seen == [1, 2, 3] and value == 3  # each increment ran exactly once
+
+
+def test_batches_keep_a_few_connections_and_give_the_rest_back_to_the_pool() -> None:
+    key = f"test:shared:{uuid.uuid4().hex}"
+    slow = "local t = redis.call('TIME'); local stop = t[1] * 1000000 + t[2] + 20000; " + (
+        "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop; return 1"
+    )
+
+    async def main() -> tuple[int, int]:
+        facility = RedisFacility(RedisOptions(REDIS_URL))
+        facility.users["test"] = 8  # a pool of 8: at most 2 kept
+        busy = facility.script(slow)
+        await _warm(facility, busy)
+
+        async def trip() -> Any:
+            return await RequestBatch(facility).call(busy, [key])
+
+        # Each in a turn of its own, so each is a round trip of its own, all at once.
+        tasks = []
+        for _ in range(5):
+            tasks.append(asyncio.ensure_future(trip()))
+            await asyncio.sleep(0.002)
+        assert await asyncio.gather(*tasks) == [1] * 5
+        pool = facility.client.connection_pool
+        kept, in_use = len(_IDLE[pool]), len(pool._in_use_connections)  # redis-py's own count
+        await facility.release("test")
+        return kept, in_use
+
+    kept, in_use = asyncio.run(main())
+    assert kept == 2 and in_use == 2  # the other three went back to the pool
 
 
 def test_a_trip_past_its_deadline_leaves_no_reply_behind_for_the_next() -> None:
