@@ -21,6 +21,7 @@ from tollway._errors import BadRequest, GatewayError, RequestHeadersTooLarge
 from tollway._gc import freeze_startup_objects, watch_pauses
 from tollway._ids import request_id
 from tollway._input import MAX_REQUEST_HEADER_BYTES
+from tollway._lag import watch_loop_lag
 from tollway._workers import serves_workers, supervised_control_plane, worker_index
 from tollway.gateway import Gateway, create_app
 
@@ -258,6 +259,7 @@ def run_gateway(
                 on_ready(bind)
         asgi: Any = GatewayASGI(gateway, cast(Any, app))
         watch_pauses(loop)
+        watch_loop_lag(loop)
         await serve(asgi, config, shutdown_trigger=stop.wait)
 
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
