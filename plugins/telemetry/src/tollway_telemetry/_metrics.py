@@ -99,6 +99,7 @@ OTHER_PLUGIN_METRICS: dict[str, tuple[str, ...]] = {
     "gateway_auth_cache_hits_total": ("tier",),
     "gateway_redis_round_trips_total": ("path",),
     "gateway_gc_pause_seconds": ("generation",),
+    "gateway_event_loop_lag_seconds": (),
 }
 
 
