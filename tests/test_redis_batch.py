@@ -27,7 +27,7 @@ from conftest import Gateway, Simulator, provider_config, start_gateway, stop
 
 from tollway import GatewayError, RateLimitExceeded
 from tollway.redis import RedisFacility, RedisOptions, round_trips
-from tollway.redis_batch import _IDLE, RequestBatch, settlements
+from tollway.redis_batch import RequestBatch, settlements
 from tollway.testing_plugins import plugin_site
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -272,7 +272,8 @@ def test_a_pooled_connection_that_died_is_replaced_and_the_batch_sent_once() -> 
         seen: list[Any] = [await RequestBatch(facility).call(incr, [key], [1])]
         # As after a Redis restart: the connection the batches keep (one: the calls were
         # sequential) is closed by the server.
-        (kept,) = _IDLE[facility.client.connection_pool]
+        assert facility.kept_connections is not None
+        (kept,) = facility.kept_connections[1]
         await kept.send_command("CLIENT", "ID")
         connection_id = await kept.read_response()
         assert redis.Redis.from_url(REDIS_URL).client_kill_filter(_id=connection_id) == 1
@@ -307,8 +308,10 @@ def test_batches_keep_a_few_connections_and_give_the_rest_back_to_the_pool() -> 
             await asyncio.sleep(0.002)
         assert await asyncio.gather(*tasks) == [1] * 5
         pool = facility.client.connection_pool
-        kept, in_use = len(_IDLE[pool]), len(pool._in_use_connections)  # redis-py's own count
-        await facility.release("test")
+        assert facility.kept_connections is not None
+        kept, in_use = len(facility.kept_connections[1]), len(pool._in_use_connections)
+        await facility.release("test")  # redis-py's count above; nothing kept after a release
+        assert facility.kept_connections is None
         return kept, in_use
 
     kept, in_use = asyncio.run(main())

@@ -266,6 +266,9 @@ class RedisFacility:
         self.settle_queue: Any = None
         #: The request flushes' shared round trip (:mod:`tollway.redis_batch`), once used.
         self.shared_trip: Any = None
+        #: Connections the batches keep (:mod:`tollway.redis_batch`): ``(pool, connections)``
+        #: of the current client; dropped with it.
+        self.kept_connections: tuple[Any, list[Any]] | None = None
 
     @property
     def cluster(self) -> bool:
@@ -314,6 +317,7 @@ class RedisFacility:
         if self.users or self._client is None:
             return
         client, self._client = self._client, None
+        self.kept_connections = None  # the pool's disconnect below closes them
         try:
             await client.aclose()
             if isinstance(client, Redis):

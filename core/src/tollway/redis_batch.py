@@ -50,7 +50,6 @@ import contextvars
 import inspect
 import logging
 import math
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
@@ -94,11 +93,10 @@ def _hiredis_pack() -> Callable[[tuple[Any, ...]], bytes] | None:
 
 _pack = _hiredis_pack()
 
-#: Connections the batches took from a pool, kept for the next batch: checking one out of
-#: redis-py's pool (a lock, a condition, a timer, a liveness read) cost as much as the packing.
-#: Still the pool's (it closes them with the client); gone with the pool.
-_IDLE: weakref.WeakKeyDictionary[ConnectionPool, list[Any]] = weakref.WeakKeyDictionary()
-#: At most this many kept per pool (and a quarter of the pool at most).
+#: Connections the batches keep (``RedisFacility.kept_connections``) rather than check one out
+#: of redis-py's pool per trip (a lock, a condition, a timer, a liveness read: as costly as the
+#: packing): at most this many, and a quarter of the pool at most. Still the pool's: it closes
+#: them with the client.
 _KEEP = 4
 
 
@@ -136,7 +134,7 @@ async def _send(facility: RedisFacility, calls: Sequence[_Call]) -> None:
     if _pack is None or not isinstance(client, Redis):
         await _send_redis_py(client, calls)
     else:
-        await _send_packed(client.connection_pool, calls)
+        await _send_packed(facility, client.connection_pool, calls)
 
 
 async def _send_redis_py(client: Any, calls: Sequence[_Call]) -> None:
@@ -149,7 +147,9 @@ async def _send_redis_py(client: Any, calls: Sequence[_Call]) -> None:
         call.outcome = reply
 
 
-async def _send_packed(pool: ConnectionPool, calls: Sequence[_Call]) -> None:
+async def _send_packed(
+    facility: RedisFacility, pool: ConnectionPool, calls: Sequence[_Call]
+) -> None:
     """What redis-py's pipeline does for a batch of ``EVALSHA`` on a single Redis, without its
     per-argument work in Python: each call is packed by hiredis (C) into one write, and the
     replies are read on the pooled connection without a timer each (the caller's deadline
@@ -170,9 +170,10 @@ async def _send_packed(pool: ConnectionPool, calls: Sequence[_Call]) -> None:
     if not sent:
         return
     data = b"".join(packed)
-    idle = _IDLE.get(pool)
-    if idle is None:
-        idle = _IDLE[pool] = []
+    kept = facility.kept_connections
+    if kept is None or kept[0] is not pool:
+        kept = facility.kept_connections = (pool, [])
+    idle = kept[1]
     conn = idle.pop() if idle else await cast(Any, pool).get_connection()
     try:
         for attempt in (1, 2):
@@ -192,7 +193,9 @@ async def _send_packed(pool: ConnectionPool, calls: Sequence[_Call]) -> None:
         # Every reply was read, or the connection was dropped (it reconnects on its next send):
         # kept for the next batch, up to a few (the pool's other users are never starved of
         # the connections a burst of batches took).
-        if len(idle) < min(_KEEP, cast(Any, pool).max_connections // 4):
+        # A client closed meanwhile no longer keeps any: its pool takes this one back.
+        keep = facility.kept_connections is kept
+        if keep and len(idle) < min(_KEEP, cast(Any, pool).max_connections // 4):
             idle.append(conn)
         else:
             await pool.release(conn)
