@@ -27,7 +27,7 @@ from conftest import Gateway, Simulator, provider_config, start_gateway, stop
 
 from tollway import GatewayError, RateLimitExceeded
 from tollway.redis import RedisFacility, RedisOptions, round_trips
-from tollway.redis_batch import RequestBatch, settlements
+from tollway.redis_batch import SETTLE_DELAY_SECONDS, RequestBatch, settlements
 from tollway.testing_plugins import plugin_site
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -185,6 +185,36 @@ def test_settlements_of_many_requests_share_one_pipeline_and_a_stop_drains_them(
     assert total == 2  # and the three queued at the stop, one more
     assert seen == list(range(1, 51))
     assert value == b"53"
+
+
+def test_settlements_of_requests_milliseconds_apart_share_one_round_trip() -> None:
+    """At 100 req/s (a settlement every 10 ms) five requests share a background round trip:
+    the first waits SETTLE_DELAY_SECONDS for company, and the flush does not land between
+    two requests a few milliseconds apart."""
+    key = f"test:settle-apart:{uuid.uuid4().hex}"
+
+    async def main() -> tuple[int, int, bytes | None]:
+        facility = _facility()
+        incr = facility.script(INCR)
+        await _warm(facility, incr)
+        queue = settlements(facility)
+        before = round_trips()
+        for _ in range(4):
+            queue.put(incr, [key], [1])
+            await asyncio.sleep(0.01)
+        queue.put(incr, [key], [1])
+        during = round_trips() - before
+        await asyncio.sleep(SETTLE_DELAY_SECONDS * 2)
+        after = round_trips() - before
+        await facility.release("test")
+        check = redis.Redis.from_url(REDIS_URL)
+        value = check.get(key)
+        check.delete(key)
+        return during, after, value
+
+    during, after, value = asyncio.run(main())
+    assert (during, after) == (0, 1)
+    assert value == b"5"
 
 
 def test_requests_flushing_in_one_turn_of_the_loop_share_one_round_trip() -> None:
