@@ -304,6 +304,9 @@ def test_a_pooled_connection_that_died_is_replaced_and_the_batch_sent_once() -> 
         # sequential) is closed by the server.
         assert facility.kept_connections is not None
         (kept,) = facility.kept_connections[1]
+        # The batches write without the socket timeout (the trip's deadline bounds them) but
+        # hand the connection on with it: the pool's other users rely on it.
+        assert kept.socket_timeout == facility.options.socket_timeout
         await kept.send_command("CLIENT", "ID")
         connection_id = await kept.read_response()
         assert redis.Redis.from_url(REDIS_URL).client_kill_filter(_id=connection_id) == 1

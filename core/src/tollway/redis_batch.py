@@ -184,7 +184,14 @@ async def _send_packed(
     try:
         for attempt in (1, 2):
             try:
-                await conn.send_packed_command(data, check_health=False)
+                # Without the connection's socket timeout for the write: redis-py would wrap it
+                # in asyncio.wait_for (a task and a timer per write); the trip's deadline bounds
+                # it, as it bounds the reads.
+                timeout, conn.socket_timeout = conn.socket_timeout, None
+                try:
+                    await conn.send_packed_command(data, check_health=False)
+                finally:
+                    conn.socket_timeout = timeout
                 for call in sent:
                     try:
                         call.outcome = await conn.read_response(timeout=math.inf)
