@@ -57,9 +57,14 @@ class GatewayASGI:
         assert task is not None
         watch: list[asyncio.Task[None]] = []
         gone: list[bool] = []
+        #: The response went out in full. Hypercorn queued the stream's ``http.disconnect`` as
+        #: it closed the stream, which ends the watcher on its next step: it is left to end so
+        #: (a cancellation would unwind it and the server's queue with an exception), and only
+        #: cancelled after that step (a no-op then) in case a server queued nothing.
+        sent: list[bool] = []
 
         def on_gone(fut: asyncio.Task[None]) -> None:
-            if not fut.cancelled() and not task.done():
+            if not fut.cancelled() and not task.done() and not sent:
                 gone.append(True)
                 task.cancel()
 
@@ -99,6 +104,7 @@ class GatewayASGI:
                 await send({"type": "http.response.body", "body": reply.body})
             else:
                 await _send_reply(reply, send)
+            sent.append(True)
         except asyncio.CancelledError:
             if not gone:
                 raise
@@ -112,7 +118,10 @@ class GatewayASGI:
             if beat is not None:
                 beat.cancel()
             for watcher in watch:
-                watcher.cancel()
+                if sent:
+                    asyncio.get_running_loop().call_soon(watcher.cancel)
+                else:
+                    watcher.cancel()
             if reply is not None and reply.stream is None:
                 gateway.finish(reply.ctx)
 
