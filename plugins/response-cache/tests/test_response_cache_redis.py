@@ -217,7 +217,7 @@ def test_a_rate_limited_request_is_refused_as_before_and_leaves_no_lock(
         assert int(r.headers["retry-after"]) >= 1
         assert HEADER not in r.headers  # refused before the cache answered anything
         assert sim.count() == 1
-        time.sleep(0.2)  # settlements go a few ms after the response
+        time.sleep(0.2)  # settlements go at most 50 ms after the response
         headers = {"anthropic-version": "2023-06-01"}
         digests = [
             cache_digest("chat", "gpt-4o-mini", False, b_, headers) for b_ in (body, refused_body)

@@ -1,7 +1,7 @@
 """Recording and settlement: the call's exact cost, its ledger entry (spooled before a complete
 answer reaches the client), and the reservation settled to that cost — with Redis through the
 settlement queue (:func:`tollway.redis_batch.settlements`): one pipeline for every request
-settling within a few milliseconds, off the request's path."""
+settling within the same 50 ms (SETTLE_DELAY_SECONDS), off the request's path."""
 
 from __future__ import annotations
 

@@ -389,7 +389,7 @@ def _provider_decided(
 async def account(ctx: RequestContext) -> None:
     """Settle tpm reservations: actual usage if the provider answered, else release. With
     Redis, the settlements go on the gateway's settlement queue (sent for every request
-    together, a few ms later); the journal is settled either way."""
+    together, at most 50 ms later); the journal is settled either way."""
     reservations = ctx.stash.get(_RESERVED)
     if not reservations:
         return
