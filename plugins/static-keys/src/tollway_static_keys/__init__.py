@@ -50,14 +50,32 @@ def register_settings(register: Callable[[str, type[Any]], None]) -> None:
 def gateway_started(gateway: Gateway) -> None:
     settings: StaticKeysSettings = gateway.settings.plugin(NAME)
     table: dict[str, tuple[Principal, bool]] = {}
+    #: Where each key id was seen: two keys with one id would share their rate-limit counters,
+    #: budgets and spend, silently.
+    ids: dict[str, int] = {}
     for i, key in enumerate(settings.keys):
         try:
             check_key_format(key.secret)
         except KeyFormatError as exc:
             raise ValueError(f"plugin.static-keys.keys[{i}].secret: {exc.message}") from None
         prefix = display_prefix(key.secret)
+        digest = _digest(key.secret)
+        if digest in table:
+            first = next(j for j, k in enumerate(settings.keys) if k.secret == key.secret)
+            raise ValueError(
+                f"plugin.static-keys.keys[{i}].secret: the same secret as keys[{first}]; a "
+                "secret authenticates one key, so remove one of the two or mint a new secret"
+            )
+        key_id = key.id or f"static_{i}_{prefix[-6:]}"
+        if key_id in ids:
+            raise ValueError(
+                f"plugin.static-keys.keys[{i}].id: {key_id!r} is already the id of "
+                f"keys[{ids[key_id]}]; keys with one id would share their rate limits, budgets "
+                "and spend, so give each key its own id"
+            )
+        ids[key_id] = i
         principal = Principal(
-            key_id=key.id or f"static_{i}_{prefix[-6:]}",
+            key_id=key_id,
             display_prefix=prefix,
             name=key.name,
             organization_id=key.organization_id,
@@ -66,7 +84,7 @@ def gateway_started(gateway: Gateway) -> None:
             config=key.config,
             extras=key.extras,
         )
-        table[_digest(key.secret)] = (principal, key.disabled)
+        table[digest] = (principal, key.disabled)
     gateway.stash[_TABLE] = table
 
 
