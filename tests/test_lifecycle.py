@@ -289,3 +289,5 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         )
     assert out.returncode != 0
     assert "cannot listen" in out.stderr and "Traceback" not in out.stderr
+    # The port is bound before the plugins start: nothing announced a gateway that never served.
+    assert "listening on" not in out.stderr and "gateway_started" not in out.stderr

@@ -22,7 +22,12 @@ from tollway._gc import freeze_startup_objects, watch_pauses
 from tollway._ids import request_id
 from tollway._input import MAX_REQUEST_HEADER_BYTES
 from tollway._lag import watch_loop_lag
-from tollway._workers import serves_workers, supervised_control_plane, worker_index
+from tollway._workers import (
+    bound_socket,
+    serves_workers,
+    supervised_control_plane,
+    worker_index,
+)
 from tollway.gateway import Gateway, create_app
 
 __all__ = [
@@ -182,13 +187,16 @@ def run_gateway(
     refused, in-flight requests and streams get ``SERVER_GRACEFUL_SECONDS`` to finish, then
     the outbox, spans and metrics are flushed by the plugins' ``gateway_stopping``.
 
-    A worker of ``serve --workers N`` passes ``sock`` (bound, not listening: it listens once
-    the gateway started, then ``on_ready`` is called) and ``parent_pid`` (its supervisor: when
-    that process is gone, the worker drains as if it got SIGTERM)."""
+    The port is bound first (:class:`OSError` when it is taken, before any plugin starts), it
+    listens once the gateway started, and only then is ``on_ready`` called: whoever reads the
+    announcement can connect at once. A worker of ``serve --workers N`` passes ``sock`` (bound
+    with ``SO_REUSEPORT``, not listening) and ``parent_pid`` (its supervisor: when that process
+    is gone, the worker drains as if it got SIGTERM)."""
     app = create_app(gateway)
     config = _ServerConfig()
     bind = bind_address(gateway.settings.server.addr)
-    config.bind = [f"fd://{sock.fileno()}"] if sock is not None else [bind]
+    listener = sock if sock is not None else bound_socket(bind, reuse_port=False)
+    config.bind = [f"fd://{listener.fileno()}"]
     # A larger request head is refused by Hypercorn itself (431, enveloped below).
     config.h11_max_incomplete_size = MAX_REQUEST_HEADER_BYTES
     lighter_idle_timeout()
@@ -247,16 +255,15 @@ def run_gateway(
         # Before anything announces readiness (the demo banner, the supervisor's on_ready): a
         # client that reads it connects at once.
         gateway.on_started.insert(0, freeze_startup_objects)
-        if sock is None:
-            if on_ready is not None:
-                gateway.on_started.append(lambda: on_ready(bind))
+        try:
             await gateway.startup()
-        else:
-            await gateway.startup()
-            sock.listen(config.backlog)  # the kernel routes new connections here from now on
-            sock.detach()  # Hypercorn owns the descriptor (fd://) and closes it
-            if on_ready is not None:
-                on_ready(bind)
+        except BaseException:
+            listener.close()
+            raise
+        listener.listen(config.backlog)  # the kernel routes new connections here from now on
+        listener.detach()  # Hypercorn owns the descriptor (fd://) and closes it
+        if on_ready is not None:
+            on_ready(bind)
         asgi: Any = GatewayASGI(gateway, cast(Any, app))
         watch_pauses(loop)
         watch_loop_lag(loop)

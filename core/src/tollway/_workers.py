@@ -50,8 +50,8 @@ __all__ = [
     "READY_FD_ENV",
     "WORKER_ENV",
     "Supervisor",
+    "bound_socket",
     "parse_workers",
-    "reuseport_socket",
     "serves_workers",
     "supervised_control_plane",
     "worker_index",
@@ -103,11 +103,13 @@ def serves_workers(env: Mapping[str, str] | None = None) -> bool:
     return (os.environ if env is None else env).get(SERVES_WORKERS_ENV) == "1"
 
 
-def reuseport_socket(addr: str) -> socket.socket:
-    """A TCP socket bound to ``addr`` (``host:port``, from :func:`tollway._server.bind_address`)
-    with ``SO_REUSEPORT``, not listening yet. Raises :class:`OSError` when the port is taken
-    or this platform has no ``SO_REUSEPORT``."""
-    if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover - Linux and BSDs have it
+def bound_socket(addr: str, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to ``addr`` (``host:port``, from :func:`tollway._server.bind_address`),
+    not listening yet. ``reuse_port``: with ``SO_REUSEPORT``, for the workers of
+    ``serve --workers N``, which each bind the port; a single process never sets it, so a second
+    gateway started on its port fails instead of taking half its connections. Raises
+    :class:`OSError` when the port is taken or this platform has no ``SO_REUSEPORT``."""
+    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover - Linux has it
         raise OSError("this platform has no SO_REUSEPORT; run --workers 1")
     host, _, port = addr.rpartition(":")
     host = host.strip("[]")
@@ -118,7 +120,8 @@ def reuseport_socket(addr: str) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(address)
     except OSError:
@@ -187,7 +190,7 @@ class Supervisor:
     def run(self) -> int:
         """Serve; the exit code (0 after a drain, 1 when start-up failed). Raises
         :class:`OSError` when the port cannot be bound."""
-        holder = reuseport_socket(self.addr)
+        holder = bound_socket(self.addr, reuse_port=True)
         host, _, _ = self.addr.rpartition(":")
         bind = f"{host}:{holder.getsockname()[1]}"
         self._metrics_dir = metrics_dir = tempfile.mkdtemp(prefix="tollway-metrics-")

@@ -232,7 +232,7 @@ def _serve_worker(index: int) -> None:
     """One worker under ``serve --workers N``: a gateway on its own ``SO_REUSEPORT`` socket."""
     from tollway._logging import set_worker
     from tollway._server import bind_address, run_gateway
-    from tollway._workers import READY_FD_ENV, reuseport_socket
+    from tollway._workers import READY_FD_ENV, bound_socket
     from tollway.gateway import Gateway
 
     state = cli_state()
@@ -252,7 +252,7 @@ def _serve_worker(index: int) -> None:
             os.close(ready_fd)
 
     try:
-        sock = reuseport_socket(bind_address(settings.server.addr))
+        sock = bound_socket(bind_address(settings.server.addr), reuse_port=True)
         run_gateway(gateway, on_ready=ready, sock=sock, parent_pid=os.getppid())
     except PluginLoadError as exc:
         raise click.ClickException(str(exc)) from None
