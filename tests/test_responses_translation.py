@@ -186,6 +186,82 @@ def test_function_tool_round_trip(gw: Gateway, sim: Simulator, lane: str) -> Non
     assert [i.type for i in final.output][-1] == "function_call"
 
 
+#: A custom tool (free-form input), as Codex declares ``exec`` and ``apply_patch``.
+RUN_JS = {
+    "type": "custom",
+    "name": "run_js",
+    "description": "Runs JavaScript",
+    "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"},
+}
+
+
+@pytest.mark.parametrize("lane", sorted(LANES))
+def test_custom_tool_round_trip(gw: Gateway, sim: Simulator, lane: str) -> None:
+    """A custom tool reaches the upstream as a function taking ``{"input": <string>}``; the
+    model's call of it is a ``custom_tool_call`` with that string as its ``input`` (the
+    simulator fills a string parameter with "example"), complete and streamed; its output
+    goes back as a tool result."""
+    model, _, path = LANES[lane]
+    client = gw.openai()
+    question: Any = {"role": "user", "content": "Run the script"}
+    tools: Any = [WEATHER, RUN_JS]
+    choice: Any = {"type": "custom", "name": "run_js"}
+    first = client.responses.create(model=model, input=[question], tools=tools, tool_choice=choice)
+    assert [item.type for item in first.output][-1] == "custom_tool_call", first.output
+    call = first.output[-1]
+    assert call.type == "custom_tool_call"
+    assert (call.name, call.input) == ("run_js", "example") and call.call_id
+    sent = upstream_body(sim)
+    assert sim.last_request()["path"] == path
+    if path == "/v1/chat/completions":
+        function = sent["tools"][1]["function"]
+        schema = function["parameters"]
+        assert sent["tool_choice"] == {"type": "function", "function": {"name": "run_js"}}
+    else:
+        function = sent["tools"][1]
+        schema = function["input_schema"]
+        assert sent["tool_choice"] == {"type": "tool", "name": "run_js"}
+    assert function["name"] == "run_js"
+    assert "lark grammar" in function["description"] and "start: /.+/" in function["description"]
+    assert schema["required"] == ["input"] and schema["properties"]["input"]["type"] == "string"
+
+    history = [item.model_dump(exclude_none=True) for item in first.output]
+    result = {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "ok"}
+    second = client.responses.create(model=model, input=[question, *history, result], tools=tools)
+    assert second.output_text and [i.type for i in second.output] == ["message"]
+    upstream = upstream_body(sim)["messages"]
+    if path == "/v1/chat/completions":
+        sent_call = upstream[-2]["tool_calls"][0]
+        assert sent_call["id"] == call.call_id
+        assert orjson.loads(sent_call["function"]["arguments"]) == {"input": "example"}
+        assert upstream[-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "ok"}
+    else:
+        tool_use = upstream[-2]["content"][-1]
+        assert tool_use["type"] == "tool_use" and tool_use["input"] == {"input": "example"}
+        assert upstream[-1]["content"][0]["tool_use_id"] == call.call_id
+
+    # Streamed: the input arrives whole when the call's item closes.
+    stream = client.responses.create(
+        model=model, input=[question], tools=tools, tool_choice=choice, stream=True
+    )
+    events = list(stream)
+    types = [e.type for e in events]
+    assert "response.function_call_arguments.delta" not in types
+    delta = "".join(e.delta for e in events if e.type == "response.custom_tool_call_input.delta")
+    done = next(e for e in events if e.type == "response.custom_tool_call_input.done")
+    assert delta == done.input == "example"
+    final = events[-1].response
+    assert final.output[-1].type == "custom_tool_call" and final.output[-1].input == "example"
+    assert final.output[-1].id == done.item_id
+    # The SDK's helper, accumulating the events itself.
+    with client.responses.stream(
+        model=model, input=[question], tools=tools, tool_choice=choice
+    ) as helper:
+        accumulated = helper.get_final_response()
+    assert accumulated.output[-1].type == "custom_tool_call"
+    assert accumulated.output[-1].input == "example"
+
+
 @pytest.mark.parametrize("lane", ["chat-only", "anthropic"])
 def test_upstream_error_reaches_the_sdk_in_the_openai_envelope(gw: Gateway, lane: str) -> None:
     model, provider, _ = LANES[lane]
@@ -307,8 +383,10 @@ CODEX = Path(__file__).parent / "agents" / "data"
 )
 def test_codex_requests_reach_a_claude_model(gw: Gateway, sim: Simulator, capture: str) -> None:
     """Codex 0.169's own turns (captured; see tests/agents), with a Claude model: every event
-    the openai SDK's types accept, function tools and their calls reach the Messages upstream,
-    what chat has no place for is listed."""
+    the openai SDK's types accept, function and custom tools (top-level or in the
+    ``additional_tools`` item) and their calls reach the Messages upstream, the model's call of
+    the custom ``exec`` comes back as a ``custom_tool_call``, what chat has no place for is
+    listed."""
     for turn in json.loads((CODEX / capture).read_text()):
         body = {**turn["body"], "model": "claude-haiku-4-5"}
         # The capture's prose is filler, the call's JSON arguments too: make them JSON again.
@@ -336,17 +414,26 @@ def test_codex_requests_reach_a_claude_model(gw: Gateway, sim: Simulator, captur
         sent = upstream_body(sim)
         assert sim.last_request()["path"] == "/v1/messages"
         kinds = {i.get("type") for i in turn["body"]["input"]}
-        if "additional_tools" in kinds:  # the default model's tools travel there: dropped
-            assert "input.additional_tools" in dropped and "tools" not in sent
+        names = [t["name"] for t in sent["tools"]]
+        assert "input.additional_tools" not in dropped and "tools.custom" not in dropped
+        output = final.response.output
+        if "additional_tools" in kinds:  # the default model's tools travel there
+            assert names[:2] == ["exec", "wait"] and "sleep" in names
+            assert sent["tools"][0]["input_schema"]["required"] == ["input"]
         else:
-            names = [t["name"] for t in sent["tools"]]
-            assert "exec_command" in names and "apply_patch" not in names
-            assert "tools.custom" in dropped and "tools.web_search" in dropped
-        if "function_call_output" in kinds:
+            assert "exec_command" in names and "apply_patch" in names
+            assert "tools.web_search" in dropped
+        if kinds & {"function_call_output", "custom_tool_call_output"}:
             blocks = [
                 b["type"] for m in sent["messages"] for b in m["content"] if isinstance(b, dict)
             ]
             assert "tool_use" in blocks and "tool_result" in blocks
+            assert [o.type for o in output] == ["message"]
+        elif "additional_tools" in kinds:  # the simulator calls the shell tool: exec
+            assert (output[-1].type, output[-1].name) == ("custom_tool_call", "exec")
+            assert output[-1].input == "example"
+        else:
+            assert (output[-1].type, output[-1].name) == ("function_call", "exec_command")
 
 
 def sdk_events(raw: bytes) -> list[Any]:

@@ -46,7 +46,9 @@ direction (import from the package, the split may change):
 - :mod:`tollway.formats.responses`: complete responses, both directions;
 - :mod:`tollway.formats.streams`: the stream translators and :func:`reframe_sse`;
 - :mod:`tollway.formats.responses_api` (requests), :mod:`tollway.formats.responses_output`
-  (complete answers) and :mod:`tollway.formats.responses_stream`: the Responses API ⇄ chat.
+  (complete answers) and :mod:`tollway.formats.responses_stream`: the Responses API ⇄ chat;
+  :mod:`tollway.formats.responses_tools`, their tools (function and custom tools, Codex's
+  ``additional_tools``), is internal to them and not exported.
 """
 
 from __future__ import annotations

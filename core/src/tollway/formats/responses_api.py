@@ -24,6 +24,7 @@ from tollway.formats.helpers import (
     _obj,
     require_object,
 )
+from tollway.formats.responses_tools import chat_tool_choice, chat_tools, custom_call_arguments
 from tollway.formats.shapes import Translated
 
 __all__ = [
@@ -96,9 +97,11 @@ def responses_request_to_chat(
     """An OpenAI Responses request as an OpenAI chat request for ``model``.
 
     ``instructions`` becomes the first system message; ``input`` (a string, or message,
-    ``function_call`` and ``function_call_output`` items) becomes chat messages, tool calls and
-    tool messages; function tools (flat ``{"type": "function", "name", …}``) become chat's
-    nested ones; ``max_output_tokens`` is sent as ``max_tokens_field``; ``text.format`` becomes
+    ``function_call``, ``custom_tool_call`` and their ``…_output`` items) becomes chat messages,
+    tool calls and tool messages; function and custom tools, in ``tools`` or in
+    ``additional_tools`` items (namespaces flattened), become chat function tools
+    (:mod:`tollway.formats.responses_tools`: a custom tool takes ``{"input": <string>}``);
+    ``max_output_tokens`` is sent as ``max_tokens_field``; ``text.format`` becomes
     ``response_format``. Streams ask for ``stream_options.include_usage`` (the Responses
     stream ends with the usage). ``reasoning``, ``include``, hosted tools and everything else
     chat has no place for are dropped and reported. A parameter that needs stored state
@@ -132,23 +135,18 @@ def responses_request_to_chat(
         if body.get(name) is not None:
             out[name] = body[name]
 
-    tools = body.get("tools")
-    chat_tools: list[dict[str, Any]] = []
-    if isinstance(tools, list):
-        chat_tools = _function_tools(tools, dropped)
-    elif tools is not None:
-        raise BadRequest("'tools' must be an array", param="tools")
+    tools = chat_tools(body, dropped)
     choice = body.get("tool_choice")
-    if chat_tools:
-        choice = _tool_choice(choice, chat_tools, dropped)
-    if chat_tools:  # (an allowed_tools choice may have narrowed them to none)
-        out["tools"] = chat_tools
+    if tools:
+        choice = chat_tool_choice(choice, tools, dropped)
+    if tools:  # (an allowed_tools choice may have narrowed them to none)
+        out["tools"] = tools
         if choice is not None:
             out["tool_choice"] = choice
         if body.get("parallel_tool_calls") is False:
             out["parallel_tool_calls"] = False
     elif choice not in (None, "auto", "none"):
-        dropped.add("tool_choice")  # no function tool left to choose
+        dropped.add("tool_choice")  # no tool left to choose
 
     response_format = _response_format(body.get("text"), dropped)
     if response_format is not None:
@@ -165,6 +163,8 @@ def responses_request_to_chat(
 # --------------------------------------------------------------------------- input items
 
 _MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
+#: The items answering a tool call: chat tool messages.
+_OUTPUTS = ("function_call_output", "custom_tool_call_output")
 
 
 def _input_messages(items: Any, dropped: DroppedParams) -> list[dict[str, Any]]:
@@ -182,7 +182,9 @@ def _input_messages(items: Any, dropped: DroppedParams) -> list[dict[str, Any]]:
         where = f"input[{i}]"
         item = require_object(raw, where)
         kind = item.get("type")
-        if kind != "function_call_output" and pending:
+        if kind == "additional_tools":
+            continue  # tools: see responses_tools.chat_tools
+        if kind not in _OUTPUTS and pending:
             messages.append({"role": "user", "content": pending})
             pending = []
         if kind == "message" or (kind is None and "role" in item):
@@ -190,16 +192,21 @@ def _input_messages(items: Any, dropped: DroppedParams) -> list[dict[str, Any]]:
             if message is not None:
                 messages.append(message)
         elif kind == "function_call":
-            _function_call(messages, item, where)
-        elif kind == "function_call_output":
-            messages.append(_function_call_output(item, where, pending, dropped))
+            _tool_call(messages, item, where, _function_arguments(item.get("arguments")))
+        elif kind == "custom_tool_call":
+            tool_input = item.get("input")
+            if not isinstance(tool_input, str):
+                raise BadRequest(f"{where}.input must be a string", param=where)
+            _tool_call(messages, item, where, custom_call_arguments(tool_input))
+        elif kind in _OUTPUTS:
+            messages.append(_tool_output(item, where, pending, dropped))
         elif kind == "item_reference":
             raise NeedsStoredState(
                 f"{where}: item references {_WHY_STATELESS}: send the item itself",
                 param=where,
             )
         else:
-            dropped.add(f"input.{kind}")  # reasoning, hosted tool calls, custom tool calls …
+            dropped.add(f"input.{kind}")  # reasoning, hosted tool calls …
     if pending:
         messages.append({"role": "user", "content": pending})
     return messages
@@ -288,19 +295,22 @@ def _assistant_text(content: Any, where: str, dropped: DroppedParams) -> str:
     return "".join(texts)
 
 
-def _function_call(messages: list[dict[str, Any]], item: dict[str, Any], where: str) -> None:
-    """Add a ``function_call`` item as a tool call of the assistant message before it (a new
-    one when the last message is not the assistant's)."""
+def _function_arguments(arguments: Any) -> str:
+    if isinstance(arguments, dict):
+        return _dumps_str(arguments)
+    return arguments if isinstance(arguments, str) else "{}"
+
+
+def _tool_call(
+    messages: list[dict[str, Any]], item: dict[str, Any], where: str, arguments: str
+) -> None:
+    """Add a ``function_call`` or ``custom_tool_call`` item as a tool call of the assistant
+    message before it (a new one when the last message is not the assistant's)."""
     call_id, name = item.get("call_id"), item.get("name")
     if not isinstance(call_id, str) or not call_id:
-        raise BadRequest(f"{where}.call_id is required on a function_call item", param=where)
+        raise BadRequest(f"{where}.call_id is required on a {item['type']} item", param=where)
     if not isinstance(name, str) or not name:
-        raise BadRequest(f"{where}.name is required on a function_call item", param=where)
-    arguments = item.get("arguments")
-    if isinstance(arguments, dict):
-        arguments = _dumps_str(arguments)
-    elif not isinstance(arguments, str):
-        arguments = "{}"
+        raise BadRequest(f"{where}.name is required on a {item['type']} item", param=where)
     call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
     last = messages[-1] if messages else None
     if last is not None and last["role"] == "assistant":
@@ -309,12 +319,14 @@ def _function_call(messages: list[dict[str, Any]], item: dict[str, Any], where: 
         messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
-def _function_call_output(
+def _tool_output(
     item: dict[str, Any], where: str, pending: list[dict[str, Any]], dropped: DroppedParams
 ) -> dict[str, Any]:
+    """A ``function_call_output`` or ``custom_tool_call_output`` item as a tool message (its
+    images and files go to ``pending``)."""
     call_id = item.get("call_id")
     if not isinstance(call_id, str) or not call_id:
-        raise BadRequest(f"{where}.call_id is required on a function_call_output item", param=where)
+        raise BadRequest(f"{where}.call_id is required on a {item['type']} item", param=where)
     output = item.get("output")
     if isinstance(output, str):
         return {"role": "tool", "tool_call_id": call_id, "content": output}
@@ -334,56 +346,7 @@ def _function_call_output(
     return {"role": "tool", "tool_call_id": call_id, "content": texts}
 
 
-# --------------------------------------------------------------------------- tools and formats
-
-
-def _function_tools(tools: list[Any], dropped: DroppedParams) -> list[dict[str, Any]]:
-    out = []
-    for j, raw in enumerate(tools):
-        where = f"tools[{j}]"
-        tool = require_object(raw, where)
-        kind = tool.get("type")
-        if kind != "function":
-            dropped.add(f"tools.{kind}")  # hosted tools (web_search, file_search, mcp …), custom
-            continue
-        name = tool.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"{where}.name is required", param=where)
-        function: dict[str, Any] = {"name": name}
-        if isinstance(tool.get("description"), str):
-            function["description"] = tool["description"]
-        if isinstance(tool.get("parameters"), dict):
-            function["parameters"] = tool["parameters"]
-        if isinstance(tool.get("strict"), bool):
-            function["strict"] = tool["strict"]
-        for extra, value in tool.items():
-            if extra not in ("type", "name", "description", "parameters", "strict") and value:
-                dropped.add(f"tools.{extra}")
-        out.append({"type": "function", "function": function})
-    return out
-
-
-def _tool_choice(choice: Any, tools: list[dict[str, Any]], dropped: DroppedParams) -> Any:
-    """The chat ``tool_choice`` (None: leave it out). ``allowed_tools`` narrows ``tools``."""
-    if choice is None:
-        return None
-    if choice in ("auto", "none", "required"):
-        return choice
-    if isinstance(choice, dict):
-        kind = choice.get("type")
-        names = {t["function"]["name"] for t in tools}
-        if kind == "function" and choice.get("name") in names:
-            return {"type": "function", "function": {"name": choice["name"]}}
-        if kind == "allowed_tools" and choice.get("mode") in ("auto", "required"):
-            allowed = {
-                t.get("name")
-                for t in choice.get("tools") or ()
-                if isinstance(t, dict) and t.get("type") == "function"
-            }
-            tools[:] = [t for t in tools if t["function"]["name"] in allowed]
-            return choice["mode"]
-    dropped.add("tool_choice")
-    return None
+# --------------------------------------------------------------------------- formats
 
 
 def _response_format(text: Any, dropped: DroppedParams) -> dict[str, Any] | None:

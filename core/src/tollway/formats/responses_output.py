@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tollway.formats.helpers import _dumps_str, _obj, new_tool_call_id
+from tollway.formats.responses_tools import custom_tool_input, custom_tool_names
 from tollway.formats.shapes import chat_usage, usage_to_responses
 
 __all__ = ["TRANSLATED_RESPONSE_PREFIX", "chat_response_to_responses"]
@@ -107,8 +108,22 @@ def _function_call_item(
     }
 
 
+def _custom_tool_call_item(
+    item_id: str, status: str, call_id: str, name: str, tool_input: str
+) -> dict[str, Any]:
+    """A ``custom_tool_call`` output item."""
+    return {
+        "id": item_id,
+        "type": "custom_tool_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "input": tool_input,
+    }
+
+
 def _new_item_id(prefix: str) -> str:
-    """A fresh output item id (``msg_…``, ``fc_…``)."""
+    """A fresh output item id (``msg_…``, ``fc_…``, ``ctc_…``)."""
     return prefix + os.urandom(16).hex()
 
 
@@ -122,9 +137,11 @@ def chat_response_to_responses(
     """An OpenAI ``chat.completion`` (its first choice) as a Responses ``response`` object.
 
     Text and refusal become one ``message`` item (``output_text`` / ``refusal`` parts), each
-    tool call a ``function_call`` item (``call_id`` = the tool call's id). A ``length`` finish
-    leaves the response ``incomplete`` (``max_output_tokens``), ``content_filter`` too. The
-    ``request`` (the client's Responses request) is echoed as OpenAI echoes it.
+    tool call a ``function_call`` item (``call_id`` = the tool call's id), or a
+    ``custom_tool_call`` item when it calls one of the request's custom tools (``input`` = the
+    ``input`` string of its arguments). A ``length`` finish leaves the response ``incomplete``
+    (``max_output_tokens``), ``content_filter`` too. The ``request`` (the client's Responses
+    request) is echoed as OpenAI echoes it, and tells which tools are custom.
     """
     choices = doc.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else {}
@@ -145,20 +162,25 @@ def chat_response_to_responses(
     if parts:
         output.append(_message_item(_new_item_id("msg_"), status, parts))
     calls = message.get("tool_calls")
+    custom = custom_tool_names(request) if calls else frozenset()
     for call in calls if isinstance(calls, list) else ():
         if not isinstance(call, dict):
             continue
         function = _obj(call.get("function"))
         arguments = function.get("arguments")
-        output.append(
-            _function_call_item(
-                _new_item_id("fc_"),
-                "completed",
-                str(call.get("id") or new_tool_call_id()),
-                str(function.get("name") or ""),
-                arguments if isinstance(arguments, str) else _dumps_str(arguments or {}),
+        arguments = arguments if isinstance(arguments, str) else _dumps_str(arguments or {})
+        call_id = str(call.get("id") or new_tool_call_id())
+        name = str(function.get("name") or "")
+        if name in custom:
+            output.append(
+                _custom_tool_call_item(
+                    _new_item_id("ctc_"), "completed", call_id, name, custom_tool_input(arguments)
+                )
             )
-        )
+        else:
+            output.append(
+                _function_call_item(_new_item_id("fc_"), "completed", call_id, name, arguments)
+            )
     usage = doc.get("usage")
     created = doc.get("created")
     if created_at is None:

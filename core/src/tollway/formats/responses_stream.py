@@ -10,6 +10,7 @@ from tollway._sse import event_fields
 from tollway._types import Usage
 from tollway.formats.helpers import _obj, new_tool_call_id
 from tollway.formats.responses_output import (
+    _custom_tool_call_item,
     _function_call_item,
     _message_item,
     _new_item_id,
@@ -18,6 +19,7 @@ from tollway.formats.responses_output import (
     _response_status,
     _text_part,
 )
+from tollway.formats.responses_tools import custom_tool_input, custom_tool_names
 from tollway.formats.shapes import TranslationError, chat_usage, sse_event, usage_to_responses
 from tollway.formats.streams import _load_event
 
@@ -50,16 +52,22 @@ class _Message:
 
 
 class _Call:
-    """An open ``function_call`` output item (one chat tool call)."""
+    """An open ``function_call`` output item (one chat tool call), or a ``custom_tool_call``
+    one when it calls a custom tool (its arguments kept until it closes: only then is their
+    ``input`` string known)."""
 
-    def __init__(self, index: int, call_id: str, name: str) -> None:
+    def __init__(self, index: int, call_id: str, name: str, custom: bool) -> None:
         self.index = index
-        self.id = _new_item_id("fc_")
+        self.custom = custom
+        self.id = _new_item_id("ctc_" if custom else "fc_")
         self.call_id = call_id
         self.name = name
         self.arguments = ""
 
     def item(self, status: str) -> dict[str, Any]:
+        if self.custom:
+            tool_input = custom_tool_input(self.arguments) if status == "completed" else ""
+            return _custom_tool_call_item(self.id, status, self.call_id, self.name, tool_input)
         return _function_call_item(self.id, status, self.call_id, self.name, self.arguments)
 
 
@@ -76,8 +84,11 @@ class ChatToResponsesStream:
     ``response.output_text.delta`` per chunk; a refusal gets a ``refusal`` part); each tool
     call opens a ``function_call`` item whose arguments arrive as
     ``response.function_call_arguments.delta`` (the first tool call closes the message item
-    before it). The finish reason closes every open item in output order (``…text.done`` or
-    ``…arguments.done``, ``response.content_part.done``, ``response.output_item.done``);
+    before it). A call of one of the request's custom tools opens a ``custom_tool_call`` item
+    instead: its arguments are kept, and their ``input`` string is sent when it closes, as one
+    ``response.custom_tool_call_input.delta`` and ``…input.done``. The finish reason closes
+    every open item in output order (``…text.done``, ``…arguments.done`` or ``…input.done``,
+    ``response.content_part.done``, ``response.output_item.done``);
     ``response.completed`` (``response.incomplete`` after a ``length`` or ``content_filter``
     finish) follows with the usage once the usage chunk, ``[DONE]`` or the end of the stream
     arrives (the upstream request must ask for ``stream_options.include_usage``). An
@@ -96,6 +107,7 @@ class ChatToResponsesStream:
     ) -> None:
         self.model = model
         self.request = request
+        self._custom = custom_tool_names(request)
         self.on_usage = on_usage
         self.id = response_id or _new_response_id()
         self.created_at = created_at if created_at is not None else int(time.time())
@@ -186,21 +198,26 @@ class ChatToResponsesStream:
         if call is None:
             if self._message is not None:  # text before tool calls: its item is complete
                 self._close(out, self._message)
+            name = str(function.get("name") or "")
             call = self._calls[key] = _Call(
                 self._take_index(),
                 str(raw.get("id") or new_tool_call_id()),
-                str(function.get("name") or ""),
+                name,
+                name in self._custom,
             )
             self._open.append(call)
+            item = call.item("in_progress")
             self._event(
                 out,
                 "response.output_item.added",
                 output_index=call.index,
-                item={**call.item("in_progress"), "arguments": ""},
+                item=item if call.custom else {**item, "arguments": ""},
             )
         arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
             call.arguments += arguments
+            if call.custom:
+                return  # its input is sent when it closes
             self._event(
                 out,
                 "response.function_call_arguments.delta",
@@ -235,6 +252,23 @@ class ChatToResponsesStream:
                 )
             finished = _message_item(item.id, status, item.content())
             self._message = None
+        elif item.custom:
+            finished = item.item("completed")
+            if finished["input"]:
+                self._event(
+                    out,
+                    "response.custom_tool_call_input.delta",
+                    item_id=item.id,
+                    output_index=item.index,
+                    delta=finished["input"],
+                )
+            self._event(
+                out,
+                "response.custom_tool_call_input.done",
+                item_id=item.id,
+                output_index=item.index,
+                input=finished["input"],
+            )
         else:
             self._event(
                 out,
