@@ -19,6 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tollway.testing_plugins import plugin_site
 
+# Timing-sensitive (it measures the event loop's lag): `./run test` runs it after the parallel
+# run, alone on the machine.
+pytestmark = pytest.mark.serial
+
 STALLING = """
 import time
 from tollway import hookimpl

@@ -22,6 +22,10 @@ import pytest
 import redis
 from conftest import Simulator, provider_config, start_gateway, stop
 
+# Timing-sensitive (real processes racing, drills): `./run test` runs it after the parallel run,
+# alone on the machine.
+pytestmark = pytest.mark.serial
+
 LONG = os.environ.get("TOLLWAY_DRILLS_LONG") == "1"
 SECONDS = 300.0 if LONG else 30.0
 #: The first sample is taken this far into the traffic (caches, pools and lazy imports filled).

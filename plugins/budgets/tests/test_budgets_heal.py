@@ -32,6 +32,10 @@ from budgets_support import (
 
 from tollway.keys import mint_key
 
+# Timing-sensitive (real processes racing, drills): `./run test` runs it after the parallel run,
+# alone on the machine.
+pytestmark = pytest.mark.serial
+
 pytest.importorskip("tollway_control_plane", reason="the control plane is needed")
 
 #: Calls made while Redis is frozen.

@@ -43,6 +43,10 @@ from budgets_support import (
 
 from tollway.keys import mint_key
 
+# Timing-sensitive (real processes racing, drills): `./run test` runs it after the parallel run,
+# alone on the machine.
+pytestmark = pytest.mark.serial
+
 pytest.importorskip("tollway_control_plane", reason="the control plane is needed")
 
 LEASE = 1.5

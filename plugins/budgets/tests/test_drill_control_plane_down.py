@@ -35,6 +35,10 @@ from budgets_support import (
     wait_for,
 )
 
+# Timing-sensitive (real processes racing, drills): `./run test` runs it after the parallel run,
+# alone on the machine.
+pytestmark = pytest.mark.serial
+
 pytest.importorskip("tollway_control_plane", reason="the control plane is needed")
 
 SOFT_BUMP = 1.0

@@ -30,6 +30,10 @@ from budgets_support import (
 
 from tollway.testing import Simulator, start_simulator
 
+# Timing-sensitive (real processes racing, drills): `./run test` runs it after the parallel run,
+# alone on the machine.
+pytestmark = pytest.mark.serial
+
 pytest.importorskip("tollway_control_plane", reason="the control plane is needed")
 
 STREAMS = 30

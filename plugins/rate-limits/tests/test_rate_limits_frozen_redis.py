@@ -22,6 +22,10 @@ from rate_limits_support import Gateway, Key, RedisServer, openai_provider, star
 
 from tollway.testing import Simulator, start_simulator, stop
 
+# Timing-sensitive (real processes racing, drills): `./run test` runs it after the parallel run,
+# alone on the machine.
+pytestmark = pytest.mark.serial
+
 RETRY_INTERVAL = 1.0
 WORKERS = 6
 

@@ -20,6 +20,10 @@ from rate_limits_support import Gateway, Key, RedisServer, openai_provider, star
 
 from tollway.testing import Simulator, start_simulator, stop, wait_ready
 
+# Timing-sensitive (real processes racing, drills): `./run test` runs it after the parallel run,
+# alone on the machine.
+pytestmark = pytest.mark.serial
+
 #: Short back-off: Redis answering again is noticed within a fraction of a second.
 SETTINGS = {"redis_retry_interval_seconds": 0.2}
 
