@@ -291,3 +291,32 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert "cannot listen" in out.stderr and "Traceback" not in out.stderr
     # The port is bound before the plugins start: nothing announced a gateway that never served.
     assert "listening on" not in out.stderr and "gateway_started" not in out.stderr
+
+
+def test_port_0_announces_the_port_it_got_and_it_answers_at_once(tmp_path: Path) -> None:
+    """``--port 0``: the kernel picks the port; the banner names that port, and it answers as
+    soon as the banner is printed (the port listens before anything is announced)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tollway", "serve", "--port", "0"],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "SERVER_ADDR": "127.0.0.1:1", "TOLLWAY_DATA_DIR": str(tmp_path)},
+    )
+    try:
+        assert proc.stderr is not None
+        seen: list[str] = []
+        found = None
+        deadline = time.monotonic() + 60
+        while found is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            seen.append(line)
+            found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+        assert found is not None, "".join(seen)
+        port = int(found.group(1))
+        assert port != 0
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        stop(proc)

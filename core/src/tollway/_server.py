@@ -261,9 +261,11 @@ def run_gateway(
             listener.close()
             raise
         listener.listen(config.backlog)  # the kernel routes new connections here from now on
+        # The port announced is the one bound (the kernel's choice for port 0).
+        bound = f"{bind.rpartition(':')[0]}:{listener.getsockname()[1]}"
         listener.detach()  # Hypercorn owns the descriptor (fd://) and closes it
         if on_ready is not None:
-            on_ready(bind)
+            on_ready(bound)
         asgi: Any = GatewayASGI(gateway, cast(Any, app))
         watch_pauses(loop)
         watch_loop_lag(loop)
