@@ -125,7 +125,14 @@ def _sign_in(browser: Any, served: Served, token: str = ADMIN_TOKEN) -> Any:
 
     page.on("console", on_console)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
-    page.on("requestfailed", lambda r: problems.append(f"{r.url}: {r.failure}"))
+
+    def on_failed(request: Any) -> None:
+        # net::ERR_ABORTED is the browser cancelling a load itself (the test navigated on while
+        # the favicon was still loading, say): the server answered nothing wrong.
+        if request.failure != "net::ERR_ABORTED":
+            problems.append(f"{request.url}: {request.failure}")
+
+    page.on("requestfailed", on_failed)
     page.console_problems = problems
     page.goto(f"{served.console}/keys")
     assert "/console/login" in page.url  # not signed in: the sign-in page
