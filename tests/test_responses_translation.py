@@ -299,6 +299,20 @@ def test_dropped_parameters_are_reported(gw: Gateway) -> None:
     assert dropped[0] == "reasoning" and "text.format" in dropped
 
 
+def test_dropped_names_from_the_client_are_encoded_in_the_header(gw: Gateway) -> None:
+    """A tool type or field the client made up (a line break, a comma, an accent in it) is
+    dropped and named in the header percent-encoded: never a 500, never a forged header line."""
+    tools = [
+        {"type": "web\r\nX-Forged: 1"},
+        {"type": "function", "name": "f", "parameters": {"type": "object"}, "caf\u00e9,x": 1},
+    ]
+    r = gw.post(None, "/v1/responses", {"model": "claude-haiku-4-5", "input": "hi", "tools": tools})
+    assert r.status_code == 200, r.text
+    assert "x-forged" not in r.headers
+    dropped = r.headers["x-langwatch-params-dropped"].split(",")
+    assert "tools.web%0D%0AX-Forged%3A%201" in dropped and "tools.caf%C3%A9%2Cx" in dropped
+
+
 def test_a_translated_response_cannot_be_retrieved(gw: Gateway) -> None:
     client = gw.openai()
     created = client.responses.create(model="tiny-1", input="remember me")

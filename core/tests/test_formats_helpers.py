@@ -310,3 +310,26 @@ def test_chat_chunk_writers() -> None:
         "choices": [],
         "usage": formats.usage_to_chat(usage),
     }
+
+
+@given(st.lists(st.text(max_size=12), max_size=6))
+def test_dropped_header_value_is_one_safe_header_line_that_round_trips(names: list[str]) -> None:
+    """Any names: the value is printable ASCII (no line break), splits back into one part per
+    name, each part decodes to its name (a name with a ``%`` of its own is kept as sent), and
+    reporting the split value again changes nothing (a fallback attempt merges the header it
+    finds)."""
+    from urllib.parse import unquote
+
+    from tollway.formats.shapes import dropped_header_value
+
+    value = dropped_header_value(names)
+    assert value.isascii() and (value.isprintable() or not value)
+    if not names:
+        assert value == ""
+        return
+    parts = value.split(",")
+    assert len(parts) == len(names)
+    for part, name in zip(parts, names, strict=True):
+        if "%" not in name:
+            assert unquote(part) == name
+    assert dropped_header_value(parts) == value

@@ -35,6 +35,7 @@ from tollway._input import (
     quote_input,
 )
 from tollway._types import Credential
+from tollway.formats.shapes import PARAMS_DROPPED_HEADER, dropped_header_value
 from tollway.keys import KeyFormatError, check_key_format
 from tollway.media import UPLOAD, FormError, parse_form
 
@@ -268,7 +269,7 @@ class Intake:
         ctx.stash[UPLOAD] = upload
         ctx.model = model
         if dropped:
-            ctx.response_headers["X-LangWatch-Params-Dropped"] = ",".join(sorted(dropped))
+            ctx.response_headers[PARAMS_DROPPED_HEADER] = dropped_header_value(sorted(dropped))
 
     async def authenticate(self, ctx: RequestContext) -> None:
         headers = ctx.headers

@@ -8,6 +8,7 @@ from collections.abc import (
     Mapping,
 )
 from typing import Any, Literal, NamedTuple
+from urllib.parse import quote
 
 import orjson
 
@@ -24,6 +25,7 @@ __all__ = [
     "chat_chunk",
     "chat_usage",
     "chat_usage_chunk",
+    "dropped_header_value",
     "finish_reason_from_stop",
     "forget_dropped",
     "messages_usage",
@@ -237,13 +239,22 @@ def chat_usage_chunk(id: str, created: int, model: str, usage: Usage) -> bytes:
 _DROPPED_KEY: StashKey[str] = StashKey("tollway.formats.params_dropped")
 
 
+def dropped_header_value(dropped: Iterable[str]) -> str:
+    """The ``X-LangWatch-Params-Dropped`` value of ``dropped``: comma-separated, each name
+    percent-encoded but for ``[]`` (the names come from the client's JSON: a line break in a
+    field name must not become a header line, a comma not a second name). Idempotent: a value
+    read back from the header and reported again stays the same."""
+    return ",".join(quote(name, safe="[]%") for name in dropped)
+
+
 def report_dropped(ctx: RequestContext, dropped: Iterable[str]) -> None:
-    """Put ``dropped`` into ``X-LangWatch-Params-Dropped`` (comma-separated) for this attempt.
+    """Put ``dropped`` into ``X-LangWatch-Params-Dropped`` (:func:`dropped_header_value`) for
+    this attempt.
 
     Each attempt reports its own: an empty list clears what an earlier (failed) translated
     attempt of the same request reported.
     """
-    value = ",".join(dropped)
+    value = dropped_header_value(dropped)
     if not value:
         forget_dropped(ctx)
         return
