@@ -189,12 +189,24 @@ def test_replicas_racing_at_the_limit(cluster: Cluster, max_tokens: int | None) 
     ledger_total = sum(r["cost_usd"] for r in ledger.values())
     assert len({r["gateway_node_id"] for r in ledger.values()}) == 2  # both replicas wrote
     assert ledger_total == total + warm
-    # The shared counter in Redis agrees with the ledger, nothing left reserved.
+    # The shared counter in Redis agrees with the ledger, nothing left reserved. Settlements
+    # reach Redis after the answer (queued up to 50 ms, a failed one retried by the heartbeat
+    # every third of the 10 s lease), so a ledger row can land first: wait for them, bounded
+    # by the heartbeat.
     client = redis.Redis.from_url(REDIS_URL)
-    try:
+    seen: list[tuple[int, int]] = []
+
+    def settled() -> bool:
         (counter,) = [k for k in client.scan_iter(match=f"{cluster.prefix}:*:c")]
         spent, reserved = client.hmget(counter, "spent", "reserved")
-        assert (int(spent or 0), int(reserved or 0)) == (ledger_total, 0)
+        seen.append((int(spent or 0), int(reserved or 0)))
+        return seen[-1] == (ledger_total, 0)
+
+    try:
+        wait_for(settled, 8, "the counter to settle")
+    except AssertionError as exc:
+        wanted = (ledger_total, 0)
+        raise AssertionError(f"counter (spent, reserved) {seen[-1]} != {wanted}") from exc
     finally:
         client.close()
     (listed,) = [
