@@ -52,7 +52,15 @@ DRILLS = (
         "rate-limit overshoot 0 after Redis restarts empty (2 replicas)",
         (
             "plugins/rate-limits/tests/test_rate_limits_heal.py::"
-            "test_redis_restarted_empty_does_not_reset_the_rpm_window",
+            "test_redis_restarted_empty_does_not_reset_the_window[rpm]",
+        ),
+    ),
+    Drill(
+        "redis_restarted_empty_rpd",
+        "rpd overshoot 0 after Redis restarts empty (2 replicas)",
+        (
+            "plugins/rate-limits/tests/test_rate_limits_heal.py::"
+            "test_redis_restarted_empty_does_not_reset_the_window[rpd]",
         ),
     ),
     Drill(
@@ -60,7 +68,15 @@ DRILLS = (
         "requests admitted fail-open during a SIGSTOP count in the window afterwards",
         (
             "plugins/rate-limits/tests/test_rate_limits_heal.py::"
-            "test_requests_admitted_while_redis_was_frozen_count_in_the_window",
+            "test_requests_admitted_while_redis_was_frozen_count_in_the_window[rpm]",
+        ),
+    ),
+    Drill(
+        "redis_paused_rpd",
+        "requests admitted fail-open during a SIGSTOP count in the day afterwards",
+        (
+            "plugins/rate-limits/tests/test_rate_limits_heal.py::"
+            "test_requests_admitted_while_redis_was_frozen_count_in_the_window[rpd]",
         ),
     ),
     Drill(

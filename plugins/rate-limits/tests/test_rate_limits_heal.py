@@ -1,6 +1,7 @@
 """Rate-limit windows that heal (a private ``redis-server`` on a free port, never the shared
-one): Redis restarted empty does not reset a key's rpm window, and requests admitted fail-open
-while Redis was frozen count in the window once it answers again.
+one): Redis restarted empty does not reset a key's rpm window or its rpd day counter, and
+requests admitted fail-open while Redis was frozen count in the window (and the day) once it
+answers again.
 
 Also drills (tests/drills): each prints its figure.
 """
@@ -42,11 +43,12 @@ def _statuses(gateways: list[Gateway], key: Key, n: int) -> Counter[int]:
         )
 
 
-def test_redis_restarted_empty_does_not_reset_the_rpm_window(
-    sim: Simulator, tmp_path: Path
+@pytest.mark.parametrize("dimension", ["rpm", "rpd"])
+def test_redis_restarted_empty_does_not_reset_the_window(
+    sim: Simulator, tmp_path: Path, dimension: str
 ) -> None:
     limit = 20
-    key = Key({"rate_limits": {"rpm": limit}})
+    key = Key({"rate_limits": {dimension: limit}})
     with RedisServer(tmp_path / "redis") as server:
         common = {
             "providers": [openai_provider(sim.url)],
@@ -67,8 +69,9 @@ def test_redis_restarted_empty_does_not_reset_the_rpm_window(
             after = _statuses([a, b], key, limit)
             admitted = after[200]
             print(
-                f"\nDRILL redis_restarted_empty_rpm: {limit + admitted} admitted in the "
-                f"window on an rpm={limit} key across 2 replicas (overshoot {admitted})"
+                f"\nDRILL redis_restarted_empty_{dimension}: {limit + admitted} admitted in "
+                f"the window on an {dimension}={limit} key across 2 replicas "
+                f"(overshoot {admitted})"
             )
             assert after == {429: limit}, after
             assert "rate_limit_window_restored" in a.logs() + b.logs()
@@ -77,11 +80,12 @@ def test_redis_restarted_empty_does_not_reset_the_rpm_window(
             stop(b.proc)
 
 
+@pytest.mark.parametrize("dimension", ["rpm", "rpd"])
 def test_requests_admitted_while_redis_was_frozen_count_in_the_window(
-    sim: Simulator, tmp_path: Path
+    sim: Simulator, tmp_path: Path, dimension: str
 ) -> None:
     limit, before, during = 10, 4, 8
-    key = Key({"rate_limits": {"rpm": limit}})
+    key = Key({"rate_limits": {dimension: limit}})
     with RedisServer(tmp_path / "redis") as server:
         gw = start_gateway(
             tmp_path / "gw",
@@ -108,8 +112,9 @@ def test_requests_admitted_while_redis_was_frozen_count_in_the_window(
             time.sleep(0.5)  # past the back-off
             after = _statuses([gw], key, 5)
             print(
-                f"\nDRILL redis_paused_rpm: {after[200]} more admitted after Redis resumed "
-                f"with {before + during} requests in the window of an rpm={limit} key"
+                f"\nDRILL redis_paused_{dimension}: {after[200]} more admitted after Redis "
+                f"resumed with {before + during} requests in the window of an "
+                f"{dimension}={limit} key"
             )
             assert after == {429: 5}, after
         finally:

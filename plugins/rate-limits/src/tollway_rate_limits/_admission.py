@@ -178,7 +178,12 @@ def _defer_heal(batch: RequestBatch, state: State, store: RedisStore, epoch: str
     dirty = epoch in journal.dirty
     journal.dirty.discard(epoch)
     keys, args = store.heal_call(
-        epoch, journal.node_id, journal.entries(epoch), state.window_ms, lost=False
+        epoch,
+        journal.node_id,
+        journal.entries(epoch),
+        state.window_ms,
+        lost=False,
+        days=journal.day_counts(epoch),
     )
 
     def healed(outcome: Any) -> None:
@@ -212,7 +217,12 @@ async def heal(state: State, store: RedisStore, epoch: str, *, lost: bool) -> No
         journal.dirty.discard(epoch)
         try:
             restored = await store.heal(
-                epoch, journal.node_id, journal.entries(epoch), state.window_ms, lost=lost
+                epoch,
+                journal.node_id,
+                journal.entries(epoch),
+                state.window_ms,
+                lost=lost,
+                days=journal.day_counts(epoch),
             )
         except BaseException:
             journal.dirty.add(epoch)

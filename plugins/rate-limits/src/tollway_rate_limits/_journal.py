@@ -17,9 +17,16 @@ vanishes with the data; it asks for the journal then, and every replica puts bac
 put-back is idempotent (``ZADD NX``), so repeating one, or one replica's entries being still
 there, changes nothing.
 
+The calendar-day counters (``rpd``) heal the same way, by count: Redis keeps, beside a day
+counter's total, each replica's own count of the day (a field ``r:<replica>``, added to by
+acquire.lua), and the replica keeps its own count too (fail-open admissions included) and the
+total it last saw. Putting back sets the replica's field to its count and adds the difference
+to the total — idempotent, since a repeat finds nothing missing; after a loss, a placeholder
+field (``~<replica>``) stands for what the others had counted as this replica last saw it,
+until they put back their own.
+
 Bounds: a journal holds one window per log, at most :data:`MAX_ENTRIES` entries (the oldest
-go first). The calendar-day counters (``rpd``) are not journaled: after Redis lost its data
-they restart from zero for the rest of the day.
+go first), and one count per day counter (today's).
 """
 
 from __future__ import annotations
@@ -31,9 +38,9 @@ from collections.abc import Sequence
 
 import attrs
 
-from tollway_rate_limits._window import Spec, member
+from tollway_rate_limits._window import DAY_MS, Spec, member
 
-__all__ = ["MAX_ENTRIES", "Journal", "Restore", "epoch_key"]
+__all__ = ["MAX_ENTRIES", "DayCount", "Journal", "Restore", "epoch_key"]
 
 #: Entries kept per log (per scope and dimension).
 MAX_ENTRIES = 100_000
@@ -51,6 +58,16 @@ class Restore:
     seen_ms: int
     seen_used: int
     entries: list[tuple[int, str]]
+
+
+@attrs.frozen
+class DayCount:
+    """One day counter's put-back: the UTC day number, this replica's own count that day, and
+    the counter's total at this replica's last decision through Redis (0: none that day)."""
+
+    day: int
+    own: int
+    seen: int
 
 
 @attrs.define(eq=False)
@@ -76,6 +93,8 @@ class Journal:
     #: decision keeps the replica's field in the scope's epoch hash for a window.
     marked: dict[str, int] = attrs.field(factory=dict)
     last_mark_sweep: int = 0
+    #: Per scope and day counter key: this replica's count of the day and the total it saw.
+    days: dict[str, dict[str, DayCount]] = attrs.field(factory=dict)
 
     def mark(self, scope: str) -> None:
         """A decision on ``scope`` went through Redis (its epoch hash holds this replica)."""
@@ -113,6 +132,8 @@ class Journal:
             logs = self.logs[scope] = {}
         for i, spec in enumerate(specs):
             if spec.kind != "log":
+                total = spec.limit - remaining[i] if i < len(remaining) else None
+                self._count(scope, spec.keys[0], now, spec.cost, total)
                 continue
             log_keys = (spec.keys[0], spec.keys[1])
             entries = logs.get(log_keys)
@@ -127,9 +148,30 @@ class Journal:
         if fail_open:
             self.dirty.add(scope)
 
+    def _count(self, scope: str, key: str, now: int, cost: int, seen: int | None) -> None:
+        """``cost`` more of today on day counter ``key``; ``seen``: its total then (Redis's)."""
+        day = now // DAY_MS
+        counts = self.days.get(scope)
+        if counts is None:
+            counts = self.days[scope] = {}
+        count = counts.get(key)
+        if count is not None and count.day > day:
+            day = count.day  # this host's clock (fail-open) behind Redis's: Redis's day
+        if count is None or count.day != day:
+            count = DayCount(day, 0, 0)
+        counts[key] = DayCount(day, count.own + cost, count.seen if seen is None else seen)
+
     def observe(self, spec: Spec, at_ms: int, used: int) -> None:
-        """A refusal: ``spec``'s log held ``used`` at ``at_ms`` (Redis's clock)."""
+        """A refusal: ``spec``'s log or day counter held ``used`` at ``at_ms`` (Redis's
+        clock)."""
         if spec.kind != "log":
+            day = at_ms // DAY_MS
+            counts = self.days.setdefault(epoch_key([spec]), {})
+            count = counts.get(spec.keys[0])
+            if count is None or count.day < day:
+                counts[spec.keys[0]] = DayCount(day, 0, used)
+            elif count.day == day:
+                counts[spec.keys[0]] = attrs.evolve(count, seen=max(count.seen, used))
             return
         log_keys = (spec.keys[0], spec.keys[1])
         seen = self.seen.get(log_keys)
@@ -163,6 +205,13 @@ class Journal:
         cutoff = now - self.window_ms
         for log_keys in [k for k, (at, _) in self.seen.items() if at <= cutoff]:
             del self.seen[log_keys]
+        today = now // DAY_MS
+        for scope in list(self.days):
+            counts = self.days[scope]
+            for key in [k for k, c in counts.items() if c.day < today]:
+                del counts[key]
+            if not counts:
+                del self.days[scope]
 
     def _prune(self, entries: OrderedDict[str, tuple[int, int]], now: int) -> None:
         cutoff = now - self.window_ms
@@ -171,6 +220,11 @@ class Journal:
             if first[0] > cutoff and len(entries) <= MAX_ENTRIES:
                 break
             entries.popitem(last=False)
+
+    def day_counts(self, scope: str) -> dict[str, DayCount]:
+        """What to put back of the scope's day counters (today's counts only)."""
+        today = time.time_ns() // 1_000_000 // DAY_MS
+        return {k: c for k, c in self.days.get(scope, {}).items() if c.day >= today}
 
     def entries(self, scope: str) -> dict[tuple[str, str], Restore]:
         """What to put back of the scope, per log."""

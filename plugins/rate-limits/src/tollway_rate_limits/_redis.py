@@ -17,7 +17,7 @@ from importlib.resources import files
 from typing import Any
 
 from tollway.redis import LUA_NOW_MS, RedisClient, Script
-from tollway_rate_limits._journal import Restore
+from tollway_rate_limits._journal import DayCount, Restore
 from tollway_rate_limits._window import Decision, Spec
 
 __all__ = [
@@ -101,10 +101,12 @@ class RedisStore:
         window_ms: int,
         *,
         lost: bool,
+        days: dict[str, DayCount] | None = None,
     ) -> Call:
-        """``heal.lua``'s keys and arguments: put back one scope's journal. ``lost``: Redis
-        lost its data (placeholders for the other replicas' entries are due; the script also
-        finds that out by itself). The reply is the weight Redis did not have."""
+        """``heal.lua``'s keys and arguments: put back one scope's journal (its logs' entries
+        and its day counters' counts). ``lost``: Redis lost its data (placeholders for the
+        other replicas' admissions are due; the script also finds that out by itself). The
+        reply is the weight Redis did not have."""
         keys: list[str] = [epoch]
         args: list[str | int] = ["", node_id, window_ms, 1 if lost else 0, len(logs)]
         for (z, t), restore in logs.items():
@@ -112,6 +114,11 @@ class RedisStore:
             args.extend((restore.seen_ms, restore.seen_used, len(restore.entries)))
             for at, name in restore.entries:
                 args.extend((at, name))
+        days = days or {}
+        args.append(len(days))
+        for h, count in days.items():
+            keys.append(h)
+            args.extend((count.day, count.own, count.seen))
         return keys, args
 
     @staticmethod
@@ -148,9 +155,10 @@ class RedisStore:
         window_ms: int,
         *,
         lost: bool,
+        days: dict[str, DayCount] | None = None,
     ) -> int:
         """Put back one scope's journal now (see :meth:`heal_call`)."""
-        keys, args = self.heal_call(epoch, node_id, logs, window_ms, lost=lost)
+        keys, args = self.heal_call(epoch, node_id, logs, window_ms, lost=lost, days=days)
         async with asyncio.timeout(self.deadline):
             return int(await self.heal_script(keys=keys, args=args))
 

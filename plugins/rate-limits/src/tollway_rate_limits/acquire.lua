@@ -1,7 +1,9 @@
 -- tollway-rate-limits: one admission decision, atomically (the twin of _window.LocalStore.acquire).
 --
 -- KEYS, per spec in order: 'log' -> the sorted set of entries and the key holding their total
---                          weight; 'day' -> a hash {d = UTC day number, n = count}.
+--                          weight; 'day' -> a hash {d = UTC day number, n = count, and with
+--                          a replica id 'r:<replica>' = that replica's own count, which
+--                          heal.lua puts back after Redis lost its data}.
 -- ARGV: now_ms ('' = the server's TIME, so every gateway shares one clock), member id,
 --       window_ms, number of specs, then per spec: kind ('l' | 'd'), limit, cost; then,
 --       optionally, the replica's id: KEYS then ends with the scope's epoch hash, and a
@@ -89,7 +91,11 @@ for i = 1, n do
     ki = ki + 1
     k1[i] = h
     local dn = redis.call('HMGET', h, 'd', 'n')
-    if dn[1] and tonumber(dn[1]) == day then u = tonumber(dn[2]) or 0 end
+    if dn[1] and tonumber(dn[1]) == day then
+      u = tonumber(dn[2]) or 0
+    elseif dn[1] then
+      redis.call('DEL', h)  -- an earlier day's counts, the replicas' fields included
+    end
     if u + cost > limit then
       if cost > limit then retry = -1 else retry = next_midnight - now end
     end
@@ -115,6 +121,7 @@ for i = 1, n do
     redis.call('PEXPIRE', k2[i], window)
   else
     redis.call('HSET', k1[i], 'd', day, 'n', used[i] + costs[i])
+    if node and node ~= '' then redis.call('HINCRBY', k1[i], 'r:' .. node, costs[i]) end
     redis.call('PEXPIRE', k1[i], next_midnight - now + 60000)
   end
   reply[#reply + 1] = limits[i] - used[i] - costs[i]
