@@ -177,13 +177,9 @@ def _defer_heal(batch: RequestBatch, state: State, store: RedisStore, epoch: str
     journal = state.journal
     dirty = epoch in journal.dirty
     journal.dirty.discard(epoch)
+    logs, days = journal.entries(epoch), journal.day_counts(epoch)
     keys, args = store.heal_call(
-        epoch,
-        journal.node_id,
-        journal.entries(epoch),
-        state.window_ms,
-        lost=False,
-        days=journal.day_counts(epoch),
+        epoch, journal.node_id, logs, state.window_ms, lost=False, days=days
     )
 
     def healed(outcome: Any) -> None:
@@ -216,14 +212,9 @@ async def heal(state: State, store: RedisStore, epoch: str, *, lost: bool) -> No
     try:
         journal.dirty.discard(epoch)
         try:
-            restored = await store.heal(
-                epoch,
-                journal.node_id,
-                journal.entries(epoch),
-                state.window_ms,
-                lost=lost,
-                days=journal.day_counts(epoch),
-            )
+            logs, days = journal.entries(epoch), journal.day_counts(epoch)
+            node = journal.node_id
+            restored = await store.heal(epoch, node, logs, state.window_ms, lost=lost, days=days)
         except BaseException:
             journal.dirty.add(epoch)
             raise
