@@ -27,6 +27,7 @@ from rate_limits_support import (
     Gateway,
     Key,
     RedisClusterServers,
+    RedisServer,
     delete_prefix,
     openai_provider,
     shared_redis,
@@ -193,6 +194,51 @@ def test_put_back_rides_in_the_pipeline_when_due(prefix: str) -> None:
             await state.facility.release("test")
 
     asyncio.run(run())
+
+
+def test_a_burst_on_an_idle_scope_puts_back_once_and_only_what_redis_lacks(
+    tmp_path: Path,
+) -> None:
+    """A scope idle for most of a window, then a burst of concurrent requests: one put-back
+    rides ahead of their decisions, and it re-adds nothing Redis still has (before: each
+    decision of the burst sent the whole journal, tens of thousands of ZADDs after a busy
+    minute). Redis losing the scope before the next burst: the journal is put back once."""
+
+    async def run(url: str) -> None:
+        state = _state(url, "rl-burst")
+        assert state.facility is not None and isinstance(state.store, RedisStore)
+        client = state.facility.client
+        limits = {"rpm": 1000}
+        epoch = "rl-burst:{org:org}:vk:vk_org:e"
+
+        async def burst(n: int) -> None:
+            contexts = [_context(state, limits) for _ in range(n)]
+            for ctx in contexts:
+                await admit(ctx)
+            await asyncio.gather(*(flush_request(ctx) for ctx in contexts))
+            for ctx in contexts:
+                assert ctx.span_attributes["langwatch.rate_limit.decision"] == "allow"
+
+        async def zadds() -> int:
+            return int((await client.info("commandstats"))["cmdstat_zadd"]["calls"])
+
+        try:
+            await burst(40)  # new to this replica: a journal of 40 entries
+            state.journal.marked[epoch] -= int(WINDOW * 0.95)  # idle for most of a window
+            before = await zadds()
+            await burst(20)
+            assert await zadds() - before == 20  # one per decision, none for the put-back
+            assert int(await client.zcard("rl-burst:{org:org}:vk:vk_org:rpm")) == 60
+            await client.delete(*await client.keys("rl-burst:*"))  # Redis lost the scope
+            state.journal.marked[epoch] -= int(WINDOW * 0.95)
+            await burst(20)
+            assert int(await client.zcard("rl-burst:{org:org}:vk:vk_org:rpm")) == 80
+            assert state.journal.restored == 60
+        finally:
+            await state.facility.release("test")
+
+    with RedisServer(tmp_path / "redis") as server:
+        asyncio.run(run(server.url))
 
 
 def test_settlement_goes_through_the_queue(prefix: str) -> None:

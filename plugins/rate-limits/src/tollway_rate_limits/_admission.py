@@ -179,12 +179,16 @@ def _defer_heal(batch: RequestBatch, state: State, store: RedisStore, epoch: str
     journal.dirty.discard(epoch)
     logs, days = journal.entries(epoch), journal.day_counts(epoch)
     keys, args = store.heal_call(
-        epoch, journal.node_id, logs, state.window_ms, lost=False, days=days
+        epoch, journal.node_id, logs, state.window_ms, lost=False, days=days, only_if_lost=not dirty
     )
+    # One put-back per scope: the decisions deferred meanwhile (a burst on a scope that was
+    # idle) go without, and heal.lua then sends nothing back unless Redis lost the data.
+    journal.mark(epoch)
 
     def healed(outcome: Any) -> None:
         if isinstance(outcome, BaseException):
             # Put back on a later decision; the admission's continuation applies the policy.
+            journal.marked.pop(epoch, None)
             if dirty:
                 journal.dirty.add(epoch)
             return

@@ -102,13 +102,16 @@ class RedisStore:
         *,
         lost: bool,
         days: dict[str, DayCount] | None = None,
+        only_if_lost: bool = False,
     ) -> Call:
         """``heal.lua``'s keys and arguments: put back one scope's journal (its logs' entries
         and its day counters' counts). ``lost``: Redis lost its data (placeholders for the
-        other replicas' admissions are due; the script also finds that out by itself). The
-        reply is the weight Redis did not have."""
+        other replicas' admissions are due; the script also finds that out by itself).
+        ``only_if_lost``: nothing was admitted without Redis, so put back only if the script
+        finds the scope's data lost. The reply is the weight Redis did not have."""
         keys: list[str] = [epoch]
-        args: list[str | int] = ["", node_id, window_ms, 1 if lost else 0, len(logs)]
+        mode = 1 if lost else 2 if only_if_lost else 0
+        args: list[str | int] = ["", node_id, window_ms, mode, len(logs)]
         for (z, t), restore in logs.items():
             keys.extend((z, t, f"{z}:h"))
             args.extend((restore.seen_ms, restore.seen_used, len(restore.entries)))

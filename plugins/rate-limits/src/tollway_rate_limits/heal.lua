@@ -6,7 +6,9 @@
 --   hash (replica -> the placeholder member it holds in the set); then per day counter: its
 --   hash (see acquire.lua).
 -- ARGV: now_ms ('' = the server's TIME), replica id, window_ms, lost (1: Redis lost its data,
---   placeholders are due; 0: only this replica's entries), number of logs, then per log:
+--   placeholders are due; 0: only this replica's entries; 2: nothing unless Redis lost the
+--   scope's data, i.e. the replica's field in the epoch hash is gone), number of logs, then
+--   per log:
 --   seen_ms, seen_used (when this replica last decided on the log, and the log's total
 --   then, this decision included; 0 0: never), m, then m pairs (admission time ms, member);
 --   then the number of day counters, and per counter: its UTC day number, this replica's own
@@ -33,7 +35,11 @@ local now = now_ms(ARGV[1])  -- tollway.redis.LUA_NOW_MS, prepended
 local node = ARGV[2]
 local window = tonumber(ARGV[3])
 -- A replica without its field in the epoch hash put nothing back since Redis lost its data.
-local lost = ARGV[4] == '1' or redis.call('HEXISTS', KEYS[1], node) == 0
+local missing = redis.call('HEXISTS', KEYS[1], node) == 0
+if ARGV[4] == '2' and not missing then
+  return 0  -- Redis has what this replica admitted: the decision refreshes the field
+end
+local lost = ARGV[4] == '1' or missing
 local logs = tonumber(ARGV[5])
 local cutoff = now - window
 local total_added = 0
