@@ -181,9 +181,12 @@ def _defer_heal(batch: RequestBatch, state: State, store: RedisStore, epoch: str
     keys, args = store.heal_call(
         epoch, journal.node_id, logs, state.window_ms, lost=False, days=days, only_if_lost=not dirty
     )
-    # One put-back per scope: the decisions deferred meanwhile (a burst on a scope that was
-    # idle) go without, and heal.lua then sends nothing back unless Redis lost the data.
-    journal.mark(epoch)
+    if not dirty:
+        # One put-back per scope: the decisions deferred meanwhile (a burst on a scope that was
+        # idle) go without; this one writes nothing unless Redis lost the data, which a later
+        # decision's acquire.lua would find out by itself. (Entries admitted fail-open are not
+        # marked so: should this request end before its flush, the next one puts them back.)
+        journal.mark(epoch)
 
     def healed(outcome: Any) -> None:
         if isinstance(outcome, BaseException):
